@@ -1,0 +1,85 @@
+//! The application state shared by the HTTP server and the admin commands.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+
+use crate::cache::Cache;
+use crate::cache::keys::KeySpace;
+use crate::config::{DatabaseUrl, KeyPrefix, RedisUrl};
+use crate::db::Db;
+use crate::db::data_version::DataVersionProbe;
+use crate::metrics::Metrics;
+
+/// What every command needs to reach the data and the cache.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub database_url: DatabaseUrl,
+    /// `None`: the in-process cache.
+    pub redis_url: Option<RedisUrl>,
+    pub cache_prefix: KeyPrefix,
+    /// How long whole responses stay cached (a write retires them sooner).
+    pub view_ttl: Duration,
+    /// How long query results stay cached (a write retires them sooner).
+    pub data_ttl: Duration,
+    pub max_db_connections: usize,
+}
+
+pub const DEFAULT_VIEW_TTL: Duration = Duration::from_secs(900);
+pub const DEFAULT_DATA_TTL: Duration = Duration::from_secs(3600);
+
+pub struct App {
+    pub settings: Settings,
+    /// The repository's connection pool; only services use it.
+    pub db: Db,
+    /// Both cache levels; services and the view-cache layer use it.
+    pub cache: Cache,
+    /// Per-process counters, served at `/metrics`.
+    pub metrics: Arc<Metrics>,
+    /// Embedded mode, server only: how this process learns that another process
+    /// (the CLI, a second server) committed to the SQLite file.
+    pub sqlite_writes: Option<DataVersionProbe>,
+}
+
+pub type AppState = Arc<App>;
+
+impl App {
+    /// Builds the pool and the cache and checks that the database answers. An
+    /// unreachable Redis is not an error: the cache connects lazily.
+    pub async fn connect(settings: Settings) -> anyhow::Result<App> {
+        let metrics = Arc::new(Metrics::default());
+        let db = Db::connect(
+            &settings.database_url,
+            metrics.clone(),
+            settings.max_db_connections,
+        )?;
+        db.check().await.with_context(|| {
+            format!(
+                "cannot connect to {} at {}",
+                settings.database_url.backend_name(),
+                settings.database_url.target()
+            )
+        })?;
+        let keys = KeySpace::new(&settings.cache_prefix.0);
+        let cache = match &settings.redis_url {
+            Some(url) => Cache::redis(url, keys, metrics.clone())?,
+            None => Cache::in_process(keys, metrics.clone()),
+        };
+        Ok(App {
+            settings,
+            db,
+            cache,
+            metrics,
+            sqlite_writes: None,
+        })
+    }
+
+    /// Makes this process notice commits by other processes to the SQLite file.
+    pub fn watch_sqlite_writes(&mut self) -> anyhow::Result<()> {
+        if let DatabaseUrl::Sqlite(path) = &self.settings.database_url {
+            self.sqlite_writes = Some(DataVersionProbe::open(path)?);
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,162 @@
+//! Every cache key format, in one place. Each key type is bound to one value type, so a
+//! read can never decode into the wrong struct.
+//!
+//! Layout (prefix `listings:` by default):
+//! - `{prefix}{resource}:generation`: the generation counter; never expires.
+//! - `{prefix}{resource}:g{generation}:{kind}:{name}`: an entry, valid while the
+//!   counter still holds that generation. A bump retires every entry of the resource at
+//!   once; retired entries expire by TTL.
+//! - `{prefix}stats:{kind}:hits` / `:misses`: counters shared by every process.
+
+use crate::cache::values::{CacheValue, CachedResponse};
+use crate::db::models::Property;
+use crate::metrics::CacheKind;
+
+/// A set of entries retired together by one generation bump.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Resource {
+    Properties,
+}
+
+impl Resource {
+    pub const ALL: [Resource; 1] = [Resource::Properties];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Resource::Properties => "properties",
+        }
+    }
+}
+
+pub trait CacheKey {
+    type Value: CacheValue;
+    const KIND: CacheKind;
+    fn resource(&self) -> Resource;
+    /// Unique within the kind.
+    fn name(&self) -> &str;
+}
+
+/// The unfiltered property list, newest first: the logical key `all_properties`.
+pub struct AllPropertiesKey;
+
+impl CacheKey for AllPropertiesKey {
+    type Value = Vec<Property>;
+    const KIND: CacheKind = CacheKind::AllProperties;
+
+    fn resource(&self) -> Resource {
+        Resource::Properties
+    }
+
+    fn name(&self) -> &str {
+        "all_properties"
+    }
+}
+
+/// A whole HTTP response, by method, path and query.
+pub struct ViewKey {
+    request: String,
+    resource: Resource,
+}
+
+impl ViewKey {
+    pub fn new(method: &str, path_and_query: &str, resource: Resource) -> ViewKey {
+        ViewKey {
+            request: format!("{method} {path_and_query}"),
+            resource,
+        }
+    }
+}
+
+impl CacheKey for ViewKey {
+    type Value = CachedResponse;
+    const KIND: CacheKind = CacheKind::View;
+
+    fn resource(&self) -> Resource {
+        self.resource
+    }
+
+    fn name(&self) -> &str {
+        &self.request
+    }
+}
+
+/// Builds key strings under one prefix.
+#[derive(Clone, Debug)]
+pub struct KeySpace {
+    prefix: String,
+}
+
+/// An entry's key with the generation left open: `head + generation + tail`.
+#[derive(Clone, Debug)]
+pub struct EntryKey {
+    pub resource: Resource,
+    pub head: String,
+    pub tail: String,
+}
+
+impl EntryKey {
+    pub fn at(&self, generation: u64) -> String {
+        format!("{}{generation}{}", self.head, self.tail)
+    }
+}
+
+impl KeySpace {
+    pub fn new(prefix: &str) -> KeySpace {
+        KeySpace {
+            prefix: prefix.to_owned(),
+        }
+    }
+
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    pub fn generation(&self, resource: Resource) -> String {
+        format!("{}{}:generation", self.prefix, resource.name())
+    }
+
+    /// Every entry of `resource`, whatever its generation, starts with this.
+    pub fn entries_of(&self, resource: Resource) -> String {
+        format!("{}{}:g", self.prefix, resource.name())
+    }
+
+    pub fn entry<K: CacheKey>(&self, key: &K) -> EntryKey {
+        EntryKey {
+            resource: key.resource(),
+            head: self.entries_of(key.resource()),
+            tail: format!(":{}:{}", K::KIND.name(), key.name()),
+        }
+    }
+
+    pub fn hits(&self, kind: CacheKind) -> String {
+        format!("{}stats:{}:hits", self.prefix, kind.name())
+    }
+
+    pub fn misses(&self, kind: CacheKind) -> String {
+        format!("{}stats:{}:misses", self.prefix, kind.name())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_formats_are_stable() {
+        let keys = KeySpace::new("listings:");
+        assert_eq!(
+            keys.generation(Resource::Properties),
+            "listings:properties:generation"
+        );
+        assert_eq!(
+            keys.entry(&AllPropertiesKey).at(7),
+            "listings:properties:g7:all_properties:all_properties"
+        );
+        let view = ViewKey::new("GET", "/properties/?a=1", Resource::Properties);
+        assert_eq!(
+            keys.entry(&view).at(7),
+            "listings:properties:g7:view:GET /properties/?a=1"
+        );
+        assert_eq!(keys.hits(CacheKind::View), "listings:stats:view:hits");
+    }
+}

@@ -1,0 +1,210 @@
+//! The cache: one type over two backends (Redis, in-process), typed keys, generations.
+//!
+//! Rules it keeps:
+//! - a reader stores its result only if the generation it started under is still
+//!   current, so a slow reader never puts pre-write data back after an invalidation;
+//! - concurrent misses for one key in one process share one load (single flight);
+//! - a cache failure never fails a read: it is counted, logged and the value is loaded.
+
+pub mod keys;
+pub mod memory;
+pub mod redis;
+pub mod single_flight;
+pub mod values;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use crate::cache::keys::{CacheKey, EntryKey, KeySpace, Resource};
+use crate::cache::memory::MemoryCache;
+use crate::cache::redis::{Lookup, RedisCache};
+use crate::cache::single_flight::SingleFlight;
+use crate::cache::values::CacheValue;
+use crate::config::RedisUrl;
+use crate::metrics::{CacheKind, Metrics};
+use crate::test_hooks::{Point, TestHooks};
+
+pub struct Cache {
+    backend: Backend,
+    keys: KeySpace,
+    metrics: Arc<Metrics>,
+    flights: SingleFlight,
+    hooks: TestHooks,
+}
+
+enum Backend {
+    Memory(MemoryCache),
+    Redis(RedisCache),
+}
+
+/// Whether a value came from the cache or was loaded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CacheStatus {
+    Hit,
+    Miss,
+}
+
+impl Cache {
+    pub fn in_process(keys: KeySpace, metrics: Arc<Metrics>) -> Cache {
+        Cache::with_backend(Backend::Memory(MemoryCache::default()), keys, metrics)
+    }
+
+    pub fn redis(url: &RedisUrl, keys: KeySpace, metrics: Arc<Metrics>) -> anyhow::Result<Cache> {
+        let backend = Backend::Redis(RedisCache::new(url, keys.clone(), metrics.clone())?);
+        Ok(Cache::with_backend(backend, keys, metrics))
+    }
+
+    fn with_backend(backend: Backend, keys: KeySpace, metrics: Arc<Metrics>) -> Cache {
+        Cache {
+            backend,
+            keys,
+            metrics,
+            flights: SingleFlight::default(),
+            hooks: TestHooks::default(),
+        }
+    }
+
+    /// Pause points for race tests (see `test_hooks`).
+    pub fn hooks(&self) -> &TestHooks {
+        &self.hooks
+    }
+
+    /// For the start-up log line; no secrets.
+    pub fn describe(&self) -> String {
+        match &self.backend {
+            Backend::Memory(_) => "in-process".to_owned(),
+            Backend::Redis(redis) => format!(
+                "Redis at {} (key prefix {})",
+                redis.url(),
+                self.keys.prefix()
+            ),
+        }
+    }
+
+    pub fn redis_backend(&self) -> Option<&RedisCache> {
+        match &self.backend {
+            Backend::Redis(redis) => Some(redis),
+            Backend::Memory(_) => None,
+        }
+    }
+
+    /// Cache-aside: the cached value, or `load`'s, stored for `ttl` unless a write
+    /// bumped the generation meanwhile. An `Err` from `load` is returned and not stored.
+    pub async fn get_or_load<K, E, F, Fut>(
+        &self,
+        key: &K,
+        ttl: Duration,
+        load: F,
+    ) -> Result<(K::Value, CacheStatus), E>
+    where
+        K: CacheKey,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<K::Value, E>>,
+    {
+        let entry = self.keys.entry(key);
+        let generation = match self.lookup::<K::Value>(&entry, K::KIND).await {
+            Found::Value(value) => return Ok(self.hit(K::KIND, value)),
+            Found::Nothing { generation } => generation,
+            Found::Unavailable => return self.load_uncached(K::KIND, load).await,
+        };
+        // One loader per key and generation; the others wait and then find its value.
+        let _flight = self.flights.lock(&entry.at(generation)).await;
+        let generation = match self.lookup::<K::Value>(&entry, K::KIND).await {
+            Found::Value(value) => return Ok(self.hit(K::KIND, value)),
+            Found::Nothing { generation } => generation,
+            Found::Unavailable => return self.load_uncached(K::KIND, load).await,
+        };
+        let value = load().await?;
+        self.hooks.pause(Point::BeforeCacheStore).await;
+        self.store_if_current(&entry, K::KIND, generation, value.encode(), ttl)
+            .await;
+        self.metrics.record_miss(K::KIND);
+        Ok((value, CacheStatus::Miss))
+    }
+
+    /// Retires every cached list and page of `resource`. Never fails: on a cache error
+    /// the backend refuses to serve anything cached until it can retire it.
+    pub async fn invalidate(&self, resource: Resource) {
+        match &self.backend {
+            Backend::Memory(memory) => {
+                memory.bump(resource, &self.keys.entries_of(resource));
+            }
+            Backend::Redis(redis) => {
+                redis.bump(resource).await;
+            }
+        }
+    }
+
+    pub async fn invalidate_everything(&self) {
+        for resource in Resource::ALL {
+            self.invalidate(resource).await;
+        }
+    }
+
+    fn hit<V>(&self, kind: CacheKind, value: V) -> (V, CacheStatus) {
+        self.metrics.record_hit(kind);
+        (value, CacheStatus::Hit)
+    }
+
+    async fn load_uncached<V, E, F, Fut>(
+        &self,
+        kind: CacheKind,
+        load: F,
+    ) -> Result<(V, CacheStatus), E>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<V, E>>,
+    {
+        self.metrics.record_miss(kind);
+        Ok((load().await?, CacheStatus::Miss))
+    }
+
+    async fn lookup<V: CacheValue>(&self, entry: &EntryKey, kind: CacheKind) -> Found<V> {
+        let (generation, bytes) = match &self.backend {
+            Backend::Memory(memory) => memory.lookup(entry),
+            Backend::Redis(redis) => match redis.lookup(entry, kind).await {
+                Lookup::Hit { generation, value } => (generation, Some(value)),
+                Lookup::Miss { generation } => (generation, None),
+                Lookup::Unavailable => return Found::Unavailable,
+            },
+        };
+        match bytes.map(V::decode) {
+            Some(Some(value)) => Found::Value(value),
+            Some(None) => {
+                tracing::warn!(key = %entry.at(generation), "cached value does not decode; reloading it");
+                Found::Nothing { generation }
+            }
+            None => Found::Nothing { generation },
+        }
+    }
+
+    async fn store_if_current(
+        &self,
+        entry: &EntryKey,
+        kind: CacheKind,
+        generation: u64,
+        value: Bytes,
+        ttl: Duration,
+    ) {
+        let stored = match &self.backend {
+            Backend::Memory(memory) => memory.store_if_current(entry, generation, value, ttl),
+            Backend::Redis(redis) => {
+                redis
+                    .store_if_current(entry, kind, generation, &value, ttl)
+                    .await
+            }
+        };
+        if !stored {
+            tracing::debug!(key = %entry.at(generation), "not cached: a write retired this generation, or the cache is unavailable");
+        }
+    }
+}
+
+enum Found<V> {
+    Value(V),
+    Nothing { generation: u64 },
+    Unavailable,
+}

@@ -1,0 +1,314 @@
+//! The Redis backend. Generations live in Redis, shared by every process; lookups and
+//! guarded stores are Lua scripts, so "read the generation, then the entry" and "store
+//! only if the generation is unchanged" are each one atomic round trip.
+//!
+//! Failure policy: every call has a short timeout; after a failure Redis is skipped for
+//! a moment (circuit breaker) and requests go to the database. A failure may have eaten
+//! an invalidation, so before Redis is trusted again every generation is bumped.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{RedisResult, Script};
+
+use crate::cache::keys::{EntryKey, KeySpace, Resource};
+use crate::config::RedisUrl;
+use crate::metrics::{CacheKind, HitsMisses, Metrics};
+
+/// A dead Redis must cost milliseconds, not seconds.
+const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
+const RESPONSE_TIMEOUT: Duration = Duration::from_millis(250);
+/// How long Redis is skipped after a failure.
+const BREAKER_OPEN_FOR: Duration = Duration::from_secs(1);
+/// At most one warning per this interval while Redis keeps failing.
+const WARN_EVERY: Duration = Duration::from_secs(10);
+
+/// KEYS: generation, hits counter. ARGV: entry head, entry tail, initial generation.
+/// Returns {generation, value or nil}.
+const LOOKUP: &str = r"
+local g = redis.call('GET', KEYS[1])
+if not g then
+  redis.call('SET', KEYS[1], ARGV[3], 'NX')
+  g = redis.call('GET', KEYS[1])
+end
+local v = redis.call('GET', ARGV[1] .. g .. ARGV[2])
+if v then redis.call('INCR', KEYS[2]) end
+return {g, v}
+";
+
+/// KEYS: generation, misses counter. ARGV: expected generation, entry key, value, ttl ms.
+/// Counts the miss; stores only if the generation is still the expected one.
+const STORE_IF_CURRENT: &str = r"
+redis.call('INCR', KEYS[2])
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('SET', ARGV[2], ARGV[3], 'PX', ARGV[4])
+  return 1
+end
+return 0
+";
+
+/// KEYS: generation. ARGV: initial generation. A lost counter restarts from the clock,
+/// above any generation used before, so entries from before the loss stay retired.
+const BUMP: &str = r"
+if redis.call('EXISTS', KEYS[1]) == 1 then return redis.call('INCR', KEYS[1]) end
+redis.call('SET', KEYS[1], ARGV[1])
+return tonumber(ARGV[1])
+";
+
+pub struct RedisCache {
+    conn: ConnectionManager,
+    url: RedisUrl,
+    keys: KeySpace,
+    metrics: Arc<Metrics>,
+    lookup: Script,
+    store_if_current: Script,
+    bump: Script,
+    health: Health,
+}
+
+#[derive(Default)]
+struct Health {
+    skip_until: Mutex<Option<Instant>>,
+    last_warning: Mutex<Option<Instant>>,
+    /// Set by any failure: an invalidation may have been lost, so nothing cached may be
+    /// served until every generation has been bumped.
+    resync_needed: AtomicBool,
+}
+
+/// Outcome of a lookup.
+pub enum Lookup {
+    Hit {
+        generation: u64,
+        value: Bytes,
+    },
+    Miss {
+        generation: u64,
+    },
+    /// Redis is failing or not yet trusted again: go to the database.
+    Unavailable,
+}
+
+impl RedisCache {
+    /// Connects lazily: an unreachable Redis never stops the caller.
+    pub fn new(
+        url: &RedisUrl,
+        keys: KeySpace,
+        metrics: Arc<Metrics>,
+    ) -> anyhow::Result<RedisCache> {
+        let client = redis::Client::open(url.expose())?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(CONNECT_TIMEOUT))
+            .set_response_timeout(Some(RESPONSE_TIMEOUT))
+            .set_number_of_retries(1)
+            .set_max_delay(Duration::from_millis(200));
+        let conn = ConnectionManager::new_lazy_with_config(client, config)?;
+        Ok(RedisCache {
+            conn,
+            url: url.clone(),
+            keys,
+            metrics,
+            lookup: Script::new(LOOKUP),
+            store_if_current: Script::new(STORE_IF_CURRENT),
+            bump: Script::new(BUMP),
+            health: Health::default(),
+        })
+    }
+
+    pub fn url(&self) -> &RedisUrl {
+        &self.url
+    }
+
+    /// Counts a hit in Redis when there is one; misses are counted by the store.
+    pub async fn lookup(&self, key: &EntryKey, kind: CacheKind) -> Lookup {
+        if !self.ready().await {
+            return Lookup::Unavailable;
+        }
+        let mut conn = self.conn.clone();
+        let mut invocation = self.lookup.key(self.keys.generation(key.resource));
+        let call = invocation
+            .key(self.keys.hits(kind))
+            .arg(&key.head)
+            .arg(&key.tail)
+            .arg(initial_generation())
+            .invoke_async::<(u64, Option<Vec<u8>>)>(&mut conn);
+        match self.guarded("lookup", call).await {
+            Some((generation, Some(value))) => Lookup::Hit {
+                generation,
+                value: Bytes::from(value),
+            },
+            Some((generation, None)) => Lookup::Miss { generation },
+            None => Lookup::Unavailable,
+        }
+    }
+
+    /// Counts the miss and stores `value` if `generation` is still current.
+    pub async fn store_if_current(
+        &self,
+        key: &EntryKey,
+        kind: CacheKind,
+        generation: u64,
+        value: &[u8],
+        ttl: Duration,
+    ) -> bool {
+        if !self.ready().await {
+            return false;
+        }
+        let mut conn = self.conn.clone();
+        let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
+        let mut invocation = self
+            .store_if_current
+            .key(self.keys.generation(key.resource));
+        let call = invocation
+            .key(self.keys.misses(kind))
+            .arg(generation)
+            .arg(key.at(generation))
+            .arg(value)
+            .arg(ttl_ms)
+            .invoke_async::<i64>(&mut conn);
+        self.guarded("store", call).await == Some(1)
+    }
+
+    /// Retires every entry of `resource`. On failure the resync flag makes sure nothing
+    /// from before is served until a later bump succeeds.
+    pub async fn bump(&self, resource: Resource) -> bool {
+        if !self.ready().await {
+            return false;
+        }
+        self.bump_unchecked(resource).await
+    }
+
+    async fn bump_unchecked(&self, resource: Resource) -> bool {
+        let mut conn = self.conn.clone();
+        let mut invocation = self.bump.key(self.keys.generation(resource));
+        let call = invocation
+            .arg(initial_generation())
+            .invoke_async::<u64>(&mut conn);
+        self.guarded("invalidate", call).await.is_some()
+    }
+
+    /// Redis server-wide keyspace hits and misses, and the service's shared counters.
+    /// Not guarded: `cache-metrics` reports an unreachable Redis as an error.
+    pub async fn stats(&self) -> RedisResult<RedisStats> {
+        let mut conn = self.conn.clone();
+        let info: redis::InfoDict = redis::cmd("INFO")
+            .arg("stats")
+            .query_async(&mut conn)
+            .await?;
+        let mut counter_keys = Vec::new();
+        for kind in CacheKind::ALL {
+            counter_keys.push(self.keys.hits(kind));
+            counter_keys.push(self.keys.misses(kind));
+        }
+        let counts: Vec<Option<u64>> = redis::cmd("MGET")
+            .arg(&counter_keys)
+            .query_async(&mut conn)
+            .await?;
+        let per_kind = CacheKind::ALL
+            .iter()
+            .zip(counts.chunks(2))
+            .map(|(kind, pair)| {
+                let at = |i: usize| pair.get(i).copied().flatten().unwrap_or_default();
+                (
+                    *kind,
+                    HitsMisses {
+                        hits: at(0),
+                        misses: at(1),
+                    },
+                )
+            })
+            .collect();
+        Ok(RedisStats {
+            keyspace: HitsMisses {
+                hits: info.get("keyspace_hits").unwrap_or_default(),
+                misses: info.get("keyspace_misses").unwrap_or_default(),
+            },
+            per_kind,
+        })
+    }
+
+    /// False while the breaker is open, or while a resync is owed and cannot be paid.
+    async fn ready(&self) -> bool {
+        if self.skipping() {
+            return false;
+        }
+        if !self.health.resync_needed.load(Ordering::Acquire) {
+            return true;
+        }
+        for resource in Resource::ALL {
+            if !self.bump_unchecked(resource).await {
+                return false;
+            }
+        }
+        if self.health.resync_needed.swap(false, Ordering::AcqRel) {
+            tracing::info!(redis = %self.url, "Redis answers again: retired everything cached before the failure");
+        }
+        true
+    }
+
+    fn skipping(&self) -> bool {
+        let skip_until = self
+            .health
+            .skip_until
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        skip_until.is_some_and(|until| Instant::now() < until)
+    }
+
+    /// Runs one Redis call with a hard deadline; a failure opens the breaker.
+    async fn guarded<T>(
+        &self,
+        operation: &str,
+        call: impl Future<Output = RedisResult<T>>,
+    ) -> Option<T> {
+        let error = match tokio::time::timeout(RESPONSE_TIMEOUT * 2, call).await {
+            Ok(Ok(value)) => return Some(value),
+            Ok(Err(e)) => e.to_string(),
+            Err(_) => "timed out".to_owned(),
+        };
+        self.metrics.record_cache_error();
+        self.health.resync_needed.store(true, Ordering::Release);
+        *self
+            .health
+            .skip_until
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(Instant::now() + BREAKER_OPEN_FOR);
+        let mut last_warning = self
+            .health
+            .last_warning
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if last_warning.is_none_or(|at| at.elapsed() >= WARN_EVERY) {
+            *last_warning = Some(Instant::now());
+            tracing::warn!(redis = %self.url, %error, "cache {operation} failed; serving from the database");
+        }
+        None
+    }
+}
+
+pub struct RedisStats {
+    pub keyspace: HitsMisses,
+    pub per_kind: Vec<(CacheKind, HitsMisses)>,
+}
+
+impl RedisStats {
+    pub fn count(&self, kind: CacheKind) -> HitsMisses {
+        self.per_kind
+            .iter()
+            .find(|(k, _)| *k == kind)
+            .map(|(_, c)| *c)
+            .unwrap_or_default()
+    }
+}
+
+/// Microseconds since the epoch: above every generation a lost counter could have had.
+fn initial_generation() -> u64 {
+    let since_epoch = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    u64::try_from(since_epoch.as_micros()).unwrap_or(u64::MAX / 2)
+}

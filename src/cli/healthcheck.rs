@@ -1,0 +1,24 @@
+//! `listings healthcheck`: exit 0 when the local server answers `/health`.
+
+use std::net::SocketAddr;
+
+use clap::Args;
+
+use crate::http_client;
+
+#[derive(Debug, Args)]
+pub struct Opts {
+    /// Address the server listens on (as `serve --bind`)
+    #[arg(long, env = "LISTINGS_BIND", default_value = "127.0.0.1:8000")]
+    pub bind: SocketAddr,
+}
+
+pub async fn run(opts: Opts) -> anyhow::Result<()> {
+    let (status, _) = http_client::get(opts.bind, "/health").await?;
+    anyhow::ensure!(
+        status.is_success(),
+        "the server answered /health with {status}"
+    );
+    println!("ok");
+    Ok(())
+}

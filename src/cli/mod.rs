@@ -1,0 +1,101 @@
+//! The `listings` command line: one `Command` enum, one file per subcommand, each with
+//! its `Opts` and `run`. Doc comments are the `--help` text.
+
+pub mod cache_metrics;
+pub mod create_property;
+pub mod healthcheck;
+pub mod migrate;
+pub mod serve;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::app::{DEFAULT_DATA_TTL, DEFAULT_VIEW_TTL, Settings};
+use crate::config::{DatabaseUrl, KeyPrefix, RedisUrl};
+
+/// Property listings with two cache levels that are never stale.
+///
+/// Without DATABASE_URL the data lives in ./listings.sqlite3; without REDIS_URL the
+/// cache is in-process. A .env file in the working directory is read if present.
+#[derive(Debug, Parser)]
+#[command(name = "listings", version, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the HTTP server.
+    Serve(serve::Opts),
+    /// Apply pending database migrations.
+    Migrate(migrate::Opts),
+    /// Add one property and print it as JSON.
+    CreateProperty(create_property::Opts),
+    /// Show cache hits and misses of the running service.
+    CacheMetrics(cache_metrics::Opts),
+    /// Exit 0 if the server at --bind answers /health (for container healthchecks).
+    Healthcheck(healthcheck::Opts),
+}
+
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Serve(opts) => serve::run(opts).await,
+        Command::Migrate(opts) => migrate::run(opts).await,
+        Command::CreateProperty(opts) => create_property::run(opts).await,
+        Command::CacheMetrics(opts) => cache_metrics::run(opts).await,
+        Command::Healthcheck(opts) => healthcheck::run(opts).await,
+    }
+}
+
+/// Where the data lives.
+#[derive(Debug, Clone, Args)]
+pub struct DatabaseOpts {
+    /// postgres://user:password@host/db, or a SQLite file path [default: listings.sqlite3]
+    #[arg(long, env = "DATABASE_URL", value_name = "URL")]
+    pub database_url: Option<DatabaseUrl>,
+}
+
+impl DatabaseOpts {
+    pub fn url(&self) -> DatabaseUrl {
+        self.database_url.clone().unwrap_or_default()
+    }
+}
+
+/// Where the cache lives.
+#[derive(Debug, Clone, Args)]
+pub struct CacheOpts {
+    /// redis://host:6379/0; without it the cache is in-process
+    #[arg(long, env = "REDIS_URL", value_name = "URL")]
+    pub redis_url: Option<RedisUrl>,
+
+    /// Prefix of every Redis key, so several deployments can share one Redis
+    #[arg(
+        long,
+        env = "LISTINGS_CACHE_PREFIX",
+        value_name = "PREFIX",
+        default_value = "listings:"
+    )]
+    pub cache_prefix: KeyPrefix,
+}
+
+/// Settings for commands that do not serve (TTLs only matter to the server).
+pub fn settings(db: &DatabaseOpts, cache: &CacheOpts) -> Settings {
+    Settings {
+        database_url: db.url(),
+        redis_url: cache.redis_url.clone(),
+        cache_prefix: cache.cache_prefix.clone(),
+        view_ttl: DEFAULT_VIEW_TTL,
+        data_ttl: DEFAULT_DATA_TTL,
+        max_db_connections: 2,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory as _;
+
+    #[test]
+    fn verify_cli() {
+        super::Cli::command().debug_assert();
+    }
+}

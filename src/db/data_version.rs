@@ -1,0 +1,68 @@
+//! How an embedded (SQLite) server learns that another process committed: SQLite's
+//! `PRAGMA data_version` changes whenever another connection commits to the file. The
+//! probe reads a counter from the WAL index in shared memory, so it is cheap enough to
+//! run before every cached read.
+
+use std::path::Path;
+use std::sync::{Mutex, PoisonError};
+
+use anyhow::Context as _;
+use diesel::connection::SimpleConnection as _;
+use diesel::sql_types::BigInt;
+use diesel::{Connection as _, QueryableByName, RunQueryDsl as _, SqliteConnection};
+
+use crate::db::SQLITE_PRAGMAS;
+
+pub struct DataVersionProbe {
+    state: Mutex<ProbeState>,
+}
+
+struct ProbeState {
+    conn: SqliteConnection,
+    last_seen: i64,
+}
+
+#[derive(QueryableByName)]
+struct DataVersion {
+    #[diesel(sql_type = BigInt)]
+    data_version: i64,
+}
+
+fn read_version(conn: &mut SqliteConnection) -> diesel::QueryResult<i64> {
+    diesel::sql_query("PRAGMA data_version")
+        .get_result::<DataVersion>(conn)
+        .map(|row| row.data_version)
+}
+
+impl DataVersionProbe {
+    pub fn open(path: &Path) -> anyhow::Result<Self> {
+        let path_str = path
+            .to_str()
+            .context("the SQLite path is not valid UTF-8")?;
+        let mut conn = SqliteConnection::establish(path_str)
+            .with_context(|| format!("cannot open SQLite file {}", path.display()))?;
+        conn.batch_execute(SQLITE_PRAGMAS)
+            .context("cannot configure SQLite")?;
+        let last_seen = read_version(&mut conn).context("cannot read PRAGMA data_version")?;
+        Ok(DataVersionProbe {
+            state: Mutex::new(ProbeState { conn, last_seen }),
+        })
+    }
+
+    /// True when some other connection committed since the last call. Errors count as a
+    /// change: invalidating once too often is safe, missing a write is not.
+    pub fn changed_since_last_check(&self) -> bool {
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        match read_version(&mut state.conn) {
+            Ok(version) if version == state.last_seen => false,
+            Ok(version) => {
+                state.last_seen = version;
+                true
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read SQLite data_version; treating it as changed");
+                true
+            }
+        }
+    }
+}

@@ -1,0 +1,86 @@
+//! Rows as the application sees them, identical on both backends, and their JSON form:
+//! price as a string with exactly two decimals, created_at as RFC 3339 UTC.
+
+use bigdecimal::{BigDecimal, RoundingMode};
+use chrono::{DateTime, SecondsFormat, Utc};
+use diesel::Queryable;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+#[derive(Clone, Debug, PartialEq, Queryable, Serialize, Deserialize)]
+pub struct Property {
+    pub id: i64,
+    pub title: String,
+    pub description: String,
+    #[serde(with = "price_string")]
+    pub price: BigDecimal,
+    pub location: String,
+    #[serde(with = "rfc3339_micros")]
+    pub created_at: DateTime<Utc>,
+}
+
+impl Property {
+    /// SQLite hands NUMERIC back as a float (19.99 reads as 19.98999…); rounding to the
+    /// column's scale restores the exact value on SQLite and changes nothing on PostgreSQL.
+    pub fn normalized(mut self) -> Self {
+        self.price = self.price.with_scale_round(2, RoundingMode::HalfEven);
+        self
+    }
+}
+
+mod price_string {
+    use super::*;
+
+    pub fn serialize<S: Serializer>(price: &BigDecimal, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(
+            &price
+                .with_scale_round(2, RoundingMode::HalfEven)
+                .to_plain_string(),
+        )
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<BigDecimal, D::Error> {
+        let text = String::deserialize(d)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+mod rfc3339_micros {
+    use super::*;
+
+    pub fn serialize<S: Serializer>(at: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&at.to_rfc3339_opts(SecondsFormat::Micros, true))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<DateTime<Utc>, D::Error> {
+        let text = String::deserialize(d)?;
+        DateTime::parse_from_rfc3339(&text)
+            .map(|at| at.with_timezone(&Utc))
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_form_is_exact() {
+        let property = Property {
+            id: 1,
+            title: "Villa".into(),
+            description: "Sea view".into(),
+            price: "19.98999999999".parse::<BigDecimal>().unwrap(),
+            location: "Malindi".into(),
+            created_at: DateTime::parse_from_rfc3339("2026-11-26T10:00:00.123456Z")
+                .unwrap()
+                .with_timezone(&Utc),
+        }
+        .normalized();
+        let json = serde_json::to_string(&property).unwrap();
+        assert_eq!(
+            json,
+            r#"{"id":1,"title":"Villa","description":"Sea view","price":"19.99","location":"Malindi","created_at":"2026-11-26T10:00:00.123456Z"}"#
+        );
+        assert_eq!(serde_json::from_str::<Property>(&json).unwrap(), property);
+    }
+}

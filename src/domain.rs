@@ -1,0 +1,259 @@
+//! Domain types that parse once and are valid from then on: a `NewProperty` can only be
+//! built from input that passes every rule, so nothing invalid reaches the database.
+
+use std::fmt;
+
+use bigdecimal::BigDecimal;
+
+/// The longest title, in characters (the column is VARCHAR(200)).
+pub const TITLE_MAX_CHARS: usize = 200;
+/// The longest location, in characters (the column is VARCHAR(100)).
+pub const LOCATION_MAX_CHARS: usize = 100;
+/// NUMERIC(10,2): at most 8 digits before the point.
+pub const PRICE_MAX_INTEGER_DIGITS: usize = 8;
+
+/// One rule broken by one field.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FieldError {
+    pub field: &'static str,
+    pub rule: String,
+}
+
+/// Every rule the input broke, in field order.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub struct ValidationErrors(pub Vec<FieldError>);
+
+impl fmt::Display for ValidationErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str("; ")?;
+            }
+            write!(f, "{}: {}", e.field, e.rule)?;
+        }
+        Ok(())
+    }
+}
+
+/// Checks a required, bounded, single-line text field; returns it trimmed.
+fn bounded_text(field: &'static str, raw: &str, max_chars: usize) -> Result<String, FieldError> {
+    let value = raw.trim();
+    let rule = if value.is_empty() {
+        "must not be empty".to_owned()
+    } else if value.chars().count() > max_chars {
+        format!("must be at most {max_chars} characters")
+    } else {
+        return Ok(value.to_owned());
+    };
+    Err(FieldError { field, rule })
+}
+
+pub fn parse_title(raw: &str) -> Result<String, FieldError> {
+    bounded_text("title", raw, TITLE_MAX_CHARS)
+}
+
+pub fn parse_location(raw: &str) -> Result<String, FieldError> {
+    bounded_text("location", raw, LOCATION_MAX_CHARS)
+}
+
+/// A price as NUMERIC(10,2) holds it: exact, not negative, at most 8 digits before the
+/// point and 2 after. Rounding is never silent: 1.005 is refused, not stored as 1.01.
+pub fn parse_price(raw: &str) -> Result<BigDecimal, FieldError> {
+    let err = |rule: &str| FieldError {
+        field: "price",
+        rule: rule.to_owned(),
+    };
+    let text = raw.trim();
+    let (negative, unsigned) = match text.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, text.strip_prefix('+').unwrap_or(text)),
+    };
+    let (integer, fraction) = unsigned.split_once('.').unwrap_or((unsigned, ""));
+    let all_digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
+    if (integer.is_empty() && fraction.is_empty()) || !all_digits(integer) || !all_digits(fraction)
+    {
+        return Err(err("must be a decimal number such as 500000.00"));
+    }
+    let is_zero = integer.bytes().chain(fraction.bytes()).all(|b| b == b'0');
+    if negative && !is_zero {
+        return Err(err("must not be negative"));
+    }
+    if fraction.len() > 2 {
+        return Err(err("must have at most 2 decimal places"));
+    }
+    if integer.trim_start_matches('0').len() > PRICE_MAX_INTEGER_DIGITS {
+        return Err(err(
+            "must be less than 100000000 (at most 8 digits before the point)",
+        ));
+    }
+    let integer = if integer.is_empty() { "0" } else { integer };
+    format!("{integer}.{fraction:0<2}")
+        .parse::<BigDecimal>()
+        .map_err(|_| err("must be a decimal number such as 500000.00"))
+}
+
+/// A property to insert, valid by construction.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NewProperty {
+    pub title: String,
+    pub description: String,
+    pub price: BigDecimal,
+    pub location: String,
+}
+
+/// Raw input for a new property, from the CLI or a JSON body.
+#[derive(Clone, Debug, Default)]
+pub struct PropertyInput<'a> {
+    pub title: Option<&'a str>,
+    pub description: Option<&'a str>,
+    pub price: Option<&'a str>,
+    pub location: Option<&'a str>,
+}
+
+impl NewProperty {
+    /// Validates every field and reports every broken rule at once.
+    pub fn parse(input: PropertyInput<'_>) -> Result<NewProperty, ValidationErrors> {
+        let mut errors = Vec::new();
+        let title = required("title", input.title.map(parse_title), &mut errors);
+        let price = required("price", input.price.map(parse_price), &mut errors);
+        let location = required("location", input.location.map(parse_location), &mut errors);
+        match (title, price, location) {
+            (Some(title), Some(price), Some(location)) => Ok(NewProperty {
+                title,
+                description: input.description.unwrap_or_default().trim().to_owned(),
+                price,
+                location,
+            }),
+            _ => Err(ValidationErrors(errors)),
+        }
+    }
+}
+
+/// Fields to change on an existing property; only the given ones are validated and
+/// written, and at least one must be given.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct PropertyChanges {
+    pub title: Option<String>,
+    pub description: Option<String>,
+    pub price: Option<BigDecimal>,
+    pub location: Option<String>,
+}
+
+impl PropertyChanges {
+    pub fn parse(input: PropertyInput<'_>) -> Result<PropertyChanges, ValidationErrors> {
+        let mut errors = Vec::new();
+        let title = optional(input.title.map(parse_title), &mut errors);
+        let price = optional(input.price.map(parse_price), &mut errors);
+        let location = optional(input.location.map(parse_location), &mut errors);
+        let changes = PropertyChanges {
+            title,
+            description: input.description.map(|d| d.trim().to_owned()),
+            price,
+            location,
+        };
+        if !errors.is_empty() {
+            return Err(ValidationErrors(errors));
+        }
+        if changes == PropertyChanges::default() {
+            return Err(ValidationErrors(vec![FieldError {
+                field: "fields",
+                rule: "at least one of title, description, price, location must be given".into(),
+            }]));
+        }
+        Ok(changes)
+    }
+}
+
+/// Keeps a parsed value, or records why there is none.
+fn required<T>(
+    field: &'static str,
+    parsed: Option<Result<T, FieldError>>,
+    errors: &mut Vec<FieldError>,
+) -> Option<T> {
+    if parsed.is_none() {
+        errors.push(FieldError {
+            field,
+            rule: "is required".into(),
+        });
+    }
+    optional(parsed, errors)
+}
+
+/// Keeps a parsed value; records the error of one that failed to parse.
+fn optional<T>(parsed: Option<Result<T, FieldError>>, errors: &mut Vec<FieldError>) -> Option<T> {
+    match parsed? {
+        Ok(value) => Some(value),
+        Err(e) => {
+            errors.push(e);
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prices_follow_numeric_10_2() {
+        assert_eq!(parse_price("500000.00").unwrap().to_string(), "500000.00");
+        assert_eq!(parse_price("19.9").unwrap().to_string(), "19.90");
+        assert_eq!(parse_price("7").unwrap().to_string(), "7.00");
+        assert_eq!(
+            parse_price("99999999.99").unwrap().to_string(),
+            "99999999.99"
+        );
+        assert_eq!(parse_price("-0").unwrap().to_string(), "0.00");
+        for (raw, rule) in [
+            ("abc", "must be a decimal number"),
+            ("", "must be a decimal number"),
+            ("1e5", "must be a decimal number"),
+            ("NaN", "must be a decimal number"),
+            ("-1", "must not be negative"),
+            ("1.005", "at most 2 decimal places"),
+            ("100000000", "at most 8 digits"),
+        ] {
+            let e = parse_price(raw).unwrap_err();
+            assert!(e.rule.contains(rule), "{raw}: {}", e.rule);
+        }
+    }
+
+    #[test]
+    fn titles_and_locations_are_bounded_in_characters() {
+        assert_eq!(parse_title("  Beach house ").unwrap(), "Beach house");
+        assert!(parse_title(&"é".repeat(200)).is_ok());
+        assert!(
+            parse_title(&"é".repeat(201))
+                .unwrap_err()
+                .rule
+                .contains("at most 200")
+        );
+        assert!(
+            parse_title("   ")
+                .unwrap_err()
+                .rule
+                .contains("must not be empty")
+        );
+        assert!(
+            parse_location(&"x".repeat(101))
+                .unwrap_err()
+                .rule
+                .contains("at most 100")
+        );
+    }
+
+    #[test]
+    fn every_broken_rule_is_reported() {
+        let errors = NewProperty::parse(PropertyInput {
+            title: None,
+            description: Some("d"),
+            price: Some("-3"),
+            location: Some(""),
+        })
+        .unwrap_err();
+        assert_eq!(
+            errors.to_string(),
+            "title: is required; price: must not be negative; location: must not be empty"
+        );
+    }
+}

@@ -1,0 +1,25 @@
+//! `listings`: a property-listing service whose pages and query results are cached at
+//! two levels and never served stale once a write has committed.
+//!
+//! Crate map:
+//! - [`cli`]: the `listings` subcommands; each builds [`app::App`] once.
+//! - [`http`]: the axum router ([`http::build_router`], shared by `serve` and tests)
+//!   and the view-cache layer.
+//! - [`services`]: the only code that touches both the database and the cache.
+//! - [`db`]: the Diesel repository over PostgreSQL or SQLite.
+//! - [`cache`]: Redis or in-process, typed keys, generations, single flight.
+//! - [`domain`]: validated input types; [`config`]: typed settings;
+//!   [`metrics`]: every counter; [`error`]: the HTTP error vocabulary.
+
+pub mod app;
+pub mod cache;
+pub mod cli;
+pub mod config;
+pub mod db;
+pub mod domain;
+pub mod error;
+pub mod http;
+pub mod http_client;
+pub mod metrics;
+pub mod services;
+pub mod test_hooks;

@@ -1,0 +1,180 @@
+//! Every metric the service keeps, declared here and nowhere else. Counters are per
+//! process; in Redis mode the per-kind cache counters are also kept in Redis (see
+//! `cache::redis`) so that `cache-metrics` sees every server process at once.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use serde::{Deserialize, Serialize};
+
+/// What cache hits and misses are counted per.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum CacheKind {
+    /// Whole HTTP responses.
+    View,
+    /// The unfiltered property list, the low-level key `all_properties`.
+    AllProperties,
+}
+
+impl CacheKind {
+    pub const ALL: [CacheKind; 2] = [CacheKind::View, CacheKind::AllProperties];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            CacheKind::View => "view",
+            CacheKind::AllProperties => "all_properties",
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct Metrics {
+    hits: [AtomicU64; CacheKind::ALL.len()],
+    misses: [AtomicU64; CacheKind::ALL.len()],
+    /// Statements sent to the database by pooled connections.
+    db_queries: AtomicU64,
+    /// Cache operations that failed and fell back to the database.
+    cache_errors: AtomicU64,
+}
+
+/// Hits and misses of one kind.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HitsMisses {
+    pub hits: u64,
+    pub misses: u64,
+}
+
+impl HitsMisses {
+    /// hits / (hits + misses), 0 when nothing was counted.
+    pub fn hit_ratio(&self) -> f64 {
+        let total = self.hits + self.misses;
+        if total == 0 {
+            0.0
+        } else {
+            self.hits as f64 / total as f64
+        }
+    }
+}
+
+impl Metrics {
+    pub fn record_hit(&self, kind: CacheKind) {
+        self.hits[kind.index()].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn record_miss(&self, kind: CacheKind) {
+        self.misses[kind.index()].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn record_db_query(&self) {
+        self.db_queries.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn record_cache_error(&self) {
+        self.cache_errors.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn cache(&self, kind: CacheKind) -> HitsMisses {
+        HitsMisses {
+            hits: self.hits[kind.index()].load(Ordering::Relaxed),
+            misses: self.misses[kind.index()].load(Ordering::Relaxed),
+        }
+    }
+
+    pub fn db_queries(&self) -> u64 {
+        self.db_queries.load(Ordering::Relaxed)
+    }
+
+    pub fn cache_errors(&self) -> u64 {
+        self.cache_errors.load(Ordering::Relaxed)
+    }
+
+    /// The Prometheus text exposition format, served at `GET /metrics`.
+    pub fn render_prometheus(&self) -> String {
+        let mut out = String::new();
+        for (name, help, pick) in [
+            (
+                "listings_cache_hits_total",
+                "Cache hits since the process started.",
+                true,
+            ),
+            (
+                "listings_cache_misses_total",
+                "Cache misses since the process started.",
+                false,
+            ),
+        ] {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+            for kind in CacheKind::ALL {
+                let counts = self.cache(kind);
+                let value = if pick { counts.hits } else { counts.misses };
+                let _ = writeln!(out, "{name}{{kind=\"{}\"}} {value}", kind.name());
+            }
+        }
+        for (name, help, value) in [
+            (
+                "listings_db_queries_total",
+                "Statements sent to the database.",
+                self.db_queries(),
+            ),
+            (
+                "listings_cache_errors_total",
+                "Cache operations that failed and fell back to the database.",
+                self.cache_errors(),
+            ),
+        ] {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}"
+            );
+        }
+        out
+    }
+}
+
+/// Reads one sample back from the text format (for `cache-metrics` and tests).
+pub fn parse_prometheus_sample(text: &str, name_with_labels: &str) -> Option<u64> {
+    text.lines()
+        .filter(|line| !line.starts_with('#'))
+        .find_map(|line| {
+            line.strip_prefix(name_with_labels)?
+                .strip_prefix(' ')?
+                .trim()
+                .parse()
+                .ok()
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prometheus_text_round_trips() {
+        let metrics = Metrics::default();
+        metrics.record_hit(CacheKind::View);
+        metrics.record_miss(CacheKind::AllProperties);
+        metrics.record_db_query();
+        let text = metrics.render_prometheus();
+        assert_eq!(
+            parse_prometheus_sample(&text, r#"listings_cache_hits_total{kind="view"}"#),
+            Some(1)
+        );
+        assert_eq!(
+            parse_prometheus_sample(
+                &text,
+                r#"listings_cache_misses_total{kind="all_properties"}"#
+            ),
+            Some(1)
+        );
+        assert_eq!(
+            parse_prometheus_sample(&text, "listings_db_queries_total"),
+            Some(1)
+        );
+        assert_eq!(HitsMisses { hits: 0, misses: 0 }.hit_ratio(), 0.0);
+        assert_eq!(HitsMisses { hits: 3, misses: 1 }.hit_ratio(), 0.75);
+    }
+}

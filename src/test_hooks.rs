@@ -1,0 +1,77 @@
+//! Pause points that let tests reproduce races deterministically: a test arms a point,
+//! waits until a request reaches it, acts (writes, reads), then releases the request.
+//! Unarmed, a point costs one atomic load. Points can only be armed through this API,
+//! which nothing but tests calls.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use tokio::sync::Semaphore;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Point {
+    /// A reader has loaded from the database and is about to store in the cache.
+    BeforeCacheStore,
+    /// A writer has committed and is about to invalidate.
+    BeforeInvalidate,
+}
+
+#[derive(Default)]
+pub struct TestHooks {
+    any_armed: AtomicBool,
+    armed: Mutex<HashMap<Point, Arc<Pause>>>,
+}
+
+/// One armed pause: the first arrival at its point stops until released.
+pub struct Pause {
+    reached: Semaphore,
+    released: Semaphore,
+}
+
+impl Pause {
+    /// Waits until a task has stopped at the point.
+    pub async fn reached(&self) {
+        if let Ok(permit) = self.reached.acquire().await {
+            permit.forget();
+        }
+    }
+
+    /// Lets the stopped task go on.
+    pub fn release(&self) {
+        self.released.add_permits(1);
+    }
+}
+
+impl TestHooks {
+    /// The next task to reach `point` stops there.
+    pub fn arm(&self, point: Point) -> Arc<Pause> {
+        let pause = Arc::new(Pause {
+            reached: Semaphore::new(0),
+            released: Semaphore::new(0),
+        });
+        self.armed
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(point, pause.clone());
+        self.any_armed.store(true, Ordering::Release);
+        pause
+    }
+
+    pub async fn pause(&self, point: Point) {
+        if !self.any_armed.load(Ordering::Acquire) {
+            return;
+        }
+        let pause = self
+            .armed
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&point);
+        if let Some(pause) = pause {
+            pause.reached.add_permits(1);
+            if let Ok(permit) = pause.released.acquire().await {
+                permit.forget();
+            }
+        }
+    }
+}
