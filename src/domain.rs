@@ -89,6 +89,7 @@ pub fn parse_price(raw: &str) -> Result<BigDecimal, FieldError> {
     let integer = if integer.is_empty() { "0" } else { integer };
     format!("{integer}.{fraction:0<2}")
         .parse::<BigDecimal>()
+        .map(|price| price.with_scale(2))
         .map_err(|_| err("must be a decimal number such as 500000.00"))
 }
 
@@ -196,14 +197,17 @@ mod tests {
 
     #[test]
     fn prices_follow_numeric_10_2() {
-        assert_eq!(parse_price("500000.00").unwrap().to_string(), "500000.00");
-        assert_eq!(parse_price("19.9").unwrap().to_string(), "19.90");
-        assert_eq!(parse_price("7").unwrap().to_string(), "7.00");
         assert_eq!(
-            parse_price("99999999.99").unwrap().to_string(),
+            parse_price("500000.00").unwrap().to_plain_string(),
+            "500000.00"
+        );
+        assert_eq!(parse_price("19.9").unwrap().to_plain_string(), "19.90");
+        assert_eq!(parse_price("7").unwrap().to_plain_string(), "7.00");
+        assert_eq!(
+            parse_price("99999999.99").unwrap().to_plain_string(),
             "99999999.99"
         );
-        assert_eq!(parse_price("-0").unwrap().to_string(), "0.00");
+        assert_eq!(parse_price("-0").unwrap().to_plain_string(), "0.00");
         for (raw, rule) in [
             ("abc", "must be a decimal number"),
             ("", "must be a decimal number"),

@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use bytes::Bytes;
 use http_body_util::{BodyExt as _, Empty};
-use hyper::StatusCode;
+use hyper::Response;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 
@@ -26,17 +26,16 @@ pub fn reachable(address: SocketAddr) -> SocketAddr {
     }
 }
 
-pub async fn get(address: SocketAddr, path: &str) -> anyhow::Result<(StatusCode, Bytes)> {
+pub async fn get(address: SocketAddr, path: &str) -> anyhow::Result<Response<Bytes>> {
     let address = reachable(address);
     let uri: hyper::Uri = format!("http://{address}{path}")
         .parse()
         .context("invalid URL")?;
     let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
     let request = async {
-        let response = client.get(uri).await?;
-        let status = response.status();
-        let body = response.into_body().collect().await?.to_bytes();
-        anyhow::Ok((status, body))
+        let (parts, body) = client.get(uri).await?.into_parts();
+        let body = body.collect().await?.to_bytes();
+        anyhow::Ok(Response::from_parts(parts, body))
     };
     tokio::time::timeout(TIMEOUT, request)
         .await

@@ -84,14 +84,15 @@ pub async fn run(opts: Opts) -> anyhow::Result<()> {
             }
         }
         None => {
-            let (status, body) = http_client::get(opts.bind, "/metrics")
+            let response = http_client::get(opts.bind, "/metrics")
                 .await
                 .context("cannot read metrics from the running server (is `listings serve` running? use --bind to point at it)")?;
+            let status = response.status();
             anyhow::ensure!(
                 status.is_success(),
                 "the server answered /metrics with {status}"
             );
-            let text = String::from_utf8_lossy(&body);
+            let text = String::from_utf8_lossy(response.body());
             let sample = |name: String| parse_prometheus_sample(&text, &name).unwrap_or_default();
             let level = |kind: CacheKind| {
                 LevelReport::from(HitsMisses {

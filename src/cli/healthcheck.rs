@@ -14,7 +14,7 @@ pub struct Opts {
 }
 
 pub async fn run(opts: Opts) -> anyhow::Result<()> {
-    let (status, _) = http_client::get(opts.bind, "/health").await?;
+    let status = http_client::get(opts.bind, "/health").await?.status();
     anyhow::ensure!(
         status.is_success(),
         "the server answered /health with {status}"

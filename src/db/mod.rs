@@ -45,6 +45,10 @@ pub enum Db {
 }
 
 /// A pooled connection of either backend; see [`with_connection!`](crate::with_connection).
+#[allow(
+    clippy::large_enum_variant,
+    reason = "one short-lived value per request; boxing would allocate on every checkout"
+)]
 pub enum DbConn {
     Pg(Object<AsyncPgConnection>),
     Sqlite(Object<SqliteConn>),

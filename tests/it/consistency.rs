@@ -1,0 +1,230 @@
+//! The races behind stale caches, reproduced with pause points and shown closed.
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use listings::app::App;
+use listings::metrics::CacheKind;
+use listings::test_hooks::Point;
+
+use crate::both_modes;
+use crate::support::{TestEnv, create, get, router};
+
+both_modes!(
+    slow_reader_cannot_store_pre_write_data,
+    invalidation_runs_after_commit,
+    writes_by_another_process_are_seen
+);
+
+/// A reader loads the list, a write commits and invalidates, then the reader stores its
+/// (now old) result. The generation check must refuse that store.
+async fn slow_reader_cannot_store_pre_write_data(env: TestEnv) {
+    let app = env.app().await;
+    let router = router(&app);
+    create(&app, "Old").await;
+
+    let pause = app.cache.hooks().arm(Point::BeforeCacheStore);
+    let slow_reader = tokio::spawn({
+        let router = router.clone();
+        async move { get(&router, "/properties/").await }
+    });
+    pause.reached().await;
+    create(&app, "New").await;
+    pause.release();
+    let slow = slow_reader.await.expect("reader");
+    assert_eq!(slow.titles(), ["Old"], "the reader began before the write");
+
+    let next = get(&router, "/properties/").await;
+    assert_eq!(
+        next.titles(),
+        ["New", "Old"],
+        "the slow reader's late store was refused"
+    );
+    assert_eq!(next.x_cache(), "MISS");
+    assert_eq!(get(&router, "/properties/").await.titles(), ["New", "Old"]);
+}
+
+/// While a write is paused between its commit and its invalidation, a reader on another
+/// connection already sees the row in the database: the invalidation cannot come before
+/// the commit, so no reader can refill the cache with the pre-commit state after it.
+async fn invalidation_runs_after_commit(env: TestEnv) {
+    let app = env.app().await;
+    let router = router(&app);
+    create(&app, "Old").await;
+    assert_eq!(get(&router, "/properties/").await.titles(), ["Old"]);
+
+    let pause = app.cache.hooks().arm(Point::BeforeInvalidate);
+    let writer = tokio::spawn({
+        let app = app.clone();
+        async move { create(&app, "New").await }
+    });
+    pause.reached().await;
+    let mut uncached = env.settings();
+    uncached.redis_url = None;
+    let other_reader = App::connect(uncached).await.expect("reader app");
+    let in_database = listings::services::properties::list_properties(&other_reader)
+        .await
+        .expect("list");
+    let titles: Vec<_> = in_database.iter().map(|p| p.title.as_str()).collect();
+    assert_eq!(titles, ["New", "Old"], "committed before invalidating");
+    pause.release();
+    writer.await.expect("writer");
+    let after = get(&router, "/properties/").await;
+    assert_eq!(after.titles(), ["New", "Old"]);
+    assert_eq!(after.x_cache(), "MISS");
+}
+
+/// A second application on the same database and cache stands for another process
+/// (the CLI, a second server): its commit must reach the first one's next request.
+async fn writes_by_another_process_are_seen(env: TestEnv) {
+    let server = env.app().await;
+    let router = router(&server);
+    create(&server, "Villa").await;
+    assert_eq!(get(&router, "/properties/").await.titles(), ["Villa"]);
+    assert_eq!(get(&router, "/properties/").await.x_cache(), "HIT");
+
+    let other_process = App::connect(env.settings()).await.expect("second app");
+    create(&other_process, "Flat").await;
+
+    let next = get(&router, "/properties/").await;
+    assert_eq!(next.x_cache(), "MISS");
+    assert_eq!(next.titles(), ["Flat", "Villa"]);
+}
+
+/// A Redis that does not answer: reads come from the database, nothing fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreachable_redis_only_slows_requests() {
+    let mut env = TestEnv::embedded();
+    env.redis_url = Some("redis://127.0.0.1:1/".into());
+    let app = env.app().await;
+    let router = router(&app);
+    create(&app, "Villa").await;
+    for _ in 0..2 {
+        let response = get(&router, "/properties/").await;
+        assert_eq!(response.status, 200);
+        assert_eq!(response.x_cache(), "MISS");
+        assert_eq!(response.titles(), ["Villa"]);
+    }
+    assert!(app.metrics.cache_errors() >= 1);
+}
+
+/// A Redis of the test's own, frozen and thawed: a write whose invalidation could not
+/// reach Redis must not let the entries cached before the outage be served after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn entries_from_before_a_redis_outage_are_not_served_after_it() {
+    let Some(redis) = OwnRedis::start() else {
+        return;
+    };
+    let mut env = TestEnv::embedded();
+    env.redis_url = Some(redis.url());
+    let settings = env.settings();
+    listings::db::migrations::run_pending(&settings.database_url)
+        .await
+        .expect("migrate");
+    // No SQLite watch: only the Redis failure policy may save this test.
+    let app = std::sync::Arc::new(App::connect(settings).await.expect("app"));
+    let router = router(&app);
+    create(&app, "Old").await;
+    assert_eq!(get(&router, "/properties/").await.x_cache(), "MISS");
+    assert_eq!(get(&router, "/properties/").await.x_cache(), "HIT");
+
+    redis.signal("-STOP");
+    create(&app, "New").await; // its invalidation times out
+    let during = get(&router, "/properties/").await;
+    assert_eq!(
+        during.titles(),
+        ["New", "Old"],
+        "served from the database during the outage"
+    );
+    redis.signal("-CONT");
+
+    // Past the breaker's pause, Redis is used again, but only after a resync.
+    let mut after = get(&router, "/properties/").await;
+    for _ in 0..40 {
+        if after.x_cache() == "HIT" {
+            break;
+        }
+        assert_eq!(after.titles(), ["New", "Old"]);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        after = get(&router, "/properties/").await;
+    }
+    assert_eq!(
+        after.x_cache(),
+        "HIT",
+        "Redis is used again after it recovers"
+    );
+    assert_eq!(
+        after.titles(),
+        ["New", "Old"],
+        "never the entry cached before the outage"
+    );
+    assert!(app.metrics.cache_errors() >= 1);
+    assert!(app.metrics.cache(CacheKind::View).hits >= 2);
+}
+
+/// A redis-server on a free port, killed on drop.
+struct OwnRedis {
+    child: Child,
+    port: u16,
+}
+
+impl OwnRedis {
+    /// `None` only when redis-server is missing and no Redis tests were asked for.
+    fn start() -> Option<OwnRedis> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .expect("port")
+            .local_addr()
+            .expect("addr")
+            .port();
+        let spawned = Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn();
+        let child = match spawned {
+            Ok(child) => child,
+            Err(e) if std::env::var(crate::support::backends::REDIS_ENV).is_err() => {
+                eprintln!("skipped: redis-server not runnable ({e})");
+                return None;
+            }
+            Err(e) => panic!("redis-server is needed for this test: {e}"),
+        };
+        let redis = OwnRedis { child, port };
+        let client = redis::Client::open(redis.url()).expect("URL");
+        for _ in 0..100 {
+            if client.get_connection().is_ok() {
+                return Some(redis);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("redis-server did not start on port {port}");
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args([signal, &self.child.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success());
+    }
+}
+
+impl Drop for OwnRedis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

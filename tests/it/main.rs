@@ -1,0 +1,12 @@
+//! Integration tests, one crate (compiles once). Every behaviour test runs on the
+//! embedded backends (a fresh SQLite file, the in-process cache) and, when
+//! LISTINGS_TEST_DATABASE_URL and LISTINGS_TEST_REDIS_URL are set, on PostgreSQL and
+//! Redis too, each test in its own database and under its own key prefix.
+
+mod support;
+
+mod cache_levels;
+mod cli;
+mod consistency;
+mod http_properties;
+mod walkthrough;

@@ -1,0 +1,247 @@
+//! Isolated backends per test: a fresh SQLite file, or a fresh PostgreSQL database
+//! cloned from a template migrated once; a key prefix of its own in Redis. Everything
+//! a test created is removed when its `TestEnv` drops, and nothing else is touched.
+
+use std::collections::hash_map::DefaultHasher;
+use std::hash::{Hash as _, Hasher as _};
+use std::path::Path;
+
+use diesel::sql_types::{BigInt, Text};
+use diesel::{QueryableByName, sql_query};
+use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+use listings::config::DatabaseUrl;
+use rand::Rng as _;
+
+pub const DATABASE_ENV: &str = "LISTINGS_TEST_DATABASE_URL";
+pub const REDIS_ENV: &str = "LISTINGS_TEST_REDIS_URL";
+
+pub struct TestEnv {
+    pub database_url: String,
+    pub redis_url: Option<String>,
+    pub cache_prefix: String,
+    /// Owns the SQLite file of the embedded mode; the directory is also the working
+    /// directory of spawned processes (so no stray .env is read).
+    pub dir: tempfile::TempDir,
+    cleanup: Option<Cleanup>,
+}
+
+struct Cleanup {
+    admin_url: String,
+    database: String,
+    redis_url: String,
+    prefix: String,
+}
+
+fn unique_suffix() -> String {
+    format!("{}_{:08x}", std::process::id(), rand::rng().random::<u32>())
+}
+
+impl TestEnv {
+    pub fn embedded() -> TestEnv {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let database_url = dir.path().join("listings.sqlite3").display().to_string();
+        TestEnv {
+            database_url,
+            redis_url: None,
+            cache_prefix: format!("t{}:", unique_suffix()),
+            dir,
+            cleanup: None,
+        }
+    }
+
+    pub fn is_redis(&self) -> bool {
+        self.redis_url.is_some()
+    }
+
+    pub fn is_postgres(&self) -> bool {
+        self.database_url.starts_with("postgres")
+    }
+
+    /// `None` (and a note on stderr) when the two variables are unset; a panic when
+    /// they are set but the services cannot be used, so CI never skips silently.
+    pub async fn postgres_redis() -> Option<TestEnv> {
+        let (Ok(admin_url), Ok(redis_url)) =
+            (std::env::var(DATABASE_ENV), std::env::var(REDIS_ENV))
+        else {
+            eprintln!(
+                "skipped: set {DATABASE_ENV} and {REDIS_ENV} to run this test on PostgreSQL and Redis"
+            );
+            return None;
+        };
+        let database = format!("listings_test_{}", unique_suffix());
+        create_database_from_template(&admin_url, &database).await;
+        let mut redis = redis::Client::open(redis_url.as_str()).expect("Redis URL");
+        let _: String = redis::cmd("PING")
+            .query(&mut redis)
+            .unwrap_or_else(|e| panic!("{REDIS_ENV} is set but Redis does not answer: {e}"));
+        let prefix = format!("listings-test:{database}:");
+        let mut env = TestEnv::embedded();
+        env.database_url = with_database(&admin_url, &database);
+        env.redis_url = Some(redis_url.clone());
+        env.cache_prefix = prefix.clone();
+        env.cleanup = Some(Cleanup {
+            admin_url,
+            database,
+            redis_url,
+            prefix,
+        });
+        Some(env)
+    }
+}
+
+impl Drop for TestEnv {
+    fn drop(&mut self) {
+        let Some(cleanup) = self.cleanup.take() else {
+            return;
+        };
+        // Drop cannot await; a thread with its own runtime works inside or outside tokio.
+        let joined = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            runtime.block_on(async {
+                if let Ok(mut conn) = AsyncPgConnection::establish(&cleanup.admin_url).await {
+                    let _ = sql_query(format!(
+                        "DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)",
+                        cleanup.database
+                    ))
+                    .execute(&mut conn)
+                    .await;
+                }
+                if let Ok(client) = redis::Client::open(cleanup.redis_url.as_str())
+                    && let Ok(mut conn) = client.get_multiplexed_async_connection().await
+                {
+                    let keys: Vec<String> = redis::cmd("KEYS")
+                        .arg(format!("{}*", cleanup.prefix))
+                        .query_async(&mut conn)
+                        .await
+                        .unwrap_or_default();
+                    if !keys.is_empty() {
+                        let _: Result<(), _> =
+                            redis::cmd("DEL").arg(keys).query_async(&mut conn).await;
+                    }
+                }
+            });
+        })
+        .join();
+        if joined.is_err() {
+            eprintln!("cleanup of a test environment failed");
+        }
+    }
+}
+
+/// The admin URL with its database name replaced.
+fn with_database(admin_url: &str, database: &str) -> String {
+    let (base, query) = admin_url
+        .split_once('?')
+        .map_or((admin_url, None), |(b, q)| (b, Some(q)));
+    let scheme_end = base.find("://").map_or(0, |i| i + 3);
+    let path_start = base[scheme_end..]
+        .find('/')
+        .map_or(base.len(), |i| scheme_end + i);
+    let mut url = format!("{}/{database}", &base[..path_start]);
+    if let Some(query) = query {
+        url = format!("{url}?{query}");
+    }
+    url
+}
+
+#[derive(QueryableByName)]
+struct Count {
+    #[diesel(sql_type = BigInt)]
+    n: i64,
+}
+
+/// The template's name carries a hash of the migrations, so a changed migration gets a
+/// fresh template and concurrent test processes agree on it (an advisory lock guards
+/// its creation).
+async fn create_database_from_template(admin_url: &str, database: &str) {
+    let mut admin = AsyncPgConnection::establish(admin_url)
+        .await
+        .unwrap_or_else(|e| panic!("{DATABASE_ENV} is set but PostgreSQL does not answer: {e}"));
+    let template = format!("listings_template_{:016x}", migrations_hash());
+    sql_query("SELECT pg_advisory_lock(727274)")
+        .execute(&mut admin)
+        .await
+        .expect("advisory lock");
+    let exists = sql_query("SELECT count(*) AS n FROM pg_database WHERE datname = $1")
+        .bind::<Text, _>(&template)
+        .get_result::<Count>(&mut admin)
+        .await
+        .expect("look up template")
+        .n
+        > 0;
+    if !exists {
+        let building = format!("{template}_building");
+        sql_query(format!(
+            "DROP DATABASE IF EXISTS \"{building}\" WITH (FORCE)"
+        ))
+        .execute(&mut admin)
+        .await
+        .expect("drop");
+        sql_query(format!("CREATE DATABASE \"{building}\""))
+            .execute(&mut admin)
+            .await
+            .expect("create template");
+        let url: DatabaseUrl = with_database(admin_url, &building).parse().expect("URL");
+        listings::db::migrations::run_pending(&url)
+            .await
+            .expect("migrate template");
+        sql_query(format!(
+            "ALTER DATABASE \"{building}\" RENAME TO \"{template}\""
+        ))
+        .execute(&mut admin)
+        .await
+        .expect("publish template");
+    }
+    sql_query("SELECT pg_advisory_unlock(727274)")
+        .execute(&mut admin)
+        .await
+        .expect("unlock");
+    sql_query(format!(
+        "CREATE DATABASE \"{database}\" TEMPLATE \"{template}\""
+    ))
+    .execute(&mut admin)
+    .await
+    .expect("create test database");
+}
+
+fn migrations_hash() -> u64 {
+    let mut hasher = DefaultHasher::new();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations/postgres");
+    let mut files = Vec::new();
+    collect_files(&root, &mut files);
+    files.sort();
+    for file in files {
+        file.hash(&mut hasher);
+        std::fs::read(&file)
+            .expect("read migration")
+            .hash(&mut hasher);
+    }
+    hasher.finish()
+}
+
+fn collect_files(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
+    for entry in std::fs::read_dir(dir).expect("read migrations dir") {
+        let path = entry.expect("entry").path();
+        if path.is_dir() {
+            collect_files(&path, out);
+        } else {
+            out.push(path);
+        }
+    }
+}
+
+#[test]
+fn admin_url_gets_the_test_database() {
+    assert_eq!(
+        with_database("postgres://postgres@127.0.0.1:5432/test", "x"),
+        "postgres://postgres@127.0.0.1:5432/x"
+    );
+    assert_eq!(
+        with_database("postgres://h/test?sslmode=disable", "x"),
+        "postgres://h/x?sslmode=disable"
+    );
+    assert_eq!(with_database("postgres://h", "x"), "postgres://h/x");
+}

@@ -1,0 +1,172 @@
+//! The real `listings` binary: a server process on a free port, and one-shot commands,
+//! each with an environment of the test's own (no inherited URLs, no stray .env).
+
+use std::io::{BufRead as _, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use super::TestEnv;
+
+const INHERITED: [&str; 8] = [
+    "DATABASE_URL",
+    "REDIS_URL",
+    "LISTINGS_BIND",
+    "LISTINGS_CACHE_PREFIX",
+    "LISTINGS_VIEW_TTL",
+    "LISTINGS_DATA_TTL",
+    "LISTINGS_DB_POOL_SIZE",
+    "RUST_LOG",
+];
+
+impl TestEnv {
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_listings"));
+        command.args(args).current_dir(self.dir.path());
+        for name in INHERITED {
+            command.env_remove(name);
+        }
+        command
+            .env("RUST_LOG", "info")
+            .env("DATABASE_URL", &self.database_url);
+        if let Some(url) = &self.redis_url {
+            command.env("REDIS_URL", url);
+        }
+        command.env("LISTINGS_CACHE_PREFIX", &self.cache_prefix);
+        command
+    }
+
+    /// Runs a command to completion.
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.command(args).output().expect("run listings")
+    }
+
+    /// Starts `listings serve` on a free port and waits until it listens.
+    pub fn serve(&self, extra_args: &[&str]) -> Server {
+        let mut args = vec!["serve", "--bind", "127.0.0.1:0"];
+        args.extend_from_slice(extra_args);
+        let mut child = self
+            .command(&args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn listings serve");
+        let stderr = child.stderr.take().expect("stderr");
+        let log = Arc::new(Mutex::new(String::new()));
+        let (address_tx, address_rx) = mpsc::channel();
+        let log_writer = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(rest) = line.split("listening on http://").nth(1) {
+                    let address = rest.split(';').next().unwrap_or_default().to_owned();
+                    let _ = address_tx.send(address);
+                }
+                let mut log = log_writer.lock().expect("log");
+                log.push_str(&line);
+                log.push('\n');
+            }
+        });
+        let Ok(address) = address_rx.recv_timeout(Duration::from_secs(30)) else {
+            let _ = child.kill();
+            panic!("the server did not start:\n{}", log.lock().expect("log"));
+        };
+        Server {
+            child,
+            address: address.parse().expect("address"),
+            log,
+        }
+    }
+}
+
+pub struct Server {
+    pub child: Child,
+    pub address: SocketAddr,
+    log: Arc<Mutex<String>>,
+}
+
+pub struct HttpResponse {
+    pub status: u16,
+    pub x_cache: String,
+    pub body: Bytes,
+}
+
+impl HttpResponse {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).expect("JSON body")
+    }
+}
+
+impl Server {
+    pub fn log(&self) -> String {
+        self.log.lock().expect("log").clone()
+    }
+
+    /// Waits (bounded) until the log holds `needle`; log lines arrive asynchronously.
+    pub async fn wait_for_log(&self, needle: &str) -> String {
+        for _ in 0..100 {
+            let log = self.log();
+            if log.contains(needle) {
+                return log;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!(
+            "`{needle}` never appeared in the server log:\n{}",
+            self.log()
+        );
+    }
+
+    /// A real HTTP request over TCP.
+    pub async fn get(&self, path: &str) -> HttpResponse {
+        let response = listings::http_client::get(self.address, path)
+            .await
+            .expect("HTTP GET");
+        HttpResponse {
+            status: response.status().as_u16(),
+            x_cache: response
+                .headers()
+                .get("x-cache")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_owned(),
+            body: response.into_body(),
+        }
+    }
+
+    /// The server's `listings_db_queries_total`.
+    pub async fn db_queries(&self) -> u64 {
+        let metrics = self.get("/metrics").await;
+        let text = String::from_utf8_lossy(&metrics.body).into_owned();
+        listings::metrics::parse_prometheus_sample(&text, "listings_db_queries_total")
+            .expect("db query counter")
+    }
+
+    /// Sends SIGTERM and waits for the exit status.
+    pub fn terminate(mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("kill -TERM");
+        self.child.wait().expect("wait for the server")
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+pub fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}

@@ -1,0 +1,147 @@
+//! Test environments: isolated backends, the router in-process, the real binary.
+
+pub mod backends;
+pub mod binary;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::{Body, to_bytes};
+use axum::http::{Request, StatusCode};
+use bytes::Bytes;
+use listings::app::{App, Settings};
+use listings::config::{DatabaseUrl, KeyPrefix, RedisUrl};
+use listings::db::models::Property;
+use listings::domain::{NewProperty, PropertyInput};
+use listings::http::build_router;
+use tower::ServiceExt as _;
+
+pub use backends::TestEnv;
+
+/// Runs one async test body on the embedded backends and, when configured, on
+/// PostgreSQL + Redis: `both_modes!(name);` next to `async fn name(env: TestEnv)`.
+#[macro_export]
+macro_rules! both_modes {
+    ($($name:ident),+ $(,)?) => {$(
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn embedded() {
+                super::$name($crate::support::TestEnv::embedded()).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn postgres_redis() {
+                if let Some(env) = $crate::support::TestEnv::postgres_redis().await {
+                    super::$name(env).await;
+                }
+            }
+        }
+    )+};
+}
+
+impl TestEnv {
+    pub fn settings(&self) -> Settings {
+        Settings {
+            database_url: self
+                .database_url
+                .parse::<DatabaseUrl>()
+                .expect("test database URL"),
+            redis_url: self
+                .redis_url
+                .as_ref()
+                .map(|u| u.parse::<RedisUrl>().expect("test Redis URL")),
+            cache_prefix: KeyPrefix(self.cache_prefix.clone()),
+            view_ttl: Duration::from_secs(900),
+            data_ttl: Duration::from_secs(3600),
+            max_db_connections: 8,
+        }
+    }
+
+    /// An application as `serve` builds it (migrated, watching SQLite writes).
+    pub async fn app(&self) -> Arc<App> {
+        let settings = self.settings();
+        listings::db::migrations::run_pending(&settings.database_url)
+            .await
+            .expect("migrate");
+        let mut app = App::connect(settings).await.expect("connect");
+        app.watch_sqlite_writes().expect("watch SQLite writes");
+        Arc::new(app)
+    }
+}
+
+pub struct TestResponse {
+    pub status: StatusCode,
+    pub headers: axum::http::HeaderMap,
+    pub body: Bytes,
+}
+
+impl TestResponse {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", self.body))
+    }
+
+    pub fn x_cache(&self) -> &str {
+        self.headers
+            .get("x-cache")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+    }
+
+    pub fn titles(&self) -> Vec<String> {
+        self.json()["data"]
+            .as_array()
+            .expect("data array")
+            .iter()
+            .map(|p| p["title"].as_str().expect("title").to_owned())
+            .collect()
+    }
+}
+
+pub async fn send(router: &Router, method: &str, path: &str) -> TestResponse {
+    let request = Request::builder()
+        .method(method)
+        .uri(path)
+        .body(Body::empty())
+        .expect("request");
+    let response = router
+        .clone()
+        .oneshot(request)
+        .await
+        .expect("infallible router");
+    let (parts, body) = response.into_parts();
+    TestResponse {
+        status: parts.status,
+        headers: parts.headers,
+        body: to_bytes(body, usize::MAX).await.expect("body"),
+    }
+}
+
+pub async fn get(router: &Router, path: &str) -> TestResponse {
+    send(router, "GET", path).await
+}
+
+pub fn router(app: &Arc<App>) -> Router {
+    build_router(app.clone())
+}
+
+pub fn new_property(title: &str, price: &str, location: &str) -> NewProperty {
+    NewProperty::parse(PropertyInput {
+        title: Some(title),
+        description: Some("A test listing"),
+        price: Some(price),
+        location: Some(location),
+    })
+    .expect("valid property")
+}
+
+/// Creates through the service layer, as every write path does.
+pub async fn create(app: &App, title: &str) -> Property {
+    listings::services::properties::create_property(
+        app,
+        &new_property(title, "100000.00", "Malindi"),
+    )
+    .await
+    .expect("create property")
+}
