@@ -61,13 +61,15 @@ impl TestEnv {
         let log_writer = log.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                // Logged before the address is announced, so the caller sees the line.
+                log_writer
+                    .lock()
+                    .expect("log")
+                    .push_str(&format!("{line}\n"));
                 if let Some(rest) = line.split("listening on http://").nth(1) {
                     let address = rest.split(';').next().unwrap_or_default().to_owned();
                     let _ = address_tx.send(address);
                 }
-                let mut log = log_writer.lock().expect("log");
-                log.push_str(&line);
-                log.push('\n');
             }
         });
         let Ok(address) = address_rx.recv_timeout(Duration::from_secs(30)) else {
