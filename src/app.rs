@@ -38,8 +38,10 @@ pub struct App {
     /// Per-process counters, served at `/metrics`.
     pub metrics: Arc<Metrics>,
     /// Embedded mode, server only: how this process learns that another process
-    /// (the CLI, a second server) committed to the SQLite file.
-    pub sqlite_writes: Option<DataVersionProbe>,
+    /// (the CLI, a second server) committed to the SQLite file. The lock is held
+    /// through the invalidation, so no request can pass the check and read the cache
+    /// before the change it found has retired it.
+    pub sqlite_writes: Option<tokio::sync::Mutex<DataVersionProbe>>,
 }
 
 pub type AppState = Arc<App>;
@@ -78,7 +80,7 @@ impl App {
     /// Makes this process notice commits by other processes to the SQLite file.
     pub fn watch_sqlite_writes(&mut self) -> anyhow::Result<()> {
         if let DatabaseUrl::Sqlite(path) = &self.settings.database_url {
-            self.sqlite_writes = Some(DataVersionProbe::open(path)?);
+            self.sqlite_writes = Some(tokio::sync::Mutex::new(DataVersionProbe::open(path)?));
         }
         Ok(())
     }

@@ -39,6 +39,10 @@ pub struct Metrics {
     db_queries: AtomicU64,
     /// Cache operations that failed and fell back to the database.
     cache_errors: AtomicU64,
+    /// Change notifications received from PostgreSQL (LISTEN).
+    change_notifications: AtomicU64,
+    /// Times the PostgreSQL listener (re)connected; each one invalidates everything.
+    listener_connects: AtomicU64,
 }
 
 /// Hits and misses of one kind.
@@ -75,6 +79,22 @@ impl Metrics {
 
     pub fn record_cache_error(&self) {
         self.cache_errors.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn record_change_notification(&self) {
+        self.change_notifications.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn record_listener_connect(&self) {
+        self.listener_connects.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn change_notifications(&self) -> u64 {
+        self.change_notifications.load(Ordering::Relaxed)
+    }
+
+    pub fn listener_connects(&self) -> u64 {
+        self.listener_connects.load(Ordering::Relaxed)
     }
 
     pub fn cache(&self, kind: CacheKind) -> HitsMisses {
@@ -124,6 +144,16 @@ impl Metrics {
                 "listings_cache_errors_total",
                 "Cache operations that failed and fell back to the database.",
                 self.cache_errors(),
+            ),
+            (
+                "listings_change_notifications_total",
+                "Change notifications received from PostgreSQL.",
+                self.change_notifications(),
+            ),
+            (
+                "listings_listener_connects_total",
+                "Times the PostgreSQL change listener connected (each retires every cache entry).",
+                self.listener_connects(),
             ),
         ] {
             let _ = writeln!(

@@ -15,6 +15,8 @@ pub enum Point {
     BeforeCacheStore,
     /// A writer has committed and is about to invalidate.
     BeforeInvalidate,
+    /// The PostgreSQL change listener is about to (re)connect.
+    BeforeListen,
 }
 
 #[derive(Default)]

@@ -3,7 +3,8 @@
 //! Rules it keeps:
 //! - a reader stores its result only if the generation it started under is still
 //!   current, so a slow reader never puts pre-write data back after an invalidation;
-//! - concurrent misses for one key in one process share one load (single flight);
+//! - concurrent misses for one key share one load: within a process by single flight,
+//!   across processes (Redis) by a short load lease per key;
 //! - a cache failure never fails a read: it is counted, logged and the value is loaded.
 
 pub mod keys;
@@ -14,7 +15,7 @@ pub mod values;
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
@@ -26,6 +27,14 @@ use crate::cache::values::CacheValue;
 use crate::config::RedisUrl;
 use crate::metrics::{CacheKind, Metrics};
 use crate::test_hooks::{Point, TestHooks};
+
+/// How long a Redis load lease lasts: a crashed loader blocks others at most this long.
+const LEASE_TTL: Duration = Duration::from_secs(2);
+/// How long a process waits for another's load before loading itself; longer than the
+/// lease so an abandoned lease has expired by then.
+const LEASE_WAIT: Duration = Duration::from_millis(2500);
+/// How often a waiting process looks for the value.
+const LEASE_POLL: Duration = Duration::from_millis(10);
 
 pub struct Cache {
     backend: Backend,
@@ -105,19 +114,37 @@ impl Cache {
         Fut: Future<Output = Result<K::Value, E>>,
     {
         let entry = self.keys.entry(key);
-        let generation = match self.lookup::<K::Value>(&entry, K::KIND).await {
+        let generation = match self.lookup::<K::Value>(&entry, K::KIND, None).await {
             Found::Value(value) => return Ok(self.hit(K::KIND, value)),
-            Found::Nothing { generation } => generation,
+            Found::Nothing { generation, .. } => generation,
             Found::Unavailable => return self.load_uncached(K::KIND, load).await,
         };
-        // One loader per key and generation; the others wait and then find its value.
+        // One loader per key and generation in this process; the others wait for it.
         let _flight = self.flights.lock(&entry.at(generation)).await;
-        let generation = match self.lookup::<K::Value>(&entry, K::KIND).await {
-            Found::Value(value) => return Ok(self.hit(K::KIND, value)),
-            Found::Nothing { generation } => generation,
-            Found::Unavailable => return self.load_uncached(K::KIND, load).await,
+        // Across processes, the load lease: wait while another process loads.
+        let give_up_waiting = Instant::now() + LEASE_WAIT;
+        let (generation, leased) = loop {
+            match self
+                .lookup::<K::Value>(&entry, K::KIND, Some(LEASE_TTL))
+                .await
+            {
+                Found::Value(value) => return Ok(self.hit(K::KIND, value)),
+                Found::Unavailable => return self.load_uncached(K::KIND, load).await,
+                Found::Nothing { leased: false, .. } if Instant::now() < give_up_waiting => {
+                    tokio::time::sleep(LEASE_POLL).await;
+                }
+                Found::Nothing { generation, leased } => break (generation, leased),
+            }
         };
-        let value = load().await?;
+        let value = match load().await {
+            Ok(value) => value,
+            Err(e) => {
+                if leased {
+                    self.release_lease(&entry, generation).await;
+                }
+                return Err(e);
+            }
+        };
         self.hooks.pause(Point::BeforeCacheStore).await;
         self.store_if_current(&entry, K::KIND, generation, value.encode(), ttl)
             .await;
@@ -162,12 +189,22 @@ impl Cache {
         Ok((load().await?, CacheStatus::Miss))
     }
 
-    async fn lookup<V: CacheValue>(&self, entry: &EntryKey, kind: CacheKind) -> Found<V> {
-        let (generation, bytes) = match &self.backend {
-            Backend::Memory(memory) => memory.lookup(entry),
-            Backend::Redis(redis) => match redis.lookup(entry, kind).await {
-                Lookup::Hit { generation, value } => (generation, Some(value)),
-                Lookup::Miss { generation } => (generation, None),
+    /// With `lease`, a miss also says whether this caller may load (see `LEASE_TTL`);
+    /// the in-process backend needs no lease: single flight already covers the process.
+    async fn lookup<V: CacheValue>(
+        &self,
+        entry: &EntryKey,
+        kind: CacheKind,
+        lease: Option<Duration>,
+    ) -> Found<V> {
+        let (generation, bytes, leased) = match &self.backend {
+            Backend::Memory(memory) => {
+                let (generation, bytes) = memory.lookup(entry);
+                (generation, bytes, true)
+            }
+            Backend::Redis(redis) => match redis.lookup(entry, kind, lease).await {
+                Lookup::Hit { generation, value } => (generation, Some(value), true),
+                Lookup::Miss { generation, leased } => (generation, None, leased),
                 Lookup::Unavailable => return Found::Unavailable,
             },
         };
@@ -175,9 +212,15 @@ impl Cache {
             Some(Some(value)) => Found::Value(value),
             Some(None) => {
                 tracing::warn!(key = %entry.at(generation), "cached value does not decode; reloading it");
-                Found::Nothing { generation }
+                Found::Nothing { generation, leased }
             }
-            None => Found::Nothing { generation },
+            None => Found::Nothing { generation, leased },
+        }
+    }
+
+    async fn release_lease(&self, entry: &EntryKey, generation: u64) {
+        if let Backend::Redis(redis) = &self.backend {
+            redis.release_lease(entry, generation).await;
         }
     }
 
@@ -205,6 +248,10 @@ impl Cache {
 
 enum Found<V> {
     Value(V),
-    Nothing { generation: u64 },
+    /// `leased`: this caller may load now.
+    Nothing {
+        generation: u64,
+        leased: bool,
+    },
     Unavailable,
 }

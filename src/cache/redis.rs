@@ -22,34 +22,45 @@ use crate::metrics::{CacheKind, HitsMisses, Metrics};
 
 /// A dead Redis must cost milliseconds, not seconds.
 const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
-const RESPONSE_TIMEOUT: Duration = Duration::from_millis(250);
+const RESPONSE_TIMEOUT: Duration = Duration::from_millis(500);
 /// How long Redis is skipped after a failure.
 const BREAKER_OPEN_FOR: Duration = Duration::from_secs(1);
 /// At most one warning per this interval while Redis keeps failing.
 const WARN_EVERY: Duration = Duration::from_secs(10);
 
-/// KEYS: generation, hits counter. ARGV: entry head, entry tail, initial generation.
-/// Returns {generation, value or nil}.
+/// KEYS: generation, hits counter. ARGV: entry head, entry tail, initial generation,
+/// lease ms (0: ask for none). Returns {generation, value or nil, 1 if the caller now
+/// holds the key's load lease}. A miss with a lease held by someone else returns 0.
 const LOOKUP: &str = r"
 local g = redis.call('GET', KEYS[1])
 if not g then
   redis.call('SET', KEYS[1], ARGV[3], 'NX')
   g = redis.call('GET', KEYS[1])
 end
-local v = redis.call('GET', ARGV[1] .. g .. ARGV[2])
-if v then redis.call('INCR', KEYS[2]) end
-return {g, v}
+local key = ARGV[1] .. g .. ARGV[2]
+local v = redis.call('GET', key)
+if v then
+  redis.call('INCR', KEYS[2])
+  return {g, v, 0}
+end
+if ARGV[4] ~= '0' and redis.call('SET', key .. ':lease', '1', 'NX', 'PX', ARGV[4]) then
+  return {g, false, 1}
+end
+return {g, false, 0}
 ";
 
 /// KEYS: generation, misses counter. ARGV: expected generation, entry key, value, ttl ms.
-/// Counts the miss; stores only if the generation is still the expected one.
+/// Counts the miss, stores only if the generation is still the expected one, and ends
+/// the key's load lease either way.
 const STORE_IF_CURRENT: &str = r"
 redis.call('INCR', KEYS[2])
+local stored = 0
 if redis.call('GET', KEYS[1]) == ARGV[1] then
   redis.call('SET', ARGV[2], ARGV[3], 'PX', ARGV[4])
-  return 1
+  stored = 1
 end
-return 0
+redis.call('DEL', ARGV[2] .. ':lease')
+return stored
 ";
 
 /// KEYS: generation. ARGV: initial generation. A lost counter restarts from the clock,
@@ -86,8 +97,10 @@ pub enum Lookup {
         generation: u64,
         value: Bytes,
     },
+    /// `leased`: this caller holds the key's load lease (or asked for none).
     Miss {
         generation: u64,
+        leased: bool,
     },
     /// Redis is failing or not yet trusted again: go to the database.
     Unavailable,
@@ -123,8 +136,10 @@ impl RedisCache {
         &self.url
     }
 
-    /// Counts a hit in Redis when there is one; misses are counted by the store.
-    pub async fn lookup(&self, key: &EntryKey, kind: CacheKind) -> Lookup {
+    /// Counts a hit in Redis when there is one; misses are counted by the store. With
+    /// `lease`, a miss also tries to take the key's load lease for that long, so that
+    /// one process loads while the others wait for its value.
+    pub async fn lookup(&self, key: &EntryKey, kind: CacheKind, lease: Option<Duration>) -> Lookup {
         if !self.ready().await {
             return Lookup::Unavailable;
         }
@@ -135,15 +150,28 @@ impl RedisCache {
             .arg(&key.head)
             .arg(&key.tail)
             .arg(initial_generation())
-            .invoke_async::<(u64, Option<Vec<u8>>)>(&mut conn);
+            .arg(lease.map_or(0, millis))
+            .invoke_async::<(u64, Option<Vec<u8>>, u8)>(&mut conn);
         match self.guarded("lookup", call).await {
-            Some((generation, Some(value))) => Lookup::Hit {
+            Some((generation, Some(value), _)) => Lookup::Hit {
                 generation,
                 value: Bytes::from(value),
             },
-            Some((generation, None)) => Lookup::Miss { generation },
+            Some((generation, None, leased)) => Lookup::Miss {
+                generation,
+                leased: lease.is_none() || leased == 1,
+            },
             None => Lookup::Unavailable,
         }
+    }
+
+    /// Ends a load lease early (the load failed), so others need not wait it out.
+    pub async fn release_lease(&self, key: &EntryKey, generation: u64) {
+        let mut conn = self.conn.clone();
+        let lease_key = format!("{}:lease", key.at(generation));
+        let mut command = redis::cmd("DEL");
+        let call = command.arg(lease_key).query_async::<()>(&mut conn);
+        self.guarded("release lease", call).await;
     }
 
     /// Counts the miss and stores `value` if `generation` is still current.
@@ -159,7 +187,6 @@ impl RedisCache {
             return false;
         }
         let mut conn = self.conn.clone();
-        let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
         let mut invocation = self
             .store_if_current
             .key(self.keys.generation(key.resource));
@@ -168,7 +195,7 @@ impl RedisCache {
             .arg(generation)
             .arg(key.at(generation))
             .arg(value)
-            .arg(ttl_ms)
+            .arg(millis(ttl))
             .invoke_async::<i64>(&mut conn);
         self.guarded("store", call).await == Some(1)
     }
@@ -265,7 +292,8 @@ impl RedisCache {
         operation: &str,
         call: impl Future<Output = RedisResult<T>>,
     ) -> Option<T> {
-        let error = match tokio::time::timeout(RESPONSE_TIMEOUT * 2, call).await {
+        // The first call of a connection also connects and may load the script.
+        let error = match tokio::time::timeout(CONNECT_TIMEOUT + RESPONSE_TIMEOUT, call).await {
             Ok(Ok(value)) => return Some(value),
             Ok(Err(e)) => e.to_string(),
             Err(_) => "timed out".to_owned(),
@@ -303,6 +331,10 @@ impl RedisStats {
             .map(|(_, c)| *c)
             .unwrap_or_default()
     }
+}
+
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// Microseconds since the epoch: above every generation a lost counter could have had.

@@ -13,6 +13,7 @@ use crate::cli::{CacheOpts, DatabaseOpts};
 use crate::config::{DatabaseUrl, Ttl};
 use crate::db::migrations;
 use crate::http::build_router;
+use crate::services;
 
 #[derive(Debug, Args)]
 pub struct Opts {
@@ -64,12 +65,16 @@ pub async fn run(opts: Opts) -> anyhow::Result<()> {
     let address = listener
         .local_addr()
         .context("cannot read the bound address")?;
+    let app = Arc::new(app);
+    // Listen for database changes before announcing: its first connect retires the
+    // shared cache, which must not happen under requests already being served.
+    services::change_listener::start(app.clone()).await?;
     tracing::info!(
         "listening on http://{address}; database: {}; cache: {}",
         app.settings.database_url,
         app.cache.describe()
     );
-    axum::serve(listener, build_router(Arc::new(app)))
+    axum::serve(listener, build_router(app))
         .with_graceful_shutdown(shutdown_signal())
         .await
         .context("the server failed")?;

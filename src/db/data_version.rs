@@ -4,7 +4,6 @@
 //! run before every cached read.
 
 use std::path::Path;
-use std::sync::{Mutex, PoisonError};
 
 use anyhow::Context as _;
 use diesel::connection::SimpleConnection as _;
@@ -14,10 +13,6 @@ use diesel::{Connection as _, QueryableByName, RunQueryDsl as _, SqliteConnectio
 use crate::db::SQLITE_PRAGMAS;
 
 pub struct DataVersionProbe {
-    state: Mutex<ProbeState>,
-}
-
-struct ProbeState {
     conn: SqliteConnection,
     last_seen: i64,
 }
@@ -44,19 +39,16 @@ impl DataVersionProbe {
         conn.batch_execute(SQLITE_PRAGMAS)
             .context("cannot configure SQLite")?;
         let last_seen = read_version(&mut conn).context("cannot read PRAGMA data_version")?;
-        Ok(DataVersionProbe {
-            state: Mutex::new(ProbeState { conn, last_seen }),
-        })
+        Ok(DataVersionProbe { conn, last_seen })
     }
 
     /// True when some other connection committed since the last call. Errors count as a
     /// change: invalidating once too often is safe, missing a write is not.
-    pub fn changed_since_last_check(&self) -> bool {
-        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
-        match read_version(&mut state.conn) {
-            Ok(version) if version == state.last_seen => false,
+    pub fn changed_since_last_check(&mut self) -> bool {
+        match read_version(&mut self.conn) {
+            Ok(version) if version == self.last_seen => false,
             Ok(version) => {
-                state.last_seen = version;
+                self.last_seen = version;
                 true
             }
             Err(e) => {

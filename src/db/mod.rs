@@ -38,6 +38,11 @@ const POOL_TIMEOUT: Duration = Duration::from_secs(5);
 /// `database is locked`; WAL lets readers proceed during a write.
 pub const SQLITE_PRAGMAS: &str = "PRAGMA busy_timeout = 5000; PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;";
 
+/// Set on every pooled PostgreSQL connection: the change trigger includes it in its
+/// notification, so listeners can tell this application's writes (already invalidated
+/// by the writer) from anyone else's.
+pub const PG_SESSION: &str = "SET listings.origin = 'app'";
+
 #[derive(Clone)]
 pub enum Db {
     Pg(Pool<AsyncPgConnection>),
@@ -100,12 +105,12 @@ impl Db {
     ) -> anyhow::Result<Db> {
         match url {
             DatabaseUrl::Postgres(raw) => {
-                let config = manager_config::<AsyncPgConnection>(metrics, None);
+                let config = manager_config::<AsyncPgConnection>(metrics, PG_SESSION);
                 let manager = AsyncDieselConnectionManager::new_with_config(raw, config);
                 Ok(Db::Pg(build_pool(manager, max_connections)?))
             }
             DatabaseUrl::Sqlite(path) => {
-                let config = manager_config::<SqliteConn>(metrics, Some(SQLITE_PRAGMAS));
+                let config = manager_config::<SqliteConn>(metrics, SQLITE_PRAGMAS);
                 let path = path
                     .to_str()
                     .context("the SQLite path is not valid UTF-8")?;
@@ -130,7 +135,7 @@ impl Db {
 
 /// Every pooled connection runs `init_sql` once and counts its statements. Recycling
 /// is `Fast` (no test query), so the count is only the application's own statements.
-fn manager_config<C>(metrics: Arc<Metrics>, init_sql: Option<&'static str>) -> ManagerConfig<C>
+fn manager_config<C>(metrics: Arc<Metrics>, init_sql: &'static str) -> ManagerConfig<C>
 where
     C: AsyncConnection + SimpleAsyncConnection + 'static,
 {
@@ -140,11 +145,9 @@ where
         let metrics = metrics.clone();
         async move {
             let mut conn = C::establish(url).await?;
-            if let Some(sql) = init_sql {
-                conn.batch_execute(sql)
-                    .await
-                    .map_err(diesel::ConnectionError::CouldntSetupConfiguration)?;
-            }
+            conn.batch_execute(init_sql)
+                .await
+                .map_err(diesel::ConnectionError::CouldntSetupConfiguration)?;
             conn.set_instrumentation(QueryCounter(metrics));
             Ok(conn)
         }

@@ -2,6 +2,7 @@
 //! writes that commit, then invalidate. Handlers and commands call these, never the
 //! repository or the cache directly, so every mutation path invalidates by construction.
 
+pub mod change_listener;
 pub mod properties;
 
 use crate::app::App;
@@ -36,9 +37,11 @@ impl From<diesel::result::Error> for ServiceError {
 /// Embedded mode: if another process committed to the SQLite file since the last
 /// check, retire everything cached before this read can be served from the cache.
 pub async fn catch_up_with_other_writers(app: &App) {
-    if let Some(probe) = &app.sqlite_writes
-        && probe.changed_since_last_check()
-    {
+    let Some(probe) = &app.sqlite_writes else {
+        return;
+    };
+    let mut probe = probe.lock().await;
+    if probe.changed_since_last_check() {
         app.cache.invalidate_everything().await;
         tracing::debug!("cache invalidated: the database changed since the last request");
     }

@@ -173,6 +173,7 @@ async fn create_database_from_template(admin_url: &str, database: &str) {
         .n
         > 0;
     if !exists {
+        drop_stale_templates(&mut admin).await;
         let building = format!("{template}_building");
         sql_query(format!(
             "DROP DATABASE IF EXISTS \"{building}\" WITH (FORCE)"
@@ -205,6 +206,28 @@ async fn create_database_from_template(admin_url: &str, database: &str) {
     .execute(&mut admin)
     .await
     .expect("create test database");
+}
+
+#[derive(QueryableByName)]
+struct Name {
+    #[diesel(sql_type = Text)]
+    datname: String,
+}
+
+/// Templates of older migration sets are ours and useless: remove them.
+async fn drop_stale_templates(admin: &mut AsyncPgConnection) {
+    let stale =
+        sql_query("SELECT datname FROM pg_database WHERE datname LIKE 'listings\\_template\\_%'")
+            .load::<Name>(admin)
+            .await
+            .expect("list templates");
+    for Name { datname } in stale {
+        let _ = sql_query(format!(
+            "DROP DATABASE IF EXISTS \"{datname}\" WITH (FORCE)"
+        ))
+        .execute(admin)
+        .await;
+    }
 }
 
 fn migrations_hash() -> u64 {

@@ -58,15 +58,23 @@ impl TestEnv {
         }
     }
 
-    /// An application as `serve` builds it (migrated, watching SQLite writes).
+    /// An application as `serve` builds it: migrated, watching SQLite writes or
+    /// listening for PostgreSQL notifications.
     pub async fn app(&self) -> Arc<App> {
-        let settings = self.settings();
+        self.app_with(self.settings()).await
+    }
+
+    pub async fn app_with(&self, settings: Settings) -> Arc<App> {
         listings::db::migrations::run_pending(&settings.database_url)
             .await
             .expect("migrate");
         let mut app = App::connect(settings).await.expect("connect");
         app.watch_sqlite_writes().expect("watch SQLite writes");
-        Arc::new(app)
+        let app = Arc::new(app);
+        listings::services::change_listener::start(app.clone())
+            .await
+            .expect("listen");
+        app
     }
 }
 
@@ -144,4 +152,16 @@ pub async fn create(app: &App, title: &str) -> Property {
     )
     .await
     .expect("create property")
+}
+
+/// Polls `condition` for up to 5 s; for effects that arrive asynchronously
+/// (notifications, log lines). Panics with `what` when it never holds.
+pub async fn wait_until(mut condition: impl FnMut() -> bool, what: &str) {
+    for _ in 0..500 {
+        if condition() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("timed out waiting until {what}");
 }

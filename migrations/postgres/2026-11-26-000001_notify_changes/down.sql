@@ -1,0 +1,2 @@
+DROP TRIGGER properties_notify_change ON properties;
+DROP FUNCTION listings_notify_change();

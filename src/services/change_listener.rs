@@ -1,0 +1,175 @@
+//! PostgreSQL-backed servers LISTEN for the `properties` trigger's notifications, so that
+//! a change committed by anyone (another server, the CLI, psql, a migration) retires the
+//! cache. The listener has its own connection and reconnects by itself; every
+//! (re)connect retires everything, because what was committed while nobody listened
+//! cannot be known.
+
+use std::pin::pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use diesel_async::{AsyncConnection as _, AsyncPgConnection, RunQueryDsl as _};
+use futures_util::{FutureExt as _, StreamExt as _};
+use tokio::task::JoinHandle;
+
+use crate::app::App;
+use crate::cache::keys::Resource;
+use crate::config::DatabaseUrl;
+use crate::test_hooks::Point;
+
+/// The channel the migration's trigger notifies.
+pub const CHANNEL: &str = "listings_changes";
+/// Set as `listings.origin` on the application's own connections (see `db::PG_SESSION`),
+/// and carried by the trigger's notifications.
+pub const WRITE_ORIGIN: &str = "app";
+/// How the listener's connection shows in `pg_stat_activity`.
+pub const APPLICATION_NAME: &str = "listings-listener";
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// A silent connection is probed this often, so a dead one is noticed and replaced.
+const HEARTBEAT_EVERY: Duration = Duration::from_secs(5);
+const MIN_BACKOFF: Duration = Duration::from_millis(100);
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// Connects and LISTENs before returning (so a server never serves unheard), then
+/// keeps listening in a task. `None` when the database is not PostgreSQL.
+pub async fn start(app: Arc<App>) -> anyhow::Result<Option<JoinHandle<()>>> {
+    let DatabaseUrl::Postgres(url) = &app.settings.database_url else {
+        return Ok(None);
+    };
+    let url = with_application_name(url);
+    let conn = connect_and_listen(&app, &url)
+        .await
+        .context("cannot listen for database changes")?;
+    Ok(Some(tokio::spawn(listen_forever(app, url, conn))))
+}
+
+async fn listen_forever(app: Arc<App>, url: String, mut conn: AsyncPgConnection) {
+    loop {
+        let error = receive(&app, &mut conn).await;
+        let mut backoff = MIN_BACKOFF;
+        let mut reason = error;
+        loop {
+            tracing::warn!(
+                database = %app.settings.database_url.target(),
+                error = format!("{reason:#}"),
+                "change listener disconnected; reconnecting in {} ms",
+                backoff.as_millis()
+            );
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(MAX_BACKOFF);
+            app.cache.hooks().pause(Point::BeforeListen).await;
+            match connect_and_listen(&app, &url).await {
+                Ok(new_conn) => {
+                    conn = new_conn;
+                    break;
+                }
+                Err(e) => reason = e,
+            }
+        }
+    }
+}
+
+async fn connect_and_listen(app: &App, url: &str) -> anyhow::Result<AsyncPgConnection> {
+    let mut conn = tokio::time::timeout(CONNECT_TIMEOUT, AsyncPgConnection::establish(url))
+        .await
+        .map_err(|_| anyhow::anyhow!("cannot connect within {} s", CONNECT_TIMEOUT.as_secs()))?
+        .context("cannot connect")?;
+    diesel::sql_query(format!("LISTEN {CHANNEL}"))
+        .execute(&mut conn)
+        .await
+        .context("LISTEN failed")?;
+    // Changes committed before LISTEN took effect were not heard: retire everything.
+    app.cache.invalidate_everything().await;
+    app.metrics.record_listener_connect();
+    tracing::info!("listening for database changes on channel {CHANNEL}");
+    Ok(conn)
+}
+
+/// Handles notifications until the connection fails; returns why.
+async fn receive(app: &App, conn: &mut AsyncPgConnection) -> anyhow::Error {
+    loop {
+        let next = {
+            let mut notifications = pin!(conn.notifications_stream());
+            match tokio::time::timeout(HEARTBEAT_EVERY, notifications.next()).await {
+                Ok(Some(Ok(first))) => {
+                    // Coalesce a burst (an import, a bulk update) into one invalidation.
+                    let mut payloads = vec![first.payload];
+                    while let Some(Some(Ok(more))) = notifications.next().now_or_never() {
+                        payloads.push(more.payload);
+                    }
+                    Ok(Some(payloads))
+                }
+                Ok(Some(Err(e))) => {
+                    Err(anyhow::Error::new(e).context("notification stream failed"))
+                }
+                Ok(None) => Err(anyhow::anyhow!("the connection closed")),
+                Err(_silence) => Ok(None),
+            }
+        };
+        match next {
+            Ok(Some(payloads)) => {
+                app.metrics.record_change_notification();
+                invalidate_changed(app, &payloads).await;
+            }
+            Ok(None) => {
+                let probe = diesel::sql_query("SELECT 1").execute(conn);
+                match tokio::time::timeout(CONNECT_TIMEOUT, probe).await {
+                    Ok(Ok(_)) => {}
+                    Ok(Err(e)) => return anyhow::Error::new(e).context("heartbeat failed"),
+                    Err(_) => return anyhow::anyhow!("heartbeat timed out"),
+                }
+            }
+            Err(e) => return e,
+        }
+    }
+}
+
+/// Payloads are `table:origin`. A write by this application (`origin` = `app`, set on
+/// every pooled connection) has already retired the shared Redis generation itself, so
+/// with Redis only other writes need acting on; an in-process cache must act on all.
+async fn invalidate_changed(app: &App, payloads: &[String]) {
+    let shared_cache = app.cache.redis_backend().is_some();
+    let mut changed = Vec::new();
+    for payload in payloads {
+        let (table, origin) = payload.split_once(':').unwrap_or((payload, ""));
+        if shared_cache && origin == WRITE_ORIGIN {
+            continue;
+        }
+        match Resource::ALL.into_iter().find(|r| r.name() == table) {
+            Some(resource) if !changed.contains(&resource) => changed.push(resource),
+            Some(_) => {}
+            None => changed = Resource::ALL.to_vec(),
+        }
+    }
+    for &resource in &changed {
+        app.cache.invalidate(resource).await;
+    }
+    if !changed.is_empty() {
+        tracing::debug!(
+            ?payloads,
+            "cache invalidated: the database notified a committed change"
+        );
+    }
+}
+
+fn with_application_name(url: &str) -> String {
+    let separator = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{separator}application_name={APPLICATION_NAME}")
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn listener_connection_is_named() {
+        assert_eq!(
+            super::with_application_name("postgres://h/db"),
+            "postgres://h/db?application_name=listings-listener"
+        );
+        assert_eq!(
+            super::with_application_name("postgres://h/db?sslmode=disable"),
+            "postgres://h/db?sslmode=disable&application_name=listings-listener"
+        );
+    }
+}

@@ -1,0 +1,91 @@
+//! After an invalidation, a crowd of identical requests causes one database load per
+//! key: one per process in-process (single flight), one in total with Redis (leases).
+
+use std::sync::Arc;
+
+use axum::Router;
+use listings::app::App;
+use listings::services::catch_up_with_other_writers;
+use tokio::task::JoinSet;
+
+use crate::both_modes;
+use crate::support::{TestEnv, create, get, router};
+
+both_modes!(
+    one_load_after_an_invalidation,
+    one_load_across_processes_with_redis
+);
+
+/// Fires `count` concurrent GETs at each router; returns every response's titles and
+/// X-Cache.
+async fn crowd(routers: &[Router], count: usize) -> Vec<(Vec<String>, String)> {
+    let mut requests = JoinSet::new();
+    for router in routers {
+        for _ in 0..count {
+            let router = router.clone();
+            requests.spawn(async move {
+                let response = get(&router, "/properties/").await;
+                assert_eq!(response.status, 200);
+                (response.titles(), response.x_cache().to_owned())
+            });
+        }
+    }
+    requests.join_all().await
+}
+
+fn db_queries(apps: &[&Arc<App>]) -> u64 {
+    apps.iter().map(|app| app.metrics.db_queries()).sum()
+}
+
+async fn one_load_after_an_invalidation(env: TestEnv) {
+    let app = env.app().await;
+    let router = router(&app);
+    create(&app, "Villa").await;
+    assert_eq!(get(&router, "/properties/").await.x_cache(), "MISS");
+    create(&app, "Flat").await;
+    // In the embedded mode the server also notices the commit through SQLite; let it
+    // do so now, so the crowd below meets one settled invalidation.
+    catch_up_with_other_writers(&app).await;
+
+    let before = db_queries(&[&app]);
+    let responses = crowd(std::slice::from_ref(&router), 200).await;
+    assert_eq!(
+        db_queries(&[&app]) - before,
+        1,
+        "200 concurrent misses, one database query"
+    );
+    assert!(
+        responses
+            .iter()
+            .all(|(titles, _)| titles == &["Flat", "Villa"])
+    );
+    let rendered = responses
+        .iter()
+        .filter(|(_, x_cache)| x_cache == "MISS")
+        .count();
+    assert_eq!(
+        rendered, 1,
+        "one request rendered, the others shared its response"
+    );
+}
+
+/// Two applications stand for two server processes. With Redis the load lease makes
+/// one of them load while the other waits for its value; in-process caches load once
+/// each.
+async fn one_load_across_processes_with_redis(env: TestEnv) {
+    let first = env.app().await;
+    let second = env.app().await;
+    create(&first, "Villa").await;
+    catch_up_with_other_writers(&first).await;
+    catch_up_with_other_writers(&second).await;
+
+    let before = db_queries(&[&first, &second]);
+    let responses = crowd(&[router(&first), router(&second)], 100).await;
+    let loads = db_queries(&[&first, &second]) - before;
+    let expected = if env.is_redis() { 1 } else { 2 };
+    assert_eq!(
+        loads, expected,
+        "database loads for 200 requests over two processes"
+    );
+    assert!(responses.iter().all(|(titles, _)| titles == &["Villa"]));
+}

@@ -1,0 +1,40 @@
+//! Several `serve` processes on one database (and, in Redis mode, one Redis): a write
+//! through the CLI is seen by every one of them on its next request.
+
+use crate::both_modes;
+use crate::support::TestEnv;
+use crate::support::binary::stderr;
+
+both_modes!(every_server_sees_a_cli_write_on_its_next_request);
+
+async fn every_server_sees_a_cli_write_on_its_next_request(env: TestEnv) {
+    let servers = [env.serve(&[]), env.serve(&[])];
+    for server in &servers {
+        assert_eq!(server.get("/properties/").await.body, r#"{"data":[]}"#);
+        assert_eq!(
+            server.get("/properties/").await.x_cache,
+            "HIT",
+            "{}",
+            server.log()
+        );
+    }
+    let created = env.run(&[
+        "create-property",
+        "--title",
+        "Beach villa",
+        "--price",
+        "500000",
+        "--location",
+        "Malindi",
+    ]);
+    assert!(created.status.success(), "{}", stderr(&created));
+    for server in &servers {
+        let response = server.get("/properties/").await;
+        assert_eq!(
+            response.json()["data"][0]["title"],
+            "Beach villa",
+            "server {}",
+            server.address
+        );
+    }
+}

@@ -1,0 +1,115 @@
+//! Writes made outside the application (psql, another program) reach PostgreSQL-backed
+//! servers through the trigger's NOTIFY, and a gap in listening retires everything.
+
+use diesel::sql_query;
+use diesel_async::{AsyncConnection as _, AsyncPgConnection, RunQueryDsl as _};
+use listings::services::change_listener::APPLICATION_NAME;
+use listings::test_hooks::Point;
+
+use crate::support::{TestEnv, create, get, router, wait_until};
+
+async fn psql(env: &TestEnv, statement: &str) {
+    let mut conn = AsyncPgConnection::establish(&env.database_url)
+        .await
+        .expect("connect");
+    sql_query(statement)
+        .execute(&mut conn)
+        .await
+        .expect(statement);
+}
+
+/// The real server, with Redis and with the in-process cache: an UPDATE by plain SQL
+/// shows on a later GET within the notification's delivery (polled up to 2 s).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sql_update_outside_the_application_reaches_the_server() {
+    let Some(mut env) = TestEnv::postgres_redis().await else {
+        return;
+    };
+    let redis_url = env.redis_url.clone();
+    for (cache, redis) in [("Redis", redis_url), ("in-process", None)] {
+        env.redis_url = redis;
+        let server = env.serve(&[]);
+        let title = format!("Changed by psql ({cache})");
+        let created = env.run(&[
+            "create-property",
+            "--title",
+            "Villa",
+            "--price",
+            "1",
+            "--location",
+            "Lamu",
+        ]);
+        assert!(created.status.success());
+        let before = server.get("/properties/").await;
+        let cached = server.get("/properties/").await;
+        assert_eq!(
+            (before.status, cached.x_cache.as_str()),
+            (200, "HIT"),
+            "{cache}"
+        );
+
+        psql(&env, &format!("UPDATE properties SET title = '{title}'")).await;
+        let mut seen = false;
+        for _ in 0..100 {
+            let response = server.get("/properties/").await;
+            let titles: Vec<_> = response.json()["data"]
+                .as_array()
+                .expect("data")
+                .iter()
+                .map(|p| p["title"].as_str().unwrap_or_default().to_owned())
+                .collect();
+            if titles.iter().all(|t| t == &title) {
+                seen = true;
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        assert!(
+            seen,
+            "{cache}: the out-of-band UPDATE never showed:\n{}",
+            server.log()
+        );
+        psql(&env, "DELETE FROM properties").await;
+    }
+}
+
+/// While the listener is disconnected no notification is heard; when it reconnects it
+/// must retire everything, since it cannot know what it missed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gap_in_listening_retires_everything() {
+    let Some(env) = TestEnv::postgres_redis().await else {
+        return;
+    };
+    let app = env.app().await;
+    let router = router(&app);
+    create(&app, "Villa").await;
+    assert_eq!(get(&router, "/properties/").await.titles(), ["Villa"]);
+    assert_eq!(get(&router, "/properties/").await.x_cache(), "HIT");
+
+    let reconnecting = app.cache.hooks().arm(Point::BeforeListen);
+    psql(
+        &env,
+        &format!(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+             WHERE application_name = '{APPLICATION_NAME}' AND datname = current_database()"
+        ),
+    )
+    .await;
+    reconnecting.reached().await;
+    // Nobody listens now: this change's notification is lost.
+    psql(
+        &env,
+        "UPDATE properties SET title = 'Changed while nobody listened'",
+    )
+    .await;
+    reconnecting.release();
+    wait_until(
+        || app.metrics.listener_connects() >= 2,
+        "the listener reconnects",
+    )
+    .await;
+
+    let after = get(&router, "/properties/").await;
+    assert_eq!(after.titles(), ["Changed while nobody listened"]);
+    assert_eq!(after.x_cache(), "MISS");
+}
