@@ -1,8 +1,9 @@
 //! The cache: one type over two backends (Redis, in-process), typed keys, generations.
 //!
 //! Rules it keeps:
-//! - a reader stores its result only if the generation it started under is still
-//!   current, so a slow reader never puts pre-write data back after an invalidation;
+//! - a reader stores its result under the generation it started under, and only if
+//!   that generation is still current: a slow reader's late store can never be read
+//!   after an invalidation (its key is retired), and is not even written;
 //! - concurrent misses for one key share one load: within a process by single flight,
 //!   across processes (Redis) by a short load lease per key;
 //! - a cache failure never fails a read: it is counted, logged and the value is loaded.
@@ -152,16 +153,16 @@ impl Cache {
         Ok((value, CacheStatus::Miss))
     }
 
-    /// Retires every cached list and page of `resource`. Never fails: on a cache error
-    /// the backend refuses to serve anything cached until it can retire it.
-    pub async fn invalidate(&self, resource: Resource) {
+    /// Retires every cached list and page of `resource`; false when that could not
+    /// reach the cache. This process then serves nothing cached until it can retire it,
+    /// but other processes sharing the cache do not know: the caller must tell them.
+    pub async fn invalidate(&self, resource: Resource) -> bool {
         match &self.backend {
             Backend::Memory(memory) => {
                 memory.bump(resource, &self.keys.entries_of(resource));
+                true
             }
-            Backend::Redis(redis) => {
-                redis.bump(resource).await;
-            }
+            Backend::Redis(redis) => redis.bump(resource).await,
         }
     }
 

@@ -8,6 +8,7 @@
 pub mod data_version;
 pub mod migrations;
 pub mod models;
+pub mod notify;
 pub mod properties;
 pub mod schema;
 

@@ -16,10 +16,9 @@ use tokio::task::JoinHandle;
 use crate::app::App;
 use crate::cache::keys::Resource;
 use crate::config::DatabaseUrl;
+use crate::db::notify::CHANNEL;
 use crate::test_hooks::Point;
 
-/// The channel the migration's trigger notifies.
-pub const CHANNEL: &str = "listings_changes";
 /// Set as `listings.origin` on the application's own connections (see `db::PG_SESSION`),
 /// and carried by the trigger's notifications.
 pub const WRITE_ORIGIN: &str = "app";

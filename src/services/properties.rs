@@ -5,6 +5,7 @@ use crate::app::App;
 use crate::cache::CacheStatus;
 use crate::cache::keys::{AllPropertiesKey, Resource};
 use crate::db::models::Property;
+use crate::db::{DbConn, DbError};
 use crate::domain::{NewProperty, PropertyChanges};
 use crate::services::{ServiceError, catch_up_with_other_writers};
 use crate::test_hooks::Point;
@@ -78,6 +79,28 @@ pub async fn delete_property(app: &App, id: i64) -> Result<(), ServiceError> {
 /// cache told, so no reader can cache the state from before the commit afterwards.
 async fn invalidate_after_commit(app: &App, id: i64, change: &str) {
     app.cache.hooks().pause(Point::BeforeInvalidate).await;
-    app.cache.invalidate(Resource::Properties).await;
-    tracing::info!("cache invalidated: property {id} {change}");
+    if app.cache.invalidate(Resource::Properties).await {
+        tracing::info!("cache invalidated: property {id} {change}");
+    } else {
+        tracing::warn!(
+            "property {id} {change}, but the cache could not be reached to invalidate it"
+        );
+        announce_unconfirmed_invalidation(app, Resource::Properties).await;
+    }
+}
+
+/// PostgreSQL servers sharing Redis skip notifications of this application's writes,
+/// trusting the writer's invalidation; when it failed, a notification of unknown origin
+/// makes each of them invalidate for itself. (SQLite servers notice every commit.)
+async fn announce_unconfirmed_invalidation(app: &App, resource: Resource) {
+    let announced = match app.db.conn().await {
+        Ok(DbConn::Pg(mut conn)) => crate::db::notify::announce_change(&mut conn, resource.name())
+            .await
+            .map_err(DbError::from),
+        Ok(DbConn::Sqlite(_)) => return,
+        Err(e) => Err(e),
+    };
+    if let Err(e) = announced {
+        tracing::error!(error = %e, "cannot notify servers of a change the cache did not hear of");
+    }
 }

@@ -113,3 +113,45 @@ async fn a_gap_in_listening_retires_everything() {
     assert_eq!(after.titles(), ["Changed while nobody listened"]);
     assert_eq!(after.x_cache(), "MISS");
 }
+
+/// A CLI that cannot reach Redis still commits; its failed invalidation must not leave
+/// the servers (which can reach Redis, and skip notifications of the application's own
+/// writes) serving the old list.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_whose_invalidation_missed_redis_still_reaches_the_servers() {
+    let Some(mut env) = TestEnv::postgres_redis().await else {
+        return;
+    };
+    let server = env.serve(&[]);
+    assert_eq!(server.get("/properties/").await.x_cache, "MISS");
+    assert_eq!(server.get("/properties/").await.x_cache, "HIT");
+
+    let shared_redis = env.redis_url.replace("redis://127.0.0.1:1/".into());
+    let created = env.run(&[
+        "create-property",
+        "--title",
+        "Villa",
+        "--price",
+        "1",
+        "--location",
+        "Lamu",
+    ]);
+    env.redis_url = shared_redis;
+    assert!(created.status.success(), "the write itself succeeds");
+    assert!(crate::support::binary::stderr(&created).contains("could not be reached"));
+
+    let mut titles = Vec::new();
+    for _ in 0..100 {
+        titles = server.get("/properties/").await.json()["data"]
+            .as_array()
+            .expect("data")
+            .iter()
+            .map(|p| p["title"].as_str().unwrap_or_default().to_owned())
+            .collect();
+        if titles == ["Villa"] {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(titles, ["Villa"], "{}", server.log());
+}
