@@ -7,7 +7,7 @@ use anyhow::Context as _;
 
 use crate::cache::Cache;
 use crate::cache::keys::KeySpace;
-use crate::config::{DatabaseUrl, KeyPrefix, RedisUrl};
+use crate::config::{AdminToken, DatabaseUrl, KeyPrefix, RedisUrl};
 use crate::db::Db;
 use crate::db::data_version::DataVersionProbe;
 use crate::metrics::Metrics;
@@ -24,6 +24,8 @@ pub struct Settings {
     /// How long query results stay cached (a write retires them sooner).
     pub data_ttl: Duration,
     pub max_db_connections: usize,
+    /// Turns the write API on; `None` answers writes with 403.
+    pub admin_token: Option<AdminToken>,
 }
 
 pub const DEFAULT_VIEW_TTL: Duration = Duration::from_secs(900);

@@ -164,6 +164,40 @@ pub fn redact_password(url: &str) -> String {
     format!("{scheme}://{authority}{tail}")
 }
 
+/// The bearer token that turns the write API on. Never shown: `Debug` and `Display`
+/// print `***`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct AdminToken(String);
+
+pub const ADMIN_TOKEN_MIN_CHARS: usize = 16;
+
+impl FromStr for AdminToken {
+    type Err = String;
+
+    fn from_str(raw: &str) -> Result<Self, Self::Err> {
+        if raw.len() < ADMIN_TOKEN_MIN_CHARS || !raw.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(format!(
+                "must be at least {ADMIN_TOKEN_MIN_CHARS} printable ASCII characters without spaces"
+            ));
+        }
+        Ok(AdminToken(raw.to_owned()))
+    }
+}
+
+impl AdminToken {
+    /// Compares in constant time, so response timing does not reveal the token.
+    pub fn matches(&self, candidate: &str) -> bool {
+        use subtle::ConstantTimeEq as _;
+        self.0.len() == candidate.len() && bool::from(self.0.as_bytes().ct_eq(candidate.as_bytes()))
+    }
+}
+
+impl fmt::Debug for AdminToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("AdminToken(***)")
+    }
+}
+
 /// A positive number of seconds, for TTL flags.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Ttl(pub Duration);
@@ -250,6 +284,16 @@ mod tests {
             redact_password("postgres://h/db?user=a&password=b"),
             "postgres://h/db?user=a&password=***"
         );
+    }
+
+    #[test]
+    fn admin_tokens_are_long_and_never_printed() {
+        let token: AdminToken = "0123456789abcdef".parse().unwrap();
+        assert!(token.matches("0123456789abcdef"));
+        assert!(!token.matches("0123456789abcdeF"));
+        assert!(!token.matches("0123456789abcdef0"));
+        assert_eq!(format!("{token:?}"), "AdminToken(***)");
+        assert!("short".parse::<AdminToken>().is_err());
     }
 
     #[test]

@@ -1,54 +1,106 @@
-//! One error vocabulary for every handler, with a stable JSON body `{"error": "..."}`.
+//! One error vocabulary for every handler, with a stable JSON body:
+//! `{"error": "..."}`, plus `"fields": {"price": "..."}` for invalid input (422).
 //! Missing rows are 404, an unavailable database is 503, and internals are logged, not
 //! sent to clients.
 
+use std::collections::BTreeMap;
+
 use axum::Json;
-use axum::http::StatusCode;
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
+use serde::Serialize;
 
 use crate::db::DbError;
+use crate::domain::{FieldError, ValidationErrors};
 use crate::services::ServiceError;
 
 #[derive(Debug)]
 pub struct ApiError {
     status: StatusCode,
     message: String,
+    fields: Option<BTreeMap<String, String>>,
+}
+
+/// The JSON body of every error response.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    /// What went wrong, for people.
+    pub error: String,
+    /// Invalid input only: each offending field and the rule it broke.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fields: Option<BTreeMap<String, String>>,
+}
+
+fn error(status: StatusCode, message: impl Into<String>) -> ApiError {
+    ApiError {
+        status,
+        message: message.into(),
+        fields: None,
+    }
 }
 
 pub fn not_found() -> ApiError {
-    ApiError {
-        status: StatusCode::NOT_FOUND,
-        message: "not found".into(),
-    }
+    error(StatusCode::NOT_FOUND, "not found")
 }
 
 pub fn method_not_allowed() -> ApiError {
-    ApiError {
-        status: StatusCode::METHOD_NOT_ALLOWED,
-        message: "method not allowed".into(),
-    }
+    error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
 }
 
 pub fn bad_request(message: impl Into<String>) -> ApiError {
+    error(StatusCode::BAD_REQUEST, message)
+}
+
+/// A query parameter that breaks a rule: 400 naming the parameter and the rule.
+pub fn invalid_parameter(e: FieldError) -> ApiError {
+    bad_request(format!("{}: {}", e.field, e.rule))
+}
+
+pub fn unauthorized(message: impl Into<String>) -> ApiError {
+    error(StatusCode::UNAUTHORIZED, message)
+}
+
+pub fn forbidden(message: impl Into<String>) -> ApiError {
+    error(StatusCode::FORBIDDEN, message)
+}
+
+pub fn unsupported_media_type() -> ApiError {
+    error(
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "the body must be JSON (Content-Type: application/json)",
+    )
+}
+
+pub fn payload_too_large(limit: usize) -> ApiError {
+    error(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        format!("the body must be at most {} KiB", limit / 1024),
+    )
+}
+
+/// Invalid input: 422 with every field and rule.
+pub fn unprocessable(errors: ValidationErrors) -> ApiError {
+    let fields = errors
+        .0
+        .iter()
+        .map(|e| (e.field.to_owned(), e.rule.clone()))
+        .collect();
     ApiError {
-        status: StatusCode::BAD_REQUEST,
-        message: message.into(),
+        status: StatusCode::UNPROCESSABLE_ENTITY,
+        message: format!("invalid property: {errors}"),
+        fields: Some(fields),
     }
 }
 
 pub fn service_unavailable() -> ApiError {
-    ApiError {
-        status: StatusCode::SERVICE_UNAVAILABLE,
-        message: "the database is unavailable; try again shortly".into(),
-    }
+    error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "the database is unavailable; try again shortly",
+    )
 }
 
 pub fn internal_error() -> ApiError {
-    ApiError {
-        status: StatusCode::INTERNAL_SERVER_ERROR,
-        message: "internal server error".into(),
-    }
+    error(StatusCode::INTERNAL_SERVER_ERROR, "internal server error")
 }
 
 impl ApiError {
@@ -59,7 +111,21 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.status, Json(json!({ "error": self.message }))).into_response()
+        let status = self.status;
+        let mut response = (
+            status,
+            Json(ErrorBody {
+                error: self.message,
+                fields: self.fields,
+            }),
+        )
+            .into_response();
+        if status == StatusCode::UNAUTHORIZED {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        response
     }
 }
 
@@ -67,10 +133,7 @@ impl From<ServiceError> for ApiError {
     fn from(e: ServiceError) -> Self {
         match e {
             ServiceError::NotFound => not_found(),
-            ServiceError::Invalid(errors) => ApiError {
-                status: StatusCode::UNPROCESSABLE_ENTITY,
-                message: errors.to_string(),
-            },
+            ServiceError::Invalid(errors) => unprocessable(errors),
             ServiceError::Db(DbError::Unavailable(e)) => {
                 tracing::error!(error = %e, "database unavailable");
                 service_unavailable()

@@ -12,17 +12,28 @@ use serde::{Deserialize, Serialize};
 pub enum CacheKind {
     /// Whole HTTP responses.
     View,
-    /// The unfiltered property list, the low-level key `all_properties`.
+    /// The first page of the default listing, the low-level key `all_properties`.
     AllProperties,
+    /// Every other search (filters, orders, pages).
+    PropertyQuery,
+    /// Single properties by id.
+    Property,
 }
 
 impl CacheKind {
-    pub const ALL: [CacheKind; 2] = [CacheKind::View, CacheKind::AllProperties];
+    pub const ALL: [CacheKind; 4] = [
+        CacheKind::View,
+        CacheKind::AllProperties,
+        CacheKind::PropertyQuery,
+        CacheKind::Property,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
             CacheKind::View => "view",
             CacheKind::AllProperties => "all_properties",
+            CacheKind::PropertyQuery => "queries",
+            CacheKind::Property => "items",
         }
     }
 

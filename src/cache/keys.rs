@@ -9,7 +9,8 @@
 //! - `{prefix}stats:{kind}:hits` / `:misses`: counters shared by every process.
 
 use crate::cache::values::{CacheValue, CachedResponse};
-use crate::db::models::Property;
+use crate::db::models::{Property, PropertyPage};
+use crate::domain::PropertyQuery;
 use crate::metrics::CacheKind;
 
 /// A set of entries retired together by one generation bump.
@@ -33,22 +34,63 @@ pub trait CacheKey {
     const KIND: CacheKind;
     fn resource(&self) -> Resource;
     /// Unique within the kind.
-    fn name(&self) -> &str;
+    fn name(&self) -> String;
 }
 
-/// The unfiltered property list, newest first: the logical key `all_properties`.
+/// The first page of the default listing: the logical key `all_properties`.
 pub struct AllPropertiesKey;
 
 impl CacheKey for AllPropertiesKey {
-    type Value = Vec<Property>;
+    type Value = PropertyPage;
     const KIND: CacheKind = CacheKind::AllProperties;
 
     fn resource(&self) -> Resource {
         Resource::Properties
     }
 
-    fn name(&self) -> &str {
-        "all_properties"
+    fn name(&self) -> String {
+        "all_properties".to_owned()
+    }
+}
+
+/// Any other search, by its canonical query (see `PropertyQuery::canonical`).
+pub struct PropertyQueryKey(String);
+
+impl PropertyQueryKey {
+    pub fn new(query: &PropertyQuery) -> PropertyQueryKey {
+        PropertyQueryKey(query.canonical())
+    }
+}
+
+impl CacheKey for PropertyQueryKey {
+    type Value = PropertyPage;
+    const KIND: CacheKind = CacheKind::PropertyQuery;
+
+    fn resource(&self) -> Resource {
+        Resource::Properties
+    }
+
+    fn name(&self) -> String {
+        self.0.clone()
+    }
+}
+
+/// One property by id. Misses for ids that do not exist are not stored, so random
+/// ids cannot fill the cache. Items share the resource generation: every write retires
+/// them all, since a point read is cheap to redo and one counter keeps the stale-set
+/// guarantee simple.
+pub struct PropertyKey(pub i64);
+
+impl CacheKey for PropertyKey {
+    type Value = Property;
+    const KIND: CacheKind = CacheKind::Property;
+
+    fn resource(&self) -> Resource {
+        Resource::Properties
+    }
+
+    fn name(&self) -> String {
+        self.0.to_string()
     }
 }
 
@@ -75,8 +117,8 @@ impl CacheKey for ViewKey {
         self.resource
     }
 
-    fn name(&self) -> &str {
-        &self.request
+    fn name(&self) -> String {
+        self.request.clone()
     }
 }
 

@@ -2,10 +2,17 @@
 //! its `Opts` and `run`. Doc comments are the `--help` text.
 
 pub mod cache_metrics;
+pub mod completions;
 pub mod create_property;
+pub mod delete_property;
 pub mod healthcheck;
+pub mod import;
+pub mod list_properties;
 pub mod migrate;
+mod progress;
+pub mod seed;
 pub mod serve;
+pub mod update_property;
 
 use clap::{Args, Parser, Subcommand};
 
@@ -31,10 +38,22 @@ pub enum Command {
     Migrate(migrate::Opts),
     /// Add one property and print it as JSON.
     CreateProperty(create_property::Opts),
+    /// Search properties, as GET /properties/ does.
+    ListProperties(list_properties::Opts),
+    /// Change fields of one property and print it as JSON.
+    UpdateProperty(update_property::Opts),
+    /// Delete one property.
+    DeleteProperty(delete_property::Opts),
+    /// Import properties from a CSV or JSON-lines file, all or nothing.
+    Import(import::Opts),
+    /// Add generated listings, for demos and benchmarks.
+    Seed(seed::Opts),
     /// Show cache hits and misses of the running service.
     CacheMetrics(cache_metrics::Opts),
     /// Exit 0 if the server at --bind answers /health (for container healthchecks).
     Healthcheck(healthcheck::Opts),
+    /// Print a shell completion script.
+    Completions(completions::Opts),
 }
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
@@ -42,8 +61,17 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve(opts) => serve::run(opts).await,
         Command::Migrate(opts) => migrate::run(opts).await,
         Command::CreateProperty(opts) => create_property::run(opts).await,
+        Command::ListProperties(opts) => list_properties::run(opts).await,
+        Command::UpdateProperty(opts) => update_property::run(opts).await,
+        Command::DeleteProperty(opts) => delete_property::run(opts).await,
+        Command::Import(opts) => import::run(opts).await,
+        Command::Seed(opts) => seed::run(opts).await,
         Command::CacheMetrics(opts) => cache_metrics::run(opts).await,
         Command::Healthcheck(opts) => healthcheck::run(opts).await,
+        Command::Completions(opts) => {
+            completions::run(opts);
+            Ok(())
+        }
     }
 }
 
@@ -87,6 +115,7 @@ pub fn settings(db: &DatabaseOpts, cache: &CacheOpts) -> Settings {
         view_ttl: DEFAULT_VIEW_TTL,
         data_ttl: DEFAULT_DATA_TTL,
         max_db_connections: 2,
+        admin_token: None,
     }
 }
 

@@ -10,7 +10,7 @@ use tokio::net::TcpListener;
 
 use crate::app::{App, Settings};
 use crate::cli::{CacheOpts, DatabaseOpts};
-use crate::config::{DatabaseUrl, Ttl};
+use crate::config::{AdminToken, DatabaseUrl, Ttl};
 use crate::db::migrations;
 use crate::http::build_router;
 use crate::services;
@@ -40,6 +40,14 @@ pub struct Opts {
     #[arg(long, env = "LISTINGS_DB_POOL_SIZE", value_name = "N", default_value = "10",
           value_parser = clap::value_parser!(u16).range(1..=1000))]
     pub db_pool_size: u16,
+    /// Bearer token required by POST/PUT/PATCH/DELETE; without it the write API is off
+    #[arg(
+        long,
+        env = "LISTINGS_ADMIN_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
+    pub admin_token: Option<AdminToken>,
     #[command(flatten)]
     pub db: DatabaseOpts,
     #[command(flatten)]
@@ -56,6 +64,7 @@ pub async fn run(opts: Opts) -> anyhow::Result<()> {
         view_ttl: opts.view_ttl.0,
         data_ttl: opts.data_ttl.0,
         max_db_connections: usize::from(opts.db_pool_size),
+        admin_token: opts.admin_token,
     };
     let mut app = App::connect(settings).await?;
     app.watch_sqlite_writes()?;

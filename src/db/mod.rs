@@ -80,12 +80,27 @@ macro_rules! with_connection {
 
 /// Repository functions compiled against the PostgreSQL schema.
 pub mod pg {
-    crate::db::properties::property_repository!(diesel_async::AsyncPgConnection, pg);
+    crate::db::properties::property_repository!(
+        diesel_async::AsyncPgConnection,
+        diesel::pg::Pg,
+        pg,
+        crate::db::properties::bulk::pg_insert_batch
+    );
 }
 
 /// Repository functions compiled against the SQLite schema.
 pub mod sqlite {
-    crate::db::properties::property_repository!(crate::db::SqliteConn, sqlite);
+    crate::db::properties::property_repository!(
+        crate::db::SqliteConn,
+        diesel::sqlite::Sqlite,
+        sqlite,
+        crate::db::properties::bulk::sqlite_insert_batch
+    );
+}
+
+diesel::define_sql_function! {
+    /// SQL `lower()`, for case-insensitive filters on both backends.
+    fn lower(text: diesel::sql_types::Text) -> diesel::sql_types::Text;
 }
 
 /// Failures the HTTP layer maps to distinct statuses.

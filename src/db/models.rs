@@ -6,19 +6,39 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use diesel::Queryable;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-#[derive(Clone, Debug, PartialEq, Queryable, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Queryable, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Property {
+    #[schema(example = 1)]
     pub id: i64,
+    #[schema(example = "Beach villa")]
     pub title: String,
+    #[schema(example = "Four bedrooms, sea view")]
     pub description: String,
+    /// Exact decimal with two places, as a string.
     #[serde(with = "price_string")]
+    #[schema(value_type = String, example = "500000.00")]
     pub price: BigDecimal,
+    #[schema(example = "Malindi")]
     pub location: String,
+    /// RFC 3339, UTC.
     #[serde(with = "rfc3339_micros")]
+    #[schema(value_type = String, format = DateTime, example = "2026-11-26T10:00:00.123456Z")]
     pub created_at: DateTime<Utc>,
 }
 
+/// One page of a property search and how many rows match in all.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PropertyPage {
+    pub count: i64,
+    pub data: Vec<Property>,
+}
+
 impl Property {
+    /// The price as it is sent to clients: exactly two decimals.
+    pub fn price_text(&self) -> String {
+        format_price(&self.price)
+    }
+
     /// SQLite hands NUMERIC back as a float (19.99 reads as 19.98999…); rounding to the
     /// column's scale restores the exact value on SQLite and changes nothing on PostgreSQL.
     pub fn normalized(mut self) -> Self {
@@ -27,15 +47,17 @@ impl Property {
     }
 }
 
+fn format_price(price: &BigDecimal) -> String {
+    price
+        .with_scale_round(2, RoundingMode::HalfEven)
+        .to_plain_string()
+}
+
 mod price_string {
     use super::*;
 
     pub fn serialize<S: Serializer>(price: &BigDecimal, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(
-            &price
-                .with_scale_round(2, RoundingMode::HalfEven)
-                .to_plain_string(),
-        )
+        s.serialize_str(&format_price(price))
     }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<BigDecimal, D::Error> {

@@ -3,24 +3,79 @@
 //! transactions and the cache. Prices are normalized on every read (SQLite floats).
 
 macro_rules! property_repository {
-    ($conn:ty, $schema:ident) => {
+    ($conn:ty, $backend:ty, $schema:ident, $insert_batch:path) => {
         pub mod properties {
             use diesel::prelude::*;
             use diesel_async::RunQueryDsl;
 
-            use crate::db::models::Property;
+            use crate::db::lower;
+            use crate::db::models::{Property, PropertyPage};
             use crate::db::schema::$schema::properties as p;
-            use crate::domain::{NewProperty, PropertyChanges};
+            use crate::domain::{NewProperty, PropertyChanges, PropertyQuery, SortOrder};
 
             type Conn = $conn;
 
-            /// Newest first: created_at descending, then id descending.
-            pub async fn list_newest_first(conn: &mut Conn) -> QueryResult<Vec<Property>> {
-                let rows: Vec<Property> = p::table
-                    .order((p::created_at.desc(), p::id.desc()))
+            /// The rows matching the query's filters, in no particular order. Text
+            /// filters arrive lower-cased and are compared with `lower(column)`.
+            fn matching(query: &PropertyQuery) -> p::BoxedQuery<'_, $backend> {
+                let mut rows = p::table.into_boxed();
+                if let Some(location) = &query.location {
+                    rows = rows.filter(lower(p::location).eq(location));
+                }
+                if let Some(min) = &query.min_price {
+                    rows = rows.filter(p::price.ge(min));
+                }
+                if let Some(max) = &query.max_price {
+                    rows = rows.filter(p::price.le(max));
+                }
+                if let Some(search) = &query.search {
+                    let pattern = format!("%{}%", escape_like(search));
+                    rows = rows.filter(
+                        lower(p::title).like(pattern.clone()).escape('\\').or(lower(
+                            p::description,
+                        )
+                        .like(pattern)
+                        .escape('\\')),
+                    );
+                }
+                rows
+            }
+
+            /// LIKE wildcards in user input match themselves.
+            fn escape_like(text: &str) -> String {
+                text.replace('\\', "\\\\")
+                    .replace('%', "\\%")
+                    .replace('_', "\\_")
+            }
+
+            /// One page of the matching rows and how many match in all. Ties in the
+            /// sort column are broken by id, in the same direction.
+            pub async fn list_page(
+                conn: &mut Conn,
+                query: &PropertyQuery,
+            ) -> QueryResult<PropertyPage> {
+                let count: i64 = matching(query).count().get_result(conn).await?;
+                let ordered = match query.ordering {
+                    SortOrder::PriceAsc => matching(query).order((p::price.asc(), p::id.asc())),
+                    SortOrder::PriceDesc => matching(query).order((p::price.desc(), p::id.desc())),
+                    SortOrder::CreatedAtAsc => {
+                        matching(query).order((p::created_at.asc(), p::id.asc()))
+                    }
+                    SortOrder::CreatedAtDesc => {
+                        matching(query).order((p::created_at.desc(), p::id.desc()))
+                    }
+                    SortOrder::IdAsc => matching(query).order(p::id.asc()),
+                    SortOrder::IdDesc => matching(query).order(p::id.desc()),
+                };
+                let rows: Vec<Property> = ordered
+                    .limit(i64::from(query.page_size))
+                    .offset(query.offset())
                     .load(conn)
                     .await?;
-                Ok(rows.into_iter().map(Property::normalized).collect())
+                Ok(PropertyPage {
+                    count,
+                    data: rows.into_iter().map(Property::normalized).collect(),
+                })
             }
 
             pub async fn find(conn: &mut Conn, property_id: i64) -> QueryResult<Property> {
@@ -40,6 +95,9 @@ macro_rules! property_repository {
                     .await?;
                 Ok(row.normalized())
             }
+
+            /// Inserts many rows in one statement (see `db::bulk`); returns how many.
+            pub use $insert_batch as insert_batch;
 
             /// Changes the given fields; `NotFound` when there is no such row.
             pub async fn update(
@@ -71,3 +129,58 @@ macro_rules! property_repository {
 }
 
 pub(crate) use property_repository;
+
+/// Multi-row inserts, which diesel-async's SQLite wrapper cannot express generically:
+/// SQLite's batch insert runs on the wrapped synchronous connection instead.
+pub mod bulk {
+    use diesel::{ExpressionMethods as _, QueryResult};
+    use diesel_async::{AsyncPgConnection, RunQueryDsl as _};
+
+    use crate::db::SqliteConn;
+    use crate::db::schema;
+    use crate::domain::NewProperty;
+
+    pub async fn pg_insert_batch(
+        conn: &mut AsyncPgConnection,
+        rows: Vec<NewProperty>,
+    ) -> QueryResult<usize> {
+        use schema::pg::properties as p;
+        let values: Vec<_> = rows
+            .iter()
+            .map(|new| {
+                (
+                    p::title.eq(&new.title),
+                    p::description.eq(&new.description),
+                    p::price.eq(&new.price),
+                    p::location.eq(&new.location),
+                )
+            })
+            .collect();
+        diesel::insert_into(p::table)
+            .values(values)
+            .execute(conn)
+            .await
+    }
+
+    pub async fn sqlite_insert_batch(
+        conn: &mut SqliteConn,
+        rows: Vec<NewProperty>,
+    ) -> QueryResult<usize> {
+        use schema::sqlite::properties as p;
+        conn.spawn_blocking(move |conn| {
+            let values: Vec<_> = rows
+                .iter()
+                .map(|new| {
+                    (
+                        p::title.eq(&new.title),
+                        p::description.eq(&new.description),
+                        p::price.eq(&new.price),
+                        p::location.eq(&new.location),
+                    )
+                })
+                .collect();
+            diesel::RunQueryDsl::execute(diesel::insert_into(p::table).values(values), conn)
+        })
+        .await
+    }
+}

@@ -1,29 +1,85 @@
-//! The HTTP surface: every route is listed in [`build_router`], shared by `serve` and
-//! the tests.
+//! The HTTP surface. Every route is registered in [`api_router`] together with its
+//! OpenAPI description, so `/openapi.json` documents exactly what is served; the router
+//! builder is shared by `serve` and the tests.
 
+pub mod auth;
+pub mod body;
 pub mod ops;
 pub mod properties;
 pub mod view_cache;
 
-use axum::Router;
+use std::sync::Arc;
+
+use axum::extract::DefaultBodyLimit;
 use axum::middleware::from_fn_with_state;
-use axum::routing::get;
+use axum::{Extension, Router};
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::app::AppState;
 use crate::error::{ApiError, method_not_allowed, not_found};
 
+/// Route paths the view cache keys on.
+pub const PROPERTIES: &str = "/properties/";
+pub const PROPERTIES_NO_SLASH: &str = "/properties";
+pub const PROPERTY: &str = "/properties/{id}/";
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "listings", description = "Property listings, cached at two levels and never stale once a write has committed."),
+    modifiers(&BearerAuth),
+    tags((name = "properties"), (name = "operations"))
+)]
+struct ApiDoc;
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+/// Every route with its documentation.
+pub fn api_router(state: AppState) -> OpenApiRouter {
+    let properties = OpenApiRouter::new()
+        .routes(routes!(
+            properties::list_properties,
+            properties::create_property
+        ))
+        .routes(routes!(properties::list_properties_no_slash))
+        .routes(routes!(
+            properties::find_property,
+            properties::replace_property,
+            properties::update_property,
+            properties::delete_property
+        ))
+        .route_layer(from_fn_with_state(state.clone(), view_cache::cache_views))
+        .layer(DefaultBodyLimit::max(body::MAX_BODY_BYTES));
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .merge(properties)
+        .routes(routes!(ops::health))
+        .routes(routes!(ops::metrics))
+        .routes(routes!(ops::openapi_json))
+        .with_state(state)
+}
+
 pub fn build_router(state: AppState) -> Router {
-    let cached = Router::new()
-        .route("/properties/", get(properties::list_properties))
-        .route("/properties", get(properties::list_properties))
-        .route_layer(from_fn_with_state(state.clone(), view_cache::cache_views));
-    Router::new()
-        .merge(cached)
-        .route("/health", get(ops::health))
-        .route("/metrics", get(ops::metrics))
+    let (router, openapi) = api_router(state).split_for_parts();
+    let json = openapi.to_pretty_json().unwrap_or_else(|e| {
+        tracing::error!(error = %e, "cannot serialize the OpenAPI document");
+        "{}".to_owned()
+    });
+    router
+        .layer(Extension(ops::OpenApiJson(Arc::new(json))))
         .fallback(route_not_found)
         .method_not_allowed_fallback(route_method_not_allowed)
-        .with_state(state)
 }
 
 async fn route_not_found() -> ApiError {

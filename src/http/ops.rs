@@ -1,19 +1,35 @@
-//! Endpoints for operators: liveness and metrics.
+//! Endpoints for operators and clients' tooling: liveness, metrics, the API document.
 
-use axum::Json;
+use std::sync::Arc;
+
 use axum::extract::State;
 use axum::http::header;
 use axum::response::IntoResponse;
-use serde_json::{Value, json};
+use axum::{Extension, Json};
+use serde::Serialize;
+use utoipa::ToSchema;
 
 use crate::app::AppState;
 
-/// `GET /health`: the process serves requests (used by the Docker healthcheck).
-pub async fn health() -> Json<Value> {
-    Json(json!({ "status": "ok" }))
+#[derive(Serialize, ToSchema)]
+pub struct Health {
+    #[schema(example = "ok")]
+    status: &'static str,
 }
 
-/// `GET /metrics`: this process's counters in the Prometheus text format.
+/// The process serves requests (used by the container healthcheck).
+#[utoipa::path(get, path = "/health", tag = "operations", responses((status = 200, body = Health)))]
+pub async fn health() -> Json<Health> {
+    Json(Health { status: "ok" })
+}
+
+/// This process's counters in the Prometheus text format.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "operations",
+    responses((status = 200, description = "Prometheus text exposition format", content_type = "text/plain"))
+)]
 pub async fn metrics(State(app): State<AppState>) -> impl IntoResponse {
     (
         [(
@@ -21,5 +37,25 @@ pub async fn metrics(State(app): State<AppState>) -> impl IntoResponse {
             "text/plain; version=0.0.4; charset=utf-8",
         )],
         app.metrics.render_prometheus(),
+    )
+}
+
+/// The serialized OpenAPI document, made once when the router is built.
+#[derive(Clone)]
+pub struct OpenApiJson(pub Arc<String>);
+
+/// This document: OpenAPI 3, generated from the handlers' annotations.
+#[utoipa::path(
+    get,
+    path = "/openapi.json",
+    tag = "operations",
+    responses((status = 200, description = "The OpenAPI 3 document", content_type = "application/json"))
+)]
+pub async fn openapi_json(
+    Extension(OpenApiJson(json)): Extension<OpenApiJson>,
+) -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        json.as_str().to_owned(),
     )
 }

@@ -1,21 +1,249 @@
-//! Property handlers: parse the request, call the service, shape the response.
+//! Property handlers: parse the request, call the service, shape the response. The
+//! `#[utoipa::path]` on each is what `/openapi.json` is generated from.
 
 use axum::Json;
-use axum::extract::State;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
 use serde::Serialize;
+use utoipa::{IntoParams, ToSchema};
 
 use crate::app::AppState;
 use crate::db::models::Property;
-use crate::error::ApiError;
-use crate::services;
+use crate::domain::{NewProperty, PropertyChanges, PropertyQuery};
+use crate::error::{ApiError, ErrorBody, invalid_parameter, not_found, unprocessable};
+use crate::http::auth::Admin;
+use crate::http::body::{PropertyBody, PropertyJson};
+use crate::services::properties as service;
 
-#[derive(Serialize)]
+/// A page of properties.
+#[derive(Serialize, ToSchema)]
 pub struct PropertyList {
+    /// How many properties match in all.
+    pub count: i64,
+    /// The next page's URL, or null on the last page.
+    pub next: Option<String>,
+    /// The previous page's URL, or null on the first page.
+    pub previous: Option<String>,
     pub data: Vec<Property>,
 }
 
-/// `GET /properties/`: every property, newest first.
-pub async fn list_properties(State(app): State<AppState>) -> Result<Json<PropertyList>, ApiError> {
-    let data = services::properties::list_properties(&app).await?;
-    Ok(Json(PropertyList { data }))
+/// The list's query parameters. Others are ignored.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(
+    dead_code,
+    reason = "documents the parameters; `PropertyQuery` parses them"
+)]
+pub struct ListParams {
+    /// Exact location, case-insensitive.
+    location: Option<String>,
+    /// Lowest price, inclusive (a decimal with at most 2 places).
+    #[param(value_type = Option<String>, example = "100000.00")]
+    min_price: Option<String>,
+    /// Highest price, inclusive.
+    #[param(value_type = Option<String>, example = "900000.00")]
+    max_price: Option<String>,
+    /// Case-insensitive substring of the title or the description.
+    search: Option<String>,
+    /// One of price, -price, created_at, -created_at, id, -id (default -created_at);
+    /// ties are broken by id in the same direction.
+    ordering: Option<String>,
+    /// Page number, from 1.
+    #[param(minimum = 1)]
+    page: Option<u32>,
+    /// Page size, 1 to 1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
+    page_size: Option<u32>,
+}
+
+#[utoipa::path(
+    get,
+    path = "/properties/",
+    tag = "properties",
+    params(ListParams),
+    responses(
+        (status = 200, description = "A page of properties, newest first by default", body = PropertyList,
+         headers(("ETag" = String), ("X-Cache" = String, description = "HIT or MISS"))),
+        (status = 304, description = "If-None-Match matched the current ETag"),
+        (status = 400, description = "A parameter breaks its rule", body = ErrorBody),
+        (status = 503, description = "The database is unavailable", body = ErrorBody),
+    )
+)]
+pub async fn list_properties(
+    State(app): State<AppState>,
+    RawQuery(query): RawQuery,
+) -> Result<Json<PropertyList>, ApiError> {
+    let query = PropertyQuery::from_query_string(query.as_deref().unwrap_or_default())
+        .map_err(invalid_parameter)?;
+    let page = service::list_properties(&app, &query).await?;
+    let (previous, next) = query.neighbours(page.count);
+    Ok(Json(PropertyList {
+        count: page.count,
+        next,
+        previous,
+        data: page.data,
+    }))
+}
+
+/// The same list without the trailing slash.
+#[utoipa::path(
+    get,
+    path = "/properties",
+    tag = "properties",
+    params(ListParams),
+    responses(
+        (status = 200, description = "As GET /properties/", body = PropertyList),
+        (status = 304, description = "If-None-Match matched the current ETag"),
+        (status = 400, description = "A parameter breaks its rule", body = ErrorBody),
+        (status = 503, description = "The database is unavailable", body = ErrorBody),
+    )
+)]
+pub async fn list_properties_no_slash(
+    state: State<AppState>,
+    query: RawQuery,
+) -> Result<Json<PropertyList>, ApiError> {
+    list_properties(state, query).await
+}
+
+/// Ids are numbers; anything else names no property.
+fn parse_id(raw: &str) -> Result<i64, ApiError> {
+    raw.parse().map_err(|_| not_found())
+}
+
+#[utoipa::path(
+    get,
+    path = "/properties/{id}/",
+    tag = "properties",
+    params(("id" = i64, Path, description = "Property id")),
+    responses(
+        (status = 200, description = "The property", body = Property,
+         headers(("ETag" = String), ("X-Cache" = String, description = "HIT or MISS"))),
+        (status = 304, description = "If-None-Match matched the current ETag"),
+        (status = 404, description = "No such property", body = ErrorBody),
+        (status = 503, description = "The database is unavailable", body = ErrorBody),
+    )
+)]
+pub async fn find_property(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Property>, ApiError> {
+    Ok(Json(service::find_property(&app, parse_id(&id)?).await?))
+}
+
+#[utoipa::path(
+    post,
+    path = "/properties/",
+    tag = "properties",
+    request_body(content = PropertyBody, content_type = "application/json"),
+    security(("bearer" = [])),
+    responses(
+        (status = 201, description = "Created", body = Property, headers(("Location" = String))),
+        (status = 400, description = "Malformed JSON", body = ErrorBody),
+        (status = 401, description = "Missing or wrong token", body = ErrorBody),
+        (status = 403, description = "The write API is off (no LISTINGS_ADMIN_TOKEN)", body = ErrorBody),
+        (status = 413, description = "Body over 64 KiB", body = ErrorBody),
+        (status = 415, description = "Body is not application/json", body = ErrorBody),
+        (status = 422, description = "Invalid fields", body = ErrorBody),
+        (status = 503, description = "The database is unavailable", body = ErrorBody),
+    )
+)]
+pub async fn create_property(
+    State(app): State<AppState>,
+    _: Admin,
+    body: PropertyJson,
+) -> Result<impl IntoResponse, ApiError> {
+    let new = NewProperty::parse(body.input()).map_err(unprocessable)?;
+    let created = service::create_property(&app, &new).await?;
+    let location = format!("/properties/{}/", created.id);
+    Ok((
+        StatusCode::CREATED,
+        [(header::LOCATION, location)],
+        Json(created),
+    ))
+}
+
+#[utoipa::path(
+    put,
+    path = "/properties/{id}/",
+    tag = "properties",
+    params(("id" = i64, Path, description = "Property id")),
+    request_body(content = PropertyBody, content_type = "application/json",
+                  description = "Every field; title, price and location are required"),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Replaced", body = Property),
+        (status = 400, description = "Malformed JSON", body = ErrorBody),
+        (status = 401, description = "Missing or wrong token", body = ErrorBody),
+        (status = 403, description = "The write API is off", body = ErrorBody),
+        (status = 404, description = "No such property", body = ErrorBody),
+        (status = 413, description = "Body over 64 KiB", body = ErrorBody),
+        (status = 415, description = "Body is not application/json", body = ErrorBody),
+        (status = 422, description = "Invalid fields", body = ErrorBody),
+        (status = 503, description = "The database is unavailable", body = ErrorBody),
+    )
+)]
+pub async fn replace_property(
+    State(app): State<AppState>,
+    _: Admin,
+    Path(id): Path<String>,
+    body: PropertyJson,
+) -> Result<Json<Property>, ApiError> {
+    let id = parse_id(&id)?;
+    let new = NewProperty::parse(body.input()).map_err(unprocessable)?;
+    Ok(Json(service::replace_property(&app, id, &new).await?))
+}
+
+#[utoipa::path(
+    patch,
+    path = "/properties/{id}/",
+    tag = "properties",
+    params(("id" = i64, Path, description = "Property id")),
+    request_body(content = PropertyBody, content_type = "application/json",
+                  description = "Only the fields to change; at least one"),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Updated", body = Property),
+        (status = 400, description = "Malformed JSON", body = ErrorBody),
+        (status = 401, description = "Missing or wrong token", body = ErrorBody),
+        (status = 403, description = "The write API is off", body = ErrorBody),
+        (status = 404, description = "No such property", body = ErrorBody),
+        (status = 413, description = "Body over 64 KiB", body = ErrorBody),
+        (status = 415, description = "Body is not application/json", body = ErrorBody),
+        (status = 422, description = "Invalid fields", body = ErrorBody),
+        (status = 503, description = "The database is unavailable", body = ErrorBody),
+    )
+)]
+pub async fn update_property(
+    State(app): State<AppState>,
+    _: Admin,
+    Path(id): Path<String>,
+    body: PropertyJson,
+) -> Result<Json<Property>, ApiError> {
+    let id = parse_id(&id)?;
+    let changes = PropertyChanges::parse(body.input()).map_err(unprocessable)?;
+    Ok(Json(service::update_property(&app, id, &changes).await?))
+}
+
+#[utoipa::path(
+    delete,
+    path = "/properties/{id}/",
+    tag = "properties",
+    params(("id" = i64, Path, description = "Property id")),
+    security(("bearer" = [])),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 401, description = "Missing or wrong token", body = ErrorBody),
+        (status = 403, description = "The write API is off", body = ErrorBody),
+        (status = 404, description = "No such property", body = ErrorBody),
+        (status = 503, description = "The database is unavailable", body = ErrorBody),
+    )
+)]
+pub async fn delete_property(
+    State(app): State<AppState>,
+    _: Admin,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    service::delete_property(&app, parse_id(&id)?).await?;
+    Ok(StatusCode::NO_CONTENT)
 }

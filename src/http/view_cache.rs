@@ -1,10 +1,12 @@
-//! The view level: whole GET responses (status, content type, body) cached by method,
-//! path and query. A hit sends the stored bytes as they are, with no database work and
-//! no serialization. Only 200 responses are stored; `X-Cache` says HIT or MISS.
+//! The view level: whole GET responses (status, content type, strong ETag, body) cached
+//! per normalized URL. A hit sends the stored bytes as they are, with no database work
+//! and no serialization. Only 200 responses are stored. Every response says
+//! `X-Cache: HIT` or `MISS` and `Cache-Control: no-cache`, and a matching
+//! `If-None-Match` gets 304 with no body.
 
 use axum::body::{Body, to_bytes};
-use axum::extract::{Request, State};
-use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
@@ -12,28 +14,53 @@ use crate::app::AppState;
 use crate::cache::CacheStatus;
 use crate::cache::keys::{Resource, ViewKey};
 use crate::cache::values::CachedResponse;
+use crate::domain::PropertyQuery;
 use crate::error::internal_error;
+use crate::http::{PROPERTIES, PROPERTIES_NO_SLASH, PROPERTY};
 use crate::services::catch_up_with_other_writers;
 
 pub async fn cache_views(State(app): State<AppState>, request: Request, next: Next) -> Response {
     if request.method() != Method::GET {
         return next.run(request).await;
     }
+    let Some(key) = view_key(&request) else {
+        // Not cacheable as asked (an invalid query): the handler explains.
+        return next.run(request).await;
+    };
     catch_up_with_other_writers(&app).await;
-    let path_and_query = request
-        .uri()
-        .path_and_query()
-        .map_or("/", |pq| pq.as_str())
-        .to_owned();
-    let key = ViewKey::new(Method::GET.as_str(), &path_and_query, Resource::Properties);
+    let if_none_match = request.headers().get(header::IF_NONE_MATCH).cloned();
     let rendered = app
         .cache
         .get_or_load(&key, app.settings.view_ttl, || render(request, next))
         .await;
-    match rendered {
-        Ok((cached, status)) => respond(cached, status),
+    let mut response = match rendered {
+        Ok((cached, status)) => respond(cached, status, if_none_match.as_ref()),
         Err(uncacheable) => with_x_cache(uncacheable, "MISS"),
-    }
+    };
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    response
+}
+
+/// The normalized URL: lists by their canonical query (unknown parameters and
+/// parameter order do not count, and `/properties` is `/properties/`), items by path.
+fn view_key(request: &Request) -> Option<ViewKey> {
+    let route = request.extensions().get::<MatchedPath>()?.as_str();
+    let normalized = match route {
+        PROPERTIES | PROPERTIES_NO_SLASH => {
+            let query =
+                PropertyQuery::from_query_string(request.uri().query().unwrap_or_default()).ok()?;
+            query.url_of_page(query.page)
+        }
+        PROPERTY => request.uri().path().to_owned(),
+        _ => return None,
+    };
+    Some(ViewKey::new(
+        Method::GET.as_str(),
+        &normalized,
+        Resource::Properties,
+    ))
 }
 
 /// Runs the handler; a 200 becomes a cacheable value, anything else is passed through.
@@ -53,26 +80,55 @@ async fn render(request: Request, next: Next) -> Result<CachedResponse, Response
         .and_then(|v| v.to_str().ok())
         .unwrap_or("application/octet-stream")
         .to_owned();
-    Ok(CachedResponse {
-        status: parts.status.as_u16(),
+    Ok(CachedResponse::new(
+        parts.status.as_u16(),
         content_type,
         body,
-    })
+    ))
 }
 
-fn respond(cached: CachedResponse, status: CacheStatus) -> Response {
-    let mut response = Response::new(Body::from(cached.body));
-    *response.status_mut() = StatusCode::from_u16(cached.status).unwrap_or(StatusCode::OK);
-    if let Ok(content_type) = HeaderValue::from_str(&cached.content_type) {
-        response
-            .headers_mut()
-            .insert(header::CONTENT_TYPE, content_type);
-    }
+fn respond(
+    cached: CachedResponse,
+    status: CacheStatus,
+    if_none_match: Option<&HeaderValue>,
+) -> Response {
     let x_cache = match status {
         CacheStatus::Hit => "HIT",
         CacheStatus::Miss => "MISS",
     };
+    let not_modified = if_none_match.is_some_and(|tags| matches_etag(tags, &cached.etag));
+    let mut response = if not_modified {
+        let mut response = Response::new(Body::empty());
+        *response.status_mut() = StatusCode::NOT_MODIFIED;
+        response
+    } else {
+        let mut response = Response::new(Body::from(cached.body));
+        *response.status_mut() = StatusCode::from_u16(cached.status).unwrap_or(StatusCode::OK);
+        set_header(
+            response.headers_mut(),
+            header::CONTENT_TYPE,
+            &cached.content_type,
+        );
+        response
+    };
+    set_header(response.headers_mut(), header::ETAG, &cached.etag);
     with_x_cache(response, x_cache)
+}
+
+/// `If-None-Match: "a", W/"b"` or `*`; weak tags compare by their opaque part.
+fn matches_etag(header: &HeaderValue, etag: &str) -> bool {
+    let Ok(tags) = header.to_str() else {
+        return false;
+    };
+    tags.split(',')
+        .map(str::trim)
+        .any(|tag| tag == "*" || tag.strip_prefix("W/").unwrap_or(tag) == etag)
+}
+
+fn set_header(headers: &mut HeaderMap, name: header::HeaderName, value: &str) {
+    if let Ok(value) = HeaderValue::from_str(value) {
+        headers.insert(name, value);
+    }
 }
 
 fn with_x_cache(mut response: Response, value: &'static str) -> Response {

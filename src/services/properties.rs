@@ -1,51 +1,69 @@
-//! Properties: list and get through the cache; create, update and delete commit first
-//! and invalidate after, so no reader can refill the cache with the pre-commit state.
+//! Properties: searches and single properties are read through the cache; create,
+//! update, replace, delete and import commit first and invalidate after, so no reader
+//! can refill the cache with the pre-commit state.
 
 use crate::app::App;
 use crate::cache::CacheStatus;
-use crate::cache::keys::{AllPropertiesKey, Resource};
-use crate::db::models::Property;
+use crate::cache::keys::{AllPropertiesKey, PropertyKey, PropertyQueryKey, Resource};
+use crate::db::models::{Property, PropertyPage};
 use crate::db::{DbConn, DbError};
-use crate::domain::{NewProperty, PropertyChanges};
+use crate::domain::{NewProperty, PropertyChanges, PropertyQuery};
 use crate::services::{ServiceError, catch_up_with_other_writers};
 use crate::test_hooks::Point;
 use crate::with_connection;
 
-/// Every property, newest first, from the `all_properties` cache entry when fresh.
-pub async fn list_properties(app: &App) -> Result<Vec<Property>, ServiceError> {
+/// One page of a search. The first page of the default listing is the logical entry
+/// `all_properties`; every other search has an entry of its own.
+pub async fn list_properties(
+    app: &App,
+    query: &PropertyQuery,
+) -> Result<PropertyPage, ServiceError> {
     catch_up_with_other_writers(app).await;
-    let (properties, status) = app
-        .cache
-        .get_or_load(&AllPropertiesKey, app.settings.data_ttl, || async {
-            let mut conn = app.db.conn().await?;
-            let rows =
-                with_connection!(&mut conn, |c, repo| repo::properties::list_newest_first(c)
-                    .await)?;
-            tracing::info!(
-                "all_properties cache miss: loaded {} properties from database",
-                rows.len()
-            );
-            Ok::<_, ServiceError>(rows)
-        })
-        .await?;
-    if status == CacheStatus::Hit {
-        tracing::info!("all_properties cache hit");
+    let load = || async {
+        let mut conn = app.db.conn().await?;
+        let page = with_connection!(&mut conn, |c, repo| repo::properties::list_page(c, query)
+            .await)?;
+        Ok::<_, ServiceError>(page)
+    };
+    let ttl = app.settings.data_ttl;
+    if !query.is_default_listing() {
+        let (page, _) = app
+            .cache
+            .get_or_load(&PropertyQueryKey::new(query), ttl, load)
+            .await?;
+        return Ok(page);
     }
-    Ok(properties)
+    let (page, status) = app.cache.get_or_load(&AllPropertiesKey, ttl, load).await?;
+    match status {
+        CacheStatus::Hit => tracing::info!("all_properties cache hit"),
+        CacheStatus::Miss => tracing::info!(
+            "all_properties cache miss: loaded {} properties from database",
+            page.data.len()
+        ),
+    }
+    Ok(page)
 }
 
+/// One property, through the cache. `NotFound` is not cached.
 pub async fn find_property(app: &App, id: i64) -> Result<Property, ServiceError> {
-    let mut conn = app.db.conn().await?;
-    Ok(with_connection!(&mut conn, |c, repo| {
-        repo::properties::find(c, id).await
-    })?)
+    catch_up_with_other_writers(app).await;
+    let (property, _) = app
+        .cache
+        .get_or_load(&PropertyKey(id), app.settings.data_ttl, || async {
+            let mut conn = app.db.conn().await?;
+            let property =
+                with_connection!(&mut conn, |c, repo| repo::properties::find(c, id).await)?;
+            Ok::<_, ServiceError>(property)
+        })
+        .await?;
+    Ok(property)
 }
 
 pub async fn create_property(app: &App, new: &NewProperty) -> Result<Property, ServiceError> {
     let mut conn = app.db.conn().await?;
     let created = with_connection!(&mut conn, |c, repo| repo::properties::insert(c, new).await)?;
     drop(conn);
-    invalidate_after_commit(app, created.id, "created").await;
+    invalidate_after_commit(app, &format!("property {} created", created.id)).await;
     Ok(created)
 }
 
@@ -60,8 +78,23 @@ pub async fn update_property(
     )
     .await)?;
     drop(conn);
-    invalidate_after_commit(app, id, "updated").await;
+    invalidate_after_commit(app, &format!("property {id} updated")).await;
     Ok(updated)
+}
+
+/// Sets every field (HTTP PUT).
+pub async fn replace_property(
+    app: &App,
+    id: i64,
+    new: &NewProperty,
+) -> Result<Property, ServiceError> {
+    let changes = PropertyChanges {
+        title: Some(new.title.clone()),
+        description: Some(new.description.clone()),
+        price: Some(new.price.clone()),
+        location: Some(new.location.clone()),
+    };
+    update_property(app, id, &changes).await
 }
 
 pub async fn delete_property(app: &App, id: i64) -> Result<(), ServiceError> {
@@ -71,20 +104,49 @@ pub async fn delete_property(app: &App, id: i64) -> Result<(), ServiceError> {
     if !deleted {
         return Err(ServiceError::NotFound);
     }
-    invalidate_after_commit(app, id, "deleted").await;
+    invalidate_after_commit(app, &format!("property {id} deleted")).await;
     Ok(())
 }
 
-/// Each write above is one statement, committed when it returns; only then is the
-/// cache told, so no reader can cache the state from before the commit afterwards.
-async fn invalidate_after_commit(app: &App, id: i64, change: &str) {
+/// Inserts every batch `next_batch` yields, all in one transaction or none, then
+/// invalidates once. `progress` hears the running total after each batch.
+pub async fn import_properties<F>(
+    app: &App,
+    mut next_batch: impl FnMut() -> anyhow::Result<Option<Vec<NewProperty>>> + Send,
+    mut progress: F,
+) -> anyhow::Result<usize>
+where
+    F: FnMut(usize) + Send,
+{
+    use diesel_async::AsyncConnection as _;
+
+    let mut conn = app.db.conn().await?;
+    let inserted = with_connection!(&mut conn, |c, repo| {
+        c.transaction::<_, anyhow::Error, _>(async |tx| {
+            let mut total = 0;
+            while let Some(batch) = next_batch()? {
+                total += repo::properties::insert_batch(tx, batch).await?;
+                progress(total);
+            }
+            Ok(total)
+        })
+        .await
+    })?;
+    drop(conn);
+    if inserted > 0 {
+        invalidate_after_commit(app, &format!("{inserted} properties imported")).await;
+    }
+    Ok(inserted)
+}
+
+/// Each write above has committed when this runs; only then is the cache told, so no
+/// reader can cache the state from before the commit afterwards.
+async fn invalidate_after_commit(app: &App, what: &str) {
     app.cache.hooks().pause(Point::BeforeInvalidate).await;
     if app.cache.invalidate(Resource::Properties).await {
-        tracing::info!("cache invalidated: property {id} {change}");
+        tracing::info!("cache invalidated: {what}");
     } else {
-        tracing::warn!(
-            "property {id} {change}, but the cache could not be reached to invalidate it"
-        );
+        tracing::warn!("{what}, but the cache could not be reached to invalidate it");
         announce_unconfirmed_invalidation(app, Resource::Properties).await;
     }
 }

@@ -62,10 +62,11 @@ async fn invalidation_runs_after_commit(env: TestEnv) {
     let mut uncached = env.settings();
     uncached.redis_url = None;
     let other_reader = App::connect(uncached).await.expect("reader app");
-    let in_database = listings::services::properties::list_properties(&other_reader)
-        .await
-        .expect("list");
-    let titles: Vec<_> = in_database.iter().map(|p| p.title.as_str()).collect();
+    let in_database =
+        listings::services::properties::list_properties(&other_reader, &Default::default())
+            .await
+            .expect("list");
+    let titles: Vec<_> = in_database.data.iter().map(|p| p.title.as_str()).collect();
     assert_eq!(titles, ["New", "Old"], "committed before invalidating");
     pause.release();
     writer.await.expect("writer");

@@ -15,7 +15,10 @@ async fn list_is_newest_first_with_exact_fields(env: TestEnv) {
     let empty = get(&router, "/properties/").await;
     assert_eq!(empty.status, 200);
     assert_eq!(empty.headers["content-type"], "application/json");
-    assert_eq!(empty.json(), serde_json::json!({ "data": [] }));
+    assert_eq!(
+        empty.json(),
+        serde_json::json!({ "count": 0, "next": null, "previous": null, "data": [] })
+    );
 
     let first = create(&app, "First").await;
     let second = listings::services::properties::create_property(

@@ -30,7 +30,10 @@ async fn walkthrough(env: TestEnv) {
 
     let first = server.get("/properties/").await;
     assert_eq!((first.status, first.x_cache.as_str()), (200, "MISS"));
-    assert_eq!(first.json(), serde_json::json!({ "data": [] }));
+    assert_eq!(
+        first.json(),
+        serde_json::json!({ "count": 0, "next": null, "previous": null, "data": [] })
+    );
     server
         .wait_for_log("all_properties cache miss: loaded 0 properties from database")
         .await;

@@ -19,6 +19,9 @@ use tower::ServiceExt as _;
 
 pub use backends::TestEnv;
 
+/// The write API's token in tests.
+pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
+
 /// Runs one async test body on the embedded backends and, when configured, on
 /// PostgreSQL + Redis: `both_modes!(name);` next to `async fn name(env: TestEnv)`.
 #[macro_export]
@@ -55,6 +58,7 @@ impl TestEnv {
             view_ttl: Duration::from_secs(900),
             data_ttl: Duration::from_secs(3600),
             max_db_connections: 8,
+            admin_token: Some(ADMIN_TOKEN.parse().expect("token")),
         }
     }
 

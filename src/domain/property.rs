@@ -1,4 +1,4 @@
-//! Domain types that parse once and are valid from then on: a `NewProperty` can only be
+//! Properties as input: types that parse once and are valid from then on: a `NewProperty` can only be
 //! built from input that passes every rule, so nothing invalid reaches the database.
 
 use std::fmt;
@@ -59,8 +59,13 @@ pub fn parse_location(raw: &str) -> Result<String, FieldError> {
 /// A price as NUMERIC(10,2) holds it: exact, not negative, at most 8 digits before the
 /// point and 2 after. Rounding is never silent: 1.005 is refused, not stored as 1.01.
 pub fn parse_price(raw: &str) -> Result<BigDecimal, FieldError> {
+    parse_amount("price", raw)
+}
+
+/// [`parse_price`]'s rules for any money field (`min_price`, `max_price`).
+pub fn parse_amount(field: &'static str, raw: &str) -> Result<BigDecimal, FieldError> {
     let err = |rule: &str| FieldError {
-        field: "price",
+        field,
         rule: rule.to_owned(),
     };
     let text = raw.trim();

@@ -1,0 +1,300 @@
+//! A property search as parsed from a query string (or CLI flags): every known
+//! parameter validated, unknown ones ignored, and one canonical form, so that reordered
+//! or decorated query strings share one cache entry.
+
+use std::fmt;
+
+use bigdecimal::BigDecimal;
+
+use super::property::{FieldError, parse_amount};
+
+pub const DEFAULT_PAGE_SIZE: u32 = 100;
+pub const MAX_PAGE_SIZE: u32 = 1000;
+const MAX_PAGE: u32 = 1_000_000;
+const MAX_FILTER_CHARS: usize = 200;
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum SortOrder {
+    PriceAsc,
+    PriceDesc,
+    CreatedAtAsc,
+    #[default]
+    CreatedAtDesc,
+    IdAsc,
+    IdDesc,
+}
+
+impl SortOrder {
+    pub const ALL: [SortOrder; 6] = [
+        SortOrder::PriceAsc,
+        SortOrder::PriceDesc,
+        SortOrder::CreatedAtAsc,
+        SortOrder::CreatedAtDesc,
+        SortOrder::IdAsc,
+        SortOrder::IdDesc,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SortOrder::PriceAsc => "price",
+            SortOrder::PriceDesc => "-price",
+            SortOrder::CreatedAtAsc => "created_at",
+            SortOrder::CreatedAtDesc => "-created_at",
+            SortOrder::IdAsc => "id",
+            SortOrder::IdDesc => "-id",
+        }
+    }
+
+    pub fn parse(raw: &str) -> Result<SortOrder, FieldError> {
+        SortOrder::ALL
+            .into_iter()
+            .find(|o| o.as_str() == raw.trim())
+            .ok_or_else(|| FieldError {
+                field: "ordering",
+                rule: "must be one of price, -price, created_at, -created_at, id, -id".into(),
+            })
+    }
+}
+
+impl fmt::Display for SortOrder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Filters, order and page. Text filters are stored lower-cased: they match
+/// case-insensitively, so `Malindi` and `malindi` are one query and one cache entry.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PropertyQuery {
+    /// Exact location, case-insensitive.
+    pub location: Option<String>,
+    pub min_price: Option<BigDecimal>,
+    pub max_price: Option<BigDecimal>,
+    /// Substring of title or description, case-insensitive.
+    pub search: Option<String>,
+    pub ordering: SortOrder,
+    /// From 1.
+    pub page: u32,
+    pub page_size: u32,
+}
+
+impl Default for PropertyQuery {
+    fn default() -> Self {
+        PropertyQuery {
+            location: None,
+            min_price: None,
+            max_price: None,
+            search: None,
+            ordering: SortOrder::default(),
+            page: 1,
+            page_size: DEFAULT_PAGE_SIZE,
+        }
+    }
+}
+
+fn whole_number(
+    field: &'static str,
+    raw: &str,
+    min: u32,
+    max: u32,
+    rule: &str,
+) -> Result<u32, FieldError> {
+    raw.trim()
+        .parse::<u32>()
+        .ok()
+        .filter(|n| (min..=max).contains(n))
+        .ok_or_else(|| FieldError {
+            field,
+            rule: rule.into(),
+        })
+}
+
+/// An empty filter means no filter, as in most listing APIs.
+fn text_filter(field: &'static str, raw: &str) -> Result<Option<String>, FieldError> {
+    let value = raw.trim();
+    if value.is_empty() {
+        return Ok(None);
+    }
+    if value.chars().count() > MAX_FILTER_CHARS {
+        return Err(FieldError {
+            field,
+            rule: format!("must be at most {MAX_FILTER_CHARS} characters"),
+        });
+    }
+    Ok(Some(value.to_lowercase()))
+}
+
+impl PropertyQuery {
+    /// Parses `key=value` pairs (already percent-decoded). Unknown keys are ignored; a
+    /// repeated key keeps its last value. Reports the first broken rule.
+    pub fn from_pairs<'a>(
+        pairs: impl IntoIterator<Item = (&'a str, &'a str)>,
+    ) -> Result<PropertyQuery, FieldError> {
+        let mut query = PropertyQuery::default();
+        for (key, value) in pairs {
+            match key {
+                "location" => query.location = text_filter("location", value)?,
+                "search" => query.search = text_filter("search", value)?,
+                "min_price" => query.min_price = Some(parse_amount("min_price", value)?),
+                "max_price" => query.max_price = Some(parse_amount("max_price", value)?),
+                "ordering" => query.ordering = SortOrder::parse(value)?,
+                "page" => {
+                    query.page = whole_number(
+                        "page",
+                        value,
+                        1,
+                        MAX_PAGE,
+                        "must be a whole number from 1 to 1000000",
+                    )?
+                }
+                "page_size" => {
+                    query.page_size = whole_number(
+                        "page_size",
+                        value,
+                        1,
+                        MAX_PAGE_SIZE,
+                        "must be a whole number from 1 to 1000",
+                    )?
+                }
+                _ => {}
+            }
+        }
+        if let (Some(min), Some(max)) = (&query.min_price, &query.max_price)
+            && min > max
+        {
+            return Err(FieldError {
+                field: "min_price",
+                rule: "must not be greater than max_price".into(),
+            });
+        }
+        Ok(query)
+    }
+
+    /// Parses a raw (percent-encoded) query string.
+    pub fn from_query_string(raw: &str) -> Result<PropertyQuery, FieldError> {
+        let pairs: Vec<(String, String)> = form_urlencoded::parse(raw.as_bytes())
+            .into_owned()
+            .collect();
+        PropertyQuery::from_pairs(pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+    }
+
+    /// The first page of everything in the default order: the `all_properties` entry.
+    pub fn is_default_listing(&self) -> bool {
+        *self == PropertyQuery::default()
+    }
+
+    pub fn offset(&self) -> i64 {
+        i64::from(self.page - 1) * i64::from(self.page_size)
+    }
+
+    /// The parameters that differ from the defaults, in a fixed order and encoding.
+    pub fn canonical(&self) -> String {
+        let mut out = form_urlencoded::Serializer::new(String::new());
+        if let Some(location) = &self.location {
+            out.append_pair("location", location);
+        }
+        if let Some(min) = &self.min_price {
+            out.append_pair("min_price", &min.to_plain_string());
+        }
+        if let Some(max) = &self.max_price {
+            out.append_pair("max_price", &max.to_plain_string());
+        }
+        if let Some(search) = &self.search {
+            out.append_pair("search", search);
+        }
+        if self.ordering != SortOrder::default() {
+            out.append_pair("ordering", self.ordering.as_str());
+        }
+        if self.page != 1 {
+            out.append_pair("page", &self.page.to_string());
+        }
+        if self.page_size != DEFAULT_PAGE_SIZE {
+            out.append_pair("page_size", &self.page_size.to_string());
+        }
+        out.finish()
+    }
+
+    /// The list URL of `page` with the same filters, order and page size.
+    pub fn url_of_page(&self, page: u32) -> String {
+        let query = PropertyQuery {
+            page,
+            ..self.clone()
+        }
+        .canonical();
+        if query.is_empty() {
+            "/properties/".to_owned()
+        } else {
+            format!("/properties/?{query}")
+        }
+    }
+
+    /// `(previous, next)` page URLs for `count` matching rows.
+    pub fn neighbours(&self, count: i64) -> (Option<String>, Option<String>) {
+        let previous = (self.page > 1).then(|| self.url_of_page(self.page - 1));
+        let seen = i64::from(self.page) * i64::from(self.page_size);
+        let next = (seen < count).then(|| self.url_of_page(self.page + 1));
+        (previous, next)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn order_and_unknown_parameters_do_not_change_the_canonical_form() {
+        let a =
+            PropertyQuery::from_query_string("location=Malindi&min_price=100&utm_source=x&page=2")
+                .unwrap();
+        let b =
+            PropertyQuery::from_query_string("page=2&fbclid=1&min_price=100.00&location=malindi")
+                .unwrap();
+        assert_eq!(a, b);
+        assert_eq!(a.canonical(), "location=malindi&min_price=100.00&page=2");
+        assert!(
+            PropertyQuery::from_query_string("utm_source=x")
+                .unwrap()
+                .is_default_listing()
+        );
+        assert!(
+            PropertyQuery::from_query_string("page=1&page_size=100&ordering=-created_at")
+                .unwrap()
+                .is_default_listing()
+        );
+    }
+
+    #[test]
+    fn invalid_values_name_the_parameter_and_rule() {
+        for (raw, field, rule) in [
+            ("page=0", "page", "from 1"),
+            ("page=abc", "page", "whole number"),
+            ("page_size=5000", "page_size", "from 1 to 1000"),
+            ("min_price=abc", "min_price", "decimal number"),
+            ("max_price=-1", "max_price", "negative"),
+            ("ordering=foo", "ordering", "must be one of"),
+            (
+                "min_price=10&max_price=5",
+                "min_price",
+                "greater than max_price",
+            ),
+        ] {
+            let e = PropertyQuery::from_query_string(raw).unwrap_err();
+            assert_eq!(e.field, field, "{raw}");
+            assert!(e.rule.contains(rule), "{raw}: {}", e.rule);
+        }
+    }
+
+    #[test]
+    fn neighbours_keep_the_query() {
+        let q = PropertyQuery::from_query_string("search=sea&page=2&page_size=10").unwrap();
+        assert_eq!(
+            q.neighbours(35),
+            (
+                Some("/properties/?search=sea&page_size=10".to_owned()),
+                Some("/properties/?search=sea&page=3&page_size=10".to_owned())
+            )
+        );
+        assert_eq!(q.neighbours(20).1, None);
+        assert_eq!(PropertyQuery::default().neighbours(5), (None, None));
+    }
+}

@@ -1,0 +1,39 @@
+//! The write API's guard: `Authorization: Bearer <LISTINGS_ADMIN_TOKEN>`, compared in
+//! constant time. No token configured means the write API is off (403); a missing or
+//! wrong token is 401. Reads stay public.
+
+use axum::extract::FromRequestParts;
+use axum::http::header;
+use axum::http::request::Parts;
+
+use crate::app::AppState;
+use crate::error::{ApiError, forbidden, unauthorized};
+
+/// Present in a handler's arguments: the request carried the admin token.
+pub struct Admin;
+
+impl FromRequestParts<AppState> for Admin {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        app: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let Some(token) = &app.settings.admin_token else {
+            return Err(forbidden(
+                "the write API is off: start the server with LISTINGS_ADMIN_TOKEN (or --admin-token) set to enable it",
+            ));
+        };
+        let presented = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .ok_or_else(|| unauthorized("send Authorization: Bearer <token>"))?;
+        if token.matches(presented.trim()) {
+            Ok(Admin)
+        } else {
+            Err(unauthorized("invalid token"))
+        }
+    }
+}
