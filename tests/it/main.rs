@@ -5,12 +5,16 @@
 
 mod support;
 
+mod admin_cli;
+mod api_reads;
+mod api_writes;
 mod cache_levels;
 mod cli;
 mod consistency;
 mod herd;
 mod http_properties;
 mod multi_process;
+mod openapi;
 mod out_of_band;
 mod stress;
 mod walkthrough;

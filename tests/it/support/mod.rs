@@ -94,6 +94,13 @@ impl TestResponse {
             .unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", self.body))
     }
 
+    pub fn header(&self, name: &str) -> &str {
+        self.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+    }
+
     pub fn x_cache(&self) -> &str {
         self.headers
             .get("x-cache")
@@ -112,14 +119,24 @@ impl TestResponse {
 }
 
 pub async fn send(router: &Router, method: &str, path: &str) -> TestResponse {
-    let request = Request::builder()
-        .method(method)
-        .uri(path)
-        .body(Body::empty())
-        .expect("request");
+    request(router, method, path, &[], Body::empty()).await
+}
+
+/// Any request, with headers and a body.
+pub async fn request(
+    router: &Router,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Body,
+) -> TestResponse {
+    let mut builder = Request::builder().method(method).uri(path);
+    for (name, value) in headers {
+        builder = builder.header(*name, *value);
+    }
     let response = router
         .clone()
-        .oneshot(request)
+        .oneshot(builder.body(body).expect("request"))
         .await
         .expect("infallible router");
     let (parts, body) = response.into_parts();
@@ -128,6 +145,21 @@ pub async fn send(router: &Router, method: &str, path: &str) -> TestResponse {
         headers: parts.headers,
         body: to_bytes(body, usize::MAX).await.expect("body"),
     }
+}
+
+/// A JSON write with the test's admin token.
+pub async fn write(
+    router: &Router,
+    method: &str,
+    path: &str,
+    json: serde_json::Value,
+) -> TestResponse {
+    let auth = format!("Bearer {ADMIN_TOKEN}");
+    let headers = [
+        ("authorization", auth.as_str()),
+        ("content-type", "application/json"),
+    ];
+    request(router, method, path, &headers, Body::from(json.to_string())).await
 }
 
 pub async fn get(router: &Router, path: &str) -> TestResponse {
