@@ -11,6 +11,7 @@ fn main() -> ExitCode {
         eprintln!("error: cannot read .env: {e}");
         return ExitCode::FAILURE;
     }
+    listings::cli::unset_empty_settings();
     let cli = listings::cli::Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(

@@ -39,8 +39,14 @@ pub struct Report {
     pub keyspace_misses: Option<u64>,
     /// keyspace_hits / (keyspace_hits + keyspace_misses), 0 when both are 0.
     pub hit_ratio: Option<f64>,
+    /// Whole responses.
     pub view: LevelReport,
+    /// The first page of the default listing.
     pub all_properties: LevelReport,
+    /// Every other search.
+    pub queries: LevelReport,
+    /// Single properties.
+    pub items: LevelReport,
     /// Statements the server sent to the database; embedded mode only.
     pub db_queries: Option<u64>,
 }
@@ -80,6 +86,8 @@ pub async fn run(opts: Opts) -> anyhow::Result<()> {
                 hit_ratio: Some(stats.keyspace.hit_ratio()),
                 view: level(CacheKind::View),
                 all_properties: level(CacheKind::AllProperties),
+                queries: level(CacheKind::PropertyQuery),
+                items: level(CacheKind::Property),
                 db_queries: None,
             }
         }
@@ -114,6 +122,8 @@ pub async fn run(opts: Opts) -> anyhow::Result<()> {
                 hit_ratio: None,
                 view: level(CacheKind::View),
                 all_properties: level(CacheKind::AllProperties),
+                queries: level(CacheKind::PropertyQuery),
+                items: level(CacheKind::Property),
                 db_queries: Some(sample("listings_db_queries_total".into())),
             }
         }
@@ -149,6 +159,8 @@ fn render_table(report: &Report) -> String {
     for (name, level) in [
         ("view", &report.view),
         ("all_properties", &report.all_properties),
+        ("queries", &report.queries),
+        ("items", &report.items),
     ] {
         out += &format!(
             "{name:<16} {:>10} {:>10} {:>10}\n",

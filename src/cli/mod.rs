@@ -75,6 +75,21 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
+/// Optional settings that an empty environment variable switches off, as operators
+/// expect from `REDIS_URL=` in a Compose file.
+const OPTIONAL_SETTINGS: [&str; 3] = ["DATABASE_URL", "REDIS_URL", "LISTINGS_ADMIN_TOKEN"];
+
+/// Treats an empty optional setting as unset. Call before any thread starts.
+pub fn unset_empty_settings() {
+    for name in OPTIONAL_SETTINGS {
+        if std::env::var_os(name).is_some_and(|value| value.is_empty()) {
+            // SAFETY: called first thing in main, before the runtime or any other
+            // thread exists, so nothing reads the environment concurrently.
+            unsafe { std::env::remove_var(name) };
+        }
+    }
+}
+
 /// Where the data lives.
 #[derive(Debug, Clone, Args)]
 pub struct DatabaseOpts {
