@@ -4,24 +4,14 @@ use anyhow::Context as _;
 use clap::Args;
 
 use crate::app::App;
-use crate::cli::{CacheOpts, DatabaseOpts, settings};
-use crate::domain::{NewProperty, PropertyInput};
+use crate::cli::{CacheOpts, DatabaseOpts, PropertyFieldOpts, settings};
+use crate::domain::NewProperty;
 use crate::services;
 
 #[derive(Debug, Args)]
 pub struct Opts {
-    /// Title, 1 to 200 characters
-    #[arg(long)]
-    pub title: Option<String>,
-    /// Free text
-    #[arg(long, default_value = "")]
-    pub description: String,
-    /// Price with at most 2 decimals, e.g. 500000.00
-    #[arg(long, allow_hyphen_values = true)]
-    pub price: Option<String>,
-    /// Location, 1 to 100 characters
-    #[arg(long)]
-    pub location: Option<String>,
+    #[command(flatten)]
+    pub fields: PropertyFieldOpts,
     #[command(flatten)]
     pub db: DatabaseOpts,
     #[command(flatten)]
@@ -30,13 +20,7 @@ pub struct Opts {
 
 pub async fn run(opts: Opts) -> anyhow::Result<()> {
     // Validate before connecting: bad input writes nothing and needs no database.
-    let new = NewProperty::parse(PropertyInput {
-        title: opts.title.as_deref(),
-        description: Some(&opts.description),
-        price: opts.price.as_deref(),
-        location: opts.location.as_deref(),
-    })
-    .context("invalid property")?;
+    let new = NewProperty::parse(opts.fields.input()).context("invalid property")?;
     let app = App::connect(settings(&opts.db, &opts.cache)).await?;
     let created = services::properties::create_property(&app, &new)
         .await

@@ -18,6 +18,7 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::app::{DEFAULT_DATA_TTL, DEFAULT_VIEW_TTL, Settings};
 use crate::config::{DatabaseUrl, KeyPrefix, RedisUrl};
+use crate::domain::PropertyInput;
 
 /// Property listings with two cache levels that are never stale.
 ///
@@ -119,6 +120,35 @@ pub struct CacheOpts {
         default_value = "listings:"
     )]
     pub cache_prefix: KeyPrefix,
+}
+
+/// A property's fields as flags, for create-property and update-property. Each is
+/// validated by the domain types, so both commands apply the API's rules.
+#[derive(Debug, Clone, Args)]
+pub struct PropertyFieldOpts {
+    /// Title, 1 to 200 characters
+    #[arg(long)]
+    pub title: Option<String>,
+    /// Free text
+    #[arg(long)]
+    pub description: Option<String>,
+    /// Price with at most 2 decimals, e.g. 500000.00
+    #[arg(long, allow_hyphen_values = true)]
+    pub price: Option<String>,
+    /// Location, 1 to 100 characters
+    #[arg(long)]
+    pub location: Option<String>,
+}
+
+impl PropertyFieldOpts {
+    pub fn input(&self) -> PropertyInput<'_> {
+        PropertyInput {
+            title: self.title.as_deref(),
+            description: self.description.as_deref(),
+            price: self.price.as_deref(),
+            location: self.location.as_deref(),
+        }
+    }
 }
 
 /// Settings for commands that do not serve (TTLs only matter to the server).

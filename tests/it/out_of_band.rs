@@ -49,23 +49,12 @@ async fn sql_update_outside_the_application_reaches_the_server() {
         );
 
         psql(&env, &format!("UPDATE properties SET title = '{title}'")).await;
-        let mut seen = false;
-        for _ in 0..100 {
-            let response = server.get("/properties/").await;
-            let titles: Vec<_> = response.json()["data"]
-                .as_array()
-                .expect("data")
-                .iter()
-                .map(|p| p["title"].as_str().unwrap_or_default().to_owned())
-                .collect();
-            if titles.iter().all(|t| t == &title) {
-                seen = true;
-                break;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        }
-        assert!(
-            seen,
+        let titles = server
+            .wait_for_titles("/properties/", &[title.as_str()])
+            .await;
+        assert_eq!(
+            titles,
+            [title.as_str()],
             "{cache}: the out-of-band UPDATE never showed:\n{}",
             server.log()
         );
@@ -140,18 +129,6 @@ async fn a_write_whose_invalidation_missed_redis_still_reaches_the_servers() {
     assert!(created.status.success(), "the write itself succeeds");
     assert!(crate::support::binary::stderr(&created).contains("could not be reached"));
 
-    let mut titles = Vec::new();
-    for _ in 0..100 {
-        titles = server.get("/properties/").await.json()["data"]
-            .as_array()
-            .expect("data")
-            .iter()
-            .map(|p| p["title"].as_str().unwrap_or_default().to_owned())
-            .collect();
-        if titles == ["Villa"] {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    let titles = server.wait_for_titles("/properties/", &["Villa"]).await;
     assert_eq!(titles, ["Villa"], "{}", server.log());
 }

@@ -100,6 +100,15 @@ impl HttpResponse {
     pub fn json(&self) -> serde_json::Value {
         serde_json::from_slice(&self.body).expect("JSON body")
     }
+
+    pub fn titles(&self) -> Vec<String> {
+        self.json()["data"]
+            .as_array()
+            .expect("data")
+            .iter()
+            .map(|p| p["title"].as_str().expect("title").to_owned())
+            .collect()
+    }
 }
 
 impl Server {
@@ -137,6 +146,20 @@ impl Server {
                 .to_owned(),
             body: response.into_body(),
         }
+    }
+
+    /// Polls `path` (bounded: 2 s) until its titles are `expected`, for changes that
+    /// arrive by notification; returns the titles last seen.
+    pub async fn wait_for_titles(&self, path: &str, expected: &[&str]) -> Vec<String> {
+        let mut titles = Vec::new();
+        for _ in 0..100 {
+            titles = self.get(path).await.titles();
+            if titles == expected {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        titles
     }
 
     /// The server's `listings_db_queries_total`.
