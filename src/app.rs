@@ -53,10 +53,16 @@ impl App {
     /// unreachable Redis is not an error: the cache connects lazily.
     pub async fn connect(settings: Settings) -> anyhow::Result<App> {
         let metrics = Arc::new(Metrics::default());
+        let keys = KeySpace::new(&settings.cache_prefix.0);
+        let cache = match &settings.redis_url {
+            Some(url) => Cache::redis(url, keys, metrics.clone())?,
+            None => Cache::in_process(keys, metrics.clone()),
+        };
         let db = Db::connect(
             &settings.database_url,
             metrics.clone(),
             settings.max_db_connections,
+            &cache.origin_tag(),
         )?;
         db.check().await.with_context(|| {
             format!(
@@ -65,11 +71,6 @@ impl App {
                 settings.database_url.target()
             )
         })?;
-        let keys = KeySpace::new(&settings.cache_prefix.0);
-        let cache = match &settings.redis_url {
-            Some(url) => Cache::redis(url, keys, metrics.clone())?,
-            None => Cache::in_process(keys, metrics.clone()),
-        };
         Ok(App {
             settings,
             db,
@@ -79,10 +80,13 @@ impl App {
         })
     }
 
-    /// Makes this process notice commits by other processes to the SQLite file.
-    pub fn watch_sqlite_writes(&mut self) -> anyhow::Result<()> {
+    /// Makes this process notice commits by other processes to the SQLite file. What
+    /// was committed before it started watching cannot be known (the server was down,
+    /// or a writer could not reach Redis), so the cache is retired once here.
+    pub async fn watch_sqlite_writes(&mut self) -> anyhow::Result<()> {
         if let DatabaseUrl::Sqlite(path) = &self.settings.database_url {
             self.sqlite_writes = Some(tokio::sync::Mutex::new(DataVersionProbe::open(path)?));
+            self.cache.invalidate_everything().await;
         }
         Ok(())
     }

@@ -138,10 +138,26 @@ impl From<ServiceError> for ApiError {
                 tracing::error!(error = %e, "database unavailable");
                 service_unavailable()
             }
+            ServiceError::Db(DbError::Query(e)) if is_unavailable(&e) => {
+                tracing::error!(error = %e, "database unavailable");
+                service_unavailable()
+            }
             ServiceError::Db(DbError::Query(e)) => {
                 tracing::error!(error = %e, "database query failed");
                 internal_error()
             }
         }
+    }
+}
+
+/// Query errors that say the database cannot serve now (a dropped connection, SQLite
+/// still locked after its busy timeout), not that the request or the data is wrong.
+fn is_unavailable(e: &diesel::result::Error) -> bool {
+    use diesel::result::{DatabaseErrorKind, Error};
+    match e {
+        Error::DatabaseError(DatabaseErrorKind::ClosedConnection, _)
+        | Error::BrokenTransactionManager => true,
+        Error::DatabaseError(_, info) => info.message().contains("database is locked"),
+        _ => false,
     }
 }

@@ -5,7 +5,8 @@ use clap::Parser as _;
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
-    if let Err(e) = dotenvy::dotenv()
+    // Only the working directory's .env, not one found in a parent directory.
+    if let Err(e) = dotenvy::from_path(".env")
         && !e.not_found()
     {
         eprintln!("error: cannot read .env: {e}");

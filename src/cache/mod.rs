@@ -94,6 +94,19 @@ impl Cache {
         }
     }
 
+    /// Names the cache this process invalidates, for tagging its database writes:
+    /// processes with equal tags share a cache, so a write one of them invalidated
+    /// needs nothing more from the others. In-process caches are never shared.
+    pub fn origin_tag(&self) -> String {
+        match &self.backend {
+            Backend::Memory(_) => "local".to_owned(),
+            Backend::Redis(redis) => {
+                let identity = format!("{}\n{}", redis.url().expose(), self.keys.prefix());
+                format!("redis-{:016x}", fnv1a64(identity.as_bytes()))
+            }
+        }
+    }
+
     pub fn redis_backend(&self) -> Option<&RedisCache> {
         match &self.backend {
             Backend::Redis(redis) => Some(redis),
@@ -121,7 +134,7 @@ impl Cache {
             Found::Unavailable => return self.load_uncached(K::KIND, load).await,
         };
         // One loader per key and generation in this process; the others wait for it.
-        let _flight = self.flights.lock(&entry.at(generation)).await;
+        let (flight, waited) = self.flights.lock(&entry.at(generation)).await;
         // Across processes, the load lease: wait while another process loads.
         let give_up_waiting = Instant::now() + LEASE_WAIT;
         let (generation, leased) = loop {
@@ -137,6 +150,10 @@ impl Cache {
                 Found::Nothing { generation, leased } => break (generation, leased),
             }
         };
+        if waited {
+            // The loader we waited for stored nothing: load alongside the other waiters.
+            drop(flight);
+        }
         let value = match load().await {
             Ok(value) => value,
             Err(e) => {
@@ -151,6 +168,17 @@ impl Cache {
             .await;
         self.metrics.record_miss(K::KIND);
         Ok((value, CacheStatus::Miss))
+    }
+
+    /// The cached value if there is one; never loads.
+    pub async fn peek<K: CacheKey>(&self, key: &K) -> Option<K::Value> {
+        match self
+            .lookup::<K::Value>(&self.keys.entry(key), K::KIND, None)
+            .await
+        {
+            Found::Value(value) => Some(self.hit(K::KIND, value).0),
+            Found::Nothing { .. } | Found::Unavailable => None,
+        }
     }
 
     /// Retires every cached list and page of `resource`; false when that could not
@@ -245,6 +273,17 @@ impl Cache {
             tracing::debug!(key = %entry.at(generation), "not cached: a write retired this generation, or the cache is unavailable");
         }
     }
+}
+
+/// FNV-1a, 64 bits: a stable hash (unlike `DefaultHasher`) for tags shared between
+/// processes and versions.
+pub(crate) fn fnv1a64(bytes: &[u8]) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in bytes {
+        hash ^= u64::from(*byte);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    hash
 }
 
 enum Found<V> {

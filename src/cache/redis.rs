@@ -8,7 +8,7 @@
 
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -86,9 +86,12 @@ pub struct RedisCache {
 struct Health {
     skip_until: Mutex<Option<Instant>>,
     last_warning: Mutex<Option<Instant>>,
-    /// Set by any failure: an invalidation may have been lost, so nothing cached may be
-    /// served until every generation has been bumped.
-    resync_needed: AtomicBool,
+    /// Counts failures: any of them may have eaten an invalidation, so nothing cached
+    /// may be served until every generation has been bumped after it.
+    failures: AtomicU64,
+    /// The failure count as of the start of the last completed resync. A failure that
+    /// happens during a resync stays owed, since the bumps may have preceded it.
+    resynced_through: AtomicU64,
 }
 
 /// Outcome of a lookup.
@@ -263,7 +266,8 @@ impl RedisCache {
         if self.skipping() {
             return false;
         }
-        if !self.health.resync_needed.load(Ordering::Acquire) {
+        let failures = self.health.failures.load(Ordering::Acquire);
+        if self.health.resynced_through.load(Ordering::Acquire) >= failures {
             return true;
         }
         for resource in Resource::ALL {
@@ -271,10 +275,16 @@ impl RedisCache {
                 return false;
             }
         }
-        if self.health.resync_needed.swap(false, Ordering::AcqRel) {
+        if self
+            .health
+            .resynced_through
+            .fetch_max(failures, Ordering::AcqRel)
+            < failures
+        {
             tracing::info!(redis = %self.url, "Redis answers again: retired everything cached before the failure");
         }
-        true
+        self.health.resynced_through.load(Ordering::Acquire)
+            >= self.health.failures.load(Ordering::Acquire)
     }
 
     fn skipping(&self) -> bool {
@@ -299,7 +309,7 @@ impl RedisCache {
             Err(_) => "timed out".to_owned(),
         };
         self.metrics.record_cache_error();
-        self.health.resync_needed.store(true, Ordering::Release);
+        self.health.failures.fetch_add(1, Ordering::AcqRel);
         *self
             .health
             .skip_until

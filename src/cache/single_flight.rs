@@ -1,5 +1,7 @@
 //! Concurrent misses for one key in one process share one load: the first caller holds
 //! the key's lock while it loads and stores; the others wait, then find the stored value.
+//! When the first load stored nothing (an error, a 404, a refused store), the waiters
+//! must load for themselves, and they do so together rather than one after another.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError, Weak};
@@ -13,8 +15,8 @@ pub struct SingleFlight {
 
 impl SingleFlight {
     /// Waits for whoever is loading `key`, then returns a guard that makes this caller
-    /// the loader until it is dropped.
-    pub async fn lock(&self, key: &str) -> OwnedMutexGuard<()> {
+    /// the loader until it is dropped, and whether it had to wait for another loader.
+    pub async fn lock(&self, key: &str) -> (OwnedMutexGuard<()>, bool) {
         let lock = {
             let mut in_flight = self
                 .in_flight
@@ -31,6 +33,9 @@ impl SingleFlight {
                 }
             }
         };
-        lock.lock_owned().await
+        match lock.clone().try_lock_owned() {
+            Ok(guard) => (guard, false),
+            Err(_) => (lock.lock_owned().await, true),
+        }
     }
 }

@@ -54,12 +54,7 @@ impl CachedResponse {
 /// `"<length>-<FNV-1a 64>"`: stable across processes and versions, so servers sharing
 /// Redis, or rendering the same bytes separately, agree on it.
 fn strong_etag(body: &[u8]) -> String {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for byte in body {
-        hash ^= u64::from(*byte);
-        hash = hash.wrapping_mul(0x0100_0000_01b3);
-    }
-    format!("\"{:x}-{hash:016x}\"", body.len())
+    format!("\"{:x}-{:016x}\"", body.len(), crate::cache::fnv1a64(body))
 }
 
 /// Bumped whenever the envelope layout changes, so old entries read as misses.

@@ -165,23 +165,23 @@ pub async fn run(opts: Opts) -> anyhow::Result<()> {
         Some(format) => format,
         None => Format::of(&opts.file)?,
     };
-    // Pass 1: validate everything, keep only the errors.
+    // Pass 1: validate everything.
     let mut valid = 0u64;
-    let mut bad = Vec::new();
+    let mut bad = 0u64;
     for (line, row) in rows(&opts.file, format)? {
         match row.and_then(|row| to_property(&row)) {
             Ok(_) => valid += 1,
-            Err(why) => bad.push(format!("line {line}: {why}")),
+            Err(why) => {
+                // Reported as found, so a large bad file is not held in memory either.
+                eprintln!("line {line}: {why}");
+                bad += 1;
+            }
         }
     }
-    if !bad.is_empty() {
-        for report in &bad {
-            eprintln!("{report}");
-        }
+    if bad > 0 {
         anyhow::bail!(
-            "{} of {} rows are invalid; nothing was imported",
-            bad.len(),
-            valid + bad.len() as u64
+            "{bad} of {} rows are invalid; nothing was imported",
+            valid + bad
         );
     }
     if valid == 0 {

@@ -67,7 +67,7 @@ pub async fn run(opts: Opts) -> anyhow::Result<()> {
         admin_token: opts.admin_token,
     };
     let mut app = App::connect(settings).await?;
-    app.watch_sqlite_writes()?;
+    app.watch_sqlite_writes().await?;
     let listener = TcpListener::bind(opts.bind)
         .await
         .with_context(|| format!("cannot listen on {}", opts.bind))?;

@@ -25,6 +25,7 @@ use diesel_async::pooled_connection::{
 use diesel_async::sync_connection_wrapper::SyncConnectionWrapper;
 use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection};
 use futures_util::FutureExt as _;
+use futures_util::future::BoxFuture;
 
 use crate::config::DatabaseUrl;
 use crate::metrics::Metrics;
@@ -40,9 +41,11 @@ const POOL_TIMEOUT: Duration = Duration::from_secs(5);
 pub const SQLITE_PRAGMAS: &str = "PRAGMA busy_timeout = 5000; PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;";
 
 /// Set on every pooled PostgreSQL connection: the change trigger includes it in its
-/// notification, so listeners can tell this application's writes (already invalidated
-/// by the writer) from anyone else's.
-pub const PG_SESSION: &str = "SET listings.origin = 'app'";
+/// notification, so listeners can tell writes already invalidated in their own cache
+/// (see `Cache::origin_tag`) from anyone else's.
+fn pg_session(write_origin: &str) -> String {
+    format!("SET listings.origin = '{write_origin}'")
+}
 
 #[derive(Clone)]
 pub enum Db {
@@ -114,19 +117,21 @@ pub enum DbError {
 
 impl Db {
     /// Builds the pool. Connections are made lazily; call [`Db::check`] to fail fast.
+    /// `write_origin` tags this process's PostgreSQL writes (`[a-z0-9-]` only).
     pub fn connect(
         url: &DatabaseUrl,
         metrics: Arc<Metrics>,
         max_connections: usize,
+        write_origin: &str,
     ) -> anyhow::Result<Db> {
         match url {
             DatabaseUrl::Postgres(raw) => {
-                let config = manager_config::<AsyncPgConnection>(metrics, PG_SESSION);
+                let config = manager_config::<AsyncPgConnection>(metrics, pg_session(write_origin));
                 let manager = AsyncDieselConnectionManager::new_with_config(raw, config);
                 Ok(Db::Pg(build_pool(manager, max_connections)?))
             }
             DatabaseUrl::Sqlite(path) => {
-                let config = manager_config::<SqliteConn>(metrics, SQLITE_PRAGMAS);
+                let config = manager_config::<SqliteConn>(metrics, SQLITE_PRAGMAS.to_owned());
                 let path = path
                     .to_str()
                     .context("the SQLite path is not valid UTF-8")?;
@@ -151,17 +156,21 @@ impl Db {
 
 /// Every pooled connection runs `init_sql` once and counts its statements. Recycling
 /// is `Fast` (no test query), so the count is only the application's own statements.
-fn manager_config<C>(metrics: Arc<Metrics>, init_sql: &'static str) -> ManagerConfig<C>
+fn manager_config<C>(metrics: Arc<Metrics>, init_sql: String) -> ManagerConfig<C>
 where
-    C: AsyncConnection + SimpleAsyncConnection + 'static,
+    C: AsyncConnection + SimpleAsyncConnection + Prepare + 'static,
 {
     let mut config = ManagerConfig::default();
     config.recycling_method = RecyclingMethod::Fast;
     config.custom_setup = Box::new(move |url| {
         let metrics = metrics.clone();
+        let init_sql = init_sql.clone();
         async move {
             let mut conn = C::establish(url).await?;
-            conn.batch_execute(init_sql)
+            conn.batch_execute(&init_sql)
+                .await
+                .map_err(diesel::ConnectionError::CouldntSetupConfiguration)?;
+            conn.prepare()
                 .await
                 .map_err(diesel::ConnectionError::CouldntSetupConfiguration)?;
             conn.set_instrumentation(QueryCounter(metrics));
@@ -188,6 +197,27 @@ where
         .recycle_timeout(Some(POOL_TIMEOUT))
         .build()
         .context("cannot build the database pool")
+}
+
+/// Backend-specific set-up of each pooled connection, beyond its init SQL.
+trait Prepare {
+    fn prepare(&mut self) -> BoxFuture<'_, diesel::QueryResult<()>>;
+}
+
+impl Prepare for AsyncPgConnection {
+    fn prepare(&mut self) -> BoxFuture<'_, diesel::QueryResult<()>> {
+        async { Ok(()) }.boxed()
+    }
+}
+
+impl Prepare for SqliteConn {
+    /// SQLite's built-in `lower()` folds only ASCII; the filters lower-case with Rust's
+    /// Unicode rules, so the column side must too (`Éldoret` matches `éldoret`).
+    fn prepare(&mut self) -> BoxFuture<'_, diesel::QueryResult<()>> {
+        self.spawn_blocking(|conn| {
+            lower_utils::register_impl(conn, |text: String| text.to_lowercase())
+        })
+    }
 }
 
 /// Counts statements so tests and operators can see that a cache hit did no database work.

@@ -54,7 +54,6 @@ macro_rules! property_repository {
                 conn: &mut Conn,
                 query: &PropertyQuery,
             ) -> QueryResult<PropertyPage> {
-                let count: i64 = matching(query).count().get_result(conn).await?;
                 let ordered = match query.ordering {
                     SortOrder::PriceAsc => matching(query).order((p::price.asc(), p::id.asc())),
                     SortOrder::PriceDesc => matching(query).order((p::price.desc(), p::id.desc())),
@@ -67,14 +66,26 @@ macro_rules! property_repository {
                     SortOrder::IdAsc => matching(query).order(p::id.asc()),
                     SortOrder::IdDesc => matching(query).order(p::id.desc()),
                 };
-                let rows: Vec<Property> = ordered
+                // The total rides along with the page (a window function runs before
+                // LIMIT), so count and rows come from one snapshot in one statement.
+                let rows: Vec<(Property, i64)> = ordered
+                    .select((
+                        p::all_columns,
+                        diesel::dsl::sql::<diesel::sql_types::BigInt>("COUNT(*) OVER ()"),
+                    ))
                     .limit(i64::from(query.page_size))
                     .offset(query.offset())
                     .load(conn)
                     .await?;
+                let count = match rows.as_slice().first() {
+                    Some((_, total)) => *total,
+                    // Past the last page no row carries the total.
+                    None if query.offset() > 0 => matching(query).count().get_result(conn).await?,
+                    None => 0,
+                };
                 Ok(PropertyPage {
                     count,
-                    data: rows.into_iter().map(Property::normalized).collect(),
+                    data: rows.into_iter().map(|(row, _)| row.normalized()).collect(),
                 })
             }
 

@@ -28,7 +28,9 @@ impl FromRequestParts<AppState> for Admin {
             .headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
+            .and_then(|v| v.split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, credentials)| credentials)
             .ok_or_else(|| unauthorized("send Authorization: Bearer <token>"))?;
         if token.matches(presented.trim()) {
             Ok(Admin)

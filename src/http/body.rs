@@ -73,12 +73,10 @@ impl<S: Send + Sync> FromRequest<S> for PropertyJson {
         };
         let mut errors = Vec::new();
         let mut texts = Vec::new();
+        let mut unknown = Vec::new();
         for (key, value) in &object {
             let Some(field) = FIELDS.iter().copied().find(|f| f == key) else {
-                errors.push(FieldError {
-                    field: "body",
-                    rule: format!("unknown field `{key}`"),
-                });
+                unknown.push(format!("`{key}`"));
                 continue;
             };
             match (field, value) {
@@ -90,6 +88,16 @@ impl<S: Send + Sync> FromRequest<S> for PropertyJson {
                     rule: "must be a string".into(),
                 }),
             }
+        }
+        if !unknown.is_empty() {
+            let rule = format!(
+                "unknown field(s) {}; known: title, description, price, location",
+                unknown.join(", ")
+            );
+            errors.push(FieldError {
+                field: "body",
+                rule,
+            });
         }
         if !errors.is_empty() {
             return Err(unprocessable(ValidationErrors(errors)));

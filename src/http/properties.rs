@@ -11,9 +11,12 @@ use utoipa::{IntoParams, ToSchema};
 use crate::app::AppState;
 use crate::db::models::Property;
 use crate::domain::{NewProperty, PropertyChanges, PropertyQuery};
-use crate::error::{ApiError, ErrorBody, invalid_parameter, not_found, unprocessable};
+use crate::error::{
+    ApiError, ErrorBody, internal_error, invalid_parameter, not_found, unprocessable,
+};
 use crate::http::auth::Admin;
 use crate::http::body::{PropertyBody, PropertyJson};
+use crate::services::ServiceError;
 use crate::services::properties as service;
 
 /// A page of properties.
@@ -106,6 +109,21 @@ pub async fn list_properties_no_slash(
     list_properties(state, query).await
 }
 
+/// Runs a write in its own task: if the client goes away, the request is dropped, but
+/// the write still runs to its end, invalidation included; a commit whose invalidation
+/// was cancelled would leave the cache serving the old data.
+async fn to_completion<T: Send + 'static>(
+    write: impl Future<Output = Result<T, ServiceError>> + Send + 'static,
+) -> Result<T, ApiError> {
+    match tokio::spawn(write).await {
+        Ok(result) => Ok(result?),
+        Err(e) => {
+            tracing::error!(error = %e, "a write task failed");
+            Err(internal_error())
+        }
+    }
+}
+
 /// Ids are numbers; anything else names no property.
 fn parse_id(raw: &str) -> Result<i64, ApiError> {
     raw.parse().map_err(|_| not_found())
@@ -154,7 +172,7 @@ pub async fn create_property(
     body: PropertyJson,
 ) -> Result<impl IntoResponse, ApiError> {
     let new = NewProperty::parse(body.input()).map_err(unprocessable)?;
-    let created = service::create_property(&app, &new).await?;
+    let created = to_completion(async move { service::create_property(&app, &new).await }).await?;
     let location = format!("/properties/{}/", created.id);
     Ok((
         StatusCode::CREATED,
@@ -191,7 +209,9 @@ pub async fn replace_property(
 ) -> Result<Json<Property>, ApiError> {
     let id = parse_id(&id)?;
     let new = NewProperty::parse(body.input()).map_err(unprocessable)?;
-    Ok(Json(service::replace_property(&app, id, &new).await?))
+    Ok(Json(
+        to_completion(async move { service::replace_property(&app, id, &new).await }).await?,
+    ))
 }
 
 #[utoipa::path(
@@ -222,7 +242,9 @@ pub async fn update_property(
 ) -> Result<Json<Property>, ApiError> {
     let id = parse_id(&id)?;
     let changes = PropertyChanges::parse(body.input()).map_err(unprocessable)?;
-    Ok(Json(service::update_property(&app, id, &changes).await?))
+    Ok(Json(
+        to_completion(async move { service::update_property(&app, id, &changes).await }).await?,
+    ))
 }
 
 #[utoipa::path(
@@ -244,6 +266,7 @@ pub async fn delete_property(
     _: Admin,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    service::delete_property(&app, parse_id(&id)?).await?;
+    let id = parse_id(&id)?;
+    to_completion(async move { service::delete_property(&app, id).await }).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -20,19 +20,29 @@ use crate::http::{PROPERTIES, PROPERTIES_NO_SLASH, PROPERTY};
 use crate::services::catch_up_with_other_writers;
 
 pub async fn cache_views(State(app): State<AppState>, request: Request, next: Next) -> Response {
-    if request.method() != Method::GET {
+    let method = request.method().clone();
+    if method != Method::GET && method != Method::HEAD {
         return next.run(request).await;
     }
     let Some(key) = view_key(&request) else {
-        // Not cacheable as asked (an invalid query): the handler explains.
+        // Not cacheable as asked (an invalid query, an id that is no number): the
+        // handler explains.
         return next.run(request).await;
     };
     catch_up_with_other_writers(&app).await;
     let if_none_match = request.headers().get(header::IF_NONE_MATCH).cloned();
-    let rendered = app
-        .cache
-        .get_or_load(&key, app.settings.view_ttl, || render(request, next))
-        .await;
+    let rendered = if method == Method::HEAD {
+        // HEAD is answered from the GET entry when there is one. Its own rendering
+        // has no body to store, so it is never stored.
+        match app.cache.peek(&key).await {
+            Some(cached) => Ok((cached, CacheStatus::Hit)),
+            None => Err(next.run(request).await),
+        }
+    } else {
+        app.cache
+            .get_or_load(&key, app.settings.view_ttl, || render(request, next))
+            .await
+    };
     let mut response = match rendered {
         Ok((cached, status)) => respond(cached, status, if_none_match.as_ref()),
         Err(uncacheable) => with_x_cache(uncacheable, "MISS"),
@@ -44,7 +54,8 @@ pub async fn cache_views(State(app): State<AppState>, request: Request, next: Ne
 }
 
 /// The normalized URL: lists by their canonical query (unknown parameters and
-/// parameter order do not count, and `/properties` is `/properties/`), items by path.
+/// parameter order do not count, and `/properties` is `/properties/`), items by their
+/// parsed id (`/properties/007/` is `/properties/7/`).
 fn view_key(request: &Request) -> Option<ViewKey> {
     let route = request.extensions().get::<MatchedPath>()?.as_str();
     let normalized = match route {
@@ -53,7 +64,14 @@ fn view_key(request: &Request) -> Option<ViewKey> {
                 PropertyQuery::from_query_string(request.uri().query().unwrap_or_default()).ok()?;
             query.url_of_page(query.page)
         }
-        PROPERTY => request.uri().path().to_owned(),
+        PROPERTY => {
+            let id = request
+                .uri()
+                .path()
+                .trim_matches('/')
+                .strip_prefix("properties/")?;
+            format!("/properties/{}/", id.parse::<i64>().ok()?)
+        }
         _ => return None,
     };
     Some(ViewKey::new(

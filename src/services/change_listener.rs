@@ -19,9 +19,6 @@ use crate::config::DatabaseUrl;
 use crate::db::notify::CHANNEL;
 use crate::test_hooks::Point;
 
-/// Set as `listings.origin` on the application's own connections (see `db::PG_SESSION`),
-/// and carried by the trigger's notifications.
-pub const WRITE_ORIGIN: &str = "app";
 /// How the listener's connection shows in `pg_stat_activity`.
 pub const APPLICATION_NAME: &str = "listings-listener";
 
@@ -125,15 +122,17 @@ async fn receive(app: &App, conn: &mut AsyncPgConnection) -> anyhow::Error {
     }
 }
 
-/// Payloads are `table:origin`. A write by this application (`origin` = `app`, set on
-/// every pooled connection) has already retired the shared Redis generation itself, so
-/// with Redis only other writes need acting on; an in-process cache must act on all.
+/// Payloads are `table:origin`, the origin being the writer's `Cache::origin_tag` (set
+/// on every pooled connection; empty for psql and other programs). A writer sharing
+/// this server's Redis and prefix has already retired the generation itself, so only
+/// other writes need acting on; an in-process cache must act on all.
 async fn invalidate_changed(app: &App, payloads: &[String]) {
+    let own_origin = app.cache.origin_tag();
     let shared_cache = app.cache.redis_backend().is_some();
     let mut changed = Vec::new();
     for payload in payloads {
         let (table, origin) = payload.split_once(':').unwrap_or((payload, ""));
-        if shared_cache && origin == WRITE_ORIGIN {
+        if shared_cache && origin == own_origin {
             continue;
         }
         match Resource::ALL.into_iter().find(|r| r.name() == table) {

@@ -11,6 +11,8 @@ both_modes!(
     invalid_parameters_are_400_naming_the_rule,
     noise_in_the_query_does_not_split_the_cache,
     single_property_is_cached_and_404_otherwise,
+    text_filters_fold_unicode_case,
+    head_is_answered_from_the_get_entry,
     conditional_get_with_strong_etags
 );
 
@@ -263,4 +265,58 @@ async fn conditional_get_with_strong_etags(env: TestEnv) {
         "a write changes the list, so the old tag no longer matches"
     );
     assert_ne!(changed.header("etag"), list_etag);
+}
+
+async fn text_filters_fold_unicode_case(env: TestEnv) {
+    let app = env.app().await;
+    let router = router(&app);
+    properties::create_property(&app, &new_property("Ÿacht ÉTÉ house", "1.00", "Éldoret"))
+        .await
+        .expect("create");
+    for query in [
+        "location=%C3%A9ldoret",
+        "location=%C3%89LDORET",
+        "search=%C3%A9t%C3%A9",
+        "search=%C3%BFacht",
+    ] {
+        assert_eq!(
+            get(&router, &format!("/properties/?{query}")).await.json()["count"],
+            1,
+            "{query}"
+        );
+    }
+}
+
+async fn head_is_answered_from_the_get_entry(env: TestEnv) {
+    let app = env.app().await;
+    let router = router(&app);
+    let id = crate::support::create(&app, "Villa").await.id;
+    let uncached = request(&router, "HEAD", "/properties/", &[], Default::default()).await;
+    assert_eq!(
+        (uncached.status.as_u16(), uncached.x_cache()),
+        (200, "MISS")
+    );
+    let full = get(&router, "/properties/").await;
+    let head = request(&router, "HEAD", "/properties/", &[], Default::default()).await;
+    assert_eq!((head.status.as_u16(), head.x_cache()), (200, "HIT"));
+    assert_eq!(head.header("etag"), full.header("etag"));
+    assert_eq!(head.header("cache-control"), "no-cache");
+    let queries = app.metrics.db_queries();
+    assert_eq!(
+        get(&router, "/properties/").await.body,
+        full.body,
+        "HEAD stored nothing of its own"
+    );
+    assert_eq!(app.metrics.db_queries(), queries);
+
+    assert_eq!(
+        get(&router, &format!("/properties/{id}/")).await.x_cache(),
+        "MISS"
+    );
+    let padded = get(&router, &format!("/properties/00{id}/")).await;
+    assert_eq!(
+        (padded.status.as_u16(), padded.x_cache()),
+        (200, "HIT"),
+        "one entry per item, not per spelling"
+    );
 }

@@ -138,6 +138,16 @@ async fn the_write_api_needs_the_token(env: TestEnv) {
         0,
         "nothing was written"
     );
+    let lower_case_scheme = format!("bearer {ADMIN_TOKEN}");
+    let accepted = request(
+        &router,
+        "POST",
+        "/properties/",
+        &[json_type, ("authorization", &lower_case_scheme)],
+        body(),
+    )
+    .await;
+    assert_eq!(accepted.status, 201, "the scheme name is case-insensitive");
 }
 
 async fn bad_bodies_write_nothing(env: TestEnv) {

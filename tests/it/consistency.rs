@@ -229,3 +229,36 @@ impl Drop for OwnRedis {
         let _ = self.child.wait();
     }
 }
+
+/// SQLite + Redis: a server that was down while the file changed (here: a raw SQL
+/// write, like a CLI whose Redis invalidation failed) must not trust the entries it
+/// left in Redis when it starts again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_starting_sqlite_server_retires_what_it_could_not_watch() {
+    let Some(redis) = OwnRedis::start() else {
+        return;
+    };
+    let mut env = TestEnv::embedded();
+    env.redis_url = Some(redis.url());
+    let before = env.app().await;
+    create(&before, "Villa").await;
+    assert_eq!(
+        get(&router(&before), "/properties/").await.titles(),
+        ["Villa"]
+    );
+    assert_eq!(get(&router(&before), "/properties/").await.x_cache(), "HIT");
+    drop(before);
+
+    let mut sqlite = <diesel::SqliteConnection as diesel::Connection>::establish(&env.database_url)
+        .expect("open");
+    diesel::RunQueryDsl::execute(
+        diesel::sql_query("UPDATE properties SET title = 'Changed offline'"),
+        &mut sqlite,
+    )
+    .expect("update");
+
+    let restarted = env.app().await;
+    let response = get(&router(&restarted), "/properties/").await;
+    assert_eq!(response.titles(), ["Changed offline"]);
+    assert_eq!(response.x_cache(), "MISS");
+}

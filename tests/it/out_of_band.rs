@@ -50,7 +50,7 @@ async fn sql_update_outside_the_application_reaches_the_server() {
 
         psql(&env, &format!("UPDATE properties SET title = '{title}'")).await;
         let titles = server
-            .wait_for_titles("/properties/", &[title.as_str()])
+            .wait_for_titles("/properties/", |t| t == [title.as_str()])
             .await;
         assert_eq!(
             titles,
@@ -129,6 +129,54 @@ async fn a_write_whose_invalidation_missed_redis_still_reaches_the_servers() {
     assert!(created.status.success(), "the write itself succeeds");
     assert!(crate::support::binary::stderr(&created).contains("could not be reached"));
 
-    let titles = server.wait_for_titles("/properties/", &["Villa"]).await;
+    let titles = server
+        .wait_for_titles("/properties/", |t| t == ["Villa"])
+        .await;
     assert_eq!(titles, ["Villa"], "{}", server.log());
+}
+
+/// A writer that does not share the servers' cache (no REDIS_URL, or another prefix)
+/// invalidates only its own; its notification must not be mistaken for one the
+/// servers' cache already heard of.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_writer_with_another_cache_still_reaches_the_servers() {
+    let Some(mut env) = TestEnv::postgres_redis().await else {
+        return;
+    };
+    let server = env.serve(&[]);
+    assert_eq!(server.get("/properties/").await.x_cache, "MISS");
+    assert_eq!(server.get("/properties/").await.x_cache, "HIT");
+    for (redis, prefix, title) in [
+        (None, None, "Written without Redis"),
+        (env.redis_url.clone(), Some("elsewhere:"), "Other prefix"),
+    ] {
+        let (shared_redis, shared_prefix) = (env.redis_url.clone(), env.cache_prefix.clone());
+        env.redis_url = redis;
+        if let Some(prefix) = prefix {
+            env.cache_prefix = prefix.to_owned();
+        }
+        let created = env.run(&[
+            "create-property",
+            "--title",
+            title,
+            "--price",
+            "1",
+            "--location",
+            "Lamu",
+        ]);
+        (env.redis_url, env.cache_prefix) = (shared_redis, shared_prefix);
+        assert!(
+            created.status.success(),
+            "{}",
+            crate::support::binary::stderr(&created)
+        );
+        let titles = server
+            .wait_for_titles("/properties/?ordering=id", |t| t.iter().any(|t| t == title))
+            .await;
+        assert!(
+            titles.iter().any(|t| t == title),
+            "{titles:?}\n{}",
+            server.log()
+        );
+    }
 }

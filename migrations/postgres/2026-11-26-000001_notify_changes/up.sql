@@ -1,7 +1,8 @@
 -- Every committed change to properties, from the application or from anything else
 -- (psql, another program, a later migration), notifies the running servers, which
 -- retire their caches. NOTIFY is delivered at commit, never before. The payload is
--- `table:origin`; the application's connections set listings.origin = 'app'.
+-- `table:origin`; the application's connections set listings.origin to a tag naming
+-- the cache they invalidate themselves (empty for everyone else).
 CREATE FUNCTION listings_notify_change() RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN

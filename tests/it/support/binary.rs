@@ -148,13 +148,17 @@ impl Server {
         }
     }
 
-    /// Polls `path` (bounded: 2 s) until its titles are `expected`, for changes that
+    /// Polls `path` (bounded: 2 s) until its titles satisfy `done`, for changes that
     /// arrive by notification; returns the titles last seen.
-    pub async fn wait_for_titles(&self, path: &str, expected: &[&str]) -> Vec<String> {
+    pub async fn wait_for_titles(
+        &self,
+        path: &str,
+        done: impl Fn(&[String]) -> bool,
+    ) -> Vec<String> {
         let mut titles = Vec::new();
         for _ in 0..100 {
             titles = self.get(path).await.titles();
-            if titles == expected {
+            if done(&titles) {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;

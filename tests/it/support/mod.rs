@@ -73,7 +73,9 @@ impl TestEnv {
             .await
             .expect("migrate");
         let mut app = App::connect(settings).await.expect("connect");
-        app.watch_sqlite_writes().expect("watch SQLite writes");
+        app.watch_sqlite_writes()
+            .await
+            .expect("watch SQLite writes");
         let app = Arc::new(app);
         listings::services::change_listener::start(app.clone())
             .await
