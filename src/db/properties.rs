@@ -2,6 +2,18 @@
 //! `db::sqlite`). Functions take a connection and return Diesel results; services own
 //! transactions and the cache. Prices are normalized on every read (SQLite floats).
 
+/// The insertable columns of one `NewProperty`, against either backend's table `$p`.
+macro_rules! property_values {
+    ($p:ident, $new:expr) => {
+        (
+            $p::title.eq(&$new.title),
+            $p::description.eq(&$new.description),
+            $p::price.eq(&$new.price),
+            $p::location.eq(&$new.location),
+        )
+    };
+}
+
 macro_rules! property_repository {
     ($conn:ty, $backend:ty, $schema:ident, $insert_batch:path) => {
         pub mod properties {
@@ -89,12 +101,7 @@ macro_rules! property_repository {
 
             pub async fn insert(conn: &mut Conn, new: &NewProperty) -> QueryResult<Property> {
                 let row: Property = diesel::insert_into(p::table)
-                    .values((
-                        p::title.eq(&new.title),
-                        p::description.eq(&new.description),
-                        p::price.eq(&new.price),
-                        p::location.eq(&new.location),
-                    ))
+                    .values(crate::db::properties::property_values!(p, new))
                     .get_result(conn)
                     .await?;
                 Ok(row.normalized())
@@ -132,7 +139,7 @@ macro_rules! property_repository {
     };
 }
 
-pub(crate) use property_repository;
+pub(crate) use {property_repository, property_values};
 
 /// Multi-row inserts, which diesel-async's SQLite wrapper cannot express generically:
 /// SQLite's batch insert runs on the wrapped synchronous connection instead.
@@ -149,17 +156,7 @@ pub mod bulk {
         rows: Vec<NewProperty>,
     ) -> QueryResult<usize> {
         use schema::pg::properties as p;
-        let values: Vec<_> = rows
-            .iter()
-            .map(|new| {
-                (
-                    p::title.eq(&new.title),
-                    p::description.eq(&new.description),
-                    p::price.eq(&new.price),
-                    p::location.eq(&new.location),
-                )
-            })
-            .collect();
+        let values: Vec<_> = rows.iter().map(|new| property_values!(p, new)).collect();
         diesel::insert_into(p::table)
             .values(values)
             .execute(conn)
@@ -172,17 +169,7 @@ pub mod bulk {
     ) -> QueryResult<usize> {
         use schema::sqlite::properties as p;
         conn.spawn_blocking(move |conn| {
-            let values: Vec<_> = rows
-                .iter()
-                .map(|new| {
-                    (
-                        p::title.eq(&new.title),
-                        p::description.eq(&new.description),
-                        p::price.eq(&new.price),
-                        p::location.eq(&new.location),
-                    )
-                })
-                .collect();
+            let values: Vec<_> = rows.iter().map(|new| property_values!(p, new)).collect();
             diesel::RunQueryDsl::execute(diesel::insert_into(p::table).values(values), conn)
         })
         .await

@@ -124,6 +124,33 @@ async fn to_completion<T: Send + 'static>(
     }
 }
 
+/// The ways a write with a body can fail, shared by POST, PUT and PATCH.
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code, reason = "documents responses; `ApiError` produces them")]
+pub enum BodyWriteErrors {
+    /// Malformed JSON, or not a JSON object
+    #[response(status = 400)]
+    Malformed(ErrorBody),
+    /// Missing or wrong token
+    #[response(status = 401)]
+    Unauthorized(ErrorBody),
+    /// The write API is off (no LISTINGS_ADMIN_TOKEN)
+    #[response(status = 403)]
+    Off(ErrorBody),
+    /// Body over 64 KiB
+    #[response(status = 413)]
+    TooLarge(ErrorBody),
+    /// Body is not application/json
+    #[response(status = 415)]
+    NotJson(ErrorBody),
+    /// Invalid fields, each named with its rule
+    #[response(status = 422)]
+    Invalid(ErrorBody),
+    /// The database is unavailable
+    #[response(status = 503)]
+    Unavailable(ErrorBody),
+}
+
 /// Ids are numbers; anything else names no property.
 fn parse_id(raw: &str) -> Result<i64, ApiError> {
     raw.parse().map_err(|_| not_found())
@@ -157,13 +184,7 @@ pub async fn find_property(
     security(("bearer" = [])),
     responses(
         (status = 201, description = "Created", body = Property, headers(("Location" = String))),
-        (status = 400, description = "Malformed JSON", body = ErrorBody),
-        (status = 401, description = "Missing or wrong token", body = ErrorBody),
-        (status = 403, description = "The write API is off (no LISTINGS_ADMIN_TOKEN)", body = ErrorBody),
-        (status = 413, description = "Body over 64 KiB", body = ErrorBody),
-        (status = 415, description = "Body is not application/json", body = ErrorBody),
-        (status = 422, description = "Invalid fields", body = ErrorBody),
-        (status = 503, description = "The database is unavailable", body = ErrorBody),
+        BodyWriteErrors,
     )
 )]
 pub async fn create_property(
@@ -191,14 +212,8 @@ pub async fn create_property(
     security(("bearer" = [])),
     responses(
         (status = 200, description = "Replaced", body = Property),
-        (status = 400, description = "Malformed JSON", body = ErrorBody),
-        (status = 401, description = "Missing or wrong token", body = ErrorBody),
-        (status = 403, description = "The write API is off", body = ErrorBody),
         (status = 404, description = "No such property", body = ErrorBody),
-        (status = 413, description = "Body over 64 KiB", body = ErrorBody),
-        (status = 415, description = "Body is not application/json", body = ErrorBody),
-        (status = 422, description = "Invalid fields", body = ErrorBody),
-        (status = 503, description = "The database is unavailable", body = ErrorBody),
+        BodyWriteErrors,
     )
 )]
 pub async fn replace_property(
@@ -224,14 +239,8 @@ pub async fn replace_property(
     security(("bearer" = [])),
     responses(
         (status = 200, description = "Updated", body = Property),
-        (status = 400, description = "Malformed JSON", body = ErrorBody),
-        (status = 401, description = "Missing or wrong token", body = ErrorBody),
-        (status = 403, description = "The write API is off", body = ErrorBody),
         (status = 404, description = "No such property", body = ErrorBody),
-        (status = 413, description = "Body over 64 KiB", body = ErrorBody),
-        (status = 415, description = "Body is not application/json", body = ErrorBody),
-        (status = 422, description = "Invalid fields", body = ErrorBody),
-        (status = 503, description = "The database is unavailable", body = ErrorBody),
+        BodyWriteErrors,
     )
 )]
 pub async fn update_property(
