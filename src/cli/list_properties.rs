@@ -2,7 +2,6 @@
 
 use anyhow::Context as _;
 use clap::Args;
-use serde_json::json;
 
 use crate::app::App;
 use crate::cli::{CacheOpts, DatabaseOpts, settings};
@@ -65,7 +64,8 @@ pub async fn run(opts: Opts) -> anyhow::Result<()> {
         .await
         .context("cannot list properties")?;
     if opts.json {
-        println!("{}", json!({ "count": page.count, "data": page.data }));
+        // The API's page without its URLs, fields in the API's order.
+        println!("{}", serde_json::to_string(&page)?);
     } else {
         print!("{}", render_table(&page.data));
         let first = query.offset() + 1;
