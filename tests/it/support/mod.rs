@@ -69,6 +69,7 @@ impl TestEnv {
     }
 
     pub async fn app_with(&self, settings: Settings) -> Arc<App> {
+        init_test_log();
         listings::db::migrations::run_pending(&settings.database_url)
             .await
             .expect("migrate");
@@ -202,4 +203,18 @@ pub async fn wait_until(mut condition: impl FnMut() -> bool, what: &str) {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     panic!("timed out waiting until {what}");
+}
+
+/// Logs of in-process applications stay quiet unless TEST_LOG is set
+/// (`TEST_LOG=debug cargo test name -- --nocapture`).
+fn init_test_log() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        if let Ok(filter) = std::env::var("TEST_LOG") {
+            tracing_subscriber::fmt()
+                .with_env_filter(filter)
+                .with_test_writer()
+                .init();
+        }
+    });
 }
