@@ -103,12 +103,6 @@ pub fn internal_error() -> ApiError {
     error(StatusCode::INTERNAL_SERVER_ERROR, "internal server error")
 }
 
-impl ApiError {
-    pub fn status(&self) -> StatusCode {
-        self.status
-    }
-}
-
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status;
