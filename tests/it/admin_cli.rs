@@ -30,15 +30,7 @@ async fn list_update_delete(env: TestEnv) {
         ("Sea villa", "900000", "Malindi"),
         ("Town flat", "120000.5", "Nairobi"),
     ] {
-        let created = env.run(&[
-            "create-property",
-            "--title",
-            title,
-            "--price",
-            price,
-            "--location",
-            location,
-        ]);
+        let created = env.create_via_cli(title, price, location);
         assert!(created.status.success(), "{}", stderr(&created));
     }
     let table = stdout(&env.run(&["list-properties", "--ordering", "price"]));

@@ -18,15 +18,7 @@ async fn every_server_sees_a_cli_write_on_its_next_request(env: TestEnv) {
             server.log()
         );
     }
-    let created = env.run(&[
-        "create-property",
-        "--title",
-        "Beach villa",
-        "--price",
-        "500000",
-        "--location",
-        "Malindi",
-    ]);
+    let created = env.create_via_cli("Beach villa", "500000", "Malindi");
     assert!(created.status.success(), "{}", stderr(&created));
     for server in &servers {
         let response = server.get("/properties/").await;

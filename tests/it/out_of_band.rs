@@ -30,15 +30,7 @@ async fn sql_update_outside_the_application_reaches_the_server() {
         env.redis_url = redis;
         let server = env.serve(&[]);
         let title = format!("Changed by psql ({cache})");
-        let created = env.run(&[
-            "create-property",
-            "--title",
-            "Villa",
-            "--price",
-            "1",
-            "--location",
-            "Lamu",
-        ]);
+        let created = env.create_via_cli("Villa", "1", "Lamu");
         assert!(created.status.success());
         let before = server.get("/properties/").await;
         let cached = server.get("/properties/").await;
@@ -116,15 +108,7 @@ async fn a_write_whose_invalidation_missed_redis_still_reaches_the_servers() {
     assert_eq!(server.get("/properties/").await.x_cache, "HIT");
 
     let shared_redis = env.redis_url.replace("redis://127.0.0.1:1/".into());
-    let created = env.run(&[
-        "create-property",
-        "--title",
-        "Villa",
-        "--price",
-        "1",
-        "--location",
-        "Lamu",
-    ]);
+    let created = env.create_via_cli("Villa", "1", "Lamu");
     env.redis_url = shared_redis;
     assert!(created.status.success(), "the write itself succeeds");
     assert!(crate::support::binary::stderr(&created).contains("could not be reached"));
@@ -155,15 +139,7 @@ async fn a_writer_with_another_cache_still_reaches_the_servers() {
         if let Some(prefix) = prefix {
             env.cache_prefix = prefix.to_owned();
         }
-        let created = env.run(&[
-            "create-property",
-            "--title",
-            title,
-            "--price",
-            "1",
-            "--location",
-            "Lamu",
-        ]);
+        let created = env.create_via_cli(title, "1", "Lamu");
         (env.redis_url, env.cache_prefix) = (shared_redis, shared_prefix);
         assert!(
             created.status.success(),

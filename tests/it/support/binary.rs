@@ -45,6 +45,19 @@ impl TestEnv {
         self.command(args).output().expect("run listings")
     }
 
+    /// `listings create-property` in a process of its own.
+    pub fn create_via_cli(&self, title: &str, price: &str, location: &str) -> Output {
+        self.run(&[
+            "create-property",
+            "--title",
+            title,
+            "--price",
+            price,
+            "--location",
+            location,
+        ])
+    }
+
     /// Starts `listings serve` on a free port and waits until it listens.
     pub fn serve(&self, extra_args: &[&str]) -> Server {
         let mut args = vec!["serve", "--bind", "127.0.0.1:0"];
