@@ -3,14 +3,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context as _;
-
 use crate::cache::Cache;
 use crate::cache::keys::KeySpace;
 use crate::config::{AdminToken, DatabaseUrl, KeyPrefix, RedisUrl};
-use crate::db::Db;
 use crate::db::data_version::DataVersionProbe;
+use crate::db::{Db, DbError, DbSettings};
 use crate::metrics::Metrics;
+use crate::server::HttpLimits;
 
 /// What every command needs to reach the data and the cache.
 #[derive(Clone, Debug)]
@@ -23,13 +22,31 @@ pub struct Settings {
     pub view_ttl: Duration,
     /// How long query results stay cached (a write retires them sooner).
     pub data_ttl: Duration,
-    pub max_db_connections: usize,
+    /// Pool size and timeouts of the database.
+    pub db: DbSettings,
+    /// Timeouts and limits of the HTTP server.
+    pub http: HttpLimits,
     /// Turns the write API on; `None` answers writes with 403.
     pub admin_token: Option<AdminToken>,
 }
 
 pub const DEFAULT_VIEW_TTL: Duration = Duration::from_secs(900);
 pub const DEFAULT_DATA_TTL: Duration = Duration::from_secs(3600);
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            database_url: DatabaseUrl::default(),
+            redis_url: None,
+            cache_prefix: KeyPrefix::default(),
+            view_ttl: DEFAULT_VIEW_TTL,
+            data_ttl: DEFAULT_DATA_TTL,
+            db: DbSettings::default(),
+            http: HttpLimits::default(),
+            admin_token: None,
+        }
+    }
+}
 
 pub struct App {
     pub settings: Settings,
@@ -58,19 +75,25 @@ impl App {
             Some(url) => Cache::redis(url, keys, metrics.clone())?,
             None => Cache::in_process(keys, metrics.clone()),
         };
-        let db = Db::connect(
-            &settings.database_url,
-            metrics.clone(),
-            settings.max_db_connections,
-            &cache.origin_tag(),
-        )?;
-        db.check().await.with_context(|| {
-            format!(
-                "cannot connect to {} at {}",
+        let cannot_connect = |e: DbError| {
+            let cause = match e {
+                DbError::Unavailable(cause) => cause,
+                other => other.to_string(),
+            };
+            anyhow::anyhow!(
+                "cannot connect to {} at {}: {cause}",
                 settings.database_url.backend_name(),
                 settings.database_url.target()
             )
-        })?;
+        };
+        let db = Db::connect(
+            &settings.database_url,
+            settings.db,
+            metrics.clone(),
+            &cache.origin_tag(),
+        )
+        .map_err(cannot_connect)?;
+        db.check().await.map_err(cannot_connect)?;
         Ok(App {
             settings,
             db,
@@ -85,7 +108,10 @@ impl App {
     /// or a writer could not reach Redis), so the cache is retired once here.
     pub async fn watch_sqlite_writes(&mut self) -> anyhow::Result<()> {
         if let DatabaseUrl::Sqlite(path) = &self.settings.database_url {
-            self.sqlite_writes = Some(tokio::sync::Mutex::new(DataVersionProbe::open(path)?));
+            self.sqlite_writes = Some(tokio::sync::Mutex::new(DataVersionProbe::open(
+                path,
+                &self.settings.db,
+            )?));
             self.cache.invalidate_everything().await;
         }
         Ok(())

@@ -10,7 +10,7 @@ use std::time::Duration;
 #[derive(Clone, PartialEq, Eq)]
 pub enum DatabaseUrl {
     /// `postgres://` or `postgresql://`: native async PostgreSQL.
-    Postgres(String),
+    Postgres(SecretUrl),
     /// Anything else without a scheme, or `sqlite://path`: a SQLite file.
     Sqlite(PathBuf),
 }
@@ -27,39 +27,55 @@ impl Default for DatabaseUrl {
 impl FromStr for DatabaseUrl {
     type Err = String;
 
+    /// Errors describe the URL and never echo it: it may hold a password.
     fn from_str(raw: &str) -> Result<Self, Self::Err> {
         let raw = raw.trim();
         if raw.is_empty() {
             return Err("must not be empty (omit it to use the embedded SQLite file)".into());
         }
-        match raw.split_once("://") {
-            Some(("postgres" | "postgresql", rest)) => {
-                if host_of(rest).is_empty() {
-                    return Err("a postgres:// URL needs a host".into());
-                }
-                Ok(DatabaseUrl::Postgres(raw.to_owned()))
+        match raw
+            .split_once("://")
+            .map(|(scheme, rest)| (scheme.to_ascii_lowercase(), rest))
+        {
+            Some((scheme, _)) if scheme == "postgres" || scheme == "postgresql" => {
+                let url = SecretUrl::parse(raw, "postgres://user:password@host:5432/database")?;
+                tokio_postgres::Config::from_str(raw).map_err(|e| {
+                    format!(
+                        "is not a valid PostgreSQL URL: {}",
+                        crate::cause::root_cause(&e)
+                    )
+                })?;
+                Ok(DatabaseUrl::Postgres(url))
             }
             // diesel's SQLite wants a plain path, not a URL.
-            Some(("sqlite", path)) if !path.is_empty() => Ok(DatabaseUrl::Sqlite(path.into())),
-            Some(("sqlite", _)) => Err("sqlite:// needs a file path".into()),
-            Some((scheme, _)) => Err(format!(
+            Some((scheme, path)) if scheme == "sqlite" && !path.is_empty() => {
+                Ok(DatabaseUrl::Sqlite(path.into()))
+            }
+            Some((scheme, _)) if scheme == "sqlite" => Err("sqlite:// needs a file path".into()),
+            Some((scheme, _)) if is_plain_scheme(&scheme) => Err(format!(
                 "unsupported scheme `{scheme}://` (use postgres://... or a SQLite file path)"
             )),
-            None => Ok(DatabaseUrl::Sqlite(
+            _ => Ok(DatabaseUrl::Sqlite(
                 raw.strip_prefix("sqlite:").unwrap_or(raw).into(),
             )),
         }
     }
 }
 
+/// A scheme as URLs spell them (letters, digits, `+-.`), so that a file path containing
+/// `://` later on is not mistaken for a URL.
+fn is_plain_scheme(scheme: &str) -> bool {
+    scheme.starts_with(|c: char| c.is_ascii_alphabetic())
+        && scheme
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
+}
+
 impl DatabaseUrl {
-    /// `host:port` (or the file path) for error messages that must name the target.
+    /// `host:port` (or the file path) for messages that must name the target.
     pub fn target(&self) -> String {
         match self {
-            DatabaseUrl::Postgres(url) => {
-                let rest = url.split_once("://").map_or(url.as_str(), |(_, r)| r);
-                host_of(rest).to_owned()
-            }
+            DatabaseUrl::Postgres(url) => url.target().to_owned(),
             DatabaseUrl::Sqlite(path) => path.display().to_string(),
         }
     }
@@ -75,7 +91,7 @@ impl DatabaseUrl {
 impl fmt::Display for DatabaseUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            DatabaseUrl::Postgres(url) => f.write_str(&redact_password(url)),
+            DatabaseUrl::Postgres(url) => url.fmt(f),
             DatabaseUrl::Sqlite(path) => write!(f, "sqlite:{}", path.display()),
         }
     }
@@ -87,85 +103,150 @@ impl fmt::Debug for DatabaseUrl {
     }
 }
 
-/// A Redis URL, validated by the redis crate's own parser.
+/// A URL that may carry a password. `Display` and `Debug` show it with the password
+/// (in the user info, or a `password=` query parameter) replaced by `***`; only
+/// [`SecretUrl::expose`] gives the real one, to the code that connects.
 #[derive(Clone, PartialEq, Eq)]
-pub struct RedisUrl(String);
+pub struct SecretUrl {
+    raw: String,
+    shown: String,
+    target: String,
+}
+
+impl SecretUrl {
+    /// Parses with the `url` crate; errors say what is wrong and how such a URL looks
+    /// (`form`), without quoting any of it.
+    pub fn parse(raw: &str, form: &str) -> Result<SecretUrl, String> {
+        let url = url::Url::parse(raw).map_err(|e| {
+            format!(
+                "is not a valid URL ({e}); expected {form}, with `/`, `@`, `:`, `?` and `#` in the user name or password percent-encoded (`/` as %2F)"
+            )
+        })?;
+        let host = url
+            .host_str()
+            .filter(|host| !host.is_empty())
+            .ok_or_else(|| format!("needs a host; expected {form}"))?;
+        let target = match url.port() {
+            Some(port) => format!("{host}:{port}"),
+            None => host.to_owned(),
+        };
+        Ok(SecretUrl {
+            raw: raw.to_owned(),
+            shown: redacted(url),
+            target,
+        })
+    }
+
+    /// The URL with its password, for connecting; never for output.
+    pub fn expose(&self) -> &str {
+        &self.raw
+    }
+
+    /// `host:port` (or `host` when the URL names no port).
+    pub fn target(&self) -> &str {
+        &self.target
+    }
+
+    pub fn scheme(&self) -> &str {
+        self.raw.split_once("://").map_or("", |(scheme, _)| scheme)
+    }
+}
+
+fn redacted(mut url: url::Url) -> String {
+    if url.password().is_some() {
+        let _ = url.set_password(Some("***"));
+    }
+    let query: Option<String> = url.query().map(|query| {
+        form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(
+                form_urlencoded::parse(query.as_bytes()).map(|(key, value)| {
+                    let value = if key.eq_ignore_ascii_case("password") {
+                        "***".into()
+                    } else {
+                        value
+                    };
+                    (key, value)
+                }),
+            )
+            .finish()
+    });
+    url.set_query(query.as_deref());
+    url.set_fragment(None);
+    url.to_string()
+}
+
+impl fmt::Display for SecretUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.shown)
+    }
+}
+
+impl fmt::Debug for SecretUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SecretUrl({})", self.shown)
+    }
+}
+
+/// A Redis URL: `redis://`, `rediss://` (TLS) or `unix://`, checked by the redis crate's
+/// own parser too. Shown without its password.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RedisUrl(SecretUrl);
+
+const REDIS_FORM: &str = "redis://[:password@]host[:port][/db]";
 
 impl FromStr for RedisUrl {
     type Err = String;
 
     fn from_str(raw: &str) -> Result<Self, Self::Err> {
         let raw = raw.trim();
-        if !(raw.starts_with("redis://")
-            || raw.starts_with("rediss://")
-            || raw.starts_with("unix://"))
-        {
-            return Err("must start with redis:// (omit it to use the in-process cache)".into());
+        let scheme = raw
+            .split_once("://")
+            .map(|(scheme, _)| scheme.to_ascii_lowercase());
+        if !matches!(scheme.as_deref(), Some("redis" | "rediss" | "unix")) {
+            return Err(format!(
+                "must start with redis://, rediss:// or unix:// (omit it to use the in-process cache); expected {REDIS_FORM}"
+            ));
         }
-        redis::Client::open(raw).map_err(|e| format!("is not a valid Redis URL: {e}"))?;
-        Ok(RedisUrl(raw.to_owned()))
+        let url = if scheme.as_deref() == Some("unix") {
+            let path = raw.split_once("://").map_or("", |(_, path)| path);
+            SecretUrl {
+                raw: raw.to_owned(),
+                shown: format!("unix://{path}"),
+                target: path.to_owned(),
+            }
+        } else {
+            SecretUrl::parse(raw, REDIS_FORM)?
+        };
+        redis::Client::open(raw)
+            .map_err(|_| format!("is not a valid Redis URL; expected {REDIS_FORM}"))?;
+        Ok(RedisUrl(url))
     }
 }
 
 impl RedisUrl {
     pub fn expose(&self) -> &str {
-        &self.0
+        self.0.expose()
     }
 
-    pub fn target(&self) -> String {
-        let rest = self.0.split_once("://").map_or(self.0.as_str(), |(_, r)| r);
-        host_of(rest).to_owned()
+    pub fn target(&self) -> &str {
+        self.0.target()
     }
 }
 
 impl fmt::Display for RedisUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&redact_password(&self.0))
+        self.0.fmt(f)
     }
 }
 
 impl fmt::Debug for RedisUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "RedisUrl({self})")
+        write!(f, "RedisUrl({})", self.0)
     }
 }
 
-/// `host:port` of the part after `scheme://`.
-fn host_of(rest: &str) -> &str {
-    let authority = rest.split(['/', '?']).next().unwrap_or_default();
-    authority
-        .rsplit_once('@')
-        .map_or(authority, |(_, host)| host)
-}
-
-/// Replaces the password of `scheme://user:password@host` (and a `password=` query
-/// parameter) with `***`.
-pub fn redact_password(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
-    };
-    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
-    let (authority, tail) = rest.split_at(authority_end);
-    let authority = match authority.rsplit_once('@') {
-        Some((userinfo, host)) => match userinfo.split_once(':') {
-            Some((user, _password)) => format!("{user}:***@{host}"),
-            None => format!("{userinfo}@{host}"),
-        },
-        None => authority.to_owned(),
-    };
-    let tail = tail
-        .split('&')
-        .map(|part| match part.find("password=") {
-            Some(at) => format!("{}password=***", &part[..at]),
-            None => part.to_owned(),
-        })
-        .collect::<Vec<_>>()
-        .join("&");
-    format!("{scheme}://{authority}{tail}")
-}
-
-/// The bearer token that turns the write API on. Never shown: `Debug` and `Display`
-/// print `***`.
+/// The bearer token that turns the write API on. Never shown: `Debug` prints `***`,
+/// and a refused token is described, not quoted.
 #[derive(Clone, PartialEq, Eq)]
 pub struct AdminToken(String);
 
@@ -198,6 +279,62 @@ impl fmt::Debug for AdminToken {
     }
 }
 
+/// A positive duration given in seconds, with up to 3 decimals (`10`, `0.5`), for
+/// timeout flags.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Seconds(pub Duration);
+
+impl FromStr for Seconds {
+    type Err = String;
+
+    fn from_str(raw: &str) -> Result<Self, Self::Err> {
+        let rule = || {
+            format!("`{raw}` must be a number of seconds from 0.001 to 86400, such as 10 or 0.5")
+        };
+        let text = raw.trim();
+        let (whole, fraction) = match text.split_once('.') {
+            Some((_, "")) => return Err(rule()),
+            Some(parts) => parts,
+            None => (text, ""),
+        };
+        let digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
+        if whole.is_empty()
+            || whole.len() > 5
+            || fraction.len() > 3
+            || !digits(whole)
+            || !digits(fraction)
+        {
+            return Err(rule());
+        }
+        let millis = whole.parse::<u64>().map_err(|_| rule())? * 1000
+            + format!("{fraction:0<3}")
+                .parse::<u64>()
+                .map_err(|_| rule())?;
+        if millis == 0 || millis > 86_400_000 {
+            return Err(rule());
+        }
+        Ok(Seconds(Duration::from_millis(millis)))
+    }
+}
+
+/// As flags take it: `10`, `0.5`.
+impl fmt::Display for Seconds {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let millis = self.0.as_millis();
+        if millis.is_multiple_of(1000) {
+            write!(f, "{}", millis / 1000)
+        } else {
+            let text = format!("{}.{:03}", millis / 1000, millis % 1000);
+            f.write_str(text.trim_end_matches('0'))
+        }
+    }
+}
+
+/// `2 s`, `0.5 s`: a duration in messages.
+pub fn human_duration(duration: Duration) -> String {
+    format!("{} s", Seconds(duration))
+}
+
 /// A positive number of seconds, for TTL flags.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Ttl(pub Duration);
@@ -217,6 +354,12 @@ impl FromStr for Ttl {
     }
 }
 
+impl fmt::Display for Ttl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0.as_secs())
+    }
+}
+
 /// A cache key prefix: printable ASCII without spaces, so keys stay greppable.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct KeyPrefix(pub String);
@@ -229,6 +372,12 @@ impl FromStr for KeyPrefix {
             return Err("must be 1 to 64 printable ASCII characters without spaces".into());
         }
         Ok(KeyPrefix(raw.to_owned()))
+    }
+}
+
+impl fmt::Display for KeyPrefix {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
     }
 }
 
@@ -280,9 +429,33 @@ mod tests {
         assert_eq!(url.target(), "db.example:5432");
         let redis: RedisUrl = "redis://:hunter2@cache:6379/0".parse().unwrap();
         assert_eq!(redis.to_string(), "redis://:***@cache:6379/0");
+        let url: DatabaseUrl = "postgres://h/db?user=a&password=b".parse().unwrap();
+        assert_eq!(url.to_string(), "postgres://h/db?user=a&password=***");
+    }
+
+    #[test]
+    fn unparseable_urls_are_described_not_echoed() {
+        for raw in [
+            "postgres://app:rel/pw:se@db:5432/listings",
+            "postgres://app:topsecret@db:notaport/listings",
+            "postgresql://:topsecret@/x",
+        ] {
+            let e = raw.parse::<DatabaseUrl>().unwrap_err();
+            for part in ["rel/pw", "pw:se", "topsecret", "notaport"] {
+                assert!(!e.contains(part), "{raw}: {e}");
+            }
+        }
+        let e = "redis://:topsecret@127.0.0.1:notaport/"
+            .parse::<RedisUrl>()
+            .unwrap_err();
+        assert!(
+            !e.contains("topsecret") && e.contains("not a valid URL"),
+            "{e}"
+        );
         assert_eq!(
-            redact_password("postgres://h/db?user=a&password=b"),
-            "postgres://h/db?user=a&password=***"
+            "data/with://inside.db".parse::<DatabaseUrl>(),
+            Ok(DatabaseUrl::Sqlite("data/with://inside.db".into())),
+            "a path is not a scheme"
         );
     }
 
@@ -294,6 +467,15 @@ mod tests {
         assert!(!token.matches("0123456789abcdef0"));
         assert_eq!(format!("{token:?}"), "AdminToken(***)");
         assert!("short".parse::<AdminToken>().is_err());
+    }
+
+    #[test]
+    fn seconds_take_up_to_three_decimals() {
+        assert_eq!("10".parse(), Ok(Seconds(Duration::from_secs(10))));
+        assert_eq!("0.25".parse(), Ok(Seconds(Duration::from_millis(250))));
+        for bad in ["0", "0.0001", "-1", "1e3", "", "abc", "86401", "1.", ".5"] {
+            assert!(bad.parse::<Seconds>().is_err(), "{bad}");
+        }
     }
 
     #[test]

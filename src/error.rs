@@ -12,6 +12,7 @@ use serde::Serialize;
 
 use crate::db::DbError;
 use crate::domain::{FieldError, ValidationErrors};
+use crate::logging::{Failure, log_limited};
 use crate::services::ServiceError;
 
 #[derive(Debug)]
@@ -99,6 +100,17 @@ pub fn service_unavailable() -> ApiError {
     )
 }
 
+/// The body did not arrive within the body timeout.
+pub fn request_timeout(limit: std::time::Duration) -> ApiError {
+    error(
+        StatusCode::REQUEST_TIMEOUT,
+        format!(
+            "the request body did not arrive within {}",
+            crate::config::human_duration(limit)
+        ),
+    )
+}
+
 pub fn internal_error() -> ApiError {
     error(StatusCode::INTERNAL_SERVER_ERROR, "internal server error")
 }
@@ -128,16 +140,23 @@ impl From<ServiceError> for ApiError {
         match e {
             ServiceError::NotFound => not_found(),
             ServiceError::Invalid(errors) => unprocessable(errors),
-            ServiceError::Db(DbError::Unavailable(e)) => {
-                tracing::error!(error = %e, "database unavailable");
+            ServiceError::Db(e @ DbError::OutcomeUnknown(_)) => {
+                log_limited!(error, Failure::Database, error = %e, "database unavailable");
+                error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "the database did not confirm the write in time; it may still be applied, so read the property before retrying",
+                )
+            }
+            ServiceError::Db(e @ (DbError::Unavailable(_) | DbError::Timeout(_))) => {
+                log_limited!(error, Failure::Database, error = %e, "database unavailable");
                 service_unavailable()
             }
             ServiceError::Db(DbError::Query(e)) if is_unavailable(&e) => {
-                tracing::error!(error = %e, "database unavailable");
+                log_limited!(error, Failure::Database, error = %e, "database unavailable");
                 service_unavailable()
             }
             ServiceError::Db(DbError::Query(e)) => {
-                tracing::error!(error = %e, "database query failed");
+                log_limited!(error, Failure::DatabaseQuery, error = %e, "database query failed");
                 internal_error()
             }
         }

@@ -8,11 +8,14 @@
 //! - [`services`]: the only code that touches both the database and the cache.
 //! - [`db`]: the Diesel repository over PostgreSQL or SQLite.
 //! - [`cache`]: Redis or in-process, typed keys, generations, single flight.
+//! - [`server`]: the accept loop, its timeouts and connection cap.
 //! - [`domain`]: validated input types; [`config`]: typed settings;
-//!   [`metrics`]: every counter; [`error`]: the HTTP error vocabulary.
+//!   [`metrics`]: every counter; [`error`]: the HTTP error vocabulary;
+//!   [`logging`]: log formats and rate-limited failure lines.
 
 pub mod app;
 pub mod cache;
+pub mod cause;
 pub mod cli;
 pub mod config;
 pub mod db;
@@ -20,6 +23,8 @@ pub mod domain;
 pub mod error;
 pub mod http;
 pub mod http_client;
+pub mod logging;
 pub mod metrics;
+pub mod server;
 pub mod services;
 pub mod test_hooks;

@@ -1,8 +1,7 @@
-use std::io::IsTerminal as _;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::Parser as _;
-use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
     // Only the working directory's .env, not one found in a parent directory.
@@ -14,13 +13,7 @@ fn main() -> ExitCode {
     }
     listings::cli::unset_empty_settings();
     let cli = listings::cli::Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
+    listings::logging::init(cli.global.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -31,7 +24,11 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(listings::cli::run(cli)) {
+    let outcome = runtime.block_on(listings::cli::run(cli));
+    // Tasks still running (connections past the shutdown timeout, a blocking SQLite
+    // call) must not keep the process from exiting.
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");

@@ -101,7 +101,8 @@ impl Cache {
         match &self.backend {
             Backend::Memory(_) => "local".to_owned(),
             Backend::Redis(redis) => {
-                let identity = format!("{}\n{}", redis.url().expose(), self.keys.prefix());
+                // The shown URL: the password says nothing about which cache this is.
+                let identity = format!("{}\n{}", redis.url(), self.keys.prefix());
                 format!("redis-{:016x}", fnv1a64(identity.as_bytes()))
             }
         }

@@ -18,6 +18,7 @@ use redis::{RedisResult, Script};
 
 use crate::cache::keys::{EntryKey, KeySpace, Resource};
 use crate::config::RedisUrl;
+use crate::logging::{Failure, log_limited};
 use crate::metrics::{CacheKind, HitsMisses, Metrics};
 
 /// A dead Redis must cost milliseconds, not seconds.
@@ -25,8 +26,6 @@ const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
 const RESPONSE_TIMEOUT: Duration = Duration::from_millis(500);
 /// How long Redis is skipped after a failure.
 const BREAKER_OPEN_FOR: Duration = Duration::from_secs(1);
-/// At most one warning per this interval while Redis keeps failing.
-const WARN_EVERY: Duration = Duration::from_secs(10);
 
 /// KEYS: generation, hits counter. ARGV: entry head, entry tail, initial generation,
 /// lease ms (0: ask for none). Returns {generation, value or nil, 1 if the caller now
@@ -85,7 +84,6 @@ pub struct RedisCache {
 #[derive(Default)]
 struct Health {
     skip_until: Mutex<Option<Instant>>,
-    last_warning: Mutex<Option<Instant>>,
     /// Counts failures: any of them may have eaten an invalidation, so nothing cached
     /// may be served until every generation has been bumped after it.
     failures: AtomicU64,
@@ -315,15 +313,7 @@ impl RedisCache {
             .skip_until
             .lock()
             .unwrap_or_else(PoisonError::into_inner) = Some(Instant::now() + BREAKER_OPEN_FOR);
-        let mut last_warning = self
-            .health
-            .last_warning
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        if last_warning.is_none_or(|at| at.elapsed() >= WARN_EVERY) {
-            *last_warning = Some(Instant::now());
-            tracing::warn!(redis = %self.url, %error, "cache {operation} failed; serving from the database");
-        }
+        log_limited!(warn, Failure::Cache, redis = %self.url, %error, "cache {operation} failed; serving from the database");
         None
     }
 }

@@ -11,7 +11,7 @@ use serde::Serialize;
 
 use crate::cache::keys::KeySpace;
 use crate::cache::redis::RedisCache;
-use crate::cli::CacheOpts;
+use crate::cli::GlobalOpts;
 use crate::http_client;
 use crate::metrics::{CacheKind, HitsMisses, parse_prometheus_sample};
 
@@ -23,8 +23,6 @@ pub struct Opts {
     /// Embedded mode: address of the running server (as `serve --bind`)
     #[arg(long, env = "LISTINGS_BIND", default_value = "127.0.0.1:8000")]
     pub bind: SocketAddr,
-    #[command(flatten)]
-    pub cache: CacheOpts,
 }
 
 /// The `--json` form; field names are stable.
@@ -68,10 +66,10 @@ impl From<HitsMisses> for LevelReport {
     }
 }
 
-pub async fn run(opts: Opts) -> anyhow::Result<()> {
-    let report = match &opts.cache.redis_url {
+pub async fn run(opts: Opts, global: &GlobalOpts) -> anyhow::Result<()> {
+    let report = match &global.redis_url {
         Some(url) => {
-            let keys = KeySpace::new(&opts.cache.cache_prefix.0);
+            let keys = KeySpace::new(&global.cache_prefix.0);
             let redis = RedisCache::new(url, keys, Default::default())?;
             let stats = redis
                 .stats()

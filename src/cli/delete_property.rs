@@ -4,22 +4,20 @@ use anyhow::Context as _;
 use clap::Args;
 
 use crate::app::App;
-use crate::cli::{CacheOpts, DatabaseOpts, settings};
+use crate::cli::{GlobalOpts, settle_unconfirmed_writes};
 use crate::services::{self, ServiceError};
 
 #[derive(Debug, Args)]
 pub struct Opts {
     /// The property's id
     pub id: i64,
-    #[command(flatten)]
-    pub db: DatabaseOpts,
-    #[command(flatten)]
-    pub cache: CacheOpts,
 }
 
-pub async fn run(opts: Opts) -> anyhow::Result<()> {
-    let app = App::connect(settings(&opts.db, &opts.cache)).await?;
-    match services::properties::delete_property(&app, opts.id).await {
+pub async fn run(opts: Opts, global: &GlobalOpts) -> anyhow::Result<()> {
+    let app = App::connect(global.settings()).await?;
+    let deleted = services::properties::delete_property(&app, opts.id).await;
+    settle_unconfirmed_writes(&app).await;
+    match deleted {
         Ok(()) => {
             println!("Deleted property {}.", opts.id);
             Ok(())

@@ -4,7 +4,7 @@ use anyhow::Context as _;
 use clap::Args;
 
 use crate::app::App;
-use crate::cli::{CacheOpts, DatabaseOpts, settings};
+use crate::cli::GlobalOpts;
 use crate::db::models::Property;
 use crate::domain::PropertyQuery;
 use crate::services;
@@ -35,13 +35,9 @@ pub struct Opts {
     /// Print one JSON object ({"count": N, "data": [...]}) instead of a table
     #[arg(long)]
     pub json: bool,
-    #[command(flatten)]
-    pub db: DatabaseOpts,
-    #[command(flatten)]
-    pub cache: CacheOpts,
 }
 
-pub async fn run(opts: Opts) -> anyhow::Result<()> {
+pub async fn run(opts: Opts, global: &GlobalOpts) -> anyhow::Result<()> {
     let mut pairs = vec![
         ("ordering", opts.ordering.as_str()),
         ("page", opts.page.as_str()),
@@ -59,7 +55,7 @@ pub async fn run(opts: Opts) -> anyhow::Result<()> {
     }
     let query = PropertyQuery::from_pairs(pairs)
         .map_err(|e| anyhow::anyhow!("--{}: {}", e.field.replace('_', "-"), e.rule))?;
-    let app = App::connect(settings(&opts.db, &opts.cache)).await?;
+    let app = App::connect(global.settings()).await?;
     let page = services::properties::list_properties(&app, &query)
         .await
         .context("cannot list properties")?;

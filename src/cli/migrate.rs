@@ -2,18 +2,15 @@
 
 use clap::Args;
 
-use crate::cli::DatabaseOpts;
+use crate::cli::GlobalOpts;
 use crate::db::migrations;
 
 #[derive(Debug, Args)]
-pub struct Opts {
-    #[command(flatten)]
-    pub db: DatabaseOpts,
-}
+pub struct Opts {}
 
-pub async fn run(opts: Opts) -> anyhow::Result<()> {
-    let url = opts.db.url();
-    let applied = migrations::run_pending(&url).await?;
+pub async fn run(_opts: Opts, global: &GlobalOpts) -> anyhow::Result<()> {
+    let url = global.database_url();
+    let applied = migrations::run_pending(&url, &global.db_settings()).await?;
     if applied.is_empty() {
         println!("No pending migrations ({url}).");
     }

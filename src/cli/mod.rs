@@ -14,11 +14,21 @@ pub mod seed;
 pub mod serve;
 pub mod update_property;
 
+mod secret;
+
+use std::time::Duration;
+
 use clap::{Args, Parser, Subcommand};
 
-use crate::app::{DEFAULT_DATA_TTL, DEFAULT_VIEW_TTL, Settings};
-use crate::config::{DatabaseUrl, KeyPrefix, RedisUrl};
+use crate::app::Settings;
+use crate::config::{DatabaseUrl, KeyPrefix, RedisUrl, Seconds};
+use crate::db::DbSettings;
+use crate::db::connect::{
+    DEFAULT_CONNECT_TIMEOUT, DEFAULT_KEEPALIVE, DEFAULT_MAX_CONNECTIONS, DEFAULT_POOL_TIMEOUT,
+    DEFAULT_STATEMENT_TIMEOUT,
+};
 use crate::domain::PropertyInput;
+use crate::logging::LogFormat;
 
 /// Property listings with two cache levels that are never stale.
 ///
@@ -27,6 +37,8 @@ use crate::domain::PropertyInput;
 #[derive(Debug, Parser)]
 #[command(name = "listings", version, propagate_version = true)]
 pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalOpts,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -58,16 +70,17 @@ pub enum Command {
 }
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    let global = &cli.global;
     match cli.command {
-        Command::Serve(opts) => serve::run(opts).await,
-        Command::Migrate(opts) => migrate::run(opts).await,
-        Command::CreateProperty(opts) => create_property::run(opts).await,
-        Command::ListProperties(opts) => list_properties::run(opts).await,
-        Command::UpdateProperty(opts) => update_property::run(opts).await,
-        Command::DeleteProperty(opts) => delete_property::run(opts).await,
-        Command::Import(opts) => import::run(opts).await,
-        Command::Seed(opts) => seed::run(opts).await,
-        Command::CacheMetrics(opts) => cache_metrics::run(opts).await,
+        Command::Serve(opts) => serve::run(opts, global).await,
+        Command::Migrate(opts) => migrate::run(opts, global).await,
+        Command::CreateProperty(opts) => create_property::run(opts, global).await,
+        Command::ListProperties(opts) => list_properties::run(opts, global).await,
+        Command::UpdateProperty(opts) => update_property::run(opts, global).await,
+        Command::DeleteProperty(opts) => delete_property::run(opts, global).await,
+        Command::Import(opts) => import::run(opts, global).await,
+        Command::Seed(opts) => seed::run(opts, global).await,
+        Command::CacheMetrics(opts) => cache_metrics::run(opts, global).await,
         Command::Healthcheck(opts) => healthcheck::run(opts).await,
         Command::Completions(opts) => {
             completions::run(opts);
@@ -91,35 +104,104 @@ pub fn unset_empty_settings() {
     }
 }
 
-/// Where the data lives.
+/// Settings every command shares: where the data and the cache live, the database's
+/// limits, and the log format. They may be given before or after the subcommand.
 #[derive(Debug, Clone, Args)]
-pub struct DatabaseOpts {
+#[command(next_help_heading = "Shared by every command")]
+pub struct GlobalOpts {
     /// postgres://user:password@host/db, or a SQLite file path [default: listings.sqlite3]
-    #[arg(long, env = "DATABASE_URL", value_name = "URL")]
+    #[arg(long, env = "DATABASE_URL", value_name = "URL", global = true,
+          hide_env_values = true, value_parser = secret::parser::<DatabaseUrl>())]
     pub database_url: Option<DatabaseUrl>,
-}
 
-impl DatabaseOpts {
-    pub fn url(&self) -> DatabaseUrl {
-        self.database_url.clone().unwrap_or_default()
-    }
-}
-
-/// Where the cache lives.
-#[derive(Debug, Clone, Args)]
-pub struct CacheOpts {
-    /// redis://host:6379/0; without it the cache is in-process
-    #[arg(long, env = "REDIS_URL", value_name = "URL")]
+    /// redis://[:password@]host:6379/0; without it the cache is in-process
+    #[arg(long, env = "REDIS_URL", value_name = "URL", global = true,
+          hide_env_values = true, value_parser = secret::parser::<RedisUrl>())]
     pub redis_url: Option<RedisUrl>,
 
     /// Prefix of every Redis key, so several deployments can share one Redis
-    #[arg(
-        long,
-        env = "LISTINGS_CACHE_PREFIX",
-        value_name = "PREFIX",
-        default_value = "listings:"
-    )]
+    #[arg(long, env = "LISTINGS_CACHE_PREFIX", value_name = "PREFIX", global = true,
+          default_value_t = KeyPrefix::default())]
     pub cache_prefix: KeyPrefix,
+
+    /// Most database connections per process
+    #[arg(long, env = "LISTINGS_DB_POOL_SIZE", value_name = "N", global = true,
+          default_value_t = DEFAULT_MAX_CONNECTIONS as u16,
+          value_parser = clap::value_parser!(u16).range(1..=1000))]
+    pub db_pool_size: u16,
+
+    /// Seconds allowed to open one database connection
+    #[arg(long, env = "LISTINGS_DB_CONNECT_TIMEOUT", value_name = "SECONDS", global = true,
+          default_value_t = Seconds(DEFAULT_CONNECT_TIMEOUT))]
+    pub db_connect_timeout: Seconds,
+
+    /// Seconds a request waits for a pooled database connection
+    #[arg(long, env = "LISTINGS_DB_POOL_TIMEOUT", value_name = "SECONDS", global = true,
+          default_value_t = Seconds(DEFAULT_POOL_TIMEOUT))]
+    pub db_pool_timeout: Seconds,
+
+    /// Seconds a statement may run (PostgreSQL statement_timeout; SQLite busy timeout);
+    /// a request waits no longer for the database's answers
+    #[arg(long, env = "LISTINGS_DB_STATEMENT_TIMEOUT", value_name = "SECONDS", global = true,
+          default_value_t = Seconds(DEFAULT_STATEMENT_TIMEOUT))]
+    pub db_statement_timeout: Seconds,
+
+    /// Seconds of silence before TCP keepalive probes a PostgreSQL connection, and
+    /// between probes
+    #[arg(long, env = "LISTINGS_DB_KEEPALIVE", value_name = "SECONDS", global = true,
+          default_value_t = Seconds(DEFAULT_KEEPALIVE))]
+    pub db_keepalive: Seconds,
+
+    /// Log lines as text, or as one JSON object per line for log shippers
+    #[arg(long, env = "LISTINGS_LOG_FORMAT", value_name = "FORMAT", global = true,
+          value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+impl GlobalOpts {
+    pub fn database_url(&self) -> DatabaseUrl {
+        self.database_url.clone().unwrap_or_default()
+    }
+
+    pub fn db_settings(&self) -> DbSettings {
+        DbSettings {
+            max_connections: usize::from(self.db_pool_size),
+            connect_timeout: self.db_connect_timeout.0,
+            pool_timeout: self.db_pool_timeout.0,
+            statement_timeout: self.db_statement_timeout.0,
+            keepalive: self.db_keepalive.0,
+        }
+    }
+
+    /// Settings for commands that do not serve (TTLs and HTTP limits only matter to the
+    /// server, which overrides them).
+    pub fn settings(&self) -> Settings {
+        Settings {
+            database_url: self.database_url(),
+            redis_url: self.redis_url.clone(),
+            cache_prefix: self.cache_prefix.clone(),
+            db: self.db_settings(),
+            ..Settings::default()
+        }
+    }
+}
+
+/// How long a command waits, before exiting, to learn whether a write the database did
+/// not confirm was applied (and to tell the servers if it was).
+const SETTLE_UNCONFIRMED_WRITES: Duration = Duration::from_secs(30);
+
+/// Called by write commands before they exit: the task that would tell the servers
+/// about a late commit dies with the process.
+pub async fn settle_unconfirmed_writes(app: &crate::app::App) {
+    if !app
+        .db
+        .settle_unconfirmed_writes(SETTLE_UNCONFIRMED_WRITES)
+        .await
+    {
+        tracing::error!(
+            "a write the database did not confirm may still be applied; if it is, servers sharing this cache may show the old data until their TTL"
+        );
+    }
 }
 
 /// A property's fields as flags, for create-property and update-property. Each is
@@ -129,7 +211,7 @@ pub struct PropertyFieldOpts {
     /// Title, 1 to 200 characters
     #[arg(long)]
     pub title: Option<String>,
-    /// Free text
+    /// Free text, at most 10000 characters
     #[arg(long)]
     pub description: Option<String>,
     /// Price with at most 2 decimals, e.g. 500000.00
@@ -151,17 +233,18 @@ impl PropertyFieldOpts {
     }
 }
 
-/// Settings for commands that do not serve (TTLs only matter to the server).
-pub fn settings(db: &DatabaseOpts, cache: &CacheOpts) -> Settings {
-    Settings {
-        database_url: db.url(),
-        redis_url: cache.redis_url.clone(),
-        cache_prefix: cache.cache_prefix.clone(),
-        view_ttl: DEFAULT_VIEW_TTL,
-        data_ttl: DEFAULT_DATA_TTL,
-        max_db_connections: 2,
-        admin_token: None,
-    }
+/// Validation errors as the CLI reports them: each field named by its flag.
+pub fn flag_errors(errors: crate::domain::ValidationErrors) -> anyhow::Error {
+    let described: Vec<String> = errors
+        .0
+        .iter()
+        .map(|e| match e.field {
+            // Not one field: a rule about the set of them.
+            "fields" => e.rule.clone(),
+            field => format!("--{}: {}", field.replace('_', "-"), e.rule),
+        })
+        .collect();
+    anyhow::anyhow!("{}", described.join("; "))
 }
 
 #[cfg(test)]

@@ -8,7 +8,7 @@ use rand::{Rng as _, SeedableRng as _};
 
 use crate::app::App;
 use crate::cli::progress::Progress;
-use crate::cli::{CacheOpts, DatabaseOpts, settings};
+use crate::cli::{GlobalOpts, settle_unconfirmed_writes};
 use crate::domain::{NewProperty, PropertyInput};
 use crate::services;
 
@@ -20,10 +20,6 @@ pub struct Opts {
     /// Random seed, for the same listings on every run
     #[arg(long)]
     pub seed: Option<u64>,
-    #[command(flatten)]
-    pub db: DatabaseOpts,
-    #[command(flatten)]
-    pub cache: CacheOpts,
 }
 
 const LOCATIONS: [&str; 20] = [
@@ -106,9 +102,9 @@ fn listing(rng: &mut StdRng) -> anyhow::Result<NewProperty> {
     .map_err(|e| anyhow::anyhow!("generated an invalid listing ({e}); this is a bug"))
 }
 
-pub async fn run(opts: Opts) -> anyhow::Result<()> {
+pub async fn run(opts: Opts, global: &GlobalOpts) -> anyhow::Result<()> {
     const BATCH: u32 = 1000;
-    let app = App::connect(settings(&opts.db, &opts.cache)).await?;
+    let app = App::connect(global.settings()).await?;
     let mut rng = match opts.seed {
         Some(seed) => StdRng::seed_from_u64(seed),
         None => StdRng::from_os_rng(),
@@ -126,8 +122,9 @@ pub async fn run(opts: Opts) -> anyhow::Result<()> {
     let inserted = services::properties::import_properties(&app, next_batch, |done| {
         progress.update(done as u64)
     })
-    .await
-    .context("seeding was rolled back; nothing was added")?;
+    .await;
+    settle_unconfirmed_writes(&app).await;
+    let inserted = inserted.context("seeding was rolled back; nothing was added")?;
     progress.finish();
     println!("Added {inserted} generated properties.");
     Ok(())

@@ -1,5 +1,5 @@
-//! `listings serve`: the HTTP server. Stops on Ctrl-C or SIGTERM after finishing the
-//! requests in flight.
+//! `listings serve`: the HTTP server (see `server` for its limits). Stops on Ctrl-C or
+//! SIGTERM after finishing the requests in flight, for at most the shutdown timeout.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -8,11 +8,13 @@ use anyhow::Context as _;
 use clap::Args;
 use tokio::net::TcpListener;
 
-use crate::app::{App, Settings};
-use crate::cli::{CacheOpts, DatabaseOpts};
-use crate::config::{AdminToken, DatabaseUrl, Ttl};
-use crate::db::migrations;
+use crate::app::{App, DEFAULT_DATA_TTL, DEFAULT_VIEW_TTL, Settings};
+use crate::cli::GlobalOpts;
+use crate::cli::secret;
+use crate::config::{AdminToken, DatabaseUrl, Seconds, Ttl};
+use crate::db::{DbSettings, migrations};
 use crate::http::build_router;
+use crate::server::{self, HttpLimits};
 use crate::services;
 
 #[derive(Debug, Args)]
@@ -21,53 +23,62 @@ pub struct Opts {
     #[arg(long, env = "LISTINGS_BIND", default_value = "127.0.0.1:8000")]
     pub bind: SocketAddr,
     /// Seconds a whole response stays cached (writes retire it sooner)
-    #[arg(
-        long,
-        env = "LISTINGS_VIEW_TTL",
-        value_name = "SECONDS",
-        default_value = "900"
-    )]
+    #[arg(long, env = "LISTINGS_VIEW_TTL", value_name = "SECONDS",
+          default_value_t = Ttl(DEFAULT_VIEW_TTL))]
     pub view_ttl: Ttl,
     /// Seconds a query result stays cached (writes retire it sooner)
-    #[arg(
-        long,
-        env = "LISTINGS_DATA_TTL",
-        value_name = "SECONDS",
-        default_value = "3600"
-    )]
+    #[arg(long, env = "LISTINGS_DATA_TTL", value_name = "SECONDS",
+          default_value_t = Ttl(DEFAULT_DATA_TTL))]
     pub data_ttl: Ttl,
-    /// Largest number of database connections
-    #[arg(long, env = "LISTINGS_DB_POOL_SIZE", value_name = "N", default_value = "10",
-          value_parser = clap::value_parser!(u16).range(1..=1000))]
-    pub db_pool_size: u16,
     /// Bearer token required by POST/PUT/PATCH/DELETE; without it the write API is off
-    #[arg(
-        long,
-        env = "LISTINGS_ADMIN_TOKEN",
-        value_name = "TOKEN",
-        hide_env_values = true
-    )]
+    #[arg(long, env = "LISTINGS_ADMIN_TOKEN", value_name = "TOKEN", hide_env_values = true,
+          value_parser = secret::parser::<AdminToken>())]
     pub admin_token: Option<AdminToken>,
-    #[command(flatten)]
-    pub db: DatabaseOpts,
-    #[command(flatten)]
-    pub cache: CacheOpts,
+    /// Seconds a client has to send a request's head (line and headers), from its first
+    /// byte or from the connection's start
+    #[arg(long, env = "LISTINGS_HEADER_READ_TIMEOUT", value_name = "SECONDS",
+          default_value_t = Seconds(server::DEFAULT_HEADER_READ_TIMEOUT))]
+    pub header_read_timeout: Seconds,
+    /// Seconds a client has to send a request's body (else 408)
+    #[arg(long, env = "LISTINGS_BODY_TIMEOUT", value_name = "SECONDS",
+          default_value_t = Seconds(server::DEFAULT_BODY_TIMEOUT))]
+    pub body_timeout: Seconds,
+    /// Seconds an idle keep-alive connection stays open
+    #[arg(long, env = "LISTINGS_IDLE_TIMEOUT", value_name = "SECONDS",
+          default_value_t = Seconds(server::DEFAULT_IDLE_TIMEOUT))]
+    pub idle_timeout: Seconds,
+    /// Seconds requests in flight may take to finish after SIGTERM or Ctrl-C; then the
+    /// remaining connections are closed and the server exits 0
+    #[arg(long, env = "LISTINGS_SHUTDOWN_TIMEOUT", value_name = "SECONDS",
+          default_value_t = Seconds(server::DEFAULT_SHUTDOWN_TIMEOUT))]
+    pub shutdown_timeout: Seconds,
+    /// Most client connections at once [default: what the file-descriptor limit allows]
+    #[arg(long, env = "LISTINGS_MAX_CONNECTIONS", value_name = "N",
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections: Option<u32>,
 }
 
-pub async fn run(opts: Opts) -> anyhow::Result<()> {
-    let database_url = opts.db.url();
-    prepare_database(&database_url).await?;
+pub async fn run(opts: Opts, global: &GlobalOpts) -> anyhow::Result<()> {
+    let database_url = global.database_url();
+    let db = global.db_settings();
+    prepare_database(&database_url, &db).await?;
     let settings = Settings {
-        database_url,
-        redis_url: opts.cache.redis_url,
-        cache_prefix: opts.cache.cache_prefix,
         view_ttl: opts.view_ttl.0,
         data_ttl: opts.data_ttl.0,
-        max_db_connections: usize::from(opts.db_pool_size),
         admin_token: opts.admin_token,
+        http: HttpLimits {
+            header_read_timeout: opts.header_read_timeout.0,
+            body_timeout: opts.body_timeout.0,
+            idle_timeout: opts.idle_timeout.0,
+            shutdown_timeout: opts.shutdown_timeout.0,
+            max_connections: opts.max_connections.map(|n| n as usize),
+        },
+        ..global.settings()
     };
     let mut app = App::connect(settings).await?;
     app.watch_sqlite_writes().await?;
+    let max_connections =
+        server::connection_cap(app.settings.http.max_connections, db.max_connections);
     let listener = TcpListener::bind(opts.bind)
         .await
         .with_context(|| format!("cannot listen on {}", opts.bind))?;
@@ -79,14 +90,19 @@ pub async fn run(opts: Opts) -> anyhow::Result<()> {
     // shared cache, which must not happen under requests already being served.
     services::change_listener::start(app.clone()).await?;
     tracing::info!(
-        "listening on http://{address}; database: {}; cache: {}",
+        "listening on http://{address}; database: {}; cache: {}; at most {max_connections} connections",
         app.settings.database_url,
         app.cache.describe()
     );
-    axum::serve(listener, build_router(app))
-        .with_graceful_shutdown(shutdown_signal())
-        .await
-        .context("the server failed")?;
+    let limits = app.settings.http;
+    server::serve(
+        listener,
+        build_router(app),
+        limits,
+        max_connections,
+        shutdown_signal(),
+    )
+    .await;
     tracing::info!("stopped");
     Ok(())
 }
@@ -94,15 +110,15 @@ pub async fn run(opts: Opts) -> anyhow::Result<()> {
 /// The embedded database creates and migrates itself so a fresh machine just works;
 /// PostgreSQL is migrated by the operator (`listings migrate`), so refuse to serve
 /// against an out-of-date schema rather than fail every request.
-async fn prepare_database(url: &DatabaseUrl) -> anyhow::Result<()> {
+async fn prepare_database(url: &DatabaseUrl, settings: &DbSettings) -> anyhow::Result<()> {
     match url {
         DatabaseUrl::Sqlite(_) => {
-            for name in migrations::run_pending(url).await? {
+            for name in migrations::run_pending(url, settings).await? {
                 tracing::info!("applied migration {name}");
             }
         }
         DatabaseUrl::Postgres(_) => {
-            let pending = migrations::pending(url).await?;
+            let pending = migrations::pending(url, settings).await?;
             if !pending.is_empty() {
                 anyhow::bail!(
                     "{} has {} pending migration(s) ({}); run `listings migrate` first",
@@ -138,5 +154,4 @@ async fn shutdown_signal() {
         () = ctrl_c => {},
         () = terminate => {},
     }
-    tracing::info!("shutting down: finishing requests in flight");
 }

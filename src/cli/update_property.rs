@@ -4,7 +4,7 @@ use anyhow::Context as _;
 use clap::Args;
 
 use crate::app::App;
-use crate::cli::{CacheOpts, DatabaseOpts, PropertyFieldOpts, settings};
+use crate::cli::{GlobalOpts, PropertyFieldOpts, flag_errors, settle_unconfirmed_writes};
 use crate::domain::PropertyChanges;
 use crate::services::{self, ServiceError};
 
@@ -14,16 +14,16 @@ pub struct Opts {
     pub id: i64,
     #[command(flatten)]
     pub fields: PropertyFieldOpts,
-    #[command(flatten)]
-    pub db: DatabaseOpts,
-    #[command(flatten)]
-    pub cache: CacheOpts,
 }
 
-pub async fn run(opts: Opts) -> anyhow::Result<()> {
-    let changes = PropertyChanges::parse(opts.fields.input()).context("invalid changes")?;
-    let app = App::connect(settings(&opts.db, &opts.cache)).await?;
-    match services::properties::update_property(&app, opts.id, &changes).await {
+pub async fn run(opts: Opts, global: &GlobalOpts) -> anyhow::Result<()> {
+    let changes = PropertyChanges::parse(opts.fields.input())
+        .map_err(flag_errors)
+        .context("invalid changes")?;
+    let app = App::connect(global.settings()).await?;
+    let updated = services::properties::update_property(&app, opts.id, &changes).await;
+    settle_unconfirmed_writes(&app).await;
+    match updated {
         Ok(updated) => {
             println!("{}", serde_json::to_string(&updated)?);
             Ok(())

@@ -6,11 +6,10 @@
 use std::path::Path;
 
 use anyhow::Context as _;
-use diesel::connection::SimpleConnection as _;
 use diesel::sql_types::BigInt;
-use diesel::{Connection as _, QueryableByName, RunQueryDsl as _, SqliteConnection};
+use diesel::{QueryableByName, RunQueryDsl as _, SqliteConnection};
 
-use crate::db::SQLITE_PRAGMAS;
+use crate::db::{DbSettings, connect};
 
 pub struct DataVersionProbe {
     conn: SqliteConnection,
@@ -30,14 +29,12 @@ fn read_version(conn: &mut SqliteConnection) -> diesel::QueryResult<i64> {
 }
 
 impl DataVersionProbe {
-    pub fn open(path: &Path) -> anyhow::Result<Self> {
+    pub fn open(path: &Path, settings: &DbSettings) -> anyhow::Result<Self> {
         let path_str = path
             .to_str()
             .context("the SQLite path is not valid UTF-8")?;
-        let mut conn = SqliteConnection::establish(path_str)
+        let mut conn = connect::open_sqlite(path_str, settings)
             .with_context(|| format!("cannot open SQLite file {}", path.display()))?;
-        conn.batch_execute(SQLITE_PRAGMAS)
-            .context("cannot configure SQLite")?;
         let last_seen = read_version(&mut conn).context("cannot read PRAGMA data_version")?;
         Ok(DataVersionProbe { conn, last_seen })
     }

@@ -1,24 +1,28 @@
-//! The repository layer: one pool per backend behind one enum, and repository functions
-//! that take a connection so services can compose them inside a transaction.
+//! The repository layer: one pool per backend behind [`Db`], whose methods (in
+//! `properties.rs`) are the only way to the data. Each runs one repository body, written
+//! once and expanded per backend, inside the limits of [`DbSettings`]:
 //!
-//! diesel-async has no multi-backend async connection, so each repository body is
-//! written once and expanded per backend by a macro (see `properties.rs`), and callers
-//! reach the right expansion through [`with_connection!`](crate::with_connection).
+//! - a request waits at most `pool_timeout` for a connection and `statement_timeout`
+//!   for its answers; a PostgreSQL connection that missed its deadline is discarded,
+//!   never handed to the next request (it may still be waiting for a frozen server);
+//! - a PostgreSQL write whose COMMIT was sent but not confirmed is not forgotten: its
+//!   fate is learned later (`write_fate`) and, if it committed, every server is told.
 
+pub mod connect;
 pub mod data_version;
 pub mod migrations;
 pub mod models;
 pub mod notify;
-pub mod properties;
+mod properties;
 pub mod schema;
+mod write_fate;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context as _;
 use diesel::connection::{Instrumentation, InstrumentationEvent};
 use diesel::sqlite::SqliteConnection;
-use diesel_async::pooled_connection::deadpool::{Object, Pool, PoolError};
+use diesel_async::pooled_connection::deadpool::{Object, Pool};
 use diesel_async::pooled_connection::{
     AsyncDieselConnectionManager, ManagerConfig, RecyclingMethod,
 };
@@ -27,62 +31,15 @@ use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection};
 use futures_util::FutureExt as _;
 use futures_util::future::BoxFuture;
 
-use crate::config::DatabaseUrl;
+pub use connect::DbSettings;
+
+use crate::config::{DatabaseUrl, human_duration};
 use crate::metrics::Metrics;
 
 pub type SqliteConn = SyncConnectionWrapper<SqliteConnection>;
 
-/// How long a request waits for a pooled connection, or for a new one, before failing
-/// with 503 instead of hanging.
-const POOL_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// Set on every SQLite connection: without busy_timeout concurrent writers fail with
-/// `database is locked`; WAL lets readers proceed during a write.
-pub const SQLITE_PRAGMAS: &str = "PRAGMA busy_timeout = 5000; PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;";
-
-/// Set on every pooled PostgreSQL connection: the change trigger includes it in its
-/// notification, so listeners can tell writes already invalidated in their own cache
-/// (see `Cache::origin_tag`) from anyone else's.
-fn pg_session(write_origin: &str) -> String {
-    format!("SET listings.origin = '{write_origin}'")
-}
-
-#[derive(Clone)]
-pub enum Db {
-    Pg(Pool<AsyncPgConnection>),
-    Sqlite(Pool<SqliteConn>),
-}
-
-/// A pooled connection of either backend; see [`with_connection!`](crate::with_connection).
-#[allow(
-    clippy::large_enum_variant,
-    reason = "one short-lived value per request; boxing would allocate on every checkout"
-)]
-pub enum DbConn {
-    Pg(Object<AsyncPgConnection>),
-    Sqlite(Object<SqliteConn>),
-}
-
-/// Runs `$body` with `$conn` bound to the connection and `$repo` to that backend's
-/// repository module (`$repo::properties::insert(…)`), so one body serves both.
-#[macro_export]
-macro_rules! with_connection {
-    ($db_conn:expr, |$conn:ident, $repo:ident| $body:expr) => {
-        match $db_conn {
-            $crate::db::DbConn::Pg($conn) => {
-                use $crate::db::pg as $repo;
-                $body
-            }
-            $crate::db::DbConn::Sqlite($conn) => {
-                use $crate::db::sqlite as $repo;
-                $body
-            }
-        }
-    };
-}
-
 /// Repository functions compiled against the PostgreSQL schema.
-pub mod pg {
+mod pg {
     crate::db::properties::property_repository!(
         diesel_async::AsyncPgConnection,
         diesel::pg::Pg,
@@ -92,7 +49,7 @@ pub mod pg {
 }
 
 /// Repository functions compiled against the SQLite schema.
-pub mod sqlite {
+mod sqlite {
     crate::db::properties::property_repository!(
         crate::db::SqliteConn,
         diesel::sqlite::Sqlite,
@@ -106,13 +63,43 @@ diesel::define_sql_function! {
     fn lower(text: diesel::sql_types::Text) -> diesel::sql_types::Text;
 }
 
-/// Failures the HTTP layer maps to distinct statuses.
+/// Failures callers tell apart: the HTTP layer maps them to distinct statuses.
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
+    /// No connection could be had: the server is down, refuses us, or the pool stayed
+    /// exhausted. The message is the real cause, once.
     #[error("the database is unavailable: {0}")]
-    Unavailable(#[from] PoolError),
+    Unavailable(String),
+    /// The database took longer than the statement timeout to answer.
+    #[error("the database did not answer within {}", human_duration(*.0))]
+    Timeout(Duration),
+    /// A write's COMMIT was sent but its answer never came: it may or may not have
+    /// been applied. If it was, servers are told as soon as the database answers.
+    #[error(
+        "the database did not confirm the write within {}; it may still be applied once the database answers",
+        human_duration(*.0)
+    )]
+    OutcomeUnknown(Duration),
     #[error(transparent)]
     Query(#[from] diesel::result::Error),
+}
+
+#[derive(Clone)]
+pub struct Db {
+    pool: Backend,
+    settings: DbSettings,
+    /// Tasks learning the fate of writes whose commit was not confirmed.
+    unconfirmed: write_fate::Pending,
+}
+
+#[derive(Clone)]
+enum Backend {
+    Pg {
+        pool: Pool<AsyncPgConnection>,
+        /// For the connections that learn the fate of unconfirmed writes.
+        config: Arc<tokio_postgres::Config>,
+    },
+    Sqlite(Pool<SqliteConn>),
 }
 
 impl Db {
@@ -120,57 +107,186 @@ impl Db {
     /// `write_origin` tags this process's PostgreSQL writes (`[a-z0-9-]` only).
     pub fn connect(
         url: &DatabaseUrl,
+        settings: DbSettings,
         metrics: Arc<Metrics>,
-        max_connections: usize,
         write_origin: &str,
-    ) -> anyhow::Result<Db> {
-        match url {
+    ) -> Result<Db, DbError> {
+        let unavailable = |e: &dyn std::fmt::Display| DbError::Unavailable(e.to_string());
+        let pool = match url {
             DatabaseUrl::Postgres(raw) => {
-                let config = manager_config::<AsyncPgConnection>(metrics, pg_session(write_origin));
-                let manager = AsyncDieselConnectionManager::new_with_config(raw, config);
-                Ok(Db::Pg(build_pool(manager, max_connections)?))
+                let config = connect::pg_config(
+                    raw.expose(),
+                    &settings,
+                    connect::PgSession::Pooled { write_origin },
+                )
+                .map_err(|e| unavailable(&e))?;
+                let config = Arc::new(config);
+                let manager = AsyncDieselConnectionManager::new_with_config(
+                    raw.expose(),
+                    pg_manager_config(config.clone(), settings, metrics),
+                );
+                Backend::Pg {
+                    pool: build_pool(manager, &settings).map_err(|e| unavailable(&e))?,
+                    config,
+                }
             }
             DatabaseUrl::Sqlite(path) => {
-                let config = manager_config::<SqliteConn>(metrics, SQLITE_PRAGMAS.to_owned());
                 let path = path
                     .to_str()
-                    .context("the SQLite path is not valid UTF-8")?;
-                let manager = AsyncDieselConnectionManager::new_with_config(path, config);
-                Ok(Db::Sqlite(build_pool(manager, max_connections)?))
+                    .ok_or_else(|| unavailable(&"the SQLite path is not valid UTF-8"))?;
+                let manager = AsyncDieselConnectionManager::new_with_config(
+                    path,
+                    sqlite_manager_config(settings, metrics),
+                );
+                Backend::Sqlite(build_pool(manager, &settings).map_err(|e| unavailable(&e))?)
             }
-        }
+        };
+        Ok(Db {
+            pool,
+            settings,
+            unconfirmed: Default::default(),
+        })
     }
 
-    pub async fn conn(&self) -> Result<DbConn, DbError> {
-        Ok(match self {
-            Db::Pg(pool) => DbConn::Pg(pool.get().await?),
-            Db::Sqlite(pool) => DbConn::Sqlite(pool.get().await?),
-        })
+    pub fn settings(&self) -> &DbSettings {
+        &self.settings
     }
 
     /// Takes one connection, so that an unreachable database is reported at start-up.
     pub async fn check(&self) -> Result<(), DbError> {
-        self.conn().await.map(drop)
+        match &self.pool {
+            Backend::Pg { pool, .. } => checkout(pool, &self.settings).await.map(drop),
+            Backend::Sqlite(pool) => checkout(pool, &self.settings).await.map(drop),
+        }
     }
 }
 
-/// Every pooled connection runs `init_sql` once and counts its statements. Recycling
-/// is `Fast` (no test query), so the count is only the application's own statements.
-fn manager_config<C>(metrics: Arc<Metrics>, init_sql: String) -> ManagerConfig<C>
+/// A pooled connection within the pool timeout (waiting and connecting together).
+async fn checkout<C>(pool: &Pool<C>, settings: &DbSettings) -> Result<Object<C>, DbError>
 where
-    C: AsyncConnection + SimpleAsyncConnection + Prepare + 'static,
+    C: Send + 'static,
+    AsyncDieselConnectionManager<C>:
+        deadpool::managed::Manager<Type = C, Error = diesel_async::pooled_connection::PoolError>,
 {
-    let mut config = ManagerConfig::default();
-    config.recycling_method = RecyclingMethod::Fast;
-    config.custom_setup = Box::new(move |url| {
+    use deadpool::managed::PoolError;
+    use diesel_async::pooled_connection::PoolError as Backend;
+    let waited = tokio::time::timeout(settings.pool_timeout, pool.get()).await;
+    match waited {
+        Ok(Ok(conn)) => Ok(conn),
+        Ok(Err(PoolError::Backend(Backend::ConnectionError(e)))) => {
+            Err(DbError::Unavailable(connection_error_text(&e)))
+        }
+        Ok(Err(PoolError::Backend(Backend::QueryError(e)))) => {
+            Err(DbError::Unavailable(crate::cause::root_cause(&e)))
+        }
+        Ok(Err(PoolError::Timeout(_))) | Err(_) => Err(DbError::Unavailable(format!(
+            "no connection within {}",
+            human_duration(settings.pool_timeout)
+        ))),
+        Ok(Err(other)) => Err(DbError::Unavailable(other.to_string())),
+    }
+}
+
+/// diesel's messages, without its prefixes that repeat what the caller already says.
+fn connection_error_text(e: &diesel::ConnectionError) -> String {
+    use diesel::ConnectionError as E;
+    match e {
+        E::BadConnection(why) | E::InvalidConnectionUrl(why) => why.clone(),
+        E::CouldntSetupConfiguration(query) => crate::cause::root_cause(query),
+        other => other.to_string(),
+    }
+}
+
+/// Runs `work` on `conn` within the statement timeout, restarted by every `heartbeat`
+/// tick. A connection that missed its deadline is taken out of the pool and dropped: it
+/// may still be waiting for a frozen server, and its next user would wait too.
+macro_rules! within_deadline {
+    ($db:expr, $conn:ident, $heartbeat:expr, $work:expr) => {{
+        let limit = $db.settings.statement_timeout;
+        let outcome = tokio::select! {
+            done = $work => Some(done),
+            () = $heartbeat.stalled(limit) => None,
+        };
+        match outcome {
+            Some(done) => Ok(done),
+            None => {
+                drop(diesel_async::pooled_connection::deadpool::Object::take(
+                    $conn,
+                ));
+                Err(limit)
+            }
+        }
+    }};
+}
+pub(crate) use within_deadline;
+
+/// Progress of one database operation: each tick restarts its deadline (an import
+/// ticks after every batch; a single statement never ticks).
+#[derive(Default)]
+struct Heartbeat {
+    last: std::sync::Mutex<Option<tokio::time::Instant>>,
+}
+
+impl Heartbeat {
+    fn tick(&self) {
+        *self
+            .last
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(tokio::time::Instant::now());
+    }
+
+    /// Resolves once `limit` has passed since the last tick (or since it was called).
+    async fn stalled(&self, limit: Duration) {
+        let start = tokio::time::Instant::now();
+        loop {
+            let last = self
+                .last
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .unwrap_or(start);
+            let deadline = last.max(start) + limit;
+            if tokio::time::Instant::now() >= deadline {
+                return;
+            }
+            tokio::time::sleep_until(deadline).await;
+        }
+    }
+}
+
+fn pg_manager_config(
+    config: Arc<tokio_postgres::Config>,
+    settings: DbSettings,
+    metrics: Arc<Metrics>,
+) -> ManagerConfig<AsyncPgConnection> {
+    let mut manager = ManagerConfig::default();
+    // `Fast`: no test query on checkout, so the statement count is only the
+    // application's own; a broken connection fails its query and is replaced.
+    manager.recycling_method = RecyclingMethod::Fast;
+    manager.custom_setup = Box::new(move |_url| {
+        let config = config.clone();
         let metrics = metrics.clone();
-        let init_sql = init_sql.clone();
         async move {
-            let mut conn = C::establish(url).await?;
-            conn.batch_execute(&init_sql)
+            let mut conn = connect::connect_pg(&config, settings.connect_timeout).await?;
+            conn.set_instrumentation(QueryCounter(metrics));
+            Ok(conn)
+        }
+        .boxed()
+    });
+    manager
+}
+
+fn sqlite_manager_config(settings: DbSettings, metrics: Arc<Metrics>) -> ManagerConfig<SqliteConn> {
+    let mut manager = ManagerConfig::default();
+    manager.recycling_method = RecyclingMethod::Fast;
+    manager.custom_setup = Box::new(move |url| {
+        let metrics = metrics.clone();
+        let url = url.to_owned();
+        async move {
+            let mut conn = SqliteConn::establish(&url).await?;
+            conn.batch_execute(&connect::sqlite_pragmas(&settings))
                 .await
                 .map_err(diesel::ConnectionError::CouldntSetupConfiguration)?;
-            conn.prepare()
+            register_unicode_lower(&mut conn)
                 .await
                 .map_err(diesel::ConnectionError::CouldntSetupConfiguration)?;
             conn.set_instrumentation(QueryCounter(metrics));
@@ -178,46 +294,30 @@ where
         }
         .boxed()
     });
-    config
+    manager
+}
+
+/// SQLite's built-in `lower()` folds only ASCII; the filters lower-case with Rust's
+/// Unicode rules, so the column side must too (`Éldoret` matches `éldoret`).
+fn register_unicode_lower(conn: &mut SqliteConn) -> BoxFuture<'_, diesel::QueryResult<()>> {
+    conn.spawn_blocking(|conn| lower_utils::register_impl(conn, |text: String| text.to_lowercase()))
 }
 
 fn build_pool<C>(
     manager: AsyncDieselConnectionManager<C>,
-    max_size: usize,
-) -> anyhow::Result<Pool<C>>
+    settings: &DbSettings,
+) -> Result<Pool<C>, deadpool::managed::BuildError>
 where
     C: Send + 'static,
     AsyncDieselConnectionManager<C>: deadpool::managed::Manager<Type = C>,
 {
     Pool::builder(manager)
-        .max_size(max_size)
+        .max_size(settings.max_connections)
         .runtime(deadpool::Runtime::Tokio1)
-        .wait_timeout(Some(POOL_TIMEOUT))
-        .create_timeout(Some(POOL_TIMEOUT))
-        .recycle_timeout(Some(POOL_TIMEOUT))
+        .wait_timeout(Some(settings.pool_timeout))
+        .create_timeout(Some(settings.connect_timeout))
+        .recycle_timeout(Some(settings.pool_timeout))
         .build()
-        .context("cannot build the database pool")
-}
-
-/// Backend-specific set-up of each pooled connection, beyond its init SQL.
-trait Prepare {
-    fn prepare(&mut self) -> BoxFuture<'_, diesel::QueryResult<()>>;
-}
-
-impl Prepare for AsyncPgConnection {
-    fn prepare(&mut self) -> BoxFuture<'_, diesel::QueryResult<()>> {
-        async { Ok(()) }.boxed()
-    }
-}
-
-impl Prepare for SqliteConn {
-    /// SQLite's built-in `lower()` folds only ASCII; the filters lower-case with Rust's
-    /// Unicode rules, so the column side must too (`Éldoret` matches `éldoret`).
-    fn prepare(&mut self) -> BoxFuture<'_, diesel::QueryResult<()>> {
-        self.spawn_blocking(|conn| {
-            lower_utils::register_impl(conn, |text: String| text.to_lowercase())
-        })
-    }
 }
 
 /// Counts statements so tests and operators can see that a cache hit did no database work.

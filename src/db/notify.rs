@@ -7,6 +7,9 @@ use diesel_async::{AsyncPgConnection, RunQueryDsl as _};
 /// The channel the trigger notifies and servers LISTEN on.
 pub const CHANNEL: &str = "listings_changes";
 
+/// The table of properties, as the trigger names it in its payload.
+pub const PROPERTIES_TABLE: &str = "properties";
+
 /// Tells every listening server that `table` changed, with an origin they will not
 /// skip (`table:unconfirmed`).
 pub async fn announce_change(conn: &mut AsyncPgConnection, table: &str) -> diesel::QueryResult<()> {

@@ -1,6 +1,7 @@
 //! The `properties` repository, written once and expanded per backend (see `db::pg` and
-//! `db::sqlite`). Functions take a connection and return Diesel results; services own
-//! transactions and the cache. Prices are normalized on every read (SQLite floats).
+//! `db::sqlite`), and the [`Db`] methods that run it: each picks the backend, takes a
+//! connection, runs the body inside the transaction it needs and the deadline of
+//! `db::DbSettings`. Prices are normalized on every read (SQLite floats).
 
 /// The insertable columns of one `NewProperty`, against either backend's table `$p`.
 macro_rules! property_values {
@@ -61,7 +62,8 @@ macro_rules! property_repository {
             }
 
             /// One page of the matching rows and how many match in all. Ties in the
-            /// sort column are broken by id, in the same direction.
+            /// sort column are broken by id, in the same direction. Run it inside a read
+            /// transaction so that the page and the count agree.
             pub async fn list_page(
                 conn: &mut Conn,
                 query: &PropertyQuery,
@@ -85,8 +87,8 @@ macro_rules! property_repository {
                     .await?;
                 // A separate count is cheaper than `COUNT(*) OVER ()`, which must
                 // materialize every matching row instead of walking the price index
-                // for one page (measured with bench/run). A write between the two
-                // statements cannot be cached past its own invalidation.
+                // for one page (measured with bench/run). Callers run both statements
+                // in one read transaction, so they see one snapshot.
                 let count: i64 = matching(query).count().get_result(conn).await?;
                 Ok(PropertyPage {
                     count,
@@ -173,5 +175,189 @@ pub mod bulk {
             diesel::RunQueryDsl::execute(diesel::insert_into(p::table).values(values), conn)
         })
         .await
+    }
+}
+
+/// PostgreSQL: runs `$body` on a pooled connection inside a transaction that remembers
+/// its id, within the statement deadline. Evaluates to the body's result, or to the
+/// deadline's error: `Timeout` when the COMMIT was never sent (the server rolls back
+/// when the dropped connection reaches it), `OutcomeUnknown` when it may have been, in
+/// which case `write_fate` learns later what happened and tells every server.
+macro_rules! pg_write {
+    ($db:expr, $pool:expr, $config:expr, $error:ty, |$tx:ident, $heartbeat:ident| $body:expr) => {{
+        let mut conn = crate::db::checkout($pool, &$db.settings).await?;
+        let $heartbeat = crate::db::Heartbeat::default();
+        let committing = std::sync::OnceLock::<String>::new();
+        let work = conn.transaction::<_, $error, _>(async |$tx| {
+            let xid = crate::db::write_fate::current_transaction($tx).await?;
+            let value = $body?;
+            let _ = committing.set(xid);
+            Ok(value)
+        });
+        match crate::db::within_deadline!($db, conn, $heartbeat, work) {
+            Ok(result) => result,
+            Err(limit) => Err(match committing.into_inner() {
+                Some(xid) => {
+                    $db.learn_fate_later(&$config, xid);
+                    DbError::OutcomeUnknown(limit).into()
+                }
+                None => DbError::Timeout(limit).into(),
+            }),
+        }
+    }};
+}
+
+/// PostgreSQL: runs `$body` on a pooled connection within the statement deadline.
+macro_rules! pg_read {
+    ($db:expr, $pool:expr, |$conn:ident| $body:expr) => {{
+        let mut conn = crate::db::checkout($pool, &$db.settings).await?;
+        let heartbeat = crate::db::Heartbeat::default();
+        let work = async {
+            let $conn = &mut *conn;
+            $body
+        };
+        match crate::db::within_deadline!($db, conn, heartbeat, work) {
+            Ok(result) => result.map_err(DbError::from),
+            Err(limit) => Err(DbError::Timeout(limit)),
+        }
+    }};
+}
+
+mod methods {
+    use diesel_async::AsyncConnection as _;
+
+    use super::super::{Backend, Db, DbError, checkout, pg, sqlite};
+    use crate::db::models::{Property, PropertyPage};
+    use crate::domain::{NewProperty, PropertyChanges, PropertyQuery};
+
+    impl Db {
+        /// One page of a search and the number of matches, from one snapshot: a read-only
+        /// REPEATABLE READ transaction on PostgreSQL, one read transaction on SQLite.
+        pub async fn list_page(&self, query: &PropertyQuery) -> Result<PropertyPage, DbError> {
+            match &self.pool {
+                Backend::Pg { pool, .. } => pg_read!(self, pool, |conn| {
+                    conn.build_transaction()
+                        .read_only()
+                        .repeatable_read()
+                        .run(async |tx| pg::properties::list_page(tx, query).await)
+                        .await
+                }),
+                Backend::Sqlite(pool) => {
+                    let mut conn = checkout(pool, &self.settings).await?;
+                    Ok(conn
+                        .transaction(async |tx| sqlite::properties::list_page(tx, query).await)
+                        .await?)
+                }
+            }
+        }
+
+        pub async fn find(&self, id: i64) -> Result<Property, DbError> {
+            match &self.pool {
+                Backend::Pg { pool, .. } => {
+                    pg_read!(self, pool, |conn| pg::properties::find(conn, id).await)
+                }
+                Backend::Sqlite(pool) => {
+                    let mut conn = checkout(pool, &self.settings).await?;
+                    Ok(sqlite::properties::find(&mut conn, id).await?)
+                }
+            }
+        }
+
+        pub async fn insert(&self, new: &NewProperty) -> Result<Property, DbError> {
+            match &self.pool {
+                Backend::Pg { pool, config } => {
+                    pg_write!(self, pool, config, DbError, |tx, _heartbeat| {
+                        pg::properties::insert(tx, new).await
+                    })
+                }
+                Backend::Sqlite(pool) => {
+                    let mut conn = checkout(pool, &self.settings).await?;
+                    Ok(sqlite::properties::insert(&mut conn, new).await?)
+                }
+            }
+        }
+
+        /// Changes the given fields; `NotFound` when there is no such row.
+        pub async fn update(
+            &self,
+            id: i64,
+            changes: &PropertyChanges,
+        ) -> Result<Property, DbError> {
+            match &self.pool {
+                Backend::Pg { pool, config } => {
+                    pg_write!(self, pool, config, DbError, |tx, _heartbeat| {
+                        pg::properties::update(tx, id, changes).await
+                    })
+                }
+                Backend::Sqlite(pool) => {
+                    let mut conn = checkout(pool, &self.settings).await?;
+                    Ok(sqlite::properties::update(&mut conn, id, changes).await?)
+                }
+            }
+        }
+
+        /// True when a row was deleted.
+        pub async fn delete(&self, id: i64) -> Result<bool, DbError> {
+            match &self.pool {
+                Backend::Pg { pool, config } => {
+                    pg_write!(self, pool, config, DbError, |tx, _heartbeat| {
+                        pg::properties::delete(tx, id).await
+                    })
+                }
+                Backend::Sqlite(pool) => {
+                    let mut conn = checkout(pool, &self.settings).await?;
+                    Ok(sqlite::properties::delete(&mut conn, id).await?)
+                }
+            }
+        }
+
+        /// Inserts every batch `next_batch` yields, all in one transaction or none.
+        /// `progress` hears the running total after each batch; the statement deadline
+        /// applies to each batch, not to the whole import.
+        pub async fn import<F>(
+            &self,
+            mut next_batch: impl FnMut() -> anyhow::Result<Option<Vec<NewProperty>>> + Send,
+            mut progress: F,
+        ) -> anyhow::Result<usize>
+        where
+            F: FnMut(usize) + Send,
+        {
+            match &self.pool {
+                Backend::Pg { pool, config } => {
+                    pg_write!(self, pool, config, anyhow::Error, |tx, heartbeat| {
+                        let mut total = 0;
+                        while let Some(batch) = next_batch()? {
+                            total += pg::properties::insert_batch(tx, batch).await?;
+                            heartbeat.tick();
+                            progress(total);
+                        }
+                        anyhow::Ok(total)
+                    })
+                }
+                Backend::Sqlite(pool) => {
+                    let mut conn = checkout(pool, &self.settings).await?;
+                    conn.transaction::<_, anyhow::Error, _>(async |tx| {
+                        let mut total = 0;
+                        while let Some(batch) = next_batch()? {
+                            total += sqlite::properties::insert_batch(tx, batch).await?;
+                            progress(total);
+                        }
+                        Ok(total)
+                    })
+                    .await
+                }
+            }
+        }
+
+        /// Tells every listening server that `table` changed, with an origin none of them
+        /// skips. Nothing to do on SQLite, where servers notice every commit themselves.
+        pub async fn announce_unconfirmed_change(&self, table: &str) -> Result<(), DbError> {
+            match &self.pool {
+                Backend::Pg { pool, .. } => pg_read!(self, pool, |conn| {
+                    crate::db::notify::announce_change(conn, table).await
+                }),
+                Backend::Sqlite(_) => Ok(()),
+            }
+        }
     }
 }

@@ -1,8 +1,11 @@
 //! Domain types that parse once and are valid from then on: nothing invalid reaches the
 //! database or a cache key.
 
+mod fields;
 mod property;
 mod query;
+pub mod text;
 
+pub use fields::{FIELD_NAMES, FieldsError, PropertyFields, unknown_fields_error};
 pub use property::*;
 pub use query::{PropertyQuery, SortOrder};

@@ -5,10 +5,15 @@ use std::fmt;
 
 use bigdecimal::BigDecimal;
 
+use super::text;
+
 /// The longest title, in characters (the column is VARCHAR(200)).
 pub const TITLE_MAX_CHARS: usize = 200;
 /// The longest location, in characters (the column is VARCHAR(100)).
 pub const LOCATION_MAX_CHARS: usize = 100;
+/// The longest description, in characters: a long listing text, yet small enough that
+/// a page of 100 listings stays a cacheable response.
+pub const DESCRIPTION_MAX_CHARS: usize = 10_000;
 /// NUMERIC(10,2): at most 8 digits before the point.
 pub const PRICE_MAX_INTEGER_DIGITS: usize = 8;
 
@@ -37,8 +42,10 @@ impl fmt::Display for ValidationErrors {
 
 /// Checks a required, bounded, single-line text field; returns it trimmed.
 fn bounded_text(field: &'static str, raw: &str, max_chars: usize) -> Result<String, FieldError> {
-    let value = raw.trim();
-    let rule = if value.is_empty() {
+    let value = text::trim(raw);
+    let rule = if let Some(rule) = text::single_line_violation(value) {
+        rule
+    } else if value.is_empty() {
         "must not be empty".to_owned()
     } else if value.chars().count() > max_chars {
         format!("must be at most {max_chars} characters")
@@ -46,6 +53,22 @@ fn bounded_text(field: &'static str, raw: &str, max_chars: usize) -> Result<Stri
         return Ok(value.to_owned());
     };
     Err(FieldError { field, rule })
+}
+
+/// Free text, possibly empty, with line breaks; returns it trimmed.
+pub fn parse_description(raw: &str) -> Result<String, FieldError> {
+    let value = text::trim(raw);
+    let rule = if let Some(rule) = text::free_text_violation(value) {
+        rule
+    } else if value.chars().count() > DESCRIPTION_MAX_CHARS {
+        format!("must be at most {DESCRIPTION_MAX_CHARS} characters")
+    } else {
+        return Ok(value.to_owned());
+    };
+    Err(FieldError {
+        field: "description",
+        rule,
+    })
 }
 
 pub fn parse_title(raw: &str) -> Result<String, FieldError> {
@@ -68,10 +91,10 @@ pub fn parse_amount(field: &'static str, raw: &str) -> Result<BigDecimal, FieldE
         field,
         rule: rule.to_owned(),
     };
-    let text = raw.trim();
-    let (negative, unsigned) = match text.strip_prefix('-') {
+    let literal = text::trim(raw);
+    let (negative, unsigned) = match literal.strip_prefix('-') {
         Some(rest) => (true, rest),
-        None => (false, text.strip_prefix('+').unwrap_or(text)),
+        None => (false, literal.strip_prefix('+').unwrap_or(literal)),
     };
     let (integer, fraction) = unsigned.split_once('.').unwrap_or((unsigned, ""));
     let all_digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
@@ -121,12 +144,13 @@ impl NewProperty {
     pub fn parse(input: PropertyInput<'_>) -> Result<NewProperty, ValidationErrors> {
         let mut errors = Vec::new();
         let title = required("title", input.title.map(parse_title), &mut errors);
+        let description = optional(input.description.map(parse_description), &mut errors);
         let price = required("price", input.price.map(parse_price), &mut errors);
         let location = required("location", input.location.map(parse_location), &mut errors);
         match (title, price, location) {
-            (Some(title), Some(price), Some(location)) => Ok(NewProperty {
+            (Some(title), Some(price), Some(location)) if errors.is_empty() => Ok(NewProperty {
                 title,
-                description: input.description.unwrap_or_default().trim().to_owned(),
+                description: description.unwrap_or_default(),
                 price,
                 location,
             }),
@@ -149,11 +173,12 @@ impl PropertyChanges {
     pub fn parse(input: PropertyInput<'_>) -> Result<PropertyChanges, ValidationErrors> {
         let mut errors = Vec::new();
         let title = optional(input.title.map(parse_title), &mut errors);
+        let description = optional(input.description.map(parse_description), &mut errors);
         let price = optional(input.price.map(parse_price), &mut errors);
         let location = optional(input.location.map(parse_location), &mut errors);
         let changes = PropertyChanges {
             title,
-            description: input.description.map(|d| d.trim().to_owned()),
+            description,
             price,
             location,
         };

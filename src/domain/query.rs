@@ -7,11 +7,12 @@ use std::fmt;
 use bigdecimal::BigDecimal;
 
 use super::property::{FieldError, parse_amount};
+use super::text;
 
 pub const DEFAULT_PAGE_SIZE: u32 = 100;
 pub const MAX_PAGE_SIZE: u32 = 1000;
-const MAX_PAGE: u32 = 1_000_000;
-const MAX_FILTER_CHARS: usize = 200;
+pub const MAX_PAGE: u32 = 1_000_000;
+pub const MAX_FILTER_CHARS: usize = 200;
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum SortOrder {
@@ -109,29 +110,33 @@ fn whole_number(
         })
 }
 
-/// An empty filter means no filter, as in most listing APIs.
-fn text_filter(field: &'static str, raw: &str) -> Result<Option<String>, FieldError> {
-    let value = raw.trim();
-    if value.is_empty() {
-        return Ok(None);
-    }
-    if value.chars().count() > MAX_FILTER_CHARS {
-        return Err(FieldError {
-            field,
-            rule: format!("must be at most {MAX_FILTER_CHARS} characters"),
-        });
-    }
-    Ok(Some(value.to_lowercase()))
+/// A text filter, lower-cased; single-line text rules apply (no control characters).
+fn text_filter(field: &'static str, value: &str) -> Result<Option<String>, FieldError> {
+    let rule = if let Some(rule) = text::single_line_violation(value) {
+        rule
+    } else if value.chars().count() > MAX_FILTER_CHARS {
+        format!("must be at most {MAX_FILTER_CHARS} characters")
+    } else {
+        return Ok(Some(value.to_lowercase()));
+    };
+    Err(FieldError { field, rule })
 }
 
 impl PropertyQuery {
     /// Parses `key=value` pairs (already percent-decoded). Unknown keys are ignored; a
-    /// repeated key keeps its last value. Reports the first broken rule.
+    /// repeated key keeps its last value; a value that is empty once trimmed means the
+    /// parameter is absent, for every parameter (`?location=&page=` is the default
+    /// listing). Reports the first broken rule.
     pub fn from_pairs<'a>(
         pairs: impl IntoIterator<Item = (&'a str, &'a str)>,
     ) -> Result<PropertyQuery, FieldError> {
         let mut query = PropertyQuery::default();
         for (key, value) in pairs {
+            let value = text::trim(value);
+            if value.is_empty() {
+                query.reset(key);
+                continue;
+            }
             match key {
                 "location" => query.location = text_filter("location", value)?,
                 "search" => query.search = text_filter("search", value)?,
@@ -168,6 +173,21 @@ impl PropertyQuery {
             });
         }
         Ok(query)
+    }
+
+    /// Forgets the value of parameter `key`, as if it had not been given.
+    fn reset(&mut self, key: &str) {
+        let default = PropertyQuery::default();
+        match key {
+            "location" => self.location = None,
+            "search" => self.search = None,
+            "min_price" => self.min_price = None,
+            "max_price" => self.max_price = None,
+            "ordering" => self.ordering = default.ordering,
+            "page" => self.page = default.page,
+            "page_size" => self.page_size = default.page_size,
+            _ => {}
+        }
     }
 
     /// Parses a raw (percent-encoded) query string.
@@ -277,11 +297,28 @@ mod tests {
                 "min_price",
                 "greater than max_price",
             ),
+            ("search=a%00b", "search", "control characters (found NUL)"),
+            (
+                "location=%1B",
+                "location",
+                "control characters (found U+001B)",
+            ),
         ] {
             let e = PropertyQuery::from_query_string(raw).unwrap_err();
             assert_eq!(e.field, field, "{raw}");
             assert!(e.rule.contains(rule), "{raw}: {}", e.rule);
         }
+    }
+
+    #[test]
+    fn empty_values_mean_absent_for_every_parameter() {
+        let query = PropertyQuery::from_query_string(
+            "location=&search=%20&min_price=&max_price=&ordering=&page=&page_size=",
+        )
+        .unwrap();
+        assert!(query.is_default_listing());
+        let reset = PropertyQuery::from_query_string("page=3&page=").unwrap();
+        assert_eq!(reset.page, 1, "a later empty value clears an earlier one");
     }
 
     #[test]

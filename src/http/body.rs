@@ -1,23 +1,22 @@
 //! Property bodies of POST, PUT and PATCH: JSON only (415 otherwise), at most 64 KiB
-//! (413), well-formed (400), an object of known fields with string values (price may
-//! also be a number), else 422 naming each field.
+//! (413), received within the body timeout (408), well-formed (400), an object of known
+//! fields (see `domain::PropertyFields`), else 422 naming each field.
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{FromRequest, Request};
 use axum::http::{StatusCode, header};
 use serde::Deserialize;
-use serde_json::Value;
 
-use crate::domain::{FieldError, PropertyInput, ValidationErrors};
+use crate::app::AppState;
+use crate::domain::{FieldsError, PropertyFields};
 use crate::error::{
-    ApiError, bad_request, payload_too_large, unprocessable, unsupported_media_type,
+    ApiError, bad_request, payload_too_large, request_timeout, unprocessable,
+    unsupported_media_type,
 };
 
 /// The largest body the write API reads.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
-
-const FIELDS: [&str; 4] = ["title", "description", "price", "location"];
 
 /// A property as sent by a client (documentation of the accepted body).
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -42,12 +41,12 @@ pub struct PropertyBody {
 }
 
 /// The body's fields as text, ready for `NewProperty::parse` or `PropertyChanges::parse`.
-pub struct PropertyJson(Vec<(&'static str, String)>);
+pub struct PropertyJson(pub PropertyFields);
 
-impl<S: Send + Sync> FromRequest<S> for PropertyJson {
+impl FromRequest<AppState> for PropertyJson {
     type Rejection = ApiError;
 
-    async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
+    async fn from_request(request: Request, app: &AppState) -> Result<Self, Self::Rejection> {
         let is_json = request
             .headers()
             .get(header::CONTENT_TYPE)
@@ -57,8 +56,12 @@ impl<S: Send + Sync> FromRequest<S> for PropertyJson {
         if !is_json {
             return Err(unsupported_media_type());
         }
-        let bytes = Bytes::from_request(request, state)
+        // A client sending its body slowly, or announcing more than it sends, must not
+        // hold the connection and a task for ever.
+        let limit = app.settings.http.body_timeout;
+        let bytes = tokio::time::timeout(limit, Bytes::from_request(request, app))
             .await
+            .map_err(|_| request_timeout(limit))?
             .map_err(|e: BytesRejection| {
                 if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
                     payload_too_large(MAX_BODY_BYTES)
@@ -66,59 +69,10 @@ impl<S: Send + Sync> FromRequest<S> for PropertyJson {
                     bad_request(format!("cannot read the body: {e}"))
                 }
             })?;
-        let value: Value = serde_json::from_slice(&bytes)
-            .map_err(|e| bad_request(format!("malformed JSON: {e}")))?;
-        let Value::Object(object) = value else {
-            return Err(bad_request("the body must be a JSON object"));
-        };
-        let mut errors = Vec::new();
-        let mut texts = Vec::new();
-        let mut unknown = Vec::new();
-        for (key, value) in &object {
-            let Some(field) = FIELDS.iter().copied().find(|f| f == key) else {
-                unknown.push(format!("`{key}`"));
-                continue;
-            };
-            match (field, value) {
-                (_, Value::Null) => {}
-                (_, Value::String(text)) => texts.push((field, text.clone())),
-                ("price", Value::Number(number)) => texts.push((field, number.to_string())),
-                _ => errors.push(FieldError {
-                    field,
-                    rule: "must be a string".into(),
-                }),
-            }
-        }
-        if !unknown.is_empty() {
-            let rule = format!(
-                "unknown field(s) {}; known: title, description, price, location",
-                unknown.join(", ")
-            );
-            errors.push(FieldError {
-                field: "body",
-                rule,
-            });
-        }
-        if !errors.is_empty() {
-            return Err(unprocessable(ValidationErrors(errors)));
-        }
-        Ok(PropertyJson(texts))
-    }
-}
-
-impl PropertyJson {
-    pub fn input(&self) -> PropertyInput<'_> {
-        let get = |name: &str| {
-            self.0
-                .iter()
-                .find(|(field, _)| *field == name)
-                .map(|(_, text)| text.as_str())
-        };
-        PropertyInput {
-            title: get("title"),
-            description: get("description"),
-            price: get("price"),
-            location: get("location"),
+        match PropertyFields::from_json(&bytes) {
+            Ok(fields) => Ok(PropertyJson(fields)),
+            Err(FieldsError::Invalid(errors)) => Err(unprocessable(errors)),
+            Err(other) => Err(bad_request(other.to_string())),
         }
     }
 }

@@ -192,7 +192,7 @@ pub async fn create_property(
     _: Admin,
     body: PropertyJson,
 ) -> Result<impl IntoResponse, ApiError> {
-    let new = NewProperty::parse(body.input()).map_err(unprocessable)?;
+    let new = NewProperty::parse(body.0.input()).map_err(unprocessable)?;
     let created = to_completion(async move { service::create_property(&app, &new).await }).await?;
     let location = format!("/properties/{}/", created.id);
     Ok((
@@ -223,7 +223,7 @@ pub async fn replace_property(
     body: PropertyJson,
 ) -> Result<Json<Property>, ApiError> {
     let id = parse_id(&id)?;
-    let new = NewProperty::parse(body.input()).map_err(unprocessable)?;
+    let new = NewProperty::parse(body.0.input()).map_err(unprocessable)?;
     Ok(Json(
         to_completion(async move { service::replace_property(&app, id, &new).await }).await?,
     ))
@@ -250,7 +250,7 @@ pub async fn update_property(
     body: PropertyJson,
 ) -> Result<Json<Property>, ApiError> {
     let id = parse_id(&id)?;
-    let changes = PropertyChanges::parse(body.input()).map_err(unprocessable)?;
+    let changes = PropertyChanges::parse(body.0.input()).map_err(unprocessable)?;
     Ok(Json(
         to_completion(async move { service::update_property(&app, id, &changes).await }).await?,
     ))

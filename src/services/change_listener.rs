@@ -9,20 +9,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use diesel_async::{AsyncConnection as _, AsyncPgConnection, RunQueryDsl as _};
+use diesel_async::{AsyncPgConnection, RunQueryDsl as _};
 use futures_util::{FutureExt as _, StreamExt as _};
 use tokio::task::JoinHandle;
 
 use crate::app::App;
 use crate::cache::keys::Resource;
 use crate::config::DatabaseUrl;
+use crate::db::connect::{self, PgSession};
 use crate::db::notify::CHANNEL;
 use crate::test_hooks::Point;
 
-/// How the listener's connection shows in `pg_stat_activity`.
-pub const APPLICATION_NAME: &str = "listings-listener";
-
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// A silent connection is probed this often, so a dead one is noticed and replaced.
 const HEARTBEAT_EVERY: Duration = Duration::from_secs(5);
 const MIN_BACKOFF: Duration = Duration::from_millis(100);
@@ -34,14 +31,19 @@ pub async fn start(app: Arc<App>) -> anyhow::Result<Option<JoinHandle<()>>> {
     let DatabaseUrl::Postgres(url) = &app.settings.database_url else {
         return Ok(None);
     };
-    let url = with_application_name(url);
-    let conn = connect_and_listen(&app, &url)
+    let config = connect::pg_config(url.expose(), &app.settings.db, PgSession::Listener)
+        .context("cannot listen for database changes")?;
+    let conn = connect_and_listen(&app, &config)
         .await
         .context("cannot listen for database changes")?;
-    Ok(Some(tokio::spawn(listen_forever(app, url, conn))))
+    Ok(Some(tokio::spawn(listen_forever(app, config, conn))))
 }
 
-async fn listen_forever(app: Arc<App>, url: String, mut conn: AsyncPgConnection) {
+async fn listen_forever(
+    app: Arc<App>,
+    config: tokio_postgres::Config,
+    mut conn: AsyncPgConnection,
+) {
     loop {
         let error = receive(&app, &mut conn).await;
         let mut backoff = MIN_BACKOFF;
@@ -56,7 +58,7 @@ async fn listen_forever(app: Arc<App>, url: String, mut conn: AsyncPgConnection)
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(MAX_BACKOFF);
             app.cache.hooks().pause(Point::BeforeListen).await;
-            match connect_and_listen(&app, &url).await {
+            match connect_and_listen(&app, &config).await {
                 Ok(new_conn) => {
                     conn = new_conn;
                     break;
@@ -67,15 +69,21 @@ async fn listen_forever(app: Arc<App>, url: String, mut conn: AsyncPgConnection)
     }
 }
 
-async fn connect_and_listen(app: &App, url: &str) -> anyhow::Result<AsyncPgConnection> {
-    let mut conn = tokio::time::timeout(CONNECT_TIMEOUT, AsyncPgConnection::establish(url))
+async fn connect_and_listen(
+    app: &App,
+    config: &tokio_postgres::Config,
+) -> anyhow::Result<AsyncPgConnection> {
+    let limit = app.settings.db.connect_timeout;
+    let mut conn = connect::connect_pg(config, limit)
         .await
-        .map_err(|_| anyhow::anyhow!("cannot connect within {} s", CONNECT_TIMEOUT.as_secs()))?
-        .context("cannot connect")?;
-    diesel::sql_query(format!("LISTEN {CHANNEL}"))
-        .execute(&mut conn)
-        .await
-        .context("LISTEN failed")?;
+        .map_err(|e| anyhow::anyhow!("cannot connect: {e}"))?;
+    tokio::time::timeout(
+        limit,
+        diesel::sql_query(format!("LISTEN {CHANNEL}")).execute(&mut conn),
+    )
+    .await
+    .map_err(|_| anyhow::anyhow!("LISTEN got no answer"))?
+    .context("LISTEN failed")?;
     // Changes committed before LISTEN took effect were not heard: retire everything.
     app.cache.invalidate_everything().await;
     app.metrics.record_listener_connect();
@@ -111,7 +119,7 @@ async fn receive(app: &App, conn: &mut AsyncPgConnection) -> anyhow::Error {
             }
             Ok(None) => {
                 let probe = diesel::sql_query("SELECT 1").execute(conn);
-                match tokio::time::timeout(CONNECT_TIMEOUT, probe).await {
+                match tokio::time::timeout(app.settings.db.statement_timeout, probe).await {
                     Ok(Ok(_)) => {}
                     Ok(Err(e)) => return anyhow::Error::new(e).context("heartbeat failed"),
                     Err(_) => return anyhow::anyhow!("heartbeat timed out"),
@@ -148,26 +156,6 @@ async fn invalidate_changed(app: &App, payloads: &[String]) {
         tracing::debug!(
             ?payloads,
             "cache invalidated: the database notified a committed change"
-        );
-    }
-}
-
-fn with_application_name(url: &str) -> String {
-    let separator = if url.contains('?') { '&' } else { '?' };
-    format!("{url}{separator}application_name={APPLICATION_NAME}")
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn listener_connection_is_named() {
-        assert_eq!(
-            super::with_application_name("postgres://h/db"),
-            "postgres://h/db?application_name=listings-listener"
-        );
-        assert_eq!(
-            super::with_application_name("postgres://h/db?sslmode=disable"),
-            "postgres://h/db?sslmode=disable&application_name=listings-listener"
         );
     }
 }

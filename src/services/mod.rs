@@ -28,12 +28,6 @@ impl From<DbError> for ServiceError {
     }
 }
 
-impl From<diesel::result::Error> for ServiceError {
-    fn from(e: diesel::result::Error) -> Self {
-        DbError::Query(e).into()
-    }
-}
-
 /// Embedded mode: if another process committed to the SQLite file since the last
 /// check, retire everything cached before this read can be served from the cache.
 pub async fn catch_up_with_other_writers(app: &App) {

@@ -5,12 +5,11 @@
 use crate::app::App;
 use crate::cache::CacheStatus;
 use crate::cache::keys::{AllPropertiesKey, PropertyKey, PropertyQueryKey, Resource};
+use crate::db::DbError;
 use crate::db::models::{Property, PropertyPage};
-use crate::db::{DbConn, DbError};
 use crate::domain::{NewProperty, PropertyChanges, PropertyQuery};
 use crate::services::{ServiceError, catch_up_with_other_writers};
 use crate::test_hooks::Point;
-use crate::with_connection;
 
 /// One page of a search. The first page of the default listing is the logical entry
 /// `all_properties`; every other search has an entry of its own.
@@ -19,12 +18,7 @@ pub async fn list_properties(
     query: &PropertyQuery,
 ) -> Result<PropertyPage, ServiceError> {
     catch_up_with_other_writers(app).await;
-    let load = || async {
-        let mut conn = app.db.conn().await?;
-        let page = with_connection!(&mut conn, |c, repo| repo::properties::list_page(c, query)
-            .await)?;
-        Ok::<_, ServiceError>(page)
-    };
+    let load = || async { Ok::<_, ServiceError>(app.db.list_page(query).await?) };
     let ttl = app.settings.data_ttl;
     if !query.is_default_listing() {
         let (page, _) = app
@@ -50,19 +44,14 @@ pub async fn find_property(app: &App, id: i64) -> Result<Property, ServiceError>
     let (property, _) = app
         .cache
         .get_or_load(&PropertyKey(id), app.settings.data_ttl, || async {
-            let mut conn = app.db.conn().await?;
-            let property =
-                with_connection!(&mut conn, |c, repo| repo::properties::find(c, id).await)?;
-            Ok::<_, ServiceError>(property)
+            Ok::<_, ServiceError>(app.db.find(id).await?)
         })
         .await?;
     Ok(property)
 }
 
 pub async fn create_property(app: &App, new: &NewProperty) -> Result<Property, ServiceError> {
-    let mut conn = app.db.conn().await?;
-    let created = with_connection!(&mut conn, |c, repo| repo::properties::insert(c, new).await)?;
-    drop(conn);
+    let created = after_write(app, app.db.insert(new).await).await?;
     invalidate_after_commit(app, &format!("property {} created", created.id)).await;
     Ok(created)
 }
@@ -72,12 +61,7 @@ pub async fn update_property(
     id: i64,
     changes: &PropertyChanges,
 ) -> Result<Property, ServiceError> {
-    let mut conn = app.db.conn().await?;
-    let updated = with_connection!(&mut conn, |c, repo| repo::properties::update(
-        c, id, changes
-    )
-    .await)?;
-    drop(conn);
+    let updated = after_write(app, app.db.update(id, changes).await).await?;
     invalidate_after_commit(app, &format!("property {id} updated")).await;
     Ok(updated)
 }
@@ -98,9 +82,7 @@ pub async fn replace_property(
 }
 
 pub async fn delete_property(app: &App, id: i64) -> Result<(), ServiceError> {
-    let mut conn = app.db.conn().await?;
-    let deleted = with_connection!(&mut conn, |c, repo| repo::properties::delete(c, id).await)?;
-    drop(conn);
+    let deleted = after_write(app, app.db.delete(id).await).await?;
     if !deleted {
         return Err(ServiceError::NotFound);
     }
@@ -112,31 +94,32 @@ pub async fn delete_property(app: &App, id: i64) -> Result<(), ServiceError> {
 /// invalidates once. `progress` hears the running total after each batch.
 pub async fn import_properties<F>(
     app: &App,
-    mut next_batch: impl FnMut() -> anyhow::Result<Option<Vec<NewProperty>>> + Send,
-    mut progress: F,
+    next_batch: impl FnMut() -> anyhow::Result<Option<Vec<NewProperty>>> + Send,
+    progress: F,
 ) -> anyhow::Result<usize>
 where
     F: FnMut(usize) + Send,
 {
-    use diesel_async::AsyncConnection as _;
-
-    let mut conn = app.db.conn().await?;
-    let inserted = with_connection!(&mut conn, |c, repo| {
-        c.transaction::<_, anyhow::Error, _>(async |tx| {
-            let mut total = 0;
-            while let Some(batch) = next_batch()? {
-                total += repo::properties::insert_batch(tx, batch).await?;
-                progress(total);
-            }
-            Ok(total)
-        })
-        .await
-    })?;
-    drop(conn);
+    let imported = app.db.import(next_batch, progress).await;
+    if let Err(e) = &imported
+        && let Some(DbError::OutcomeUnknown(_)) = e.downcast_ref::<DbError>()
+    {
+        app.cache.invalidate(Resource::Properties).await;
+    }
+    let inserted = imported?;
     if inserted > 0 {
         invalidate_after_commit(app, &format!("{inserted} properties imported")).await;
     }
     Ok(inserted)
+}
+
+/// A write whose commit was not confirmed may be visible already: retire the cache now
+/// as well (the database layer tells every server again if the commit lands later).
+async fn after_write<T>(app: &App, result: Result<T, DbError>) -> Result<T, ServiceError> {
+    if let Err(DbError::OutcomeUnknown(_)) = &result {
+        app.cache.invalidate(Resource::Properties).await;
+    }
+    Ok(result?)
 }
 
 /// Each write above has committed when this runs; only then is the cache told, so no
@@ -147,22 +130,16 @@ async fn invalidate_after_commit(app: &App, what: &str) {
         tracing::info!("cache invalidated: {what}");
     } else {
         tracing::warn!("{what}, but the cache could not be reached to invalidate it");
-        announce_unconfirmed_invalidation(app, Resource::Properties).await;
-    }
-}
-
-/// PostgreSQL servers sharing Redis skip notifications of this application's writes,
-/// trusting the writer's invalidation; when it failed, a notification of unknown origin
-/// makes each of them invalidate for itself. (SQLite servers notice every commit.)
-async fn announce_unconfirmed_invalidation(app: &App, resource: Resource) {
-    let announced = match app.db.conn().await {
-        Ok(DbConn::Pg(mut conn)) => crate::db::notify::announce_change(&mut conn, resource.name())
+        // PostgreSQL servers sharing Redis skip notifications of this application's
+        // writes, trusting the writer's invalidation; since it failed, a notification
+        // of unknown origin makes each of them invalidate for itself. (SQLite servers
+        // notice every commit.)
+        if let Err(e) = app
+            .db
+            .announce_unconfirmed_change(Resource::Properties.name())
             .await
-            .map_err(DbError::from),
-        Ok(DbConn::Sqlite(_)) => return,
-        Err(e) => Err(e),
-    };
-    if let Err(e) = announced {
-        tracing::error!(error = %e, "cannot notify servers of a change the cache did not hear of");
+        {
+            tracing::error!(error = %e, "cannot notify servers of a change the cache did not hear of");
+        }
     }
 }

@@ -119,7 +119,7 @@ async fn entries_from_before_a_redis_outage_are_not_served_after_it() {
     let mut env = TestEnv::embedded();
     env.redis_url = Some(redis.url());
     let settings = env.settings();
-    listings::db::migrations::run_pending(&settings.database_url)
+    listings::db::migrations::run_pending(&settings.database_url, &settings.db)
         .await
         .expect("migrate");
     // No SQLite watch: only the Redis failure policy may save this test.

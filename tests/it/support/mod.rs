@@ -12,6 +12,7 @@ use axum::http::{Request, StatusCode};
 use bytes::Bytes;
 use listings::app::{App, Settings};
 use listings::config::{DatabaseUrl, KeyPrefix, RedisUrl};
+use listings::db::DbSettings;
 use listings::db::models::Property;
 use listings::domain::{NewProperty, PropertyInput};
 use listings::http::build_router;
@@ -55,10 +56,12 @@ impl TestEnv {
                 .as_ref()
                 .map(|u| u.parse::<RedisUrl>().expect("test Redis URL")),
             cache_prefix: KeyPrefix(self.cache_prefix.clone()),
-            view_ttl: Duration::from_secs(900),
-            data_ttl: Duration::from_secs(3600),
-            max_db_connections: 8,
+            db: DbSettings {
+                max_connections: 8,
+                ..DbSettings::default()
+            },
             admin_token: Some(ADMIN_TOKEN.parse().expect("token")),
+            ..Settings::default()
         }
     }
 
@@ -70,7 +73,7 @@ impl TestEnv {
 
     pub async fn app_with(&self, settings: Settings) -> Arc<App> {
         init_test_log();
-        listings::db::migrations::run_pending(&settings.database_url)
+        listings::db::migrations::run_pending(&settings.database_url, &settings.db)
             .await
             .expect("migrate");
         let mut app = App::connect(settings).await.expect("connect");

@@ -1,0 +1,159 @@
+//! How database connections are made, for the pool, the change listener, migrations and
+//! the SQLite change probe alike.
+//!
+//! PostgreSQL: a connect timeout, TCP keepalives (so a vanished host is noticed) and the
+//! session settings (`statement_timeout`, `idle_in_transaction_session_timeout`, the
+//! write-origin tag) sent as start-up options, which costs no extra round trip.
+//! SQLite: WAL, and a busy timeout equal to the statement timeout.
+
+use std::str::FromStr as _;
+use std::time::Duration;
+
+use diesel::ConnectionError;
+use diesel::connection::SimpleConnection as _;
+use diesel::{Connection as _, SqliteConnection};
+use diesel_async::AsyncPgConnection;
+
+use crate::cause::root_cause;
+
+/// Limits on the database, shared by the server and every command.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DbSettings {
+    /// Most pooled connections per process.
+    pub max_connections: usize,
+    /// How long making one connection may take.
+    pub connect_timeout: Duration,
+    /// How long a request waits for a pooled connection (making one included).
+    pub pool_timeout: Duration,
+    /// PostgreSQL's `statement_timeout`, and how long a request waits for the answers
+    /// of its statements before giving up on the connection. SQLite's busy timeout.
+    pub statement_timeout: Duration,
+    /// TCP keepalive idle time and probe interval of PostgreSQL connections.
+    pub keepalive: Duration,
+}
+
+pub const DEFAULT_MAX_CONNECTIONS: usize = 10;
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+pub const DEFAULT_POOL_TIMEOUT: Duration = Duration::from_secs(2);
+pub const DEFAULT_STATEMENT_TIMEOUT: Duration = Duration::from_secs(3);
+pub const DEFAULT_KEEPALIVE: Duration = Duration::from_secs(5);
+
+/// How the change listener's connection shows in `pg_stat_activity`.
+pub const LISTENER_APPLICATION_NAME: &str = "listings-listener";
+
+/// A transaction left open by a client that went away must not hold its locks for long.
+const IDLE_IN_TRANSACTION_TIMEOUT: Duration = Duration::from_secs(60);
+/// Unanswered keepalive probes before the kernel gives up on a connection.
+const KEEPALIVE_PROBES: u32 = 3;
+
+impl Default for DbSettings {
+    fn default() -> Self {
+        DbSettings {
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            pool_timeout: DEFAULT_POOL_TIMEOUT,
+            statement_timeout: DEFAULT_STATEMENT_TIMEOUT,
+            keepalive: DEFAULT_KEEPALIVE,
+        }
+    }
+}
+
+/// What a PostgreSQL connection is for; each use gets its own session settings.
+#[derive(Clone, Copy, Debug)]
+pub enum PgSession<'a> {
+    /// Pooled connections for requests and commands: bounded statements, and the tag
+    /// of the cache this process invalidates (see `Cache::origin_tag`).
+    Pooled { write_origin: &'a str },
+    /// The LISTEN connection of `services::change_listener`.
+    Listener,
+    /// Migrations: DDL on a large table may take long, so no statement timeout.
+    Migrations,
+}
+
+/// The connection parameters of `url` (already validated by `DatabaseUrl`) with this
+/// application's timeouts, keepalives and session settings.
+pub fn pg_config(
+    url: &str,
+    settings: &DbSettings,
+    session: PgSession<'_>,
+) -> Result<tokio_postgres::Config, ConnectionError> {
+    let mut config = tokio_postgres::Config::from_str(url)
+        .map_err(|e| ConnectionError::InvalidConnectionUrl(root_cause(&e)))?;
+    let probes_every = settings.keepalive;
+    config
+        .connect_timeout(settings.connect_timeout)
+        .keepalives(true)
+        .keepalives_idle(probes_every)
+        .keepalives_interval(probes_every)
+        .keepalives_retries(KEEPALIVE_PROBES)
+        .tcp_user_timeout(probes_every * (KEEPALIVE_PROBES + 1));
+    let mut options = vec![format!(
+        "-c idle_in_transaction_session_timeout={}",
+        IDLE_IN_TRANSACTION_TIMEOUT.as_millis()
+    )];
+    match session {
+        PgSession::Pooled { write_origin } => {
+            options.push(format!(
+                "-c statement_timeout={}",
+                settings.statement_timeout.as_millis()
+            ));
+            options.push(format!("-c listings.origin={write_origin}"));
+            config.application_name("listings");
+        }
+        PgSession::Listener => {
+            options.push(format!(
+                "-c statement_timeout={}",
+                settings.statement_timeout.as_millis()
+            ));
+            config.application_name(LISTENER_APPLICATION_NAME);
+        }
+        PgSession::Migrations => {
+            config.application_name("listings-migrate");
+        }
+    }
+    // Options the operator put in the URL come last, so they win.
+    if let Some(own) = config.get_options() {
+        options.push(own.to_owned());
+    }
+    config.options(options.join(" "));
+    Ok(config)
+}
+
+/// Connects within the connect timeout; the error is one line with the real cause.
+pub async fn connect_pg(
+    config: &tokio_postgres::Config,
+    timeout: Duration,
+) -> Result<AsyncPgConnection, ConnectionError> {
+    let connecting = async {
+        let (client, connection) = config
+            .connect(tokio_postgres::NoTls)
+            .await
+            .map_err(|e| ConnectionError::BadConnection(root_cause(&e)))?;
+        AsyncPgConnection::try_from_client_and_connection(client, connection).await
+    };
+    match tokio::time::timeout(timeout, connecting).await {
+        Ok(connected) => connected,
+        Err(_) => Err(ConnectionError::BadConnection(format!(
+            "no answer within {}",
+            crate::config::human_duration(timeout)
+        ))),
+    }
+}
+
+/// Set on every SQLite connection: without a busy timeout concurrent writers fail with
+/// `database is locked` at once; WAL lets readers proceed during a write.
+pub fn sqlite_pragmas(settings: &DbSettings) -> String {
+    format!(
+        "PRAGMA busy_timeout = {}; PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;",
+        settings.statement_timeout.as_millis()
+    )
+}
+
+/// A plain (blocking) SQLite connection with the pragmas set, for migrations and the
+/// change probe.
+pub fn open_sqlite(path: &str, settings: &DbSettings) -> Result<SqliteConnection, ConnectionError> {
+    let mut conn = SqliteConnection::establish(path)?;
+    conn.batch_execute(&sqlite_pragmas(settings))
+        .map_err(ConnectionError::CouldntSetupConfiguration)?;
+    Ok(conn)
+}

@@ -1,0 +1,217 @@
+//! What a connection is doing, and how long it may keep doing it.
+//!
+//! | phase | entered when | may last |
+//! |---|---|---|
+//! | awaiting a request head | the connection opens, or a byte arrives while idle | `header_read_timeout` |
+//! | busy | hyper has the whole head and calls the application | no limit here: body and database have their own |
+//! | idle | the application has answered | `idle_timeout` since the last byte written or read |
+//!
+//! A client sending its head one byte a second stays in the first phase and is cut at
+//! the header timeout, however steadily it sends; a client that reads its response
+//! slowly keeps the connection idle-but-progressing, and one that stops reading is cut
+//! at the idle timeout.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::time::Instant;
+
+use super::HttpLimits;
+
+const AWAITING_HEAD: u8 = 0;
+const BUSY: u8 = 1;
+const IDLE: u8 = 2;
+
+pub struct Activity {
+    opened: Instant,
+    phase: AtomicU8,
+    /// Milliseconds after `opened` at which the current phase's clock started.
+    since: AtomicU64,
+}
+
+impl Activity {
+    pub fn new() -> Activity {
+        Activity {
+            opened: Instant::now(),
+            phase: AtomicU8::new(AWAITING_HEAD),
+            since: AtomicU64::new(0),
+        }
+    }
+
+    fn now(&self) -> u64 {
+        u64::try_from(self.opened.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    fn enter(&self, phase: u8) {
+        self.since.store(self.now(), Ordering::Release);
+        self.phase.store(phase, Ordering::Release);
+    }
+
+    pub fn request_started(&self) {
+        self.enter(BUSY);
+    }
+
+    pub fn request_finished(&self) {
+        self.enter(IDLE);
+    }
+
+    fn bytes_read(&self) {
+        if self
+            .phase
+            .compare_exchange(IDLE, AWAITING_HEAD, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+        {
+            self.since.store(self.now(), Ordering::Release);
+        }
+    }
+
+    fn bytes_written(&self) {
+        if self.phase.load(Ordering::Acquire) == IDLE {
+            self.since.store(self.now(), Ordering::Release);
+        }
+    }
+
+    /// Resolves when the current phase has lasted longer than it may.
+    pub async fn expired(&self, limits: &HttpLimits) {
+        loop {
+            let limit = match self.phase.load(Ordering::Acquire) {
+                AWAITING_HEAD => limits.header_read_timeout,
+                IDLE => limits.idle_timeout,
+                // Look again later: the phase will have changed, or not.
+                _ => {
+                    tokio::time::sleep(limits.header_read_timeout).await;
+                    continue;
+                }
+            };
+            let since = Duration::from_millis(self.since.load(Ordering::Acquire));
+            let deadline = self.opened + since + limit;
+            if Instant::now() >= deadline {
+                return;
+            }
+            tokio::time::sleep_until(deadline).await;
+        }
+    }
+}
+
+/// A stream that reports reads and writes to its connection's [`Activity`].
+pub struct Watched<S> {
+    inner: S,
+    activity: Arc<Activity>,
+}
+
+impl<S> Watched<S> {
+    pub fn new(inner: S, activity: Arc<Activity>) -> Watched<S> {
+        Watched { inner, activity }
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Watched<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.activity.bytes_read();
+        }
+        polled
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let polled = Pin::new(&mut self.inner).poll_write(cx, buf);
+        if let Poll::Ready(Ok(written)) = polled
+            && written > 0
+        {
+            self.activity.bytes_written();
+        }
+        polled
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let polled = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        if let Poll::Ready(Ok(written)) = polled
+            && written > 0
+        {
+            self.activity.bytes_written();
+        }
+        polled
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use futures_util::FutureExt as _;
+
+    use super::*;
+
+    fn limits() -> HttpLimits {
+        HttpLimits {
+            header_read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            ..HttpLimits::default()
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_slow_head_is_cut_at_the_header_timeout_however_steady() {
+        let activity = Activity::new();
+        let limits = limits();
+        let expired = activity.expired(&limits);
+        tokio::pin!(expired);
+        for _ in 0..9 {
+            tokio::time::advance(Duration::from_secs(1)).await;
+            activity.bytes_read();
+            assert!(expired.as_mut().now_or_never().is_none());
+        }
+        tokio::time::advance(Duration::from_millis(1001)).await;
+        assert!(expired.as_mut().now_or_never().is_some());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn idle_connections_live_until_the_idle_timeout_and_busy_ones_longer() {
+        let activity = Activity::new();
+        activity.request_started();
+        let limits = limits();
+        let expired = activity.expired(&limits);
+        tokio::pin!(expired);
+        tokio::time::advance(Duration::from_secs(120)).await;
+        assert!(expired.as_mut().now_or_never().is_none(), "busy");
+        activity.request_finished();
+        tokio::time::advance(Duration::from_secs(59)).await;
+        assert!(expired.as_mut().now_or_never().is_none(), "idle");
+        activity.bytes_read();
+        tokio::time::advance(Duration::from_secs(9)).await;
+        assert!(expired.as_mut().now_or_never().is_none(), "a new head");
+        tokio::time::advance(Duration::from_millis(1001)).await;
+        assert!(expired.as_mut().now_or_never().is_some());
+    }
+}
