@@ -4,8 +4,8 @@
 //! Rules of the JSON form: an object whose keys are known fields (an unknown key is an
 //! error, so a typo such as `titel` cannot silently drop data); text fields are strings;
 //! `price` is a string or a JSON number, judged by its literal text (so
-//! `19.999999999999999` is refused for its decimals, never rounded to 20.00); `null`
-//! means absent.
+//! `19.999999999999999` is refused for its decimals, never rounded to 20.00); `null` is
+//! not a value (leave the field out instead).
 
 use std::collections::BTreeMap;
 
@@ -82,7 +82,7 @@ impl PropertyFields {
                 continue;
             };
             match (field_text(name, raw.get()), fields.slot(name)) {
-                (Ok(text), Some(slot)) => *slot = text,
+                (Ok(text), Some(slot)) => *slot = Some(text),
                 (Err(rule), _) => errors.push(FieldError { field: name, rule }),
                 (Ok(_), None) => {}
             }
@@ -116,13 +116,11 @@ impl PropertyFields {
 }
 
 /// One value's text, from its JSON literal.
-fn field_text(name: &str, literal: &str) -> Result<Option<String>, String> {
+fn field_text(name: &str, literal: &str) -> Result<String, String> {
     match literal.as_bytes().first() {
         Some(b'"') => serde_json::from_str::<String>(literal)
-            .map(Some)
             .map_err(|e| format!("is not a valid string: {e}")),
-        Some(b'n') => Ok(None),
-        Some(b'-' | b'0'..=b'9') if name == "price" => Ok(Some(literal.to_owned())),
+        Some(b'-' | b'0'..=b'9') if name == "price" => Ok(literal.to_owned()),
         _ if name == "price" => Err("must be a string or a number".into()),
         _ => Err("must be a string".into()),
     }
@@ -142,9 +140,12 @@ mod tests {
         assert_eq!(fields.price.as_deref(), Some("19.999999999999999"));
         let fields = parse(r#"{"price": 1e5}"#).unwrap();
         assert_eq!(fields.price.as_deref(), Some("1e5"));
+        let Err(FieldsError::Invalid(errors)) = parse(r#"{"price": null, "title": null}"#) else {
+            panic!("null is not a value");
+        };
         assert_eq!(
-            parse(r#"{"price": null}"#).unwrap(),
-            PropertyFields::default()
+            errors.to_string(),
+            "title: must be a string; price: must be a string or a number"
         );
         assert_eq!(
             parse(" {\"title\": \"T\"} \n").unwrap().title.as_deref(),

@@ -3,7 +3,7 @@
 
 mod fields;
 mod property;
-mod query;
+pub mod query;
 pub mod text;
 
 pub use fields::{FIELD_NAMES, FieldsError, PropertyFields, unknown_fields_error};

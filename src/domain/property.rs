@@ -16,6 +16,8 @@ pub const LOCATION_MAX_CHARS: usize = 100;
 pub const DESCRIPTION_MAX_CHARS: usize = 10_000;
 /// NUMERIC(10,2): at most 8 digits before the point.
 pub const PRICE_MAX_INTEGER_DIGITS: usize = 8;
+/// [`parse_amount`]'s rules as a JSON-Schema pattern (no `$`: see `text`).
+pub const PRICE_PATTERN: &str = r"^(?:\+?(?:0*[1-9][0-9]{0,7}|0+)(?:\.[0-9]{0,2})?|\+?\.[0-9]{1,2}|-(?:0+(?:\.0{0,2})?|\.0{1,2}))(?![\s\S])";
 
 /// One rule broken by one field.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -40,30 +42,28 @@ impl fmt::Display for ValidationErrors {
     }
 }
 
-/// Checks a required, bounded, single-line text field; returns it trimmed.
+/// Checks a required, bounded, single-line text field as sent; returns it trimmed.
 fn bounded_text(field: &'static str, raw: &str, max_chars: usize) -> Result<String, FieldError> {
-    let value = text::trim(raw);
-    let rule = if let Some(rule) = text::single_line_violation(value) {
+    let rule = if let Some(rule) = text::single_line_violation(raw) {
         rule
-    } else if value.is_empty() {
+    } else if text::is_blank_text(raw) {
         "must not be empty".to_owned()
-    } else if value.chars().count() > max_chars {
+    } else if raw.chars().count() > max_chars {
         format!("must be at most {max_chars} characters")
     } else {
-        return Ok(value.to_owned());
+        return Ok(text::trim(raw).to_owned());
     };
     Err(FieldError { field, rule })
 }
 
-/// Free text, possibly empty, with line breaks; returns it trimmed.
+/// Free text as sent, possibly empty, with line breaks; returns it trimmed.
 pub fn parse_description(raw: &str) -> Result<String, FieldError> {
-    let value = text::trim(raw);
-    let rule = if let Some(rule) = text::free_text_violation(value) {
+    let rule = if let Some(rule) = text::free_text_violation(raw) {
         rule
-    } else if value.chars().count() > DESCRIPTION_MAX_CHARS {
+    } else if raw.chars().count() > DESCRIPTION_MAX_CHARS {
         format!("must be at most {DESCRIPTION_MAX_CHARS} characters")
     } else {
-        return Ok(value.to_owned());
+        return Ok(text::trim(raw).to_owned());
     };
     Err(FieldError {
         field: "description",
@@ -80,7 +80,8 @@ pub fn parse_location(raw: &str) -> Result<String, FieldError> {
 }
 
 /// A price as NUMERIC(10,2) holds it: exact, not negative, at most 8 digits before the
-/// point and 2 after. Rounding is never silent: 1.005 is refused, not stored as 1.01.
+/// point and 2 after, written as sent (no spaces, no exponent). Rounding is never
+/// silent: 1.005 is refused, not stored as 1.01. [`PRICE_PATTERN`] says the same.
 pub fn parse_price(raw: &str) -> Result<BigDecimal, FieldError> {
     parse_amount("price", raw)
 }
@@ -91,7 +92,7 @@ pub fn parse_amount(field: &'static str, raw: &str) -> Result<BigDecimal, FieldE
         field,
         rule: rule.to_owned(),
     };
-    let literal = text::trim(raw);
+    let literal = raw;
     let (negative, unsigned) = match literal.strip_prefix('-') {
         Some(rest) => (true, rest),
         None => (false, literal.strip_prefix('+').unwrap_or(literal)),
@@ -238,6 +239,8 @@ mod tests {
             "99999999.99"
         );
         assert_eq!(parse_price("-0").unwrap().to_plain_string(), "0.00");
+        assert_eq!(parse_price("+.5").unwrap().to_plain_string(), "0.50");
+        assert_eq!(parse_price("007.").unwrap().to_plain_string(), "7.00");
         for (raw, rule) in [
             ("abc", "must be a decimal number"),
             ("", "must be a decimal number"),
@@ -246,6 +249,8 @@ mod tests {
             ("-1", "must not be negative"),
             ("1.005", "at most 2 decimal places"),
             ("100000000", "at most 8 digits"),
+            (" 5", "must be a decimal number"),
+            ("5\n", "must be a decimal number"),
         ] {
             let e = parse_price(raw).unwrap_err();
             assert!(e.rule.contains(rule), "{raw}: {}", e.rule);
@@ -255,6 +260,18 @@ mod tests {
     #[test]
     fn titles_and_locations_are_bounded_in_characters() {
         assert_eq!(parse_title("  Beach house ").unwrap(), "Beach house");
+        assert_eq!(
+            parse_title("\u{200B}\u{FEFF}").unwrap_err().rule,
+            "must not be empty"
+        );
+        assert!(
+            parse_title(&format!(" {}", "x".repeat(200)))
+                .unwrap_err()
+                .rule
+                .contains("at most 200"),
+            "lengths count the value as sent"
+        );
+        assert!(parse_title("a\nb").unwrap_err().rule.contains("control"));
         assert!(parse_title(&"é".repeat(200)).is_ok());
         assert!(
             parse_title(&"é".repeat(201))

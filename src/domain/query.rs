@@ -49,7 +49,7 @@ impl SortOrder {
     pub fn parse(raw: &str) -> Result<SortOrder, FieldError> {
         SortOrder::ALL
             .into_iter()
-            .find(|o| o.as_str() == raw.trim())
+            .find(|o| o.as_str() == raw)
             .ok_or_else(|| FieldError {
                 field: "ordering",
                 rule: "must be one of price, -price, created_at, -created_at, id, -id".into(),
@@ -93,6 +93,7 @@ impl Default for PropertyQuery {
     }
 }
 
+/// Digits only, as sent: no sign, no spaces.
 fn whole_number(
     field: &'static str,
     raw: &str,
@@ -100,9 +101,9 @@ fn whole_number(
     max: u32,
     rule: &str,
 ) -> Result<u32, FieldError> {
-    raw.trim()
-        .parse::<u32>()
-        .ok()
+    Some(raw)
+        .filter(|digits| digits.bytes().all(|b| b.is_ascii_digit()))
+        .and_then(|digits| digits.parse::<u32>().ok())
         .filter(|n| (min..=max).contains(n))
         .ok_or_else(|| FieldError {
             field,
@@ -110,31 +111,52 @@ fn whole_number(
         })
 }
 
-/// A text filter, lower-cased; single-line text rules apply (no control characters).
+/// A text filter as sent, lower-cased for matching; single-line text rules apply.
 fn text_filter(field: &'static str, value: &str) -> Result<Option<String>, FieldError> {
     let rule = if let Some(rule) = text::single_line_violation(value) {
         rule
+    } else if text::is_blank_text(value) {
+        EMPTY_RULE.to_owned()
     } else if value.chars().count() > MAX_FILTER_CHARS {
         format!("must be at most {MAX_FILTER_CHARS} characters")
     } else {
-        return Ok(Some(value.to_lowercase()));
+        return Ok(Some(text::trim(value).to_lowercase()));
     };
     Err(FieldError { field, rule })
 }
 
+/// Every parameter, when given, must have a value: `?location=` is an error, not a
+/// silent "no filter" that a typo in a client could cause.
+const EMPTY_RULE: &str = "must not be empty (leave the parameter out instead)";
+
 impl PropertyQuery {
-    /// Parses `key=value` pairs (already percent-decoded). Unknown keys are ignored; a
-    /// repeated key keeps its last value; a value that is empty once trimmed means the
-    /// parameter is absent, for every parameter (`?location=&page=` is the default
-    /// listing). Reports the first broken rule.
+    /// The parameters a search understands.
+    pub const PARAMETERS: [&'static str; 7] = [
+        "location",
+        "min_price",
+        "max_price",
+        "search",
+        "ordering",
+        "page",
+        "page_size",
+    ];
+
+    /// Parses `key=value` pairs (already percent-decoded), each value as sent. Unknown
+    /// keys are ignored; a repeated key keeps its last value; an empty value is an error
+    /// for every known parameter. `min_price` above `max_price` is no error: nothing
+    /// matches. Reports the first broken rule.
     pub fn from_pairs<'a>(
         pairs: impl IntoIterator<Item = (&'a str, &'a str)>,
     ) -> Result<PropertyQuery, FieldError> {
         let mut query = PropertyQuery::default();
         for (key, value) in pairs {
-            let value = text::trim(value);
             if value.is_empty() {
-                query.reset(key);
+                if let Some(field) = Self::PARAMETERS.iter().find(|p| **p == key) {
+                    return Err(FieldError {
+                        field,
+                        rule: EMPTY_RULE.into(),
+                    });
+                }
                 continue;
             }
             match key {
@@ -164,30 +186,7 @@ impl PropertyQuery {
                 _ => {}
             }
         }
-        if let (Some(min), Some(max)) = (&query.min_price, &query.max_price)
-            && min > max
-        {
-            return Err(FieldError {
-                field: "min_price",
-                rule: "must not be greater than max_price".into(),
-            });
-        }
         Ok(query)
-    }
-
-    /// Forgets the value of parameter `key`, as if it had not been given.
-    fn reset(&mut self, key: &str) {
-        let default = PropertyQuery::default();
-        match key {
-            "location" => self.location = None,
-            "search" => self.search = None,
-            "min_price" => self.min_price = None,
-            "max_price" => self.max_price = None,
-            "ordering" => self.ordering = default.ordering,
-            "page" => self.page = default.page,
-            "page_size" => self.page_size = default.page_size,
-            _ => {}
-        }
     }
 
     /// Parses a raw (percent-encoded) query string.
@@ -292,11 +291,11 @@ mod tests {
             ("min_price=abc", "min_price", "decimal number"),
             ("max_price=-1", "max_price", "negative"),
             ("ordering=foo", "ordering", "must be one of"),
-            (
-                "min_price=10&max_price=5",
-                "min_price",
-                "greater than max_price",
-            ),
+            ("page=%2B2", "page", "whole number"),
+            ("page=%202", "page", "whole number"),
+            ("location=", "location", "must not be empty"),
+            ("ordering=", "ordering", "must not be empty"),
+            ("search=%E2%80%8B", "search", "must not be empty"),
             ("search=a%00b", "search", "control characters (found NUL)"),
             (
                 "location=%1B",
@@ -311,14 +310,21 @@ mod tests {
     }
 
     #[test]
-    fn empty_values_mean_absent_for_every_parameter() {
-        let query = PropertyQuery::from_query_string(
-            "location=&search=%20&min_price=&max_price=&ordering=&page=&page_size=",
-        )
-        .unwrap();
-        assert!(query.is_default_listing());
-        let reset = PropertyQuery::from_query_string("page=3&page=").unwrap();
-        assert_eq!(reset.page, 1, "a later empty value clears an earlier one");
+    fn an_empty_value_is_refused_for_every_parameter_and_ignored_for_others() {
+        for parameter in PropertyQuery::PARAMETERS {
+            let e = PropertyQuery::from_query_string(&format!("{parameter}=")).unwrap_err();
+            assert_eq!(e.field, parameter);
+        }
+        assert!(
+            PropertyQuery::from_query_string("utm_source=")
+                .unwrap()
+                .is_default_listing()
+        );
+        let crossed = PropertyQuery::from_query_string("min_price=10&max_price=5").unwrap();
+        assert!(
+            crossed.min_price > crossed.max_price,
+            "no error: nothing matches"
+        );
     }
 
     #[test]

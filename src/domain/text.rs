@@ -1,49 +1,70 @@
 //! The character rules every text input obeys, wherever it comes from (a JSON body, a
 //! query string, a CLI flag, an import row): one rule per kind of text, so HTTP, the CLI
-//! and import accept and refuse exactly the same values on both backends.
+//! and import accept and refuse exactly the same values on both backends. The rules are
+//! also written as JSON-Schema patterns (from the same tables), so `/openapi.json` says
+//! exactly what is accepted.
 //!
 //! - Single-line text (titles, locations, filters) holds no control character at all.
 //! - Free text (descriptions) may hold tabs and line breaks, but no other control
 //!   character: NUL would make PostgreSQL fail, the rest corrupt terminals and exports.
 //! - Text made only of spaces and invisible characters (zero-width space, BOM, …) is
-//!   blank, and invisible characters at either end are trimmed like spaces.
+//!   blank; such characters at either end are trimmed before a value is stored.
+//!
+//! Rules apply to the value as sent; lengths count its characters as sent.
 
-/// Characters that render as nothing: format characters and fillers that a text can be
-/// made of and still look empty.
-fn is_invisible(c: char) -> bool {
-    matches!(
-        c,
-        '\u{00AD}'
-            | '\u{034F}'
-            | '\u{061C}'
-            | '\u{115F}'
-            | '\u{1160}'
-            | '\u{17B4}'
-            | '\u{17B5}'
-            | '\u{180B}'..='\u{180F}'
-            | '\u{200B}'..='\u{200F}'
-            | '\u{202A}'..='\u{202E}'
-            | '\u{2060}'..='\u{206F}'
-            | '\u{2800}'
-            | '\u{3164}'
-            | '\u{FE00}'..='\u{FE0F}'
-            | '\u{FEFF}'
-            | '\u{FFA0}'
-    )
+/// Control characters (Unicode category Cc).
+const CONTROLS: [(char, char); 2] = [('\u{0}', '\u{1F}'), ('\u{7F}', '\u{9F}')];
+
+/// Control characters free text may hold: tab, line feed, carriage return.
+const FREE_TEXT_CONTROLS: [char; 3] = ['\t', '\n', '\r'];
+
+/// Characters that show nothing: Unicode White_Space, and format characters and fillers
+/// a text can be made of and still look empty (all in the Basic Multilingual Plane, so
+/// that the JSON-Schema pattern can say the same).
+const BLANKS: [(char, char); 20] = [
+    ('\u{9}', '\u{D}'),
+    ('\u{20}', '\u{20}'),
+    ('\u{85}', '\u{85}'),
+    ('\u{A0}', '\u{A0}'),
+    ('\u{AD}', '\u{AD}'),
+    ('\u{34F}', '\u{34F}'),
+    ('\u{61C}', '\u{61C}'),
+    ('\u{115F}', '\u{1160}'),
+    ('\u{1680}', '\u{1680}'),
+    ('\u{17B4}', '\u{17B5}'),
+    ('\u{180B}', '\u{180F}'),
+    ('\u{2000}', '\u{200F}'),
+    ('\u{2028}', '\u{202F}'),
+    ('\u{205F}', '\u{206F}'),
+    ('\u{2800}', '\u{2800}'),
+    ('\u{3000}', '\u{3000}'),
+    ('\u{3164}', '\u{3164}'),
+    ('\u{FE00}', '\u{FE0F}'),
+    ('\u{FEFF}', '\u{FEFF}'),
+    ('\u{FFA0}', '\u{FFA0}'),
+];
+
+fn within(c: char, ranges: &[(char, char)]) -> bool {
+    ranges.iter().any(|(low, high)| (*low..=*high).contains(&c))
 }
 
-fn is_blank_char(c: char) -> bool {
-    c.is_whitespace() || is_invisible(c)
+fn is_blank(c: char) -> bool {
+    within(c, &BLANKS) || within(c, &CONTROLS)
 }
 
-/// Trims spaces and invisible characters at both ends.
+/// Trims blank characters (spaces, invisible characters) at both ends.
 pub fn trim(raw: &str) -> &str {
-    raw.trim_matches(is_blank_char)
+    raw.trim_matches(is_blank)
+}
+
+/// True when `text` has no character that shows.
+pub fn is_blank_text(text: &str) -> bool {
+    text.chars().all(is_blank)
 }
 
 /// Why `text` breaks the rule for single-line text, if it does.
 pub fn single_line_violation(text: &str) -> Option<String> {
-    text.chars().find(|c| c.is_control()).map(|c| {
+    text.chars().find(|c| within(*c, &CONTROLS)).map(|c| {
         format!(
             "must not contain control characters (found {})",
             describe(c)
@@ -51,11 +72,10 @@ pub fn single_line_violation(text: &str) -> Option<String> {
     })
 }
 
-/// Why `text` breaks the rule for free text, if it does: tab, line feed and carriage
-/// return are allowed.
+/// Why `text` breaks the rule for free text, if it does.
 pub fn free_text_violation(text: &str) -> Option<String> {
     text.chars()
-        .find(|c| c.is_control() && !matches!(c, '\t' | '\n' | '\r'))
+        .find(|c| within(*c, &CONTROLS) && !FREE_TEXT_CONTROLS.contains(c))
         .map(|c| {
             format!(
                 "must not contain control characters other than tab and line breaks (found {})",
@@ -73,13 +93,50 @@ fn describe(c: char) -> String {
     }
 }
 
+/// ECMA-262 character-class ranges: `\u0000-\u001F…`.
+fn class_ranges(ranges: &[(char, char)]) -> String {
+    ranges
+        .iter()
+        .map(|(low, high)| {
+            if low == high {
+                format!("\\u{:04X}", u32::from(*low))
+            } else {
+                format!("\\u{:04X}-\\u{:04X}", u32::from(*low), u32::from(*high))
+            }
+        })
+        .collect()
+}
+
+/// The single-line rule with "not blank", as a JSON-Schema pattern. It ends with
+/// `(?![\s\S])`, not `$`, which some generators read as also matching before a final
+/// line feed.
+pub fn single_line_pattern() -> String {
+    format!(
+        "^(?=[\\s\\S]*[^{blanks}{controls}])[^{controls}]*(?![\\s\\S])",
+        controls = class_ranges(&CONTROLS),
+        blanks = class_ranges(&BLANKS)
+    )
+}
+
+/// The free-text rule as a JSON-Schema pattern.
+pub fn free_text_pattern() -> String {
+    let refused: Vec<(char, char)> = vec![
+        ('\u{0}', '\u{8}'),
+        ('\u{B}', '\u{C}'),
+        ('\u{E}', '\u{1F}'),
+        ('\u{7F}', '\u{9F}'),
+    ];
+    format!("^[^{}]*(?![\\s\\S])", class_ranges(&refused))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn invisible_text_is_blank() {
-        assert_eq!(trim("\u{200B}\u{FEFF} \u{2060}"), "");
+        assert!(is_blank_text("\u{200B}\u{FEFF} \u{2060}"));
+        assert!(is_blank_text(""));
         assert_eq!(trim("\u{FEFF}Villa\u{200B} "), "Villa");
         assert_eq!(trim("a\u{200B}b"), "a\u{200B}b");
     }
@@ -93,5 +150,19 @@ mod tests {
         assert_eq!(free_text_violation("one\r\ntwo\tthree"), None);
         assert!(free_text_violation("bell\u{7}").unwrap().contains("U+0007"));
         assert!(free_text_violation("nul\u{0}").unwrap().contains("NUL"));
+    }
+
+    #[test]
+    fn free_text_controls_are_the_ones_its_pattern_allows() {
+        let pattern = free_text_pattern();
+        assert!(pattern.contains("\\u0000-\\u0008\\u000B-\\u000C\\u000E-\\u001F"));
+        for c in FREE_TEXT_CONTROLS {
+            assert!(free_text_violation(&c.to_string()).is_none());
+        }
+        assert!(
+            single_line_pattern().contains("\\u2000-\\u200F"),
+            "{}",
+            single_line_pattern()
+        );
     }
 }

@@ -2,43 +2,19 @@
 //! (413), received within the body timeout (408), well-formed (400), an object of known
 //! fields (see `domain::PropertyFields`), else 422 naming each field.
 
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
-use axum::extract::{FromRequest, Request};
-use axum::http::{StatusCode, header};
-use serde::Deserialize;
-
 use crate::app::AppState;
 use crate::domain::{FieldsError, PropertyFields};
 use crate::error::{
     ApiError, bad_request, payload_too_large, request_timeout, unprocessable,
     unsupported_media_type,
 };
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{FromRequest, Request};
+use axum::http::{StatusCode, header};
 
 /// The largest body the write API reads.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
-
-/// A property as sent by a client (documentation of the accepted body).
-#[derive(Deserialize, utoipa::ToSchema)]
-#[allow(
-    dead_code,
-    reason = "documents the body; parsing is by hand for exact errors"
-)]
-pub struct PropertyBody {
-    /// 1 to 200 characters.
-    #[schema(example = "Beach villa")]
-    title: Option<String>,
-    /// Free text.
-    #[schema(example = "Four bedrooms, sea view")]
-    description: Option<String>,
-    /// At least 0, at most 8 digits before the point and 2 after; a string (exact) or
-    /// a number.
-    #[schema(value_type = String, example = "500000.00")]
-    price: Option<String>,
-    /// 1 to 100 characters.
-    #[schema(example = "Malindi")]
-    location: Option<String>,
-}
 
 /// The body's fields as text, ready for `NewProperty::parse` or `PropertyChanges::parse`.
 pub struct PropertyJson(pub PropertyFields);

@@ -2,10 +2,12 @@
 //! OpenAPI description, so `/openapi.json` documents exactly what is served; the router
 //! builder is shared by `serve` and the tests.
 
+pub mod access_log;
 pub mod auth;
 pub mod body;
 pub mod ops;
 pub mod properties;
+pub mod schemas;
 pub mod view_cache;
 
 use std::sync::Arc;
@@ -80,6 +82,7 @@ pub fn build_router(state: AppState) -> Router {
         .layer(Extension(ops::OpenApiJson(Arc::new(json))))
         .fallback(route_not_found)
         .method_not_allowed_fallback(route_method_not_allowed)
+        .layer(axum::middleware::from_fn(access_log::log_requests))
 }
 
 async fn route_not_found() -> ApiError {

@@ -6,7 +6,7 @@ use axum::extract::{Path, RawQuery, State};
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use serde::Serialize;
-use utoipa::{IntoParams, ToSchema};
+use utoipa::ToSchema;
 
 use crate::app::AppState;
 use crate::db::models::Property;
@@ -15,7 +15,8 @@ use crate::error::{
     ApiError, ErrorBody, internal_error, invalid_parameter, not_found, unprocessable,
 };
 use crate::http::auth::Admin;
-use crate::http::body::{PropertyBody, PropertyJson};
+use crate::http::body::PropertyJson;
+use crate::http::schemas::{ListParams, NewPropertyBody, PropertyChangesBody};
 use crate::services::ServiceError;
 use crate::services::properties as service;
 
@@ -29,35 +30,6 @@ pub struct PropertyList {
     /// The previous page's URL, or null on the first page.
     pub previous: Option<String>,
     pub data: Vec<Property>,
-}
-
-/// The list's query parameters. Others are ignored.
-#[derive(IntoParams)]
-#[into_params(parameter_in = Query)]
-#[allow(
-    dead_code,
-    reason = "documents the parameters; `PropertyQuery` parses them"
-)]
-pub struct ListParams {
-    /// Exact location, case-insensitive.
-    location: Option<String>,
-    /// Lowest price, inclusive (a decimal with at most 2 places).
-    #[param(value_type = Option<String>, example = "100000.00")]
-    min_price: Option<String>,
-    /// Highest price, inclusive.
-    #[param(value_type = Option<String>, example = "900000.00")]
-    max_price: Option<String>,
-    /// Case-insensitive substring of the title or the description.
-    search: Option<String>,
-    /// One of price, -price, created_at, -created_at, id, -id (default -created_at);
-    /// ties are broken by id in the same direction.
-    ordering: Option<String>,
-    /// Page number, from 1.
-    #[param(minimum = 1)]
-    page: Option<u32>,
-    /// Page size, 1 to 1000 (default 100).
-    #[param(minimum = 1, maximum = 1000)]
-    page_size: Option<u32>,
 }
 
 #[utoipa::path(
@@ -137,6 +109,9 @@ pub enum BodyWriteErrors {
     /// The write API is off (no LISTINGS_ADMIN_TOKEN)
     #[response(status = 403)]
     Off(ErrorBody),
+    /// The body did not arrive within the body timeout
+    #[response(status = 408)]
+    TooSlow(ErrorBody),
     /// Body over 64 KiB
     #[response(status = 413)]
     TooLarge(ErrorBody),
@@ -180,7 +155,7 @@ pub async fn find_property(
     post,
     path = "/properties/",
     tag = "properties",
-    request_body(content = PropertyBody, content_type = "application/json"),
+    request_body(content = NewPropertyBody, content_type = "application/json"),
     security(("bearer" = [])),
     responses(
         (status = 201, description = "Created", body = Property, headers(("Location" = String))),
@@ -207,7 +182,7 @@ pub async fn create_property(
     path = "/properties/{id}/",
     tag = "properties",
     params(("id" = i64, Path, description = "Property id")),
-    request_body(content = PropertyBody, content_type = "application/json",
+    request_body(content = NewPropertyBody, content_type = "application/json",
                   description = "Every field; title, price and location are required"),
     security(("bearer" = [])),
     responses(
@@ -234,7 +209,7 @@ pub async fn replace_property(
     path = "/properties/{id}/",
     tag = "properties",
     params(("id" = i64, Path, description = "Property id")),
-    request_body(content = PropertyBody, content_type = "application/json",
+    request_body(content = PropertyChangesBody, content_type = "application/json",
                   description = "Only the fields to change; at least one"),
     security(("bearer" = [])),
     responses(

@@ -142,16 +142,27 @@ async fn invalid_parameters_are_400_naming_the_rule(env: TestEnv) {
             "ordering=foo",
             "ordering: must be one of price, -price, created_at, -created_at, id, -id",
         ),
+        ("location=", "location: must not be empty"),
+        ("ordering=", "ordering: must not be empty"),
+        ("search=%E2%80%8B%20", "search: must not be empty"),
         (
-            "min_price=10&max_price=5",
-            "min_price: must not be greater than max_price",
+            "search=%00",
+            "search: must not contain control characters (found NUL)",
         ),
+        (
+            "location=Mal%0Aindi",
+            "location: must not contain control characters (found U+000A)",
+        ),
+        ("page=%2B2", "page: must be a whole number"),
     ] {
         let response = get(&router, &format!("/properties/?{query}")).await;
         assert_eq!(response.status, 400, "{query}");
         let error = response.json()["error"].as_str().expect("error").to_owned();
         assert!(error.starts_with(expected), "{query}: {error}");
     }
+    let crossed = get(&router, "/properties/?min_price=10&max_price=5").await;
+    assert_eq!(crossed.status, 200, "crossed bounds match nothing");
+    assert_eq!(crossed.json()["count"], 0);
 }
 
 async fn noise_in_the_query_does_not_split_the_cache(env: TestEnv) {

@@ -36,9 +36,11 @@ pub fn rows(path: &Path, format: Format) -> anyhow::Result<Rows> {
 }
 
 fn csv_rows(source: LineLimit<File>) -> anyhow::Result<Rows> {
+    // Spaces around a cell are padding (`Villa, 500.00, Malindi`), as CSV tools read it.
     let mut reader = csv::ReaderBuilder::new()
         .has_headers(true)
         .flexible(true)
+        .trim(csv::Trim::All)
         .from_reader(source);
     let headers = reader
         .headers()
