@@ -91,6 +91,7 @@ impl App {
             settings.db,
             metrics.clone(),
             &cache.origin_tag(),
+            cache.hooks().clone(),
         )
         .map_err(cannot_connect)?;
         db.check().await.map_err(cannot_connect)?;

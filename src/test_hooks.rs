@@ -15,6 +15,10 @@ pub enum Point {
     BeforeCacheStore,
     /// A writer has committed and is about to invalidate.
     BeforeInvalidate,
+    /// A PostgreSQL write has done its statements and is about to send COMMIT.
+    BeforeCommit,
+    /// A list page has read its rows and is about to count the matches.
+    BetweenRowsAndCount,
     /// The PostgreSQL change listener is about to (re)connect.
     BeforeListen,
 }

@@ -42,7 +42,7 @@ pub struct Cache {
     keys: KeySpace,
     metrics: Arc<Metrics>,
     flights: SingleFlight,
-    hooks: TestHooks,
+    hooks: Arc<TestHooks>,
 }
 
 enum Backend {
@@ -73,12 +73,12 @@ impl Cache {
             keys,
             metrics,
             flights: SingleFlight::default(),
-            hooks: TestHooks::default(),
+            hooks: Arc::default(),
         }
     }
 
-    /// Pause points for race tests (see `test_hooks`).
-    pub fn hooks(&self) -> &TestHooks {
+    /// Pause points for race tests (see `test_hooks`), shared with the database layer.
+    pub fn hooks(&self) -> &Arc<TestHooks> {
         &self.hooks
     }
 

@@ -35,6 +35,7 @@ pub use connect::DbSettings;
 
 use crate::config::{DatabaseUrl, human_duration};
 use crate::metrics::Metrics;
+use crate::test_hooks::TestHooks;
 
 pub type SqliteConn = SyncConnectionWrapper<SqliteConnection>;
 
@@ -90,6 +91,7 @@ pub struct Db {
     settings: DbSettings,
     /// Tasks learning the fate of writes whose commit was not confirmed.
     unconfirmed: write_fate::Pending,
+    hooks: Arc<TestHooks>,
 }
 
 #[derive(Clone)]
@@ -110,6 +112,7 @@ impl Db {
         settings: DbSettings,
         metrics: Arc<Metrics>,
         write_origin: &str,
+        hooks: Arc<TestHooks>,
     ) -> Result<Db, DbError> {
         let unavailable = |e: &dyn std::fmt::Display| DbError::Unavailable(e.to_string());
         let pool = match url {
@@ -145,6 +148,7 @@ impl Db {
             pool,
             settings,
             unconfirmed: Default::default(),
+            hooks,
         })
     }
 

@@ -67,6 +67,7 @@ macro_rules! property_repository {
             pub async fn list_page(
                 conn: &mut Conn,
                 query: &PropertyQuery,
+                hooks: &crate::test_hooks::TestHooks,
             ) -> QueryResult<PropertyPage> {
                 let ordered = match query.ordering {
                     SortOrder::PriceAsc => matching(query).order((p::price.asc(), p::id.asc())),
@@ -85,6 +86,9 @@ macro_rules! property_repository {
                     .offset(query.offset())
                     .load(conn)
                     .await?;
+                hooks
+                    .pause(crate::test_hooks::Point::BetweenRowsAndCount)
+                    .await;
                 // A separate count is cheaper than `COUNT(*) OVER ()`, which must
                 // materialize every matching row instead of walking the price index
                 // for one page (measured with bench/run). Callers run both statements
@@ -192,6 +196,9 @@ macro_rules! pg_write {
             let xid = crate::db::write_fate::current_transaction($tx).await?;
             let value = $body?;
             let _ = committing.set(xid);
+            $db.hooks
+                .pause(crate::test_hooks::Point::BeforeCommit)
+                .await;
             Ok(value)
         });
         match crate::db::within_deadline!($db, conn, $heartbeat, work) {
@@ -239,13 +246,15 @@ mod methods {
                     conn.build_transaction()
                         .read_only()
                         .repeatable_read()
-                        .run(async |tx| pg::properties::list_page(tx, query).await)
+                        .run(async |tx| pg::properties::list_page(tx, query, &self.hooks).await)
                         .await
                 }),
                 Backend::Sqlite(pool) => {
                     let mut conn = checkout(pool, &self.settings).await?;
                     Ok(conn
-                        .transaction(async |tx| sqlite::properties::list_page(tx, query).await)
+                        .transaction(async |tx| {
+                            sqlite::properties::list_page(tx, query, &self.hooks).await
+                        })
                         .await?)
                 }
             }

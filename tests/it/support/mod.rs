@@ -2,6 +2,7 @@
 
 pub mod backends;
 pub mod binary;
+pub mod proxy;
 
 use std::sync::Arc;
 use std::time::Duration;
