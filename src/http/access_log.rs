@@ -63,7 +63,7 @@ pub async fn log_requests(mut request: Request, next: Next) -> Response {
         path = uri.path(),
         query = uri.query().unwrap_or(""),
         status = response.status().as_u16(),
-        latency_ms = started.elapsed().as_secs_f64() * 1000.0,
+        latency_ms = started.elapsed().as_micros() as f64 / 1000.0,
         cache,
         request_id = %id_text,
         "request"
