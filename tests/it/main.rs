@@ -19,6 +19,7 @@ mod logging;
 mod multi_process;
 mod openapi;
 mod out_of_band;
+mod secrets;
 mod snapshot;
 mod stress;
 mod walkthrough;
