@@ -20,6 +20,7 @@ mod multi_process;
 mod openapi;
 mod out_of_band;
 mod secrets;
+mod slow_clients;
 mod snapshot;
 mod stress;
 mod walkthrough;

@@ -62,8 +62,15 @@ impl TestEnv {
     pub fn serve(&self, extra_args: &[&str]) -> Server {
         let mut args = vec!["serve", "--bind", "127.0.0.1:0"];
         args.extend_from_slice(extra_args);
-        let mut child = self
-            .command(&args)
+        Server::start(self.command(&args))
+    }
+}
+
+impl Server {
+    /// Spawns `command`, a `listings serve` (possibly behind a wrapper that `exec`s it),
+    /// and waits until it listens.
+    pub fn start(mut command: Command) -> Server {
+        let mut child = command
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -189,12 +196,34 @@ impl Server {
 
     /// Sends SIGTERM and waits for the exit status.
     pub fn terminate(mut self) -> std::process::ExitStatus {
+        self.send_sigterm();
+        self.child.wait().expect("wait for the server")
+    }
+
+    /// Sends SIGTERM and waits at most `bound` for the exit status; panics (and the
+    /// drop kills the process) when it does not exit in time.
+    pub fn terminate_within(&mut self, bound: Duration) -> std::process::ExitStatus {
+        self.send_sigterm();
+        let start = std::time::Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait for the server") {
+                return status;
+            }
+            assert!(
+                start.elapsed() < bound,
+                "the server did not exit within {bound:?} of SIGTERM:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn send_sigterm(&self) {
         let pid = self.child.id().to_string();
         Command::new("kill")
             .args(["-TERM", &pid])
             .status()
             .expect("kill -TERM");
-        self.child.wait().expect("wait for the server")
     }
 }
 
