@@ -38,13 +38,21 @@ impl FromStr for DatabaseUrl {
             .map(|(scheme, rest)| (scheme.to_ascii_lowercase(), rest))
         {
             Some((scheme, _)) if scheme == "postgres" || scheme == "postgresql" => {
-                let url = SecretUrl::parse(raw, "postgres://user:password@host:5432/database")?;
-                tokio_postgres::Config::from_str(raw).map_err(|e| {
+                const FORM: &str = "postgres://user:password@host:5432/database";
+                let url = SecretUrl::parse(raw, FORM)?;
+                let config = tokio_postgres::Config::from_str(raw).map_err(|e| {
                     format!(
                         "is not a valid PostgreSQL URL: {}",
                         crate::cause::root_cause(&e)
                     )
                 })?;
+                if !same_target(raw, &config) {
+                    // Only unencoded delimiters in the user info make the two readers
+                    // disagree; the connection would go elsewhere than shown.
+                    return Err(format!(
+                        "is ambiguous: percent-encode `/`, `@`, `:`, `?` and `#` in the user name and password (`/` as %2F, `@` as %40); expected {FORM}"
+                    ));
+                }
                 Ok(DatabaseUrl::Postgres(url))
             }
             // diesel's SQLite wants a plain path, not a URL.
@@ -60,6 +68,39 @@ impl FromStr for DatabaseUrl {
             )),
         }
     }
+}
+
+/// True when the `url` crate (which this program shows and redacts) and tokio-postgres
+/// (which connects) read the same hosts and port from `raw`. An unencoded `/`, `@`, `?`
+/// or `#` in the user info makes them split it differently, which always moves the
+/// host or the port: then what is shown is not where the connection goes, and part of
+/// the password may be shown as a host.
+fn same_target(raw: &str, config: &tokio_postgres::Config) -> bool {
+    let Ok(url) = url::Url::parse(raw) else {
+        return false;
+    };
+    let decode = |text: &str| percent_encoding::percent_decode_str(text).collect::<Vec<u8>>();
+    let hosts: Vec<String> = config
+        .get_hosts()
+        .iter()
+        .map(|host| match host {
+            tokio_postgres::config::Host::Tcp(name) => name.clone(),
+            tokio_postgres::config::Host::Unix(path) => path.display().to_string(),
+        })
+        .collect();
+    let url_hosts: Vec<String> = url
+        .host_str()
+        .unwrap_or_default()
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .split(',')
+        .map(|host| String::from_utf8_lossy(&decode(host)).into_owned())
+        .collect();
+    let ports_agree = match url.port() {
+        Some(port) => config.get_ports().iter().all(|p| *p == port),
+        None => config.get_ports().iter().all(|p| *p == 5432),
+    };
+    hosts == url_hosts && ports_agree
 }
 
 /// A scheme as URLs spell them (letters, digits, `+-.`), so that a file path containing
@@ -439,9 +480,13 @@ mod tests {
             "postgres://app:rel/pw:se@db:5432/listings",
             "postgres://app:topsecret@db:notaport/listings",
             "postgresql://:topsecret@/x",
+            "postgres://app:4711/topsecret@127.0.0.1:1/x",
+            "postgres://app:top#secret@127.0.0.1:1/x",
+            "postgres://app:top?secret@127.0.0.1:1/x",
+            "postgres://app:top@secret@127.0.0.1:1/x",
         ] {
             let e = raw.parse::<DatabaseUrl>().unwrap_err();
-            for part in ["rel/pw", "pw:se", "topsecret", "notaport"] {
+            for part in ["rel/pw", "pw:se", "topsecret", "secret", "notaport", "4711"] {
                 assert!(!e.contains(part), "{raw}: {e}");
             }
         }

@@ -71,10 +71,13 @@ pub async fn run(opts: Opts, global: &GlobalOpts) -> anyhow::Result<()> {
         Some(url) => {
             let keys = KeySpace::new(&global.cache_prefix.0);
             let redis = RedisCache::new(url, keys, Default::default())?;
-            let stats = redis
-                .stats()
-                .await
-                .with_context(|| format!("cannot read metrics from Redis at {}", url.target()))?;
+            let stats = redis.stats().await.map_err(|e| {
+                anyhow::anyhow!(
+                    "cannot read metrics from Redis at {}: {}",
+                    url.target(),
+                    crate::cause::root_cause(&e)
+                )
+            })?;
             let level = |kind| LevelReport::from(stats.count(kind));
             Report {
                 cache: "redis",

@@ -6,7 +6,6 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use clap::Args;
-use tokio::net::TcpListener;
 
 use crate::app::{App, DEFAULT_DATA_TTL, DEFAULT_VIEW_TTL, Settings};
 use crate::cli::GlobalOpts;
@@ -79,9 +78,8 @@ pub async fn run(opts: Opts, global: &GlobalOpts) -> anyhow::Result<()> {
     app.watch_sqlite_writes().await?;
     let max_connections =
         server::connection_cap(app.settings.http.max_connections, db.max_connections);
-    let listener = TcpListener::bind(opts.bind)
-        .await
-        .with_context(|| format!("cannot listen on {}", opts.bind))?;
+    let listener =
+        server::listen(opts.bind).with_context(|| format!("cannot listen on {}", opts.bind))?;
     let address = listener
         .local_addr()
         .context("cannot read the bound address")?;

@@ -153,7 +153,28 @@ pub fn sqlite_pragmas(settings: &DbSettings) -> String {
 /// change probe.
 pub fn open_sqlite(path: &str, settings: &DbSettings) -> Result<SqliteConnection, ConnectionError> {
     let mut conn = SqliteConnection::establish(path)?;
-    conn.batch_execute(&sqlite_pragmas(settings))
-        .map_err(ConnectionError::CouldntSetupConfiguration)?;
+    configure_sqlite(&mut conn, settings).map_err(ConnectionError::CouldntSetupConfiguration)?;
     Ok(conn)
+}
+
+/// Sets the pragmas. Switching a fresh file to WAL needs a lock that SQLite does not
+/// wait for with its busy timeout, so when another process is setting up the same file
+/// at the same moment, this waits for it here (at most the statement timeout).
+pub fn configure_sqlite(
+    conn: &mut SqliteConnection,
+    settings: &DbSettings,
+) -> diesel::QueryResult<()> {
+    let pragmas = sqlite_pragmas(settings);
+    let started = std::time::Instant::now();
+    loop {
+        match conn.batch_execute(&pragmas) {
+            Err(diesel::result::Error::DatabaseError(_, info))
+                if info.message().contains("locked")
+                    && started.elapsed() < settings.statement_timeout =>
+            {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            done => return done,
+        }
+    }
 }

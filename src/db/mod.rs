@@ -27,7 +27,7 @@ use diesel_async::pooled_connection::{
     AsyncDieselConnectionManager, ManagerConfig, RecyclingMethod,
 };
 use diesel_async::sync_connection_wrapper::SyncConnectionWrapper;
-use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection};
+use diesel_async::{AsyncConnection, AsyncPgConnection};
 use futures_util::FutureExt as _;
 use futures_util::future::BoxFuture;
 
@@ -287,7 +287,7 @@ fn sqlite_manager_config(settings: DbSettings, metrics: Arc<Metrics>) -> Manager
         let url = url.to_owned();
         async move {
             let mut conn = SqliteConn::establish(&url).await?;
-            conn.batch_execute(&connect::sqlite_pragmas(&settings))
+            conn.spawn_blocking(move |conn| connect::configure_sqlite(conn, &settings))
                 .await
                 .map_err(diesel::ConnectionError::CouldntSetupConfiguration)?;
             register_unicode_lower(&mut conn)

@@ -47,6 +47,11 @@ pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Connections the kernel completes and queues before the server accepts them: room for
+/// a burst, and for clients waiting while the server is at its connection cap. The
+/// kernel caps it at `net.core.somaxconn`.
+const LISTEN_BACKLOG: u32 = 4096;
+
 /// File descriptors kept for everything but client connections: the database pool, the
 /// change listener, Redis, the SQLite files, logs.
 const RESERVED_FDS: u64 = 128;
@@ -65,6 +70,19 @@ impl Default for HttpLimits {
             max_connections: None,
         }
     }
+}
+
+/// Binds `address` with a backlog of [`LISTEN_BACKLOG`] (tokio's default is 1024 at
+/// most, and the platform's often 128).
+pub fn listen(address: std::net::SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if address.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(address)?;
+    socket.listen(LISTEN_BACKLOG)
 }
 
 /// Raises the soft file-descriptor limit to the hard one and returns how many client

@@ -19,6 +19,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use super::HttpLimits;
@@ -32,6 +33,9 @@ pub struct Activity {
     phase: AtomicU8,
     /// Milliseconds after `opened` at which the current phase's clock started.
     since: AtomicU64,
+    /// Wakes the watchdog when the phase changes: the new phase's limit may be shorter
+    /// than the one it is sleeping on.
+    changed: Notify,
 }
 
 impl Activity {
@@ -40,6 +44,7 @@ impl Activity {
             opened: Instant::now(),
             phase: AtomicU8::new(AWAITING_HEAD),
             since: AtomicU64::new(0),
+            changed: Notify::new(),
         }
     }
 
@@ -50,6 +55,7 @@ impl Activity {
     fn enter(&self, phase: u8) {
         self.since.store(self.now(), Ordering::Release);
         self.phase.store(phase, Ordering::Release);
+        self.changed.notify_one();
     }
 
     pub fn request_started(&self) {
@@ -67,6 +73,7 @@ impl Activity {
             .is_ok()
         {
             self.since.store(self.now(), Ordering::Release);
+            self.changed.notify_one();
         }
     }
 
@@ -80,20 +87,23 @@ impl Activity {
     pub async fn expired(&self, limits: &HttpLimits) {
         loop {
             let limit = match self.phase.load(Ordering::Acquire) {
-                AWAITING_HEAD => limits.header_read_timeout,
-                IDLE => limits.idle_timeout,
-                // Look again later: the phase will have changed, or not.
-                _ => {
-                    tokio::time::sleep(limits.header_read_timeout).await;
-                    continue;
-                }
+                AWAITING_HEAD => Some(limits.header_read_timeout),
+                IDLE => Some(limits.idle_timeout),
+                _ => None,
+            };
+            let Some(limit) = limit else {
+                self.changed.notified().await;
+                continue;
             };
             let since = Duration::from_millis(self.since.load(Ordering::Acquire));
             let deadline = self.opened + since + limit;
             if Instant::now() >= deadline {
                 return;
             }
-            tokio::time::sleep_until(deadline).await;
+            tokio::select! {
+                () = tokio::time::sleep_until(deadline) => {}
+                () = self.changed.notified() => {}
+            }
         }
     }
 }
@@ -194,6 +204,27 @@ mod tests {
         }
         tokio::time::advance(Duration::from_millis(1001)).await;
         assert!(expired.as_mut().now_or_never().is_some());
+    }
+
+    /// A watchdog sleeping on a long limit must notice that the connection moved to a
+    /// phase with a shorter one.
+    #[tokio::test(start_paused = true)]
+    async fn a_shorter_limit_in_a_later_phase_takes_effect_at_once() {
+        let limits = HttpLimits {
+            header_read_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(1),
+            ..HttpLimits::default()
+        };
+        let activity = Activity::new();
+        let expired = activity.expired(&limits);
+        tokio::pin!(expired);
+        tokio::time::advance(Duration::from_millis(500)).await;
+        activity.request_started();
+        assert!(expired.as_mut().now_or_never().is_none());
+        activity.request_finished();
+        assert!(expired.as_mut().now_or_never().is_none());
+        tokio::time::advance(Duration::from_millis(1001)).await;
+        assert!(expired.as_mut().now_or_never().is_some(), "idle for 1 s");
     }
 
     #[tokio::test(start_paused = true)]
