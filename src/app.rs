@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use crate::cache::Cache;
 use crate::cache::keys::KeySpace;
-use crate::config::{AdminToken, DatabaseUrl, KeyPrefix, RedisUrl};
+use crate::config::{AdminToken, ByteSize, DatabaseUrl, KeyPrefix, RedisUrl};
 use crate::db::data_version::DataVersionProbe;
 use crate::db::{Db, DbError, DbSettings};
 use crate::metrics::Metrics;
@@ -18,6 +18,8 @@ pub struct Settings {
     /// `None`: the in-process cache.
     pub redis_url: Option<RedisUrl>,
     pub cache_prefix: KeyPrefix,
+    /// Most bytes the in-process cache holds.
+    pub cache_size: ByteSize,
     /// How long whole responses stay cached (a write retires them sooner).
     pub view_ttl: Duration,
     /// How long query results stay cached (a write retires them sooner).
@@ -39,6 +41,7 @@ impl Default for Settings {
             database_url: DatabaseUrl::default(),
             redis_url: None,
             cache_prefix: KeyPrefix::default(),
+            cache_size: ByteSize::DEFAULT_CACHE_SIZE,
             view_ttl: DEFAULT_VIEW_TTL,
             data_ttl: DEFAULT_DATA_TTL,
             db: DbSettings::default(),
@@ -69,11 +72,12 @@ impl App {
     /// Builds the pool and the cache and checks that the database answers. An
     /// unreachable Redis is not an error: the cache connects lazily.
     pub async fn connect(settings: Settings) -> anyhow::Result<App> {
+        crate::db::migrations::prepare(&settings.database_url, &settings.db).await?;
         let metrics = Arc::new(Metrics::default());
         let keys = KeySpace::new(&settings.cache_prefix.0);
         let cache = match &settings.redis_url {
             Some(url) => Cache::redis(url, keys, metrics.clone())?,
-            None => Cache::in_process(keys, metrics.clone()),
+            None => Cache::in_process(keys, settings.cache_size.bytes(), metrics.clone()),
         };
         let cannot_connect = |e: DbError| {
             let cause = match e {

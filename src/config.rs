@@ -401,6 +401,59 @@ impl fmt::Display for Ttl {
     }
 }
 
+/// An amount of memory: `64MiB`, `512KiB`, `1GiB`, or a number of bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ByteSize(u64);
+
+const UNITS: [(&str, u64); 4] = [
+    ("GiB", 1 << 30),
+    ("MiB", 1 << 20),
+    ("KiB", 1 << 10),
+    ("B", 1),
+];
+
+impl ByteSize {
+    pub const DEFAULT_CACHE_SIZE: ByteSize = ByteSize(64 << 20);
+
+    pub fn bytes(self) -> u64 {
+        self.0
+    }
+}
+
+impl FromStr for ByteSize {
+    type Err = String;
+
+    fn from_str(raw: &str) -> Result<Self, Self::Err> {
+        let rule = || format!("`{raw}` must be a size from 1MiB to 64GiB, such as 64MiB or 512KiB");
+        let text = raw.trim();
+        let (number, unit) = UNITS
+            .iter()
+            .find_map(|(name, unit)| {
+                let number = text.strip_suffix(name)?;
+                Some((number.trim(), *unit))
+            })
+            .unwrap_or((text, 1));
+        let bytes = number
+            .parse::<u64>()
+            .ok()
+            .and_then(|n| n.checked_mul(unit))
+            .ok_or_else(rule)?;
+        if !(1 << 20..=64 << 30).contains(&bytes) {
+            return Err(rule());
+        }
+        Ok(ByteSize(bytes))
+    }
+}
+
+impl fmt::Display for ByteSize {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match UNITS.iter().find(|(_, unit)| self.0.is_multiple_of(*unit)) {
+            Some((name, unit)) => write!(f, "{}{name}", self.0 / unit),
+            None => write!(f, "{}B", self.0),
+        }
+    }
+}
+
 /// A cache key prefix: printable ASCII without spaces, so keys stay greppable.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct KeyPrefix(pub String);
@@ -520,6 +573,23 @@ mod tests {
         assert_eq!("0.25".parse(), Ok(Seconds(Duration::from_millis(250))));
         for bad in ["0", "0.0001", "-1", "1e3", "", "abc", "86401", "1.", ".5"] {
             assert!(bad.parse::<Seconds>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn sizes_take_binary_units() {
+        assert_eq!(
+            "64MiB".parse::<ByteSize>().map(ByteSize::bytes),
+            Ok(64 << 20)
+        );
+        assert_eq!("1GiB".parse::<ByteSize>().map(ByteSize::bytes), Ok(1 << 30));
+        assert_eq!(
+            "2048 KiB".parse::<ByteSize>().map(ByteSize::bytes),
+            Ok(2 << 20)
+        );
+        assert_eq!(ByteSize::DEFAULT_CACHE_SIZE.to_string(), "64MiB");
+        for bad in ["", "64MB", "-1MiB", "1KiB", "100GiB", "x"] {
+            assert!(bad.parse::<ByteSize>().is_err(), "{bad}");
         }
     }
 

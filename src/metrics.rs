@@ -15,25 +15,25 @@ pub enum CacheKind {
     /// The first page of the default listing, the low-level key `all_properties`.
     AllProperties,
     /// Every other search (filters, orders, pages).
-    PropertyQuery,
+    Queries,
     /// Single properties by id.
-    Property,
+    Items,
 }
 
 impl CacheKind {
     pub const ALL: [CacheKind; 4] = [
         CacheKind::View,
         CacheKind::AllProperties,
-        CacheKind::PropertyQuery,
-        CacheKind::Property,
+        CacheKind::Queries,
+        CacheKind::Items,
     ];
 
     pub fn name(self) -> &'static str {
         match self {
             CacheKind::View => "view",
             CacheKind::AllProperties => "all_properties",
-            CacheKind::PropertyQuery => "queries",
-            CacheKind::Property => "items",
+            CacheKind::Queries => "queries",
+            CacheKind::Items => "items",
         }
     }
 

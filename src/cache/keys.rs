@@ -64,7 +64,7 @@ impl PropertyQueryKey {
 
 impl CacheKey for PropertyQueryKey {
     type Value = PropertyPage;
-    const KIND: CacheKind = CacheKind::PropertyQuery;
+    const KIND: CacheKind = CacheKind::Queries;
 
     fn resource(&self) -> Resource {
         Resource::Properties
@@ -83,7 +83,7 @@ pub struct PropertyKey(pub i64);
 
 impl CacheKey for PropertyKey {
     type Value = Property;
-    const KIND: CacheKind = CacheKind::Property;
+    const KIND: CacheKind = CacheKind::Items;
 
     fn resource(&self) -> Resource {
         Resource::Properties

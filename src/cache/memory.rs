@@ -1,52 +1,70 @@
-//! The in-process cache of the embedded mode. The generation and the entries sit under
-//! one lock, so "store only if the generation is unchanged" is a compare under that lock.
+//! The in-process cache of the embedded mode: a moka cache bounded in bytes (keys and
+//! values), with per-entry expiry and its own eviction, plus one generation counter per
+//! resource. Entries are keyed by generation, so a bump retires every entry at once;
+//! retired ones are unreachable and leave by eviction or expiry.
+//!
+//! "Store only if the generation is unchanged" needs no lock: a store that loses the
+//! race with a bump lands under the retired generation, where no lookup looks.
 
-use std::collections::HashMap;
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use moka::Expiry;
+use moka::sync::Cache;
 
 use crate::cache::keys::{EntryKey, Resource};
 
-/// Enough for every page and query a listing site serves; past it, stores are skipped
-/// until entries expire or a write retires them.
-const MAX_ENTRIES: usize = 10_000;
+/// Per-entry bookkeeping moka keeps besides the bytes, for the weigher.
+const ENTRY_OVERHEAD_BYTES: usize = 64;
 
-#[derive(Default)]
 pub struct MemoryCache {
-    state: Mutex<State>,
+    generations: [AtomicU64; Resource::ALL.len()],
+    entries: Cache<String, Entry>,
 }
 
-#[derive(Default)]
-struct State {
-    generations: HashMap<Resource, u64>,
-    entries: HashMap<String, Entry>,
-}
-
+#[derive(Clone)]
 struct Entry {
     value: Bytes,
-    expires_at: Instant,
+    ttl: Duration,
+}
+
+struct EntryTtl;
+
+impl Expiry<String, Entry> for EntryTtl {
+    fn expire_after_create(&self, _key: &String, entry: &Entry, _now: Instant) -> Option<Duration> {
+        Some(entry.ttl)
+    }
 }
 
 impl MemoryCache {
-    fn state(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    /// A cache holding at most `max_bytes` of keys and values.
+    pub fn new(max_bytes: u64) -> MemoryCache {
+        let entries = Cache::builder()
+            .max_capacity(max_bytes)
+            .weigher(|key: &String, entry: &Entry| {
+                u32::try_from(key.len() + entry.value.len() + ENTRY_OVERHEAD_BYTES)
+                    .unwrap_or(u32::MAX)
+            })
+            .expire_after(EntryTtl)
+            .build();
+        MemoryCache {
+            generations: std::array::from_fn(|_| AtomicU64::new(0)),
+            entries,
+        }
+    }
+
+    fn generation(&self, resource: Resource) -> &AtomicU64 {
+        &self.generations[resource as usize]
     }
 
     /// The current generation and, when present and fresh, the entry stored under it.
     pub fn lookup(&self, key: &EntryKey) -> (u64, Option<Bytes>) {
-        let state = self.state();
-        let generation = state
-            .generations
-            .get(&key.resource)
-            .copied()
-            .unwrap_or_default();
-        let value = state
+        let generation = self.generation(key.resource).load(Ordering::Acquire);
+        let value = self
             .entries
             .get(&key.at(generation))
-            .filter(|entry| entry.expires_at > Instant::now())
-            .map(|entry| entry.value.clone());
+            .map(|entry| entry.value);
         (generation, value)
     }
 
@@ -58,64 +76,68 @@ impl MemoryCache {
         value: Bytes,
         ttl: Duration,
     ) -> bool {
-        let mut state = self.state();
-        if state
-            .generations
-            .get(&key.resource)
-            .copied()
-            .unwrap_or_default()
-            != generation
-        {
+        if self.generation(key.resource).load(Ordering::Acquire) != generation {
             return false;
         }
-        let now = Instant::now();
-        if state.entries.len() >= MAX_ENTRIES {
-            state.entries.retain(|_, entry| entry.expires_at > now);
-            if state.entries.len() >= MAX_ENTRIES {
-                return false;
-            }
-        }
-        state.entries.insert(
-            key.at(generation),
-            Entry {
-                value,
-                expires_at: now + ttl,
-            },
-        );
+        self.entries
+            .insert(key.at(generation), Entry { value, ttl });
         true
     }
 
-    /// Retires every entry of `resource`; `entries_prefix` is `KeySpace::entries_of`.
-    pub fn bump(&self, resource: Resource, entries_prefix: &str) -> u64 {
-        let mut state = self.state();
-        let generation = state.generations.entry(resource).or_default();
-        *generation += 1;
-        let generation = *generation;
-        // Unlike Redis, memory is ours to reclaim at once.
-        state
-            .entries
-            .retain(|key, _| !key.starts_with(entries_prefix));
-        generation
+    /// Retires every entry of `resource`.
+    pub fn bump(&self, resource: Resource) -> u64 {
+        self.generation(resource).fetch_add(1, Ordering::AcqRel) + 1
+    }
+
+    /// Bytes held (keys, values and bookkeeping), after pending evictions.
+    pub fn weighted_size(&self) -> u64 {
+        self.entries.run_pending_tasks();
+        self.entries.weighted_size()
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cache::keys::{AllPropertiesKey, KeySpace};
+    use crate::cache::keys::{AllPropertiesKey, KeySpace, PropertyKey};
+
+    const TTL: Duration = Duration::from_secs(60);
 
     #[test]
     fn a_bump_refuses_stores_begun_before_it() {
-        let cache = MemoryCache::default();
+        let cache = MemoryCache::new(1 << 20);
         let keys = KeySpace::new("t:");
         let entry = keys.entry(&AllPropertiesKey);
         let (generation, value) = cache.lookup(&entry);
         assert_eq!(value, None);
-        cache.bump(Resource::Properties, &keys.entries_of(Resource::Properties));
-        let ttl = Duration::from_secs(60);
-        assert!(!cache.store_if_current(&entry, generation, Bytes::from_static(b"old"), ttl));
+        cache.bump(Resource::Properties);
+        assert!(!cache.store_if_current(&entry, generation, Bytes::from_static(b"old"), TTL));
         let (generation, _) = cache.lookup(&entry);
-        assert!(cache.store_if_current(&entry, generation, Bytes::from_static(b"new"), ttl));
+        assert!(cache.store_if_current(&entry, generation, Bytes::from_static(b"new"), TTL));
         assert_eq!(cache.lookup(&entry).1, Some(Bytes::from_static(b"new")));
+        cache.bump(Resource::Properties);
+        assert_eq!(cache.lookup(&entry).1, None, "retired by the bump");
+    }
+
+    #[test]
+    fn the_byte_bound_holds_and_new_entries_still_fit() {
+        let bound = 64 * 1024;
+        let cache = MemoryCache::new(bound);
+        let keys = KeySpace::new("t:");
+        let value = Bytes::from(vec![b'x'; 1000]);
+        for id in 0..1000 {
+            let entry = keys.entry(&PropertyKey(id));
+            let (generation, _) = cache.lookup(&entry);
+            assert!(cache.store_if_current(&entry, generation, value.clone(), TTL));
+        }
+        assert!(
+            cache.weighted_size() <= bound,
+            "{} bytes held",
+            cache.weighted_size()
+        );
+        let last = keys.entry(&PropertyKey(999));
+        let (generation, _) = cache.lookup(&last);
+        assert!(cache.store_if_current(&last, generation, value.clone(), TTL));
+        assert_eq!(cache.lookup(&last).1, Some(value), "eviction makes room");
     }
 }

@@ -45,6 +45,10 @@ pub struct Cache {
     hooks: Arc<TestHooks>,
 }
 
+#[allow(
+    clippy::large_enum_variant,
+    reason = "one per process, never moved after start-up"
+)]
 enum Backend {
     Memory(MemoryCache),
     Redis(RedisCache),
@@ -58,8 +62,9 @@ pub enum CacheStatus {
 }
 
 impl Cache {
-    pub fn in_process(keys: KeySpace, metrics: Arc<Metrics>) -> Cache {
-        Cache::with_backend(Backend::Memory(MemoryCache::default()), keys, metrics)
+    /// A cache in this process, holding at most `max_bytes`.
+    pub fn in_process(keys: KeySpace, max_bytes: u64, metrics: Arc<Metrics>) -> Cache {
+        Cache::with_backend(Backend::Memory(MemoryCache::new(max_bytes)), keys, metrics)
     }
 
     pub fn redis(url: &RedisUrl, keys: KeySpace, metrics: Arc<Metrics>) -> anyhow::Result<Cache> {
@@ -188,7 +193,7 @@ impl Cache {
     pub async fn invalidate(&self, resource: Resource) -> bool {
         match &self.backend {
             Backend::Memory(memory) => {
-                memory.bump(resource, &self.keys.entries_of(resource));
+                memory.bump(resource);
                 true
             }
             Backend::Redis(redis) => redis.bump(resource).await,

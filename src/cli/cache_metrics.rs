@@ -21,7 +21,7 @@ pub struct Opts {
     #[arg(long)]
     pub json: bool,
     /// Embedded mode: address of the running server (as `serve --bind`)
-    #[arg(long, env = "LISTINGS_BIND", default_value = "127.0.0.1:8000")]
+    #[arg(long, env = "LISTINGS_BIND", default_value_t = crate::server::DEFAULT_BIND)]
     pub bind: SocketAddr,
 }
 
@@ -87,8 +87,8 @@ pub async fn run(opts: Opts, global: &GlobalOpts) -> anyhow::Result<()> {
                 hit_ratio: Some(stats.keyspace.hit_ratio()),
                 view: level(CacheKind::View),
                 all_properties: level(CacheKind::AllProperties),
-                queries: level(CacheKind::PropertyQuery),
-                items: level(CacheKind::Property),
+                queries: level(CacheKind::Queries),
+                items: level(CacheKind::Items),
                 db_queries: None,
             }
         }
@@ -123,8 +123,8 @@ pub async fn run(opts: Opts, global: &GlobalOpts) -> anyhow::Result<()> {
                 hit_ratio: None,
                 view: level(CacheKind::View),
                 all_properties: level(CacheKind::AllProperties),
-                queries: level(CacheKind::PropertyQuery),
-                items: level(CacheKind::Property),
+                queries: level(CacheKind::Queries),
+                items: level(CacheKind::Items),
                 db_queries: Some(sample("listings_db_queries_total".into())),
             }
         }

@@ -9,7 +9,7 @@ use crate::http_client;
 #[derive(Debug, Args)]
 pub struct Opts {
     /// Address the server listens on (as `serve --bind`)
-    #[arg(long, env = "LISTINGS_BIND", default_value = "127.0.0.1:8000")]
+    #[arg(long, env = "LISTINGS_BIND", default_value_t = crate::server::DEFAULT_BIND)]
     pub bind: SocketAddr,
 }
 

@@ -21,7 +21,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 
 use crate::app::Settings;
-use crate::config::{DatabaseUrl, KeyPrefix, RedisUrl, Seconds};
+use crate::config::{ByteSize, DatabaseUrl, KeyPrefix, RedisUrl, Seconds};
 use crate::db::DbSettings;
 use crate::db::connect::{
     DEFAULT_CONNECT_TIMEOUT, DEFAULT_KEEPALIVE, DEFAULT_MAX_CONNECTIONS, DEFAULT_POOL_TIMEOUT,
@@ -124,6 +124,11 @@ pub struct GlobalOpts {
           default_value_t = KeyPrefix::default())]
     pub cache_prefix: KeyPrefix,
 
+    /// Most memory the in-process cache holds (keys and values; used without Redis)
+    #[arg(long, env = "LISTINGS_CACHE_SIZE", value_name = "SIZE", global = true,
+          default_value_t = ByteSize::DEFAULT_CACHE_SIZE)]
+    pub cache_size: ByteSize,
+
     /// Most database connections per process
     #[arg(long, env = "LISTINGS_DB_POOL_SIZE", value_name = "N", global = true,
           default_value_t = DEFAULT_MAX_CONNECTIONS as u16,
@@ -180,6 +185,7 @@ impl GlobalOpts {
             database_url: self.database_url(),
             redis_url: self.redis_url.clone(),
             cache_prefix: self.cache_prefix.clone(),
+            cache_size: self.cache_size,
             db: self.db_settings(),
             ..Settings::default()
         }
@@ -204,11 +210,11 @@ pub async fn settle_unconfirmed_writes(app: &crate::app::App) {
     }
 }
 
-/// A property's fields as flags, for create-property and update-property. Each is
-/// validated by the domain types, so both commands apply the API's rules.
+/// The fields update-property may change, as flags; validated by the domain types, so
+/// the command applies the API's rules.
 #[derive(Debug, Clone, Args)]
 pub struct PropertyFieldOpts {
-    /// Title, 1 to 200 characters
+    /// Title, at most 200 characters
     #[arg(long)]
     pub title: Option<String>,
     /// Free text, at most 10000 characters
@@ -217,7 +223,7 @@ pub struct PropertyFieldOpts {
     /// Price with at most 2 decimals, e.g. 500000.00
     #[arg(long, allow_hyphen_values = true)]
     pub price: Option<String>,
-    /// Location, 1 to 100 characters
+    /// Location, at most 100 characters
     #[arg(long)]
     pub location: Option<String>,
 }

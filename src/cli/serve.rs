@@ -10,8 +10,7 @@ use clap::Args;
 use crate::app::{App, DEFAULT_DATA_TTL, DEFAULT_VIEW_TTL, Settings};
 use crate::cli::GlobalOpts;
 use crate::cli::secret;
-use crate::config::{AdminToken, DatabaseUrl, Seconds, Ttl};
-use crate::db::{DbSettings, migrations};
+use crate::config::{AdminToken, Seconds, Ttl};
 use crate::http::build_router;
 use crate::server::{self, HttpLimits};
 use crate::services;
@@ -19,7 +18,7 @@ use crate::services;
 #[derive(Debug, Args)]
 pub struct Opts {
     /// Address to listen on; port 0 picks a free port (the log line names it)
-    #[arg(long, env = "LISTINGS_BIND", default_value = "127.0.0.1:8000")]
+    #[arg(long, env = "LISTINGS_BIND", default_value_t = crate::server::DEFAULT_BIND)]
     pub bind: SocketAddr,
     /// Seconds a whole response stays cached (writes retire it sooner)
     #[arg(long, env = "LISTINGS_VIEW_TTL", value_name = "SECONDS",
@@ -58,9 +57,7 @@ pub struct Opts {
 }
 
 pub async fn run(opts: Opts, global: &GlobalOpts) -> anyhow::Result<()> {
-    let database_url = global.database_url();
     let db = global.db_settings();
-    prepare_database(&database_url, &db).await?;
     let settings = Settings {
         view_ttl: opts.view_ttl.0,
         data_ttl: opts.data_ttl.0,
@@ -102,31 +99,6 @@ pub async fn run(opts: Opts, global: &GlobalOpts) -> anyhow::Result<()> {
     )
     .await;
     tracing::info!("stopped");
-    Ok(())
-}
-
-/// The embedded database creates and migrates itself so a fresh machine just works;
-/// PostgreSQL is migrated by the operator (`listings migrate`), so refuse to serve
-/// against an out-of-date schema rather than fail every request.
-async fn prepare_database(url: &DatabaseUrl, settings: &DbSettings) -> anyhow::Result<()> {
-    match url {
-        DatabaseUrl::Sqlite(_) => {
-            for name in migrations::run_pending(url, settings).await? {
-                tracing::info!("applied migration {name}");
-            }
-        }
-        DatabaseUrl::Postgres(_) => {
-            let pending = migrations::pending(url, settings).await?;
-            if !pending.is_empty() {
-                anyhow::bail!(
-                    "{} has {} pending migration(s) ({}); run `listings migrate` first",
-                    url.target(),
-                    pending.len(),
-                    pending.join(", ")
-                );
-            }
-        }
-    }
     Ok(())
 }
 

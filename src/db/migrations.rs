@@ -21,6 +21,138 @@ const SQLITE: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
 /// Held while migrating PostgreSQL; any constant shared by every `listings` works.
 const PG_MIGRATION_LOCK: i64 = 0x6c69_7374_696e_6773; // "listings"
 
+/// What every command does before it uses the database. The embedded database
+/// creates and migrates itself, so a fresh machine just works; PostgreSQL is migrated
+/// by the operator (`listings migrate`), so a command refuses an out-of-date schema
+/// rather than fail on a missing table.
+pub async fn prepare(url: &DatabaseUrl, settings: &DbSettings) -> anyhow::Result<()> {
+    match url {
+        DatabaseUrl::Sqlite(_) => {
+            for name in run_pending(url, settings).await? {
+                tracing::info!("applied migration {name}");
+            }
+        }
+        DatabaseUrl::Postgres(_) => {
+            let pending = pending(url, settings).await?;
+            if !pending.is_empty() {
+                anyhow::bail!(
+                    "the database at {} has {} pending migration(s) ({}); run `listings migrate` first",
+                    url.target(),
+                    pending.len(),
+                    pending.join(", ")
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+/// One embedded migration and whether the database has it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MigrationStatus {
+    pub name: String,
+    pub applied: bool,
+}
+
+/// Every embedded migration, applied or pending, read without changing anything (not
+/// even creating diesel's bookkeeping table, or a missing SQLite file).
+pub async fn status(
+    url: &DatabaseUrl,
+    settings: &DbSettings,
+) -> anyhow::Result<Vec<MigrationStatus>> {
+    let applied: Vec<String> = match url {
+        DatabaseUrl::Postgres(raw) => {
+            let config = connect::pg_config(raw.expose(), settings, connect::PgSession::Migrations)
+                .map_err(|e| {
+                    anyhow::anyhow!("cannot connect to PostgreSQL at {}: {e}", url.target())
+                })?;
+            let mut conn = connect::connect_pg(&config, settings.connect_timeout)
+                .await
+                .map_err(|e| {
+                    anyhow::anyhow!("cannot connect to PostgreSQL at {}: {e}", url.target())
+                })?;
+            use diesel_async::RunQueryDsl as _;
+            let exists: Vec<Version> = diesel::sql_query(
+                "SELECT tablename AS version FROM pg_tables WHERE tablename = '__diesel_schema_migrations'",
+            )
+            .load(&mut conn)
+            .await
+            .context("cannot read the applied migrations")?;
+            if exists.is_empty() {
+                Vec::new()
+            } else {
+                diesel::sql_query("SELECT version FROM __diesel_schema_migrations")
+                    .load::<Version>(&mut conn)
+                    .await
+                    .context("cannot read the applied migrations")?
+                    .into_iter()
+                    .map(|v| v.version)
+                    .collect()
+            }
+        }
+        DatabaseUrl::Sqlite(path) if !path.exists() => Vec::new(),
+        DatabaseUrl::Sqlite(path) => {
+            let path = path
+                .to_str()
+                .context("the SQLite path is not valid UTF-8")?
+                .to_owned();
+            blocking(move || {
+                use diesel::{Connection as _, RunQueryDsl as _};
+                let mut conn = SqliteConnection::establish(&path)
+                    .with_context(|| format!("cannot open SQLite file {path}"))?;
+                let exists: Vec<Version> = diesel::sql_query(
+                    "SELECT name AS version FROM sqlite_master WHERE type = 'table' AND name = '__diesel_schema_migrations'",
+                )
+                .load(&mut conn)
+                .context("cannot read the applied migrations")?;
+                if exists.is_empty() {
+                    return Ok(Vec::new());
+                }
+                Ok(diesel::sql_query("SELECT version FROM __diesel_schema_migrations")
+                    .load::<Version>(&mut conn)
+                    .context("cannot read the applied migrations")?
+                    .into_iter()
+                    .map(|v| v.version)
+                    .collect())
+            })
+            .await?
+        }
+    };
+    let embedded = match url {
+        DatabaseUrl::Postgres(_) => names::<Pg>(POSTGRES)?,
+        DatabaseUrl::Sqlite(_) => names::<Sqlite>(SQLITE)?,
+    };
+    Ok(embedded
+        .into_iter()
+        .map(|(name, version)| MigrationStatus {
+            applied: applied.contains(&version),
+            name,
+        })
+        .collect())
+}
+
+#[derive(diesel::QueryableByName)]
+struct Version {
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    version: String,
+}
+
+/// `(name, version)` of every embedded migration, oldest first.
+fn names<DB: diesel::backend::Backend>(
+    source: EmbeddedMigrations,
+) -> anyhow::Result<Vec<(String, String)>>
+where
+    EmbeddedMigrations: MigrationSource<DB>,
+{
+    let mut all: Vec<(String, String)> = MigrationSource::<DB>::migrations(&source)
+        .map_err(|e| anyhow::anyhow!("cannot list the embedded migrations: {e}"))?
+        .iter()
+        .map(|m| (m.name().to_string(), m.name().version().to_string()))
+        .collect();
+    all.sort();
+    Ok(all)
+}
+
 /// Applies what is pending and returns the names applied (empty when up to date).
 pub async fn run_pending(url: &DatabaseUrl, settings: &DbSettings) -> anyhow::Result<Vec<String>> {
     with_migrations(url, settings, Mode::Apply).await

@@ -42,6 +42,10 @@ pub struct HttpLimits {
     pub max_connections: Option<usize>,
 }
 
+/// Where `serve` listens, and where `cache-metrics` and `healthcheck` look for it.
+pub const DEFAULT_BIND: std::net::SocketAddr = std::net::SocketAddr::V4(
+    std::net::SocketAddrV4::new(std::net::Ipv4Addr::LOCALHOST, 8000),
+);
 pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);

@@ -112,10 +112,9 @@ async fn unreachable_redis_only_slows_requests() {
 /// A Redis of the test's own, frozen and thawed: a write whose invalidation could not
 /// reach Redis must not let the entries cached before the outage be served after it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(not(listings_test_services), ignore = "needs PostgreSQL and Redis")]
 async fn entries_from_before_a_redis_outage_are_not_served_after_it() {
-    let Some(redis) = OwnRedis::start() else {
-        return;
-    };
+    let redis = OwnRedis::start();
     let mut env = TestEnv::embedded();
     env.redis_url = Some(redis.url());
     let settings = env.settings();
@@ -170,8 +169,8 @@ struct OwnRedis {
 }
 
 impl OwnRedis {
-    /// `None` only when redis-server is missing and no Redis tests were asked for.
-    fn start() -> Option<OwnRedis> {
+    /// A redis-server of the test's own, on a free port.
+    fn start() -> OwnRedis {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .expect("port")
             .local_addr()
@@ -191,19 +190,12 @@ impl OwnRedis {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn();
-        let child = match spawned {
-            Ok(child) => child,
-            Err(e) if std::env::var(crate::support::backends::REDIS_ENV).is_err() => {
-                eprintln!("skipped: redis-server not runnable ({e})");
-                return None;
-            }
-            Err(e) => panic!("redis-server is needed for this test: {e}"),
-        };
+        let child = spawned.unwrap_or_else(|e| panic!("redis-server is needed for this test: {e}"));
         let redis = OwnRedis { child, port };
         let client = redis::Client::open(redis.url()).expect("URL");
         for _ in 0..100 {
             if client.get_connection().is_ok() {
-                return Some(redis);
+                return redis;
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -234,10 +226,9 @@ impl Drop for OwnRedis {
 /// write, like a CLI whose Redis invalidation failed) must not trust the entries it
 /// left in Redis when it starts again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(not(listings_test_services), ignore = "needs PostgreSQL and Redis")]
 async fn a_starting_sqlite_server_retires_what_it_could_not_watch() {
-    let Some(redis) = OwnRedis::start() else {
-        return;
-    };
+    let redis = OwnRedis::start();
     let mut env = TestEnv::embedded();
     env.redis_url = Some(redis.url());
     let before = env.app().await;

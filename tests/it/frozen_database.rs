@@ -39,10 +39,9 @@ async fn timed<T>(request: impl Future<Output = T>) -> (T, Duration) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[cfg_attr(not(listings_test_services), ignore = "needs PostgreSQL and Redis")]
 async fn a_frozen_database_costs_seconds_and_the_server_recovers() {
-    let Some(env) = TestEnv::postgres_redis().await else {
-        return;
-    };
+    let env = TestEnv::postgres_redis().await;
     let proxy = StallingProxy::start(upstream(&env)).await;
     let mut settings = env.settings();
     settings.database_url = through(&env, &proxy).parse().expect("proxied URL");
@@ -94,10 +93,9 @@ async fn a_frozen_database_costs_seconds_and_the_server_recovers() {
 /// servers sharing the writer's Redis skip. Only the writer learning the transaction's
 /// fate and announcing it can retire their pages.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[cfg_attr(not(listings_test_services), ignore = "needs PostgreSQL and Redis")]
 async fn a_commit_confirmed_late_still_retires_every_servers_cache() {
-    let Some(env) = TestEnv::postgres_redis().await else {
-        return;
-    };
+    let env = TestEnv::postgres_redis().await;
     let proxy = StallingProxy::start(upstream(&env)).await;
     let mut through_proxy = env.settings();
     through_proxy.database_url = through(&env, &proxy).parse().expect("proxied URL");

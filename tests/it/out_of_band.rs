@@ -21,10 +21,9 @@ async fn psql(env: &TestEnv, statement: &str) {
 /// The real server, with Redis and with the in-process cache: an UPDATE by plain SQL
 /// shows on a later GET within the notification's delivery (polled up to 2 s).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(not(listings_test_services), ignore = "needs PostgreSQL and Redis")]
 async fn sql_update_outside_the_application_reaches_the_server() {
-    let Some(mut env) = TestEnv::postgres_redis().await else {
-        return;
-    };
+    let mut env = TestEnv::postgres_redis().await;
     let redis_url = env.redis_url.clone();
     for (cache, redis) in [("Redis", redis_url), ("in-process", None)] {
         env.redis_url = redis;
@@ -57,10 +56,9 @@ async fn sql_update_outside_the_application_reaches_the_server() {
 /// While the listener is disconnected no notification is heard; when it reconnects it
 /// must retire everything, since it cannot know what it missed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(not(listings_test_services), ignore = "needs PostgreSQL and Redis")]
 async fn a_gap_in_listening_retires_everything() {
-    let Some(env) = TestEnv::postgres_redis().await else {
-        return;
-    };
+    let env = TestEnv::postgres_redis().await;
     let app = env.app().await;
     let router = router(&app);
     create(&app, "Villa").await;
@@ -99,10 +97,9 @@ async fn a_gap_in_listening_retires_everything() {
 /// the servers (which can reach Redis, and skip notifications of the application's own
 /// writes) serving the old list.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(not(listings_test_services), ignore = "needs PostgreSQL and Redis")]
 async fn a_write_whose_invalidation_missed_redis_still_reaches_the_servers() {
-    let Some(mut env) = TestEnv::postgres_redis().await else {
-        return;
-    };
+    let mut env = TestEnv::postgres_redis().await;
     let server = env.serve(&[]);
     assert_eq!(server.get("/properties/").await.x_cache, "MISS");
     assert_eq!(server.get("/properties/").await.x_cache, "HIT");
@@ -123,10 +120,9 @@ async fn a_write_whose_invalidation_missed_redis_still_reaches_the_servers() {
 /// invalidates only its own; its notification must not be mistaken for one the
 /// servers' cache already heard of.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(not(listings_test_services), ignore = "needs PostgreSQL and Redis")]
 async fn a_writer_with_another_cache_still_reaches_the_servers() {
-    let Some(mut env) = TestEnv::postgres_redis().await else {
-        return;
-    };
+    let mut env = TestEnv::postgres_redis().await;
     let server = env.serve(&[]);
     assert_eq!(server.get("/properties/").await.x_cache, "MISS");
     assert_eq!(server.get("/properties/").await.x_cache, "HIT");

@@ -57,16 +57,14 @@ impl TestEnv {
         self.database_url.starts_with("postgres")
     }
 
-    /// `None` (and a note on stderr) when the two variables are unset; a panic when
-    /// they are set but the services cannot be used, so CI never skips silently.
-    pub async fn postgres_redis() -> Option<TestEnv> {
+    /// A database of the test's own on PostgreSQL and a key prefix of its own in Redis.
+    /// Panics when the two variables are unset or the services cannot be used: a test
+    /// that needs them fails, it never passes without running.
+    pub async fn postgres_redis() -> TestEnv {
         let (Ok(admin_url), Ok(redis_url)) =
             (std::env::var(DATABASE_ENV), std::env::var(REDIS_ENV))
         else {
-            eprintln!(
-                "skipped: set {DATABASE_ENV} and {REDIS_ENV} to run this test on PostgreSQL and Redis"
-            );
-            return None;
+            panic!("set {DATABASE_ENV} and {REDIS_ENV} to run this test on PostgreSQL and Redis");
         };
         let database = format!("listings_test_{}", unique_suffix());
         create_database_from_template(&admin_url, &database).await;
@@ -85,7 +83,7 @@ impl TestEnv {
             redis_url,
             prefix,
         });
-        Some(env)
+        env
     }
 }
 
@@ -153,14 +151,54 @@ struct Count {
     n: i64,
 }
 
-/// The template's name carries a hash of the migrations, so a changed migration gets a
-/// fresh template and concurrent test processes agree on it (an advisory lock guards
-/// its creation).
+/// A connection to the database `admin_url` names, which is created first if the server
+/// does not have it yet (through the `postgres` maintenance database), so any database
+/// name works on a fresh server.
+async fn connect_admin(admin_url: &str) -> AsyncPgConnection {
+    match AsyncPgConnection::establish(admin_url).await {
+        Ok(conn) => conn,
+        Err(e) if e.to_string().contains("does not exist") => {
+            let name = url::Url::parse(admin_url)
+                .ok()
+                .map(|url| url.path().trim_start_matches('/').to_owned())
+                .filter(|name| !name.is_empty())
+                .unwrap_or_else(|| panic!("{DATABASE_ENV} names no database"));
+            let mut maintenance =
+                AsyncPgConnection::establish(&with_database(admin_url, "postgres"))
+                    .await
+                    .unwrap_or_else(|e| {
+                        panic!("{DATABASE_ENV} is set but PostgreSQL does not answer: {e}")
+                    });
+            // Concurrent test processes may race to create it; either wins.
+            let _ = sql_query(format!("CREATE DATABASE \"{name}\""))
+                .execute(&mut maintenance)
+                .await;
+            AsyncPgConnection::establish(admin_url)
+                .await
+                .unwrap_or_else(|e| panic!("cannot connect to the test database: {e}"))
+        }
+        Err(e) => panic!("{DATABASE_ENV} is set but PostgreSQL does not answer: {e}"),
+    }
+}
+
+/// This checkout's part of template names: templates made by another checkout (other
+/// migrations) are never this one's to drop.
+fn checkout_tag() -> String {
+    let mut hasher = DefaultHasher::new();
+    env!("CARGO_MANIFEST_DIR").hash(&mut hasher);
+    format!("{:08x}", hasher.finish() as u32)
+}
+
+/// The template's name carries this checkout's tag and a hash of the migrations, so a
+/// changed migration gets a fresh template and concurrent test processes agree on it
+/// (an advisory lock guards its creation).
 async fn create_database_from_template(admin_url: &str, database: &str) {
-    let mut admin = AsyncPgConnection::establish(admin_url)
-        .await
-        .unwrap_or_else(|e| panic!("{DATABASE_ENV} is set but PostgreSQL does not answer: {e}"));
-    let template = format!("listings_template_{:016x}", migrations_hash());
+    let mut admin = connect_admin(admin_url).await;
+    let template = format!(
+        "listings_template_{}_{:016x}",
+        checkout_tag(),
+        migrations_hash()
+    );
     sql_query("SELECT pg_advisory_lock(727274)")
         .execute(&mut admin)
         .await
@@ -214,13 +252,13 @@ struct Name {
     datname: String,
 }
 
-/// Templates of older migration sets are ours and useless: remove them.
+/// This checkout's templates of older migration sets are useless: remove them.
 async fn drop_stale_templates(admin: &mut AsyncPgConnection) {
-    let stale =
-        sql_query("SELECT datname FROM pg_database WHERE datname LIKE 'listings\\_template\\_%'")
-            .load::<Name>(admin)
-            .await
-            .expect("list templates");
+    let stale = sql_query("SELECT datname FROM pg_database WHERE datname LIKE $1")
+        .bind::<Text, _>(format!("listings\\_template\\_{}\\_%", checkout_tag()))
+        .load::<Name>(admin)
+        .await
+        .expect("list templates");
     for Name { datname } in stale {
         let _ = sql_query(format!(
             "DROP DATABASE IF EXISTS \"{datname}\" WITH (FORCE)"
