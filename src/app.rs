@@ -10,6 +10,7 @@ use crate::db::data_version::DataVersionProbe;
 use crate::db::{Db, DbError, DbSettings};
 use crate::metrics::Metrics;
 use crate::server::HttpLimits;
+use crate::services::Backends;
 
 /// What every command needs to reach the data and the cache.
 #[derive(Clone, Debug)]
@@ -51,27 +52,37 @@ impl Default for Settings {
     }
 }
 
+/// What a server or a command works with. Its database and cache are reachable only
+/// through `services` (see `services::Backends`).
 pub struct App {
     pub settings: Settings,
-    /// The repository's connection pool; only services use it.
-    pub db: Db,
-    /// Both cache levels; services and the view-cache layer use it.
-    pub cache: Cache,
     /// Per-process counters, served at `/metrics`.
     pub metrics: Arc<Metrics>,
-    /// Embedded mode, server only: how this process learns that another process
-    /// (the CLI, a second server) committed to the SQLite file. The lock is held
-    /// through the invalidation, so no request can pass the check and read the cache
-    /// before the change it found has retired it.
-    pub sqlite_writes: Option<tokio::sync::Mutex<DataVersionProbe>>,
+    pub(crate) backends: Backends,
 }
 
 pub type AppState = Arc<App>;
 
+/// What the process is: a server watches for other processes' writes; a command does
+/// not (its cache starts empty and lives as long as one write).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Role {
+    Server,
+    Command,
+}
+
 impl App {
-    /// Builds the pool and the cache and checks that the database answers. An
-    /// unreachable Redis is not an error: the cache connects lazily.
+    /// For commands: migrates a fresh SQLite file (or checks that PostgreSQL has no
+    /// pending migrations), builds the pool and the cache, and checks that the database
+    /// answers. An unreachable Redis is not an error: the cache connects lazily.
     pub async fn connect(settings: Settings) -> anyhow::Result<App> {
+        App::connect_as(settings, Role::Command).await
+    }
+
+    /// A server also learns of commits by other processes to a SQLite file. What was
+    /// committed before it started watching cannot be known (the server was down, or a
+    /// writer could not reach Redis), so the cache is retired once here.
+    pub(crate) async fn connect_as(settings: Settings, role: Role) -> anyhow::Result<App> {
         crate::db::migrations::prepare(&settings.database_url, &settings.db).await?;
         let metrics = Arc::new(Metrics::default());
         let keys = KeySpace::new(&settings.cache_prefix.0);
@@ -99,26 +110,18 @@ impl App {
         )
         .map_err(cannot_connect)?;
         db.check().await.map_err(cannot_connect)?;
+        let sqlite_writes = match (&settings.database_url, role) {
+            (DatabaseUrl::Sqlite(path), Role::Server) => {
+                let probe = DataVersionProbe::open(path, &settings.db)?;
+                cache.invalidate_everything().await;
+                Some(probe)
+            }
+            _ => None,
+        };
         Ok(App {
             settings,
-            db,
-            cache,
             metrics,
-            sqlite_writes: None,
+            backends: Backends::new(db, cache, sqlite_writes),
         })
-    }
-
-    /// Makes this process notice commits by other processes to the SQLite file. What
-    /// was committed before it started watching cannot be known (the server was down,
-    /// or a writer could not reach Redis), so the cache is retired once here.
-    pub async fn watch_sqlite_writes(&mut self) -> anyhow::Result<()> {
-        if let DatabaseUrl::Sqlite(path) = &self.settings.database_url {
-            self.sqlite_writes = Some(tokio::sync::Mutex::new(DataVersionProbe::open(
-                path,
-                &self.settings.db,
-            )?));
-            self.cache.invalidate_everything().await;
-        }
-        Ok(())
     }
 }

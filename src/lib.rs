@@ -2,6 +2,7 @@
 //! two levels and never served stale once a write has committed.
 //!
 //! Crate map:
+//! - [`application`]: the composition root, building everything `serve` runs.
 //! - [`cli`]: the `listings` subcommands; each builds [`app::App`] once.
 //! - [`http`]: the axum router ([`http::build_router`], shared by `serve` and tests)
 //!   and the view-cache layer.
@@ -14,6 +15,7 @@
 //!   [`logging`]: log formats and rate-limited failure lines.
 
 pub mod app;
+pub mod application;
 pub mod cache;
 pub mod cause;
 pub mod cli;

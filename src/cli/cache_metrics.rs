@@ -9,11 +9,10 @@ use anyhow::Context as _;
 use clap::Args;
 use serde::Serialize;
 
-use crate::cache::keys::KeySpace;
-use crate::cache::redis::RedisCache;
 use crate::cli::GlobalOpts;
 use crate::http_client;
 use crate::metrics::{CacheKind, HitsMisses, parse_prometheus_sample};
+use crate::services;
 
 #[derive(Debug, Args)]
 pub struct Opts {
@@ -69,15 +68,7 @@ impl From<HitsMisses> for LevelReport {
 pub async fn run(opts: Opts, global: &GlobalOpts) -> anyhow::Result<()> {
     let report = match &global.redis_url {
         Some(url) => {
-            let keys = KeySpace::new(&global.cache_prefix.0);
-            let redis = RedisCache::new(url, keys, Default::default())?;
-            let stats = redis.stats().await.map_err(|e| {
-                anyhow::anyhow!(
-                    "cannot read metrics from Redis at {}: {}",
-                    url.target(),
-                    crate::cause::root_cause(&e)
-                )
-            })?;
+            let stats = services::shared_cache_stats(url, &global.cache_prefix).await?;
             let level = |kind| LevelReport::from(stats.count(kind));
             Report {
                 cache: "redis",

@@ -200,7 +200,6 @@ const SETTLE_UNCONFIRMED_WRITES: Duration = Duration::from_secs(30);
 /// about a late commit dies with the process.
 pub async fn settle_unconfirmed_writes(app: &crate::app::App) {
     if !app
-        .db
         .settle_unconfirmed_writes(SETTLE_UNCONFIRMED_WRITES)
         .await
     {

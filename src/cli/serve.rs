@@ -2,18 +2,15 @@
 //! SIGTERM after finishing the requests in flight, for at most the shutdown timeout.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 
-use anyhow::Context as _;
 use clap::Args;
 
-use crate::app::{App, DEFAULT_DATA_TTL, DEFAULT_VIEW_TTL, Settings};
+use crate::app::{DEFAULT_DATA_TTL, DEFAULT_VIEW_TTL, Settings};
+use crate::application::Application;
 use crate::cli::GlobalOpts;
 use crate::cli::secret;
 use crate::config::{AdminToken, Seconds, Ttl};
-use crate::http::build_router;
 use crate::server::{self, HttpLimits};
-use crate::services;
 
 #[derive(Debug, Args)]
 pub struct Opts {
@@ -57,7 +54,6 @@ pub struct Opts {
 }
 
 pub async fn run(opts: Opts, global: &GlobalOpts) -> anyhow::Result<()> {
-    let db = global.db_settings();
     let settings = Settings {
         view_ttl: opts.view_ttl.0,
         data_ttl: opts.data_ttl.0,
@@ -71,33 +67,10 @@ pub async fn run(opts: Opts, global: &GlobalOpts) -> anyhow::Result<()> {
         },
         ..global.settings()
     };
-    let mut app = App::connect(settings).await?;
-    app.watch_sqlite_writes().await?;
-    let max_connections =
-        server::connection_cap(app.settings.http.max_connections, db.max_connections);
-    let listener =
-        server::listen(opts.bind).with_context(|| format!("cannot listen on {}", opts.bind))?;
-    let address = listener
-        .local_addr()
-        .context("cannot read the bound address")?;
-    let app = Arc::new(app);
-    // Listen for database changes before announcing: its first connect retires the
-    // shared cache, which must not happen under requests already being served.
-    services::change_listener::start(app.clone()).await?;
-    tracing::info!(
-        "listening on http://{address}; database: {}; cache: {}; at most {max_connections} connections",
-        app.settings.database_url,
-        app.cache.describe()
-    );
-    let limits = app.settings.http;
-    server::serve(
-        listener,
-        build_router(app),
-        limits,
-        max_connections,
-        shutdown_signal(),
-    )
-    .await;
+    Application::build(settings, opts.bind)
+        .await?
+        .run_until_stopped(shutdown_signal())
+        .await;
     tracing::info!("stopped");
     Ok(())
 }

@@ -17,7 +17,7 @@ use crate::cache::values::CachedResponse;
 use crate::domain::PropertyQuery;
 use crate::error::internal_error;
 use crate::http::{PROPERTIES, PROPERTIES_NO_SLASH, PROPERTY};
-use crate::services::catch_up_with_other_writers;
+use crate::services::views;
 
 pub async fn cache_views(State(app): State<AppState>, request: Request, next: Next) -> Response {
     let method = request.method().clone();
@@ -29,19 +29,16 @@ pub async fn cache_views(State(app): State<AppState>, request: Request, next: Ne
         // handler explains.
         return next.run(request).await;
     };
-    catch_up_with_other_writers(&app).await;
     let if_none_match = request.headers().get(header::IF_NONE_MATCH).cloned();
     let rendered = if method == Method::HEAD {
         // HEAD is answered from the GET entry when there is one. Its own rendering
         // has no body to store, so it is never stored.
-        match app.cache.peek(&key).await {
+        match views::peek(&app, &key).await {
             Some(cached) => Ok((cached, CacheStatus::Hit)),
             None => Err(next.run(request).await),
         }
     } else {
-        app.cache
-            .get_or_load(&key, app.settings.view_ttl, || render(request, next))
-            .await
+        views::cached(&app, &key, || render(request, next)).await
     };
     let mut response = match rendered {
         Ok((cached, status)) => respond(cached, status, if_none_match.as_ref()),

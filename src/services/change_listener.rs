@@ -57,7 +57,7 @@ async fn listen_forever(
             );
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(MAX_BACKOFF);
-            app.cache.hooks().pause(Point::BeforeListen).await;
+            app.cache().hooks().pause(Point::BeforeListen).await;
             match connect_and_listen(&app, &config).await {
                 Ok(new_conn) => {
                     conn = new_conn;
@@ -85,7 +85,7 @@ async fn connect_and_listen(
     .map_err(|_| anyhow::anyhow!("LISTEN got no answer"))?
     .context("LISTEN failed")?;
     // Changes committed before LISTEN took effect were not heard: retire everything.
-    app.cache.invalidate_everything().await;
+    app.cache().invalidate_everything().await;
     app.metrics.record_listener_connect();
     tracing::info!("listening for database changes on channel {CHANNEL}");
     Ok(conn)
@@ -135,8 +135,8 @@ async fn receive(app: &App, conn: &mut AsyncPgConnection) -> anyhow::Error {
 /// this server's Redis and prefix has already retired the generation itself, so only
 /// other writes need acting on; an in-process cache must act on all.
 async fn invalidate_changed(app: &App, payloads: &[String]) {
-    let own_origin = app.cache.origin_tag();
-    let shared_cache = app.cache.redis_backend().is_some();
+    let own_origin = app.cache().origin_tag();
+    let shared_cache = app.cache().redis_backend().is_some();
     let mut changed = Vec::new();
     for payload in payloads {
         let (table, origin) = payload.split_once(':').unwrap_or((payload, ""));
@@ -150,7 +150,7 @@ async fn invalidate_changed(app: &App, payloads: &[String]) {
         }
     }
     for &resource in &changed {
-        app.cache.invalidate(resource).await;
+        app.cache().invalidate(resource).await;
     }
     if !changed.is_empty() {
         tracing::debug!(

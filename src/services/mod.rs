@@ -1,13 +1,81 @@
 //! The only code that touches both the database and the cache: cache-aware reads, and
 //! writes that commit, then invalidate. Handlers and commands call these, never the
 //! repository or the cache directly, so every mutation path invalidates by construction.
+//!
+//! The compiler keeps that rule: an [`App`]'s database and cache live in [`Backends`],
+//! whose fields only this module and its children can reach.
 
 pub mod change_listener;
 pub mod properties;
+pub mod views;
+
+use std::time::Duration;
 
 use crate::app::App;
-use crate::db::DbError;
+use crate::cache::Cache;
+use crate::db::data_version::DataVersionProbe;
+use crate::db::{Db, DbError};
 use crate::domain::ValidationErrors;
+
+/// The database and the cache of an [`App`], for services only.
+pub struct Backends {
+    db: Db,
+    cache: Cache,
+    /// Embedded mode, server only: how this process learns that another process (the
+    /// CLI, a second server) committed to the SQLite file. The lock is held through the
+    /// invalidation, so no request can pass the check and read the cache before the
+    /// change it found has retired it.
+    sqlite_writes: Option<tokio::sync::Mutex<DataVersionProbe>>,
+}
+
+impl Backends {
+    pub(crate) fn new(db: Db, cache: Cache, sqlite_writes: Option<DataVersionProbe>) -> Backends {
+        Backends {
+            db,
+            cache,
+            sqlite_writes: sqlite_writes.map(tokio::sync::Mutex::new),
+        }
+    }
+}
+
+impl App {
+    fn db(&self) -> &Db {
+        &self.backends.db
+    }
+
+    fn cache(&self) -> &Cache {
+        &self.backends.cache
+    }
+
+    /// Where the cache is, for the start-up line; no secrets.
+    pub fn cache_description(&self) -> String {
+        self.cache().describe()
+    }
+
+    /// Retires everything cached: what changed while nobody watched cannot be known.
+    pub async fn retire_everything_cached(&self) {
+        self.cache().invalidate_everything().await;
+    }
+
+    /// Waits (at most `limit`) to learn whether writes the database did not confirm were
+    /// applied, and to tell the servers if they were; false if some are still unknown.
+    pub async fn settle_unconfirmed_writes(&self, limit: Duration) -> bool {
+        self.db().settle_unconfirmed_writes(limit).await
+    }
+
+    /// Pause points for race tests, shared by the cache and the database layer.
+    #[cfg(feature = "test-hooks")]
+    pub fn hooks(&self) -> &crate::test_hooks::TestHooks {
+        self.cache().hooks()
+    }
+
+    /// For tests that need a settled cache: does now what the next read would do about
+    /// other processes' commits to a SQLite file.
+    #[cfg(feature = "test-hooks")]
+    pub async fn notice_other_writers(&self) {
+        catch_up_with_other_writers(self).await;
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServiceError {
@@ -28,15 +96,32 @@ impl From<DbError> for ServiceError {
     }
 }
 
+/// Redis mode, for `cache-metrics`: the server-wide keyspace numbers and the counters
+/// every server process adds to, read from another process.
+pub async fn shared_cache_stats(
+    url: &crate::config::RedisUrl,
+    prefix: &crate::config::KeyPrefix,
+) -> anyhow::Result<crate::cache::redis::RedisStats> {
+    let keys = crate::cache::keys::KeySpace::new(&prefix.0);
+    let redis = crate::cache::redis::RedisCache::new(url, keys, Default::default())?;
+    redis.stats().await.map_err(|e| {
+        anyhow::anyhow!(
+            "cannot read metrics from Redis at {}: {}",
+            url.target(),
+            crate::cause::root_cause(&e)
+        )
+    })
+}
+
 /// Embedded mode: if another process committed to the SQLite file since the last
 /// check, retire everything cached before this read can be served from the cache.
-pub async fn catch_up_with_other_writers(app: &App) {
-    let Some(probe) = &app.sqlite_writes else {
+async fn catch_up_with_other_writers(app: &App) {
+    let Some(probe) = &app.backends.sqlite_writes else {
         return;
     };
     let mut probe = probe.lock().await;
     if probe.changed_since_last_check() {
-        app.cache.invalidate_everything().await;
+        app.cache().invalidate_everything().await;
         tracing::debug!("cache invalidated: the database changed since the last request");
     }
 }

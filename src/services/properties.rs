@@ -18,16 +18,19 @@ pub async fn list_properties(
     query: &PropertyQuery,
 ) -> Result<PropertyPage, ServiceError> {
     catch_up_with_other_writers(app).await;
-    let load = || async { Ok::<_, ServiceError>(app.db.list_page(query).await?) };
+    let load = || async { Ok::<_, ServiceError>(app.db().list_page(query).await?) };
     let ttl = app.settings.data_ttl;
     if !query.is_default_listing() {
         let (page, _) = app
-            .cache
+            .cache()
             .get_or_load(&PropertyQueryKey::new(query), ttl, load)
             .await?;
         return Ok(page);
     }
-    let (page, status) = app.cache.get_or_load(&AllPropertiesKey, ttl, load).await?;
+    let (page, status) = app
+        .cache()
+        .get_or_load(&AllPropertiesKey, ttl, load)
+        .await?;
     match status {
         CacheStatus::Hit => tracing::info!("all_properties cache hit"),
         CacheStatus::Miss => tracing::info!(
@@ -42,16 +45,16 @@ pub async fn list_properties(
 pub async fn find_property(app: &App, id: i64) -> Result<Property, ServiceError> {
     catch_up_with_other_writers(app).await;
     let (property, _) = app
-        .cache
+        .cache()
         .get_or_load(&PropertyKey(id), app.settings.data_ttl, || async {
-            Ok::<_, ServiceError>(app.db.find(id).await?)
+            Ok::<_, ServiceError>(app.db().find(id).await?)
         })
         .await?;
     Ok(property)
 }
 
 pub async fn create_property(app: &App, new: &NewProperty) -> Result<Property, ServiceError> {
-    let created = after_write(app, app.db.insert(new).await).await?;
+    let created = after_write(app, app.db().insert(new).await).await?;
     invalidate_after_commit(app, &format!("property {} created", created.id)).await;
     Ok(created)
 }
@@ -61,7 +64,7 @@ pub async fn update_property(
     id: i64,
     changes: &PropertyChanges,
 ) -> Result<Property, ServiceError> {
-    let updated = after_write(app, app.db.update(id, changes).await).await?;
+    let updated = after_write(app, app.db().update(id, changes).await).await?;
     invalidate_after_commit(app, &format!("property {id} updated")).await;
     Ok(updated)
 }
@@ -82,7 +85,7 @@ pub async fn replace_property(
 }
 
 pub async fn delete_property(app: &App, id: i64) -> Result<(), ServiceError> {
-    let deleted = after_write(app, app.db.delete(id).await).await?;
+    let deleted = after_write(app, app.db().delete(id).await).await?;
     if !deleted {
         return Err(ServiceError::NotFound);
     }
@@ -100,11 +103,11 @@ pub async fn import_properties<F>(
 where
     F: FnMut(usize) + Send,
 {
-    let imported = app.db.import(next_batch, progress).await;
+    let imported = app.db().import(next_batch, progress).await;
     if let Err(e) = &imported
         && let Some(DbError::OutcomeUnknown(_)) = e.downcast_ref::<DbError>()
     {
-        app.cache.invalidate(Resource::Properties).await;
+        app.cache().invalidate(Resource::Properties).await;
     }
     let inserted = imported?;
     if inserted > 0 {
@@ -117,7 +120,7 @@ where
 /// as well (the database layer tells every server again if the commit lands later).
 async fn after_write<T>(app: &App, result: Result<T, DbError>) -> Result<T, ServiceError> {
     if let Err(DbError::OutcomeUnknown(_)) = &result {
-        app.cache.invalidate(Resource::Properties).await;
+        app.cache().invalidate(Resource::Properties).await;
     }
     Ok(result?)
 }
@@ -125,8 +128,8 @@ async fn after_write<T>(app: &App, result: Result<T, DbError>) -> Result<T, Serv
 /// Each write above has committed when this runs; only then is the cache told, so no
 /// reader can cache the state from before the commit afterwards.
 async fn invalidate_after_commit(app: &App, what: &str) {
-    app.cache.hooks().pause(Point::BeforeInvalidate).await;
-    if app.cache.invalidate(Resource::Properties).await {
+    app.cache().hooks().pause(Point::BeforeInvalidate).await;
+    if app.cache().invalidate(Resource::Properties).await {
         tracing::info!("cache invalidated: {what}");
     } else {
         tracing::warn!("{what}, but the cache could not be reached to invalidate it");
@@ -135,7 +138,7 @@ async fn invalidate_after_commit(app: &App, what: &str) {
         // of unknown origin makes each of them invalidate for itself. (SQLite servers
         // notice every commit.)
         if let Err(e) = app
-            .db
+            .db()
             .announce_unconfirmed_change(Resource::Properties.name())
             .await
         {

@@ -23,7 +23,7 @@ async fn slow_reader_cannot_store_pre_write_data(env: TestEnv) {
     let router = router(&app);
     create(&app, "Old").await;
 
-    let pause = app.cache.hooks().arm(Point::BeforeCacheStore);
+    let pause = app.hooks().arm(Point::BeforeCacheStore);
     let slow_reader = tokio::spawn({
         let router = router.clone();
         async move { get(&router, "/properties/").await }
@@ -53,7 +53,7 @@ async fn invalidation_runs_after_commit(env: TestEnv) {
     create(&app, "Old").await;
     assert_eq!(get(&router, "/properties/").await.titles(), ["Old"]);
 
-    let pause = app.cache.hooks().arm(Point::BeforeInvalidate);
+    let pause = app.hooks().arm(Point::BeforeInvalidate);
     let writer = tokio::spawn({
         let app = app.clone();
         async move { create(&app, "New").await }

@@ -105,7 +105,7 @@ async fn a_commit_confirmed_late_still_retires_every_servers_cache() {
     create(&reader, "Old").await;
     assert_eq!(get(&reader_router, "/properties/").await.titles(), ["Old"]);
 
-    let committing = writer.cache.hooks().arm(Point::BeforeCommit);
+    let committing = writer.hooks().arm(Point::BeforeCommit);
     let writer_router = router(&writer);
     let write = tokio::spawn(async move {
         write(

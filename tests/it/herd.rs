@@ -5,7 +5,6 @@ use std::sync::Arc;
 
 use axum::Router;
 use listings::app::App;
-use listings::services::catch_up_with_other_writers;
 use tokio::task::JoinSet;
 
 use crate::both_modes;
@@ -41,14 +40,14 @@ async fn one_load_after_an_invalidation(env: TestEnv) {
     let app = env.app().await;
     let router = router(&app);
     create(&app, "Villa").await;
-    catch_up_with_other_writers(&app).await;
+    app.notice_other_writers().await;
     let before_single_load = db_queries(&[&app]);
     assert_eq!(get(&router, "/properties/").await.x_cache(), "MISS");
     let one_load = db_queries(&[&app]) - before_single_load;
     create(&app, "Flat").await;
     // In the embedded mode the server also notices the commit through SQLite; let it
     // do so now, so the crowd below meets one settled invalidation.
-    catch_up_with_other_writers(&app).await;
+    app.notice_other_writers().await;
 
     let before = db_queries(&[&app]);
     let responses = crowd(std::slice::from_ref(&router), 200).await;
@@ -79,13 +78,13 @@ async fn one_load_across_processes_with_redis(env: TestEnv) {
     let first = env.app().await;
     let second = env.app().await;
     create(&first, "Villa").await;
-    catch_up_with_other_writers(&first).await;
+    first.notice_other_writers().await;
     let before_single_load = db_queries(&[&first]);
     get(&router(&first), "/properties/?page_size=7").await;
     let one_load = db_queries(&[&first]) - before_single_load;
     create(&first, "Flat").await;
-    catch_up_with_other_writers(&first).await;
-    catch_up_with_other_writers(&second).await;
+    first.notice_other_writers().await;
+    second.notice_other_writers().await;
 
     let before = db_queries(&[&first, &second]);
     let responses = crowd(&[router(&first), router(&second)], 100).await;

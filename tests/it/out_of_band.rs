@@ -65,7 +65,7 @@ async fn a_gap_in_listening_retires_everything() {
     assert_eq!(get(&router, "/properties/").await.titles(), ["Villa"]);
     assert_eq!(get(&router, "/properties/").await.x_cache(), "HIT");
 
-    let reconnecting = app.cache.hooks().arm(Point::BeforeListen);
+    let reconnecting = app.hooks().arm(Point::BeforeListen);
     psql(
         &env,
         &format!(

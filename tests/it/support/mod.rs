@@ -12,6 +12,7 @@ use axum::body::{Body, to_bytes};
 use axum::http::{Request, StatusCode};
 use bytes::Bytes;
 use listings::app::{App, Settings};
+use listings::application::Application;
 use listings::config::{DatabaseUrl, KeyPrefix, RedisUrl};
 use listings::db::DbSettings;
 use listings::db::models::Property;
@@ -67,26 +68,21 @@ impl TestEnv {
         }
     }
 
-    /// An application as `serve` builds it: migrated, watching SQLite writes or
-    /// listening for PostgreSQL notifications.
+    /// An application as `serve` builds it (`Application::build`): migrated, watching
+    /// SQLite writes or listening for PostgreSQL notifications. Tests drive its router
+    /// in-process.
     pub async fn app(&self) -> Arc<App> {
         self.app_with(self.settings()).await
     }
 
     pub async fn app_with(&self, settings: Settings) -> Arc<App> {
         init_test_log();
-        listings::db::migrations::run_pending(&settings.database_url, &settings.db)
+        let localhost = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+        Application::build(settings, localhost)
             .await
-            .expect("migrate");
-        let mut app = App::connect(settings).await.expect("connect");
-        app.watch_sqlite_writes()
-            .await
-            .expect("watch SQLite writes");
-        let app = Arc::new(app);
-        listings::services::change_listener::start(app.clone())
-            .await
-            .expect("listen");
-        app
+            .expect("build the application")
+            .app()
+            .clone()
     }
 }
 

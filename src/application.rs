@@ -1,0 +1,78 @@
+//! The composition root: everything `listings serve` runs, built in one step (the
+//! migrated database and its pool, the cache, the SQLite change probe or the
+//! PostgreSQL change listener, the bound listener, the router). The tests build their
+//! servers with this same function.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use tokio::net::TcpListener;
+
+use crate::app::{App, AppState, Role, Settings};
+use crate::http::build_router;
+use crate::{server, services};
+
+pub struct Application {
+    app: AppState,
+    listener: TcpListener,
+    address: SocketAddr,
+    max_connections: usize,
+}
+
+impl Application {
+    /// Binds `bind` (port 0 picks a free port, see [`Application::address`]) and starts
+    /// the background work; nothing is served until [`Application::run_until_stopped`].
+    pub async fn build(settings: Settings, bind: SocketAddr) -> anyhow::Result<Application> {
+        let app = App::connect_as(settings, Role::Server).await?;
+        let max_connections = server::connection_cap(
+            app.settings.http.max_connections,
+            app.settings.db.max_connections,
+        );
+        let listener = server::listen(bind).with_context(|| format!("cannot listen on {bind}"))?;
+        let address = listener
+            .local_addr()
+            .context("cannot read the bound address")?;
+        let app = Arc::new(app);
+        // Listen for database changes before serving: the listener's first connect
+        // retires the shared cache, which must not happen under requests being served.
+        services::change_listener::start(app.clone()).await?;
+        Ok(Application {
+            app,
+            listener,
+            address,
+            max_connections,
+        })
+    }
+
+    pub fn address(&self) -> SocketAddr {
+        self.address
+    }
+
+    /// The state the router serves, for tests that call services or the router directly.
+    pub fn app(&self) -> &AppState {
+        &self.app
+    }
+
+    /// Serves until `shutdown` resolves, then drains (see `server`).
+    pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()>) {
+        tracing::info!(
+            "listening on http://{}; database: {}; cache: {}; at most {} connections",
+            self.address,
+            self.app.settings.database_url,
+            self.app.cache_description(),
+            self.max_connections
+        );
+        let limits = self.app.settings.http;
+        let router = build_router(self.app);
+        server::serve(
+            self.listener,
+            router,
+            limits,
+            self.max_connections,
+            shutdown,
+        )
+        .await;
+    }
+}
