@@ -32,13 +32,22 @@ pub async fn get(address: SocketAddr, path: &str) -> anyhow::Result<Response<Byt
         .parse()
         .context("invalid URL")?;
     let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
+    let unreachable =
+        |cause: String| anyhow::anyhow!("cannot reach the server at http://{address}: {cause}");
     let request = async {
-        let (parts, body) = client.get(uri).await?.into_parts();
-        let body = body.collect().await?.to_bytes();
+        let (parts, body) = client
+            .get(uri)
+            .await
+            .map_err(|e| unreachable(crate::cause::root_cause(&e)))?
+            .into_parts();
+        let body = body
+            .collect()
+            .await
+            .map_err(|e| unreachable(crate::cause::root_cause(&e)))?
+            .to_bytes();
         anyhow::Ok(Response::from_parts(parts, body))
     };
     tokio::time::timeout(TIMEOUT, request)
         .await
-        .map_err(|_| anyhow::anyhow!("no answer within {} s", TIMEOUT.as_secs()))?
-        .with_context(|| format!("cannot reach the server at http://{address}"))
+        .map_err(|_| unreachable(format!("no answer within {} s", TIMEOUT.as_secs())))?
 }
