@@ -27,7 +27,7 @@ pub struct TestEnv {
 
 struct Cleanup {
     admin_url: String,
-    database: String,
+    databases: Vec<String>,
     redis_url: String,
     prefix: String,
 }
@@ -79,11 +79,28 @@ impl TestEnv {
         env.cache_prefix = prefix.clone();
         env.cleanup = Some(Cleanup {
             admin_url,
-            database,
+            databases: vec![database],
             redis_url,
             prefix,
         });
         env
+    }
+
+    /// A PostgreSQL database of this test's own with nothing in it (not even the
+    /// migrations), removed with the test's; returns its URL.
+    pub async fn empty_postgres_database(&mut self) -> String {
+        let cleanup = self
+            .cleanup
+            .as_mut()
+            .expect("a PostgreSQL test environment");
+        let name = format!("{}_empty", cleanup.databases[0]);
+        let mut admin = connect_admin(&cleanup.admin_url).await;
+        sql_query(format!("CREATE DATABASE \"{name}\""))
+            .execute(&mut admin)
+            .await
+            .expect("create an empty database");
+        cleanup.databases.push(name.clone());
+        with_database(&cleanup.admin_url, &name)
     }
 }
 
@@ -100,12 +117,13 @@ impl Drop for TestEnv {
                 .expect("runtime");
             runtime.block_on(async {
                 if let Ok(mut conn) = AsyncPgConnection::establish(&cleanup.admin_url).await {
-                    let _ = sql_query(format!(
-                        "DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)",
-                        cleanup.database
-                    ))
-                    .execute(&mut conn)
-                    .await;
+                    for database in &cleanup.databases {
+                        let _ = sql_query(format!(
+                            "DROP DATABASE IF EXISTS \"{database}\" WITH (FORCE)"
+                        ))
+                        .execute(&mut conn)
+                        .await;
+                    }
                 }
                 if let Ok(client) = redis::Client::open(cleanup.redis_url.as_str())
                     && let Ok(mut conn) = client.get_multiplexed_async_connection().await
@@ -130,7 +148,7 @@ impl Drop for TestEnv {
 }
 
 /// The admin URL with its database name replaced.
-fn with_database(admin_url: &str, database: &str) -> String {
+pub fn with_database(admin_url: &str, database: &str) -> String {
     let (base, query) = admin_url
         .split_once('?')
         .map_or((admin_url, None), |(b, q)| (b, Some(q)));
@@ -154,7 +172,7 @@ struct Count {
 /// A connection to the database `admin_url` names, which is created first if the server
 /// does not have it yet (through the `postgres` maintenance database), so any database
 /// name works on a fresh server.
-async fn connect_admin(admin_url: &str) -> AsyncPgConnection {
+pub async fn connect_admin(admin_url: &str) -> AsyncPgConnection {
     match AsyncPgConnection::establish(admin_url).await {
         Ok(conn) => conn,
         Err(e) if e.to_string().contains("does not exist") => {
