@@ -3,10 +3,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::cache::Cache;
 use crate::cache::keys::KeySpace;
+use crate::cache::{Cache, Sizes};
 use crate::config::{AdminToken, ByteSize, DatabaseUrl, KeyPrefix, RedisUrl};
-use crate::db::data_version::DataVersionProbe;
+use crate::db::data_version::CommitWatch;
 use crate::db::{Db, DbError, DbSettings};
 use crate::metrics::Metrics;
 use crate::server::HttpLimits;
@@ -21,6 +21,8 @@ pub struct Settings {
     pub cache_prefix: KeyPrefix,
     /// Most bytes the in-process cache holds.
     pub cache_size: ByteSize,
+    /// Most bytes of ready responses each server keeps in its memory.
+    pub near_cache_size: ByteSize,
     /// How long whole responses stay cached (a write retires them sooner).
     pub view_ttl: Duration,
     /// How long query results stay cached (a write retires them sooner).
@@ -43,6 +45,7 @@ impl Default for Settings {
             redis_url: None,
             cache_prefix: KeyPrefix::default(),
             cache_size: ByteSize::DEFAULT_CACHE_SIZE,
+            near_cache_size: ByteSize::DEFAULT_NEAR_CACHE_SIZE,
             view_ttl: DEFAULT_VIEW_TTL,
             data_ttl: DEFAULT_DATA_TTL,
             db: DbSettings::default(),
@@ -86,9 +89,14 @@ impl App {
         crate::db::migrations::prepare(&settings.database_url, &settings.db).await?;
         let metrics = Arc::new(Metrics::default());
         let keys = KeySpace::new(&settings.cache_prefix.0);
+        let sizes = Sizes {
+            cache: settings.cache_size.bytes(),
+            near: settings.near_cache_size.bytes(),
+            near_ttl: settings.view_ttl,
+        };
         let cache = match &settings.redis_url {
-            Some(url) => Cache::redis(url, keys, metrics.clone())?,
-            None => Cache::in_process(keys, settings.cache_size.bytes(), metrics.clone()),
+            Some(url) => Cache::redis(url, keys, sizes, metrics.clone())?,
+            None => Cache::in_process(keys, sizes, metrics.clone()),
         };
         let cannot_connect = |e: DbError| {
             let cause = match e {
@@ -112,7 +120,7 @@ impl App {
         db.check().await.map_err(cannot_connect)?;
         let sqlite_writes = match (&settings.database_url, role) {
             (DatabaseUrl::Sqlite(path), Role::Server) => {
-                let probe = DataVersionProbe::open(path, &settings.db)?;
+                let probe = CommitWatch::open(path, &settings.db)?;
                 cache.invalidate_everything().await;
                 Some(probe)
             }

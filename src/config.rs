@@ -414,6 +414,7 @@ const UNITS: [(&str, u64); 4] = [
 
 impl ByteSize {
     pub const DEFAULT_CACHE_SIZE: ByteSize = ByteSize(64 << 20);
+    pub const DEFAULT_NEAR_CACHE_SIZE: ByteSize = ByteSize(32 << 20);
 
     pub fn bytes(self) -> u64 {
         self.0

@@ -94,16 +94,16 @@ impl CacheKey for PropertyKey {
     }
 }
 
-/// A whole HTTP response, by method, path and query.
+/// A whole HTTP response to a GET (HEAD is answered from it), by its normalized URL.
 pub struct ViewKey {
     request: String,
     resource: Resource,
 }
 
 impl ViewKey {
-    pub fn new(method: &str, path_and_query: &str, resource: Resource) -> ViewKey {
+    pub fn new(path_and_query: &str, resource: Resource) -> ViewKey {
         ViewKey {
-            request: format!("{method} {path_and_query}"),
+            request: format!("GET {path_and_query}"),
             resource,
         }
     }
@@ -194,7 +194,7 @@ mod tests {
             keys.entry(&AllPropertiesKey).at(7),
             "listings:properties:g7:all_properties:all_properties"
         );
-        let view = ViewKey::new("GET", "/properties/?a=1", Resource::Properties);
+        let view = ViewKey::new("/properties/?a=1", Resource::Properties);
         assert_eq!(
             keys.entry(&view).at(7),
             "listings:properties:g7:view:GET /properties/?a=1"

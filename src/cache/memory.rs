@@ -58,6 +58,11 @@ impl MemoryCache {
         &self.generations[resource as usize]
     }
 
+    /// The current generation of `resource`.
+    pub fn generation_of(&self, resource: Resource) -> u64 {
+        self.generation(resource).load(Ordering::Acquire)
+    }
+
     /// The current generation and, when present and fresh, the entry stored under it.
     pub fn lookup(&self, key: &EntryKey) -> (u64, Option<Bytes>) {
         let generation = self.generation(key.resource).load(Ordering::Acquire);

@@ -10,6 +10,7 @@
 
 pub mod keys;
 pub mod memory;
+pub mod near;
 pub mod redis;
 pub mod single_flight;
 pub mod values;
@@ -22,12 +23,24 @@ use bytes::Bytes;
 
 use crate::cache::keys::{CacheKey, EntryKey, KeySpace, Resource};
 use crate::cache::memory::MemoryCache;
+use crate::cache::near::{NearCache, ReadyView};
 use crate::cache::redis::{Lookup, RedisCache};
 use crate::cache::single_flight::SingleFlight;
 use crate::cache::values::CacheValue;
 use crate::config::RedisUrl;
 use crate::metrics::{CacheKind, Metrics};
 use crate::test_hooks::{Point, TestHooks};
+
+/// Bounds of the caches held in process.
+#[derive(Clone, Copy, Debug)]
+pub struct Sizes {
+    /// Bytes of data and pages of the in-process backend.
+    pub cache: u64,
+    /// Bytes of ready responses in the near-cache.
+    pub near: u64,
+    /// How long a ready response may stay in the near-cache (the view TTL).
+    pub near_ttl: Duration,
+}
 
 /// How long a Redis load lease lasts: a crashed loader blocks others at most this long.
 const LEASE_TTL: Duration = Duration::from_secs(2);
@@ -43,6 +56,7 @@ pub struct Cache {
     metrics: Arc<Metrics>,
     flights: SingleFlight,
     hooks: Arc<TestHooks>,
+    near: NearCache,
 }
 
 #[allow(
@@ -61,24 +75,70 @@ pub enum CacheStatus {
     Miss,
 }
 
+/// A value from [`Cache::fetch`], with the generation it belongs to (`None` when the
+/// cache could not say: it was unavailable).
+pub struct Fetched<V> {
+    pub value: V,
+    pub status: CacheStatus,
+    pub generation: Option<u64>,
+}
+
 impl Cache {
-    /// A cache in this process, holding at most `max_bytes`.
-    pub fn in_process(keys: KeySpace, max_bytes: u64, metrics: Arc<Metrics>) -> Cache {
-        Cache::with_backend(Backend::Memory(MemoryCache::new(max_bytes)), keys, metrics)
+    /// A cache in this process, holding at most `sizes.cache` bytes of data and pages,
+    /// and `sizes.near` of ready responses.
+    pub fn in_process(keys: KeySpace, sizes: Sizes, metrics: Arc<Metrics>) -> Cache {
+        let backend = Backend::Memory(MemoryCache::new(sizes.cache));
+        Cache::with_backend(backend, keys, sizes, metrics)
     }
 
-    pub fn redis(url: &RedisUrl, keys: KeySpace, metrics: Arc<Metrics>) -> anyhow::Result<Cache> {
+    pub fn redis(
+        url: &RedisUrl,
+        keys: KeySpace,
+        sizes: Sizes,
+        metrics: Arc<Metrics>,
+    ) -> anyhow::Result<Cache> {
         let backend = Backend::Redis(RedisCache::new(url, keys.clone(), metrics.clone())?);
-        Ok(Cache::with_backend(backend, keys, metrics))
+        Ok(Cache::with_backend(backend, keys, sizes, metrics))
     }
 
-    fn with_backend(backend: Backend, keys: KeySpace, metrics: Arc<Metrics>) -> Cache {
+    fn with_backend(
+        backend: Backend,
+        keys: KeySpace,
+        sizes: Sizes,
+        metrics: Arc<Metrics>,
+    ) -> Cache {
         Cache {
             backend,
             keys,
             metrics,
             flights: SingleFlight::default(),
             hooks: Arc::default(),
+            near: NearCache::new(sizes.near, sizes.near_ttl),
+        }
+    }
+
+    /// The generation whose ready responses this process may serve from its memory
+    /// without asking anyone: in process, the current one; with Redis, none yet.
+    fn near_generation(&self, resource: Resource) -> Option<u64> {
+        match &self.backend {
+            Backend::Memory(memory) => Some(memory.generation_of(resource)),
+            Backend::Redis(_) => None,
+        }
+    }
+
+    /// The ready response for the view `key` (a normalized URL), if this process holds
+    /// one of the current generation. Counts a view hit.
+    pub fn near_get(&self, resource: Resource, key: &str) -> Option<Arc<ReadyView>> {
+        let view = self.near.get(key, self.near_generation(resource)?)?;
+        self.metrics.record_hit(CacheKind::View);
+        Some(view)
+    }
+
+    /// Keeps a ready response rendered (or found) under `generation`, unless a write
+    /// has retired that generation meanwhile.
+    pub fn near_store(&self, resource: Resource, key: &str, generation: u64, view: Arc<ReadyView>) {
+        if self.near_generation(resource) == Some(generation) {
+            self.near.insert(key, generation, view);
         }
     }
 
@@ -133,9 +193,25 @@ impl Cache {
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<K::Value, E>>,
     {
+        let fetched = self.fetch(key, ttl, load).await?;
+        Ok((fetched.value, fetched.status))
+    }
+
+    /// [`Cache::get_or_load`], telling the generation the value belongs to.
+    pub async fn fetch<K, E, F, Fut>(
+        &self,
+        key: &K,
+        ttl: Duration,
+        load: F,
+    ) -> Result<Fetched<K::Value>, E>
+    where
+        K: CacheKey,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<K::Value, E>>,
+    {
         let entry = self.keys.entry(key);
         let generation = match self.lookup::<K::Value>(&entry, K::KIND, None).await {
-            Found::Value(value) => return Ok(self.hit(K::KIND, value)),
+            Found::Value { value, generation } => return Ok(self.hit(K::KIND, value, generation)),
             Found::Nothing { generation, .. } => generation,
             Found::Unavailable => return self.load_uncached(K::KIND, load).await,
         };
@@ -148,7 +224,9 @@ impl Cache {
                 .lookup::<K::Value>(&entry, K::KIND, Some(LEASE_TTL))
                 .await
             {
-                Found::Value(value) => return Ok(self.hit(K::KIND, value)),
+                Found::Value { value, generation } => {
+                    return Ok(self.hit(K::KIND, value, generation));
+                }
                 Found::Unavailable => return self.load_uncached(K::KIND, load).await,
                 Found::Nothing { leased: false, .. } if Instant::now() < give_up_waiting => {
                     tokio::time::sleep(LEASE_POLL).await;
@@ -173,7 +251,11 @@ impl Cache {
         self.store_if_current(&entry, K::KIND, generation, value.encode(), ttl)
             .await;
         self.metrics.record_miss(K::KIND);
-        Ok((value, CacheStatus::Miss))
+        Ok(Fetched {
+            value,
+            status: CacheStatus::Miss,
+            generation: Some(generation),
+        })
     }
 
     /// The cached value if there is one; never loads.
@@ -182,7 +264,7 @@ impl Cache {
             .lookup::<K::Value>(&self.keys.entry(key), K::KIND, None)
             .await
         {
-            Found::Value(value) => Some(self.hit(K::KIND, value).0),
+            Found::Value { value, generation } => Some(self.hit(K::KIND, value, generation).value),
             Found::Nothing { .. } | Found::Unavailable => None,
         }
     }
@@ -206,22 +288,26 @@ impl Cache {
         }
     }
 
-    fn hit<V>(&self, kind: CacheKind, value: V) -> (V, CacheStatus) {
+    fn hit<V>(&self, kind: CacheKind, value: V, generation: u64) -> Fetched<V> {
         self.metrics.record_hit(kind);
-        (value, CacheStatus::Hit)
+        Fetched {
+            value,
+            status: CacheStatus::Hit,
+            generation: Some(generation),
+        }
     }
 
-    async fn load_uncached<V, E, F, Fut>(
-        &self,
-        kind: CacheKind,
-        load: F,
-    ) -> Result<(V, CacheStatus), E>
+    async fn load_uncached<V, E, F, Fut>(&self, kind: CacheKind, load: F) -> Result<Fetched<V>, E>
     where
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<V, E>>,
     {
         self.metrics.record_miss(kind);
-        Ok((load().await?, CacheStatus::Miss))
+        Ok(Fetched {
+            value: load().await?,
+            status: CacheStatus::Miss,
+            generation: None,
+        })
     }
 
     /// With `lease`, a miss also says whether this caller may load (see `LEASE_TTL`);
@@ -244,7 +330,7 @@ impl Cache {
             },
         };
         match bytes.map(V::decode) {
-            Some(Some(value)) => Found::Value(value),
+            Some(Some(value)) => Found::Value { value, generation },
             Some(None) => {
                 tracing::warn!(key = %entry.at(generation), "cached value does not decode; reloading it");
                 Found::Nothing { generation, leased }
@@ -293,7 +379,10 @@ pub(crate) fn fnv1a64(bytes: &[u8]) -> u64 {
 }
 
 enum Found<V> {
-    Value(V),
+    Value {
+        value: V,
+        generation: u64,
+    },
     /// `leased`: this caller may load now.
     Nothing {
         generation: u64,

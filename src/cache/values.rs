@@ -29,26 +29,114 @@ macro_rules! json_value {
 
 json_value!(PropertyPage, Property);
 
-/// What a response needs to be sent again, with its strong ETag computed once, when
-/// it was rendered.
+/// What a response needs to be sent again: its status, content type, strong ETag and
+/// body, with gzip and brotli variants made once, when it was rendered.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CachedResponse {
     pub status: u16,
     pub content_type: String,
+    /// The identity body's ETag; each variant's is derived from it (see [`Encoding`]).
     pub etag: String,
     pub body: Bytes,
+    /// Empty when compressing would not pay (a small body).
+    pub gzip: Bytes,
+    pub br: Bytes,
+}
+
+/// Bodies smaller than this are sent as they are: compressing them saves little.
+const COMPRESS_FROM_BYTES: usize = 1024;
+/// gzip level and brotli quality: good ratios at a fraction of a millisecond for a page
+/// of listings; the cost is paid once per rendering, never per request.
+const GZIP_LEVEL: u32 = 6;
+const BROTLI_QUALITY: u32 = 5;
+const BROTLI_WINDOW_BITS: u32 = 22;
+
+/// The encodings a cached response is kept in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Encoding {
+    Identity,
+    Gzip,
+    Brotli,
+}
+
+impl Encoding {
+    /// The `Content-Encoding` token, and the ETag suffix that keeps each variant's
+    /// validator distinct.
+    pub fn token(self) -> &'static str {
+        match self {
+            Encoding::Identity => "identity",
+            Encoding::Gzip => "gzip",
+            Encoding::Brotli => "br",
+        }
+    }
 }
 
 impl CachedResponse {
+    /// Renders a response for the cache: its ETag and its compressed variants.
     pub fn new(status: u16, content_type: String, body: Bytes) -> CachedResponse {
         let etag = strong_etag(&body);
+        let (gzip, br) = if body.len() >= COMPRESS_FROM_BYTES {
+            (gzip(&body), brotli(&body))
+        } else {
+            (Bytes::new(), Bytes::new())
+        };
         CachedResponse {
             status,
             content_type,
             etag,
             body,
+            gzip,
+            br,
         }
     }
+
+    /// The body in `encoding`, if this response has that variant.
+    pub fn variant(&self, encoding: Encoding) -> Option<&Bytes> {
+        let body = match encoding {
+            Encoding::Identity => return Some(&self.body),
+            Encoding::Gzip => &self.gzip,
+            Encoding::Brotli => &self.br,
+        };
+        (!body.is_empty()).then_some(body)
+    }
+
+    /// The ETag of the variant in `encoding`: `"…"` for identity, `"…-gzip"`, `"…-br"`.
+    pub fn etag_of(&self, encoding: Encoding) -> String {
+        match encoding {
+            Encoding::Identity => self.etag.clone(),
+            other => format!("{}-{}\"", self.etag.trim_end_matches('"'), other.token()),
+        }
+    }
+}
+
+fn gzip(body: &[u8]) -> Bytes {
+    use std::io::Write as _;
+    let mut encoder = flate2::write::GzEncoder::new(
+        Vec::with_capacity(body.len() / 4),
+        flate2::Compression::new(GZIP_LEVEL),
+    );
+    // Writing into a Vec cannot fail; a failure would only mean "no gzip variant".
+    match encoder.write_all(body).and_then(|()| encoder.finish()) {
+        Ok(compressed) => Bytes::from(compressed),
+        Err(_) => Bytes::new(),
+    }
+}
+
+fn brotli(body: &[u8]) -> Bytes {
+    use std::io::Write as _;
+    let mut compressed = Vec::with_capacity(body.len() / 4);
+    {
+        let mut encoder = brotli::CompressorWriter::new(
+            &mut compressed,
+            4096,
+            BROTLI_QUALITY,
+            BROTLI_WINDOW_BITS,
+        );
+        if encoder.write_all(body).is_err() {
+            return Bytes::new();
+        }
+    }
+    Bytes::from(compressed)
 }
 
 /// `"<length>-<FNV-1a 64>"`: stable across processes and versions, so servers sharing
@@ -58,25 +146,36 @@ fn strong_etag(body: &[u8]) -> String {
 }
 
 /// Bumped whenever the envelope layout changes, so old entries read as misses.
-const ENVELOPE_VERSION: u8 = 2;
+const ENVELOPE_VERSION: u8 = 3;
 
 impl CacheValue for CachedResponse {
-    /// `[version][status: u16][content-type length: u8][content type][etag length: u8][etag][body]`
+    /// `[version][status: u16][content-type length: u8][content type][etag length: u8]
+    /// [etag][body length: u32][body][gzip length: u32][gzip][brotli]`
     fn encode(&self) -> Bytes {
         let content_type = short(&self.content_type);
         let etag = short(&self.etag);
-        let mut out =
-            BytesMut::with_capacity(5 + content_type.len() + etag.len() + self.body.len());
+        let mut out = BytesMut::with_capacity(
+            13 + content_type.len()
+                + etag.len()
+                + self.body.len()
+                + self.gzip.len()
+                + self.br.len(),
+        );
         out.put_u8(ENVELOPE_VERSION);
         out.put_u16(self.status);
         out.put_u8(content_type.len() as u8);
         out.put_slice(content_type);
         out.put_u8(etag.len() as u8);
         out.put_slice(etag);
-        out.put_slice(&self.body);
+        for part in [&self.body, &self.gzip] {
+            out.put_u32(u32::try_from(part.len()).unwrap_or(u32::MAX));
+            out.put_slice(part);
+        }
+        out.put_slice(&self.br);
         out.freeze()
     }
 
+    /// The bodies are slices of `bytes`: decoding copies none of them.
     fn decode(mut bytes: Bytes) -> Option<Self> {
         if bytes.len() < 5 || bytes.get_u8() != ENVELOPE_VERSION {
             return None;
@@ -84,11 +183,15 @@ impl CacheValue for CachedResponse {
         let status = bytes.get_u16();
         let content_type = take_short(&mut bytes)?;
         let etag = take_short(&mut bytes)?;
+        let body = take_sized(&mut bytes)?;
+        let gzip = take_sized(&mut bytes)?;
         Some(CachedResponse {
             status,
             content_type,
             etag,
-            body: bytes,
+            body,
+            gzip,
+            br: bytes,
         })
     }
 }
@@ -108,9 +211,47 @@ fn take_short(bytes: &mut Bytes) -> Option<String> {
     String::from_utf8(bytes.split_to(len).to_vec()).ok()
 }
 
+fn take_sized(bytes: &mut Bytes) -> Option<Bytes> {
+    if bytes.len() < 4 {
+        return None;
+    }
+    let len = usize::try_from(bytes.get_u32()).ok()?;
+    (bytes.len() >= len).then(|| bytes.split_to(len))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn large_bodies_get_compressed_variants_with_their_own_etags() {
+        use std::io::Read as _;
+
+        let body = Bytes::from(r#"{"title":"Beach villa"}"#.repeat(100));
+        let response = CachedResponse::new(200, "application/json".into(), body.clone());
+        let gzipped = response.variant(Encoding::Gzip).expect("gzip");
+        assert!(gzipped.len() < body.len() / 4);
+        let mut unzipped = Vec::new();
+        flate2::read::GzDecoder::new(&gzipped[..])
+            .read_to_end(&mut unzipped)
+            .unwrap();
+        assert_eq!(unzipped, body);
+        let mut unbrotlied = Vec::new();
+        brotli::Decompressor::new(&response.variant(Encoding::Brotli).unwrap()[..], 4096)
+            .read_to_end(&mut unbrotlied)
+            .unwrap();
+        assert_eq!(unbrotlied, body);
+        let etags = [Encoding::Identity, Encoding::Gzip, Encoding::Brotli]
+            .map(|encoding| response.etag_of(encoding));
+        assert!(
+            etags[1].ends_with("-gzip\"") && etags[2].ends_with("-br\""),
+            "{etags:?}"
+        );
+        assert_ne!(etags[0], etags[1]);
+        assert_eq!(CachedResponse::decode(response.encode()), Some(response));
+        let small = CachedResponse::new(200, "application/json".into(), Bytes::from_static(b"{}"));
+        assert_eq!(small.variant(Encoding::Gzip), None, "too small to pay");
+    }
 
     #[test]
     fn envelope_round_trips_and_rejects_garbage() {
@@ -136,7 +277,7 @@ mod tests {
             None
         );
         assert_eq!(
-            CachedResponse::decode(Bytes::from_static(&[2, 0, 200, 9, b'a'])),
+            CachedResponse::decode(Bytes::from_static(&[3, 0, 200, 9, b'a'])),
             None
         );
     }

@@ -129,6 +129,12 @@ pub struct GlobalOpts {
           default_value_t = ByteSize::DEFAULT_CACHE_SIZE)]
     pub cache_size: ByteSize,
 
+    /// Most memory the near-cache holds: ready responses each server keeps in front of
+    /// the cache
+    #[arg(long, env = "LISTINGS_NEAR_CACHE_SIZE", value_name = "SIZE", global = true,
+          default_value_t = ByteSize::DEFAULT_NEAR_CACHE_SIZE)]
+    pub near_cache_size: ByteSize,
+
     /// Most database connections per process
     #[arg(long, env = "LISTINGS_DB_POOL_SIZE", value_name = "N", global = true,
           default_value_t = DEFAULT_MAX_CONNECTIONS as u16,
@@ -156,6 +162,11 @@ pub struct GlobalOpts {
     #[arg(long, env = "LISTINGS_DB_KEEPALIVE", value_name = "SECONDS", global = true,
           default_value_t = Seconds(DEFAULT_KEEPALIVE))]
     pub db_keepalive: Seconds,
+
+    /// Threads that run requests and background work [default: one per core]
+    #[arg(long, env = "LISTINGS_WORKERS", value_name = "N", global = true,
+          value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub workers: Option<u16>,
 
     /// Log lines as text, or as one JSON object per line for log shippers
     #[arg(long, env = "LISTINGS_LOG_FORMAT", value_name = "FORMAT", global = true,
@@ -186,6 +197,7 @@ impl GlobalOpts {
             redis_url: self.redis_url.clone(),
             cache_prefix: self.cache_prefix.clone(),
             cache_size: self.cache_size,
+            near_cache_size: self.near_cache_size,
             db: self.db_settings(),
             ..Settings::default()
         }

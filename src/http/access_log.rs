@@ -3,14 +3,18 @@
 //! sent a usable one (a proxy's), else a new one. Lines logged while the request is
 //! handled carry the id too, through the `request` span.
 
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::LazyLock;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
 use std::time::Instant;
 
 use axum::extract::Request;
 use axum::http::HeaderValue;
-use axum::middleware::Next;
 use axum::response::Response;
+use tower::Service;
 use tracing::Instrument as _;
 
 pub const REQUEST_ID: &str = "x-request-id";
@@ -19,15 +23,16 @@ pub const REQUEST_ID: &str = "x-request-id";
 pub const TARGET: &str = "listings::access";
 
 /// A prefix random per process and a counter: unique across servers without
-/// coordination, and cheap.
-fn new_request_id() -> String {
+/// coordination, and cheap (16 hex digits, no allocation beyond the header's own).
+fn new_request_id() -> HeaderValue {
     static PROCESS: LazyLock<u32> = LazyLock::new(rand::random);
     static NEXT: AtomicU64 = AtomicU64::new(1);
-    format!(
-        "{:08x}{:08x}",
-        *PROCESS,
-        NEXT.fetch_add(1, Ordering::Relaxed)
-    )
+    let id = (u64::from(*PROCESS) << 32) | (NEXT.fetch_add(1, Ordering::Relaxed) & 0xffff_ffff);
+    let mut text = [0u8; 16];
+    for (i, digit) in text.iter_mut().enumerate() {
+        *digit = b"0123456789abcdef"[((id >> (60 - 4 * i)) & 0xf) as usize];
+    }
+    HeaderValue::from_bytes(&text).unwrap_or(HeaderValue::from_static("-"))
 }
 
 /// A client's id is kept when it is short and plain, so it cannot forge log lines.
@@ -39,37 +44,69 @@ fn usable(id: &HeaderValue) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
 }
 
-pub async fn log_requests(mut request: Request, next: Next) -> Response {
-    let started = Instant::now();
-    let id = match request.headers().get(REQUEST_ID) {
-        Some(id) if usable(id) => id.clone(),
-        _ => HeaderValue::from_str(&new_request_id())
-            .unwrap_or_else(|_| HeaderValue::from_static("-")),
-    };
-    request.headers_mut().insert(REQUEST_ID, id.clone());
-    let method = request.method().clone();
-    let uri = request.uri().clone();
-    let id_text = id.to_str().unwrap_or("-").to_owned();
-    let span = tracing::info_span!("request", request_id = %id_text);
-    let mut response = next.run(request).instrument(span).await;
-    let cache = response
-        .headers()
-        .get("x-cache")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("-");
-    tracing::info!(
-        target: TARGET,
-        method = %method,
-        path = uri.path(),
-        query = uri.query().unwrap_or(""),
-        status = response.status().as_u16(),
-        latency_ms = started.elapsed().as_micros() as f64 / 1000.0,
-        cache,
-        request_id = %id_text,
-        "request"
-    );
-    response.headers_mut().insert(REQUEST_ID, id);
-    response
+/// The outermost service: gives every request its id and logs its access line.
+#[derive(Clone, Debug)]
+pub struct AccessLog<S> {
+    inner: S,
+}
+
+impl<S> AccessLog<S> {
+    pub fn new(inner: S) -> AccessLog<S> {
+        AccessLog { inner }
+    }
+}
+
+type BoxedResponse = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
+
+impl<S> Service<Request> for AccessLog<S>
+where
+    S: Service<Request, Response = Response, Error = Infallible> + Send + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = BoxedResponse;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: Request) -> BoxedResponse {
+        let started = Instant::now();
+        let id = match request.headers().get(REQUEST_ID) {
+            Some(id) if usable(id) => id.clone(),
+            _ => new_request_id(),
+        };
+        request.headers_mut().insert(REQUEST_ID, id.clone());
+        // Only what the access line needs, and only when it will be written.
+        let logged = tracing::enabled!(target: TARGET, tracing::Level::INFO)
+            .then(|| (request.method().clone(), request.uri().clone()));
+        let span = tracing::info_span!("request", request_id = id.to_str().unwrap_or("-"));
+        let response = self.inner.call(request).instrument(span);
+        Box::pin(async move {
+            let Ok(mut response) = response.await;
+            if let Some((method, uri)) = logged {
+                let cache = response
+                    .headers()
+                    .get("x-cache")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("-");
+                tracing::info!(
+                    target: TARGET,
+                    method = %method,
+                    path = uri.path(),
+                    query = uri.query().unwrap_or(""),
+                    status = response.status().as_u16(),
+                    latency_ms = started.elapsed().as_micros() as f64 / 1000.0,
+                    cache,
+                    request_id = id.to_str().unwrap_or("-"),
+                    "request"
+                );
+            }
+            response.headers_mut().insert(REQUEST_ID, id);
+            Ok(response)
+        })
+    }
 }
 
 #[cfg(test)]

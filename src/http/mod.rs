@@ -13,7 +13,6 @@ pub mod view_cache;
 use std::sync::Arc;
 
 use axum::extract::DefaultBodyLimit;
-use axum::middleware::from_fn_with_state;
 use axum::{Extension, Router};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
@@ -22,11 +21,8 @@ use utoipa_axum::routes;
 
 use crate::app::AppState;
 use crate::error::{ApiError, method_not_allowed, not_found};
-
-/// Route paths the view cache keys on.
-pub const PROPERTIES: &str = "/properties/";
-pub const PROPERTIES_NO_SLASH: &str = "/properties";
-pub const PROPERTY: &str = "/properties/{id}/";
+use access_log::AccessLog;
+use view_cache::ViewCache;
 
 #[derive(OpenApi)]
 #[openapi(
@@ -62,7 +58,6 @@ pub fn api_router(state: AppState) -> OpenApiRouter {
             properties::update_property,
             properties::delete_property
         ))
-        .route_layer(from_fn_with_state(state.clone(), view_cache::cache_views))
         .layer(DefaultBodyLimit::max(body::MAX_BODY_BYTES));
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(properties)
@@ -72,17 +67,21 @@ pub fn api_router(state: AppState) -> OpenApiRouter {
         .with_state(state)
 }
 
-pub fn build_router(state: AppState) -> Router {
-    let (router, openapi) = api_router(state).split_for_parts();
+/// Everything the server answers with: access lines and request ids, then the view
+/// cache, then the routes.
+pub type HttpService = AccessLog<ViewCache<Router>>;
+
+pub fn build_router(state: AppState) -> HttpService {
+    let (router, openapi) = api_router(state.clone()).split_for_parts();
     let json = openapi.to_pretty_json().unwrap_or_else(|e| {
         tracing::error!(error = %e, "cannot serialize the OpenAPI document");
         "{}".to_owned()
     });
-    router
+    let router = router
         .layer(Extension(ops::OpenApiJson(Arc::new(json))))
         .fallback(route_not_found)
-        .method_not_allowed_fallback(route_method_not_allowed)
-        .layer(axum::middleware::from_fn(access_log::log_requests))
+        .method_not_allowed_fallback(route_method_not_allowed);
+    AccessLog::new(ViewCache::new(state, router))
 }
 
 async fn route_not_found() -> ApiError {

@@ -1,86 +1,135 @@
-//! The view level: whole GET responses (status, content type, strong ETag, body) cached
-//! per normalized URL. A hit sends the stored bytes as they are, with no database work
-//! and no serialization. Only 200 responses are stored. Every response says
-//! `X-Cache: HIT` or `MISS` and `Cache-Control: no-cache`, and a matching
-//! `If-None-Match` gets 304 with no body.
+//! The view level, as a service in front of the router: whole GET responses cached per
+//! normalized URL, answered from the near-cache when possible (no routing, no decoding,
+//! no database), with the best encoding the client accepts (brotli, gzip or none, each
+//! made once when the response was rendered). Only 200 responses are stored. Every
+//! response says `X-Cache: HIT` or `MISS`, `Cache-Control: no-cache` and
+//! `Vary: Accept-Encoding`, and a matching `If-None-Match` gets 304 with no body.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 
 use axum::body::{Body, to_bytes};
-use axum::extract::{MatchedPath, Request, State};
+use axum::extract::Request;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use tower::{Service, ServiceExt as _};
 
 use crate::app::AppState;
 use crate::cache::CacheStatus;
-use crate::cache::keys::{Resource, ViewKey};
-use crate::cache::values::CachedResponse;
+use crate::cache::near::ReadyView;
+use crate::cache::values::{CachedResponse, Encoding};
 use crate::domain::PropertyQuery;
 use crate::error::internal_error;
-use crate::http::{PROPERTIES, PROPERTIES_NO_SLASH, PROPERTY};
 use crate::services::views;
 
-pub async fn cache_views(State(app): State<AppState>, request: Request, next: Next) -> Response {
-    let method = request.method().clone();
-    if method != Method::GET && method != Method::HEAD {
-        return next.run(request).await;
+const NO_CACHE: HeaderValue = HeaderValue::from_static("no-cache");
+const VARY: HeaderValue = HeaderValue::from_static("accept-encoding");
+const HIT: HeaderValue = HeaderValue::from_static("HIT");
+const MISS: HeaderValue = HeaderValue::from_static("MISS");
+
+#[derive(Clone)]
+pub struct ViewCache<S> {
+    app: AppState,
+    inner: S,
+}
+
+impl<S> ViewCache<S> {
+    pub fn new(app: AppState, inner: S) -> ViewCache<S> {
+        ViewCache { app, inner }
     }
-    let Some(key) = view_key(&request) else {
-        // Not cacheable as asked (an invalid query, an id that is no number): the
-        // handler explains.
-        return next.run(request).await;
-    };
+}
+
+/// The routes' own Debug output lists the paths they serve (the OpenAPI test reads it).
+impl<S: std::fmt::Debug> std::fmt::Debug for ViewCache<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ViewCache")
+            .field("inner", &self.inner)
+            .finish()
+    }
+}
+
+type BoxedResponse = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
+
+impl<S> Service<Request> for ViewCache<S>
+where
+    S: Service<Request, Response = Response, Error = Infallible> + Clone + Send + 'static,
+    S::Future: Send,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = BoxedResponse;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request) -> BoxedResponse {
+        let cacheable = matches!(*request.method(), Method::GET | Method::HEAD);
+        let Some(key) = cacheable.then(|| view_key(&request)).flatten() else {
+            // Writes, and reads the handler must explain (an invalid query, an id that
+            // is no number).
+            return Box::pin(self.inner.call(request));
+        };
+        let app = self.app.clone();
+        let inner = self.inner.clone();
+        Box::pin(async move { Ok(serve_view(app, inner, key, request).await) })
+    }
+}
+
+async fn serve_view<S>(app: AppState, inner: S, key: String, request: Request) -> Response
+where
+    S: Service<Request, Response = Response, Error = Infallible> + Send + 'static,
+    S::Future: Send,
+{
+    let encodings = accepted_encodings(request.headers());
     let if_none_match = request.headers().get(header::IF_NONE_MATCH).cloned();
-    let rendered = if method == Method::HEAD {
-        // HEAD is answered from the GET entry when there is one. Its own rendering
-        // has no body to store, so it is never stored.
-        match views::peek(&app, &key).await {
-            Some(cached) => Ok((cached, CacheStatus::Hit)),
-            None => Err(next.run(request).await),
-        }
-    } else {
-        views::cached(&app, &key, || render(request, next)).await
+    let head = request.method() == Method::HEAD;
+    let found = match views::near(&app, &key).await {
+        Some(ready) => Ok((ready, CacheStatus::Hit)),
+        // HEAD is answered from the GET entry when there is one; its own rendering has
+        // no body to store.
+        None if head => match views::peek(&app, &key).await {
+            Some(ready) => Ok((ready, CacheStatus::Hit)),
+            None => Err(inner.oneshot(request).await.unwrap_or_else(|e| match e {})),
+        },
+        None => views::cached(&app, &key, || render(inner, request)).await,
     };
-    let mut response = match rendered {
-        Ok((cached, status)) => respond(cached, status, if_none_match.as_ref()),
-        Err(uncacheable) => with_x_cache(uncacheable, "MISS"),
+    let mut response = match found {
+        Ok((ready, status)) => respond(&ready, status, encodings, if_none_match.as_ref(), head),
+        Err(uncacheable) => with_x_cache(uncacheable, MISS),
     };
     response
         .headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+        .insert(header::CACHE_CONTROL, NO_CACHE);
     response
 }
 
 /// The normalized URL: lists by their canonical query (unknown parameters and
 /// parameter order do not count, and `/properties` is `/properties/`), items by their
-/// parsed id (`/properties/007/` is `/properties/7/`).
-fn view_key(request: &Request) -> Option<ViewKey> {
-    let route = request.extensions().get::<MatchedPath>()?.as_str();
-    let normalized = match route {
-        PROPERTIES | PROPERTIES_NO_SLASH => {
-            let query =
-                PropertyQuery::from_query_string(request.uri().query().unwrap_or_default()).ok()?;
-            query.url_of_page(query.page)
-        }
-        PROPERTY => {
-            let id = request
-                .uri()
-                .path()
-                .trim_matches('/')
-                .strip_prefix("properties/")?;
-            format!("/properties/{}/", id.parse::<i64>().ok()?)
-        }
-        _ => return None,
-    };
-    Some(ViewKey::new(
-        Method::GET.as_str(),
-        &normalized,
-        Resource::Properties,
-    ))
+/// parsed id (`/properties/007/` is `/properties/7/`). `None` for anything else.
+fn view_key(request: &Request) -> Option<String> {
+    let path = request.uri().path();
+    if path == "/properties/" || path == "/properties" {
+        return match request.uri().query() {
+            None | Some("") => Some("/properties/".to_owned()),
+            Some(query) => {
+                let query = PropertyQuery::from_query_string(query).ok()?;
+                Some(query.url_of_page(query.page))
+            }
+        };
+    }
+    let id = path.strip_prefix("/properties/")?.strip_suffix('/')?;
+    Some(format!("/properties/{}/", id.parse::<i64>().ok()?))
 }
 
 /// Runs the handler; a 200 becomes a cacheable value, anything else is passed through.
-async fn render(request: Request, next: Next) -> Result<CachedResponse, Response> {
-    let response = next.run(request).await;
+async fn render<S>(inner: S, request: Request) -> Result<CachedResponse, Response>
+where
+    S: Service<Request, Response = Response, Error = Infallible>,
+{
+    let response = inner.oneshot(request).await.unwrap_or_else(|e| match e {});
     if response.status() != StatusCode::OK {
         return Err(response);
     }
@@ -95,44 +144,92 @@ async fn render(request: Request, next: Next) -> Result<CachedResponse, Response
         .and_then(|v| v.to_str().ok())
         .unwrap_or("application/octet-stream")
         .to_owned();
-    Ok(CachedResponse::new(
-        parts.status.as_u16(),
-        content_type,
-        body,
-    ))
+    // Compressing a large page takes a moment: not on the runtime's threads.
+    tokio::task::spawn_blocking(move || {
+        CachedResponse::new(parts.status.as_u16(), content_type, body)
+    })
+    .await
+    .map_err(|_| internal_error().into_response())
+}
+
+/// The encodings the client accepts, best first: brotli, gzip, then none.
+fn accepted_encodings(headers: &HeaderMap) -> [bool; 3] {
+    let mut accepted = [true, false, false];
+    let Some(value) = headers
+        .get(header::ACCEPT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return accepted;
+    };
+    for coding in value.split(',') {
+        let mut parts = coding.split(';');
+        let name = parts.next().unwrap_or("").trim();
+        let refused = parts.any(|parameter| {
+            parameter
+                .trim()
+                .strip_prefix("q=")
+                .and_then(|q| q.trim().parse::<f32>().ok())
+                .is_some_and(|q| q <= 0.0)
+        });
+        let index = match name.to_ascii_lowercase().as_str() {
+            "br" => Encoding::Brotli,
+            "gzip" | "x-gzip" => Encoding::Gzip,
+            _ => continue,
+        } as usize;
+        accepted[index] = !refused;
+    }
+    accepted
 }
 
 fn respond(
-    cached: CachedResponse,
+    ready: &ReadyView,
     status: CacheStatus,
+    accepted: [bool; 3],
     if_none_match: Option<&HeaderValue>,
+    head: bool,
 ) -> Response {
-    let x_cache = match status {
-        CacheStatus::Hit => "HIT",
-        CacheStatus::Miss => "MISS",
-    };
-    let not_modified = if_none_match.is_some_and(|tags| matches_etag(tags, &cached.etag));
+    let (encoding, (body, etag)) = ready.best(accepted);
+    let not_modified = if_none_match.is_some_and(|tags| matches_etag(tags, etag));
     let mut response = if not_modified {
         let mut response = Response::new(Body::empty());
         *response.status_mut() = StatusCode::NOT_MODIFIED;
         response
     } else {
-        let mut response = Response::new(Body::from(cached.body));
-        *response.status_mut() = StatusCode::from_u16(cached.status).unwrap_or(StatusCode::OK);
-        set_header(
-            response.headers_mut(),
-            header::CONTENT_TYPE,
-            &cached.content_type,
-        );
+        let mut response = if head {
+            let mut response = Response::new(Body::empty());
+            response
+                .headers_mut()
+                .insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+            response
+        } else {
+            Response::new(Body::from(body.clone()))
+        };
+        *response.status_mut() = ready.status;
+        let headers = response.headers_mut();
+        headers.insert(header::CONTENT_TYPE, ready.content_type.clone());
+        if encoding != Encoding::Identity {
+            headers.insert(
+                header::CONTENT_ENCODING,
+                HeaderValue::from_static(encoding.token()),
+            );
+        }
         response
     };
-    set_header(response.headers_mut(), header::ETAG, &cached.etag);
-    with_x_cache(response, x_cache)
+    let headers = response.headers_mut();
+    headers.insert(header::ETAG, etag.clone());
+    headers.insert(header::VARY, VARY);
+    with_x_cache(
+        response,
+        match status {
+            CacheStatus::Hit => HIT,
+            CacheStatus::Miss => MISS,
+        },
+    )
 }
 
 /// `If-None-Match: "a", W/"b"` or `*`; weak tags compare by their opaque part.
-fn matches_etag(header: &HeaderValue, etag: &str) -> bool {
-    let Ok(tags) = header.to_str() else {
+fn matches_etag(header: &HeaderValue, etag: &HeaderValue) -> bool {
+    let (Ok(tags), Ok(etag)) = (header.to_str(), etag.to_str()) else {
         return false;
     };
     tags.split(',')
@@ -140,15 +237,62 @@ fn matches_etag(header: &HeaderValue, etag: &str) -> bool {
         .any(|tag| tag == "*" || tag.strip_prefix("W/").unwrap_or(tag) == etag)
 }
 
-fn set_header(headers: &mut HeaderMap, name: header::HeaderName, value: &str) {
-    if let Ok(value) = HeaderValue::from_str(value) {
-        headers.insert(name, value);
-    }
+fn with_x_cache(mut response: Response, value: HeaderValue) -> Response {
+    response.headers_mut().insert("x-cache", value);
+    response
 }
 
-fn with_x_cache(mut response: Response, value: &'static str) -> Response {
-    response
-        .headers_mut()
-        .insert("x-cache", HeaderValue::from_static(value));
-    response
+/// For tests of the negotiation alone.
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn accepts(value: &str) -> [bool; 3] {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::ACCEPT_ENCODING,
+            HeaderValue::from_str(value).unwrap(),
+        );
+        accepted_encodings(&headers)
+    }
+
+    #[test]
+    fn accept_encoding_is_read_with_its_weights() {
+        assert_eq!(accepts("gzip, deflate, br"), [true, true, true]);
+        assert_eq!(accepts("gzip;q=0.5"), [true, true, false]);
+        assert_eq!(accepts("br;q=0, gzip"), [true, true, false]);
+        assert_eq!(accepts("identity"), [true, false, false]);
+        assert_eq!(accepted_encodings(&HeaderMap::new()), [true, false, false]);
+    }
+
+    #[test]
+    fn each_encoding_is_validated_by_its_own_etag() {
+        let body = axum::body::Bytes::from("x".repeat(5000));
+        let ready = ReadyView::from_cached(&CachedResponse::new(200, "text/plain".into(), body));
+        let gzip_etag = ready.variant(Encoding::Gzip).unwrap().1.clone();
+        let identity_etag = ready.variant(Encoding::Identity).unwrap().1.clone();
+        let gzip = respond(
+            &ready,
+            CacheStatus::Hit,
+            [true, true, false],
+            Some(&gzip_etag),
+            false,
+        );
+        assert_eq!(gzip.status(), StatusCode::NOT_MODIFIED);
+        let identity = respond(
+            &ready,
+            CacheStatus::Hit,
+            [true, false, false],
+            Some(&gzip_etag),
+            false,
+        );
+        assert_eq!(
+            identity.status(),
+            StatusCode::OK,
+            "the gzip tag names another representation"
+        );
+        assert_eq!(identity.headers()[header::ETAG], identity_etag);
+        assert_eq!(identity.headers()[header::VARY], "accept-encoding");
+        assert!(identity.headers().get(header::CONTENT_ENCODING).is_none());
+    }
 }

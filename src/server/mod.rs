@@ -19,7 +19,6 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Router;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
@@ -28,6 +27,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tower::ServiceExt as _;
 
 use crate::config::human_duration;
+use crate::http::HttpService;
 use crate::logging::{Failure, log_limited};
 use watchdog::{Activity, Watched};
 
@@ -119,7 +119,7 @@ pub fn connection_cap(configured: Option<usize>, reserved_for_database: usize) -
 /// documentation). Returns once every connection is closed.
 pub async fn serve(
     listener: TcpListener,
-    router: Router,
+    router: HttpService,
     limits: HttpLimits,
     max_connections: usize,
     shutdown: impl Future<Output = ()>,
@@ -170,7 +170,7 @@ pub async fn serve(
 /// One client connection, until it closes, its deadline passes, or shutdown ends it.
 async fn connection(
     stream: TcpStream,
-    router: Router,
+    router: HttpService,
     limits: HttpLimits,
     _slot: OwnedSemaphorePermit,
     graceful: hyper_util::server::graceful::Watcher,

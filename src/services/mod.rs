@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use crate::app::App;
 use crate::cache::Cache;
-use crate::db::data_version::DataVersionProbe;
+use crate::db::data_version::CommitWatch;
 use crate::db::{Db, DbError};
 use crate::domain::ValidationErrors;
 
@@ -22,18 +22,16 @@ pub struct Backends {
     db: Db,
     cache: Cache,
     /// Embedded mode, server only: how this process learns that another process (the
-    /// CLI, a second server) committed to the SQLite file. The lock is held through the
-    /// invalidation, so no request can pass the check and read the cache before the
-    /// change it found has retired it.
-    sqlite_writes: Option<tokio::sync::Mutex<DataVersionProbe>>,
+    /// CLI, a second server) committed to the SQLite file.
+    sqlite_writes: Option<CommitWatch>,
 }
 
 impl Backends {
-    pub(crate) fn new(db: Db, cache: Cache, sqlite_writes: Option<DataVersionProbe>) -> Backends {
+    pub(crate) fn new(db: Db, cache: Cache, sqlite_writes: Option<CommitWatch>) -> Backends {
         Backends {
             db,
             cache,
-            sqlite_writes: sqlite_writes.map(tokio::sync::Mutex::new),
+            sqlite_writes,
         }
     }
 }
@@ -116,12 +114,15 @@ pub async fn shared_cache_stats(
 /// Embedded mode: if another process committed to the SQLite file since the last
 /// check, retire everything cached before this read can be served from the cache.
 async fn catch_up_with_other_writers(app: &App) {
-    let Some(probe) = &app.backends.sqlite_writes else {
+    let Some(watch) = &app.backends.sqlite_writes else {
         return;
     };
-    let mut probe = probe.lock().await;
-    if probe.changed_since_last_check() {
+    // No lock: every request that finds the change retires the cache itself, and the
+    // change counts as seen only once the cache is retired, so no request can read
+    // the cache between a commit and its invalidation.
+    if let Some(change) = watch.changed() {
         app.cache().invalidate_everything().await;
+        watch.acknowledge(change);
         tracing::debug!("cache invalidated: the database changed since the last request");
     }
 }

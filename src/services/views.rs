@@ -1,32 +1,56 @@
-//! Whole HTTP responses through the view cache, for the view-cache layer (which may
-//! not reach the cache itself).
+//! Whole HTTP responses through the caches, for the view layer (which may not reach the
+//! caches itself): the near-cache first, then the view level of the cache, then the
+//! handler.
 
 use std::future::Future;
+use std::sync::Arc;
 
 use crate::app::App;
 use crate::cache::CacheStatus;
-use crate::cache::keys::ViewKey;
+use crate::cache::keys::{Resource, ViewKey};
+use crate::cache::near::ReadyView;
 use crate::cache::values::CachedResponse;
 use crate::services::catch_up_with_other_writers;
 
-/// The cached response for `key`, or `render`'s, stored unless a write came first.
+/// Responses are cached per resource; every view so far shows properties.
+const VIEWS_OF: Resource = Resource::Properties;
+
+/// The ready response for the normalized URL `key` in this process, if it is current.
+pub async fn near(app: &App, key: &str) -> Option<Arc<ReadyView>> {
+    catch_up_with_other_writers(app).await;
+    app.cache().near_get(VIEWS_OF, key)
+}
+
+/// The response for `key` from the cache, or `render`'s, stored unless a write came
+/// first; kept ready in this process as well.
 pub async fn cached<E, F, Fut>(
     app: &App,
-    key: &ViewKey,
+    key: &str,
     render: F,
-) -> Result<(CachedResponse, CacheStatus), E>
+) -> Result<(Arc<ReadyView>, CacheStatus), E>
 where
     F: FnOnce() -> Fut,
     Fut: Future<Output = Result<CachedResponse, E>>,
 {
     catch_up_with_other_writers(app).await;
-    app.cache()
-        .get_or_load(key, app.settings.view_ttl, render)
-        .await
+    let view_key = ViewKey::new(key, VIEWS_OF);
+    let fetched = app
+        .cache()
+        .fetch(&view_key, app.settings.view_ttl, render)
+        .await?;
+    let ready = Arc::new(ReadyView::from_cached(&fetched.value));
+    if let Some(generation) = fetched.generation {
+        app.cache()
+            .near_store(VIEWS_OF, key, generation, ready.clone());
+    }
+    Ok((ready, fetched.status))
 }
 
 /// The cached response for `key`, if there is one; never renders (HEAD).
-pub async fn peek(app: &App, key: &ViewKey) -> Option<CachedResponse> {
-    catch_up_with_other_writers(app).await;
-    app.cache().peek(key).await
+pub async fn peek(app: &App, key: &str) -> Option<Arc<ReadyView>> {
+    if let Some(ready) = near(app, key).await {
+        return Some(ready);
+    }
+    let cached = app.cache().peek(&ViewKey::new(key, VIEWS_OF)).await?;
+    Some(Arc::new(ReadyView::from_cached(&cached)))
 }

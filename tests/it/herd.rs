@@ -3,8 +3,8 @@
 
 use std::sync::Arc;
 
-use axum::Router;
 use listings::app::App;
+use listings::http::HttpService;
 use tokio::task::JoinSet;
 
 use crate::both_modes;
@@ -17,7 +17,7 @@ both_modes!(
 
 /// Fires `count` concurrent GETs at each router; returns every response's titles and
 /// X-Cache.
-async fn crowd(routers: &[Router], count: usize) -> Vec<(Vec<String>, String)> {
+async fn crowd(routers: &[HttpService], count: usize) -> Vec<(Vec<String>, String)> {
     let mut requests = JoinSet::new();
     for router in routers {
         for _ in 0..count {

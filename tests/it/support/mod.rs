@@ -7,7 +7,6 @@ pub mod proxy;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Router;
 use axum::body::{Body, to_bytes};
 use axum::http::{Request, StatusCode};
 use bytes::Bytes;
@@ -17,6 +16,7 @@ use listings::config::{DatabaseUrl, KeyPrefix, RedisUrl};
 use listings::db::DbSettings;
 use listings::db::models::Property;
 use listings::domain::{NewProperty, PropertyInput};
+use listings::http::HttpService;
 use listings::http::build_router;
 use tower::ServiceExt as _;
 
@@ -122,13 +122,13 @@ impl TestResponse {
     }
 }
 
-pub async fn send(router: &Router, method: &str, path: &str) -> TestResponse {
+pub async fn send(router: &HttpService, method: &str, path: &str) -> TestResponse {
     request(router, method, path, &[], Body::empty()).await
 }
 
 /// Any request, with headers and a body.
 pub async fn request(
-    router: &Router,
+    router: &HttpService,
     method: &str,
     path: &str,
     headers: &[(&str, &str)],
@@ -153,7 +153,7 @@ pub async fn request(
 
 /// A JSON write with the test's admin token.
 pub async fn write(
-    router: &Router,
+    router: &HttpService,
     method: &str,
     path: &str,
     json: serde_json::Value,
@@ -166,11 +166,11 @@ pub async fn write(
     request(router, method, path, &headers, Body::from(json.to_string())).await
 }
 
-pub async fn get(router: &Router, path: &str) -> TestResponse {
+pub async fn get(router: &HttpService, path: &str) -> TestResponse {
     send(router, "GET", path).await
 }
 
-pub fn router(app: &Arc<App>) -> Router {
+pub fn router(app: &Arc<App>) -> HttpService {
     build_router(app.clone())
 }
 
