@@ -118,6 +118,9 @@ impl App {
         )
         .map_err(cannot_connect)?;
         db.check().await.map_err(cannot_connect)?;
+        if role == Role::Server {
+            cache.start_server_tasks();
+        }
         let sqlite_writes = match (&settings.database_url, role) {
             (DatabaseUrl::Sqlite(path), Role::Server) => {
                 let probe = CommitWatch::open(path, &settings.db)?;

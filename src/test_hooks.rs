@@ -20,6 +20,9 @@ pub enum Point {
     BetweenRowsAndCount,
     /// The PostgreSQL change listener is about to (re)connect.
     BeforeListen,
+    /// A server heard a new generation and is about to take it on and confirm it
+    /// (near-cache lease).
+    BeforeNearConfirm,
 }
 
 /// Without the `test-hooks` feature: nothing to arm, nothing to wait for.

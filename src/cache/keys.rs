@@ -170,6 +170,16 @@ impl KeySpace {
         }
     }
 
+    /// The hash of near-cache leases and the generations servers confirmed.
+    pub fn near_registry(&self) -> String {
+        format!("{}near", self.prefix)
+    }
+
+    /// The channel new generations are published on (a channel, not a key).
+    pub fn generations_channel(&self) -> String {
+        format!("{}generations", self.prefix)
+    }
+
     pub fn hits(&self, kind: CacheKind) -> String {
         format!("{}stats:{}:hits", self.prefix, kind.name())
     }

@@ -11,6 +11,7 @@
 pub mod keys;
 pub mod memory;
 pub mod near;
+pub mod near_lease;
 pub mod redis;
 pub mod single_flight;
 pub mod values;
@@ -118,11 +119,27 @@ impl Cache {
     }
 
     /// The generation whose ready responses this process may serve from its memory
-    /// without asking anyone: in process, the current one; with Redis, none yet.
+    /// without asking anyone: in process, the current one; with Redis, the one its
+    /// near-cache lease vouches for, if the lease is live.
     fn near_generation(&self, resource: Resource) -> Option<u64> {
         match &self.backend {
             Backend::Memory(memory) => Some(memory.generation_of(resource)),
-            Backend::Redis(_) => None,
+            Backend::Redis(redis) => redis.near_generation(resource),
+        }
+    }
+
+    /// A server's background work: with Redis, the near-cache lease and the flushing
+    /// of counts to the shared counters. Nothing in process.
+    pub fn start_server_tasks(&self) {
+        if let Backend::Redis(redis) = &self.backend {
+            redis.start_server_tasks(self.hooks.clone());
+        }
+    }
+
+    /// A command's counts, added to the shared ones before it exits (Redis only).
+    pub async fn flush_counts(&self) {
+        if let Backend::Redis(redis) = &self.backend {
+            redis.flush_counts().await;
         }
     }
 
@@ -210,7 +227,7 @@ impl Cache {
         Fut: Future<Output = Result<K::Value, E>>,
     {
         let entry = self.keys.entry(key);
-        let generation = match self.lookup::<K::Value>(&entry, K::KIND, None).await {
+        let generation = match self.lookup::<K::Value>(&entry, None).await {
             Found::Value { value, generation } => return Ok(self.hit(K::KIND, value, generation)),
             Found::Nothing { generation, .. } => generation,
             Found::Unavailable => return self.load_uncached(K::KIND, load).await,
@@ -220,10 +237,7 @@ impl Cache {
         // Across processes, the load lease: wait while another process loads.
         let give_up_waiting = Instant::now() + LEASE_WAIT;
         let (generation, leased) = loop {
-            match self
-                .lookup::<K::Value>(&entry, K::KIND, Some(LEASE_TTL))
-                .await
-            {
+            match self.lookup::<K::Value>(&entry, Some(LEASE_TTL)).await {
                 Found::Value { value, generation } => {
                     return Ok(self.hit(K::KIND, value, generation));
                 }
@@ -248,7 +262,7 @@ impl Cache {
             }
         };
         self.hooks.pause(Point::BeforeCacheStore).await;
-        self.store_if_current(&entry, K::KIND, generation, value.encode(), ttl)
+        self.store_if_current(&entry, generation, value.encode(), ttl)
             .await;
         self.metrics.record_miss(K::KIND);
         Ok(Fetched {
@@ -260,10 +274,7 @@ impl Cache {
 
     /// The cached value if there is one; never loads.
     pub async fn peek<K: CacheKey>(&self, key: &K) -> Option<K::Value> {
-        match self
-            .lookup::<K::Value>(&self.keys.entry(key), K::KIND, None)
-            .await
-        {
+        match self.lookup::<K::Value>(&self.keys.entry(key), None).await {
             Found::Value { value, generation } => Some(self.hit(K::KIND, value, generation).value),
             Found::Nothing { .. } | Found::Unavailable => None,
         }
@@ -312,18 +323,13 @@ impl Cache {
 
     /// With `lease`, a miss also says whether this caller may load (see `LEASE_TTL`);
     /// the in-process backend needs no lease: single flight already covers the process.
-    async fn lookup<V: CacheValue>(
-        &self,
-        entry: &EntryKey,
-        kind: CacheKind,
-        lease: Option<Duration>,
-    ) -> Found<V> {
+    async fn lookup<V: CacheValue>(&self, entry: &EntryKey, lease: Option<Duration>) -> Found<V> {
         let (generation, bytes, leased) = match &self.backend {
             Backend::Memory(memory) => {
                 let (generation, bytes) = memory.lookup(entry);
                 (generation, bytes, true)
             }
-            Backend::Redis(redis) => match redis.lookup(entry, kind, lease).await {
+            Backend::Redis(redis) => match redis.lookup(entry, lease).await {
                 Lookup::Hit { generation, value } => (generation, Some(value), true),
                 Lookup::Miss { generation, leased } => (generation, None, leased),
                 Lookup::Unavailable => return Found::Unavailable,
@@ -348,18 +354,13 @@ impl Cache {
     async fn store_if_current(
         &self,
         entry: &EntryKey,
-        kind: CacheKind,
         generation: u64,
         value: Bytes,
         ttl: Duration,
     ) {
         let stored = match &self.backend {
             Backend::Memory(memory) => memory.store_if_current(entry, generation, value, ttl),
-            Backend::Redis(redis) => {
-                redis
-                    .store_if_current(entry, kind, generation, &value, ttl)
-                    .await
-            }
+            Backend::Redis(redis) => redis.store_if_current(entry, generation, &value, ttl).await,
         };
         if !stored {
             tracing::debug!(key = %entry.at(generation), "not cached: a write retired this generation, or the cache is unavailable");

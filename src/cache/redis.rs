@@ -5,6 +5,12 @@
 //! Failure policy: every call has a short timeout; after a failure Redis is skipped for
 //! a moment (circuit breaker) and requests go to the database. A failure may have eaten
 //! an invalidation, so before Redis is trusted again every generation is bumped.
+//!
+//! Servers keep ready responses in their near-cache and serve them without asking Redis
+//! (see `near_lease`). A bump therefore also publishes the new generation, and the
+//! writer waits until every server holding a live lease has confirmed it (or its lease
+//! has run out) before its write is acknowledged. Hit and miss counts are kept in
+//! process and added to Redis once a second, so that a hit writes nothing.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -17,6 +23,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{RedisResult, Script};
 
 use crate::cache::keys::{EntryKey, KeySpace, Resource};
+use crate::cache::near_lease::{self, NearLease};
 use crate::config::RedisUrl;
 use crate::logging::{Failure, log_limited};
 use crate::metrics::{CacheKind, HitsMisses, Metrics};
@@ -27,9 +34,9 @@ const RESPONSE_TIMEOUT: Duration = Duration::from_millis(500);
 /// How long Redis is skipped after a failure.
 const BREAKER_OPEN_FOR: Duration = Duration::from_secs(1);
 
-/// KEYS: generation, hits counter. ARGV: entry head, entry tail, initial generation,
-/// lease ms (0: ask for none). Returns {generation, value or nil, 1 if the caller now
-/// holds the key's load lease}. A miss with a lease held by someone else returns 0.
+/// KEYS: generation. ARGV: entry head, entry tail, initial generation, lease ms (0: ask
+/// for none). Returns {generation, value or nil, 1 if the caller now holds the key's
+/// load lease}. A miss with a lease held by someone else returns 0.
 const LOOKUP: &str = r"
 local g = redis.call('GET', KEYS[1])
 if not g then
@@ -39,7 +46,6 @@ end
 local key = ARGV[1] .. g .. ARGV[2]
 local v = redis.call('GET', key)
 if v then
-  redis.call('INCR', KEYS[2])
   return {g, v, 0}
 end
 if ARGV[4] ~= '0' and redis.call('SET', key .. ':lease', '1', 'NX', 'PX', ARGV[4]) then
@@ -48,11 +54,9 @@ end
 return {g, false, 0}
 ";
 
-/// KEYS: generation, misses counter. ARGV: expected generation, entry key, value, ttl ms.
-/// Counts the miss, stores only if the generation is still the expected one, and ends
-/// the key's load lease either way.
+/// KEYS: generation. ARGV: expected generation, entry key, value, ttl ms. Stores only if
+/// the generation is still the expected one, and ends the key's load lease either way.
 const STORE_IF_CURRENT: &str = r"
-redis.call('INCR', KEYS[2])
 local stored = 0
 if redis.call('GET', KEYS[1]) == ARGV[1] then
   redis.call('SET', ARGV[2], ARGV[3], 'PX', ARGV[4])
@@ -62,15 +66,49 @@ redis.call('DEL', ARGV[2] .. ':lease')
 return stored
 ";
 
-/// KEYS: generation. ARGV: initial generation. A lost counter restarts from the clock,
-/// above any generation used before, so entries from before the loss stay retired.
+/// KEYS: generation. ARGV: initial generation, channel, resource. A lost counter
+/// restarts from the clock, above any generation used before, so entries from before
+/// the loss stay retired. Publishes `resource:generation` to the servers.
 const BUMP: &str = r"
-if redis.call('EXISTS', KEYS[1]) == 1 then return redis.call('INCR', KEYS[1]) end
-redis.call('SET', KEYS[1], ARGV[1])
-return tonumber(ARGV[1])
+local g
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  g = redis.call('INCR', KEYS[1])
+else
+  redis.call('SET', KEYS[1], ARGV[1])
+  g = tonumber(ARGV[1])
+end
+-- Lua's own conversion would write a large generation as 1.79e+15.
+redis.call('PUBLISH', ARGV[2], ARGV[3] .. ':' .. string.format('%.0f', g))
+return g
+";
+
+/// KEYS: the near-cache registry (a hash of `lease:<server>` = expiry in Redis time,
+/// ms, and `ack:<server>` = the generation the server has confirmed). ARGV: a
+/// generation. Forgets expired leases; returns how many live ones have not confirmed
+/// the generation yet.
+const PENDING_ACKS: &str = r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local fields = redis.call('HGETALL', KEYS[1])
+local wanted = tonumber(ARGV[1])
+local pending = 0
+for i = 1, #fields, 2 do
+  local field = fields[i]
+  if string.sub(field, 1, 6) == 'lease:' then
+    local server = string.sub(field, 7)
+    if tonumber(fields[i + 1]) < now then
+      redis.call('HDEL', KEYS[1], field, 'ack:' .. server)
+    else
+      local acked = tonumber(redis.call('HGET', KEYS[1], 'ack:' .. server) or '0')
+      if acked < wanted then pending = pending + 1 end
+    end
+  end
+end
+return pending
 ";
 
 pub struct RedisCache {
+    client: redis::Client,
     conn: ConnectionManager,
     url: RedisUrl,
     keys: KeySpace,
@@ -78,7 +116,10 @@ pub struct RedisCache {
     lookup: Script,
     store_if_current: Script,
     bump: Script,
+    pending_acks: Script,
     health: Health,
+    /// This server's lease on serving from its near-cache; never valid in a command.
+    near: Arc<NearLease>,
 }
 
 #[derive(Default)]
@@ -120,8 +161,9 @@ impl RedisCache {
             .set_response_timeout(Some(RESPONSE_TIMEOUT))
             .set_number_of_retries(1)
             .set_max_delay(Duration::from_millis(200));
-        let conn = ConnectionManager::new_lazy_with_config(client, config)?;
+        let conn = ConnectionManager::new_lazy_with_config(client.clone(), config)?;
         Ok(RedisCache {
+            client,
             conn,
             url: url.clone(),
             keys,
@@ -129,25 +171,56 @@ impl RedisCache {
             lookup: Script::new(LOOKUP),
             store_if_current: Script::new(STORE_IF_CURRENT),
             bump: Script::new(BUMP),
+            pending_acks: Script::new(PENDING_ACKS),
             health: Health::default(),
+            near: Arc::new(NearLease::default()),
         })
+    }
+
+    /// Starts what a server runs beside its requests: the near-cache lease (it learns
+    /// every new generation and confirms it) and the flushing of hit and miss counts.
+    pub fn start_server_tasks(&self, hooks: Arc<crate::test_hooks::TestHooks>) {
+        tokio::spawn(near_lease::keep(near_lease::Context {
+            client: self.client.clone(),
+            conn: self.conn.clone(),
+            keys: self.keys.clone(),
+            lease: self.near.clone(),
+            hooks,
+        }));
+        tokio::spawn(flush_counts_forever(
+            self.conn.clone(),
+            self.keys.clone(),
+            self.metrics.clone(),
+        ));
+    }
+
+    /// The generation this server may serve ready responses of without asking Redis:
+    /// `None` unless its lease is live and it hears every new generation.
+    pub fn near_generation(&self, resource: Resource) -> Option<u64> {
+        self.near.generation(resource)
+    }
+
+    /// Adds this process's counts to the shared ones now (a command, before it exits).
+    pub async fn flush_counts(&self) {
+        let mut flushed = Flushed::default();
+        flushed
+            .flush(&mut self.conn.clone(), &self.keys, &self.metrics)
+            .await;
     }
 
     pub fn url(&self) -> &RedisUrl {
         &self.url
     }
 
-    /// Counts a hit in Redis when there is one; misses are counted by the store. With
-    /// `lease`, a miss also tries to take the key's load lease for that long, so that
-    /// one process loads while the others wait for its value.
-    pub async fn lookup(&self, key: &EntryKey, kind: CacheKind, lease: Option<Duration>) -> Lookup {
+    /// With `lease`, a miss also tries to take the key's load lease for that long, so
+    /// that one process loads while the others wait for its value.
+    pub async fn lookup(&self, key: &EntryKey, lease: Option<Duration>) -> Lookup {
         if !self.ready().await {
             return Lookup::Unavailable;
         }
         let mut conn = self.conn.clone();
         let mut invocation = self.lookup.key(self.keys.generation(key.resource));
         let call = invocation
-            .key(self.keys.hits(kind))
             .arg(&key.head)
             .arg(&key.tail)
             .arg(initial_generation())
@@ -175,11 +248,10 @@ impl RedisCache {
         self.guarded("release lease", call).await;
     }
 
-    /// Counts the miss and stores `value` if `generation` is still current.
+    /// Stores `value` if `generation` is still current.
     pub async fn store_if_current(
         &self,
         key: &EntryKey,
-        kind: CacheKind,
         generation: u64,
         value: &[u8],
         ttl: Duration,
@@ -192,7 +264,6 @@ impl RedisCache {
             .store_if_current
             .key(self.keys.generation(key.resource));
         let call = invocation
-            .key(self.keys.misses(kind))
             .arg(generation)
             .arg(key.at(generation))
             .arg(value)
@@ -201,22 +272,57 @@ impl RedisCache {
         self.guarded("store", call).await == Some(1)
     }
 
-    /// Retires every entry of `resource`. On failure the resync flag makes sure nothing
-    /// from before is served until a later bump succeeds.
+    /// Retires every entry of `resource`, and returns once every server serving from
+    /// its near-cache has confirmed that (or lost its lease). False when Redis could not
+    /// be reached: the resync flag then makes sure nothing from before is served by this
+    /// process until a later bump succeeds, and the caller must tell the others.
     pub async fn bump(&self, resource: Resource) -> bool {
         if !self.ready().await {
             return false;
         }
-        self.bump_unchecked(resource).await
+        match self.bump_unchecked(resource).await {
+            Some(generation) => self.wait_for_acks(generation).await,
+            None => false,
+        }
     }
 
-    async fn bump_unchecked(&self, resource: Resource) -> bool {
+    async fn bump_unchecked(&self, resource: Resource) -> Option<u64> {
         let mut conn = self.conn.clone();
         let mut invocation = self.bump.key(self.keys.generation(resource));
         let call = invocation
             .arg(initial_generation())
+            .arg(self.keys.generations_channel())
+            .arg(resource.name())
             .invoke_async::<u64>(&mut conn);
-        self.guarded("invalidate", call).await.is_some()
+        self.guarded("invalidate", call).await
+    }
+
+    /// Polls until no live lease lags behind `generation`. Bounded: a server that stops
+    /// confirming loses its lease within [`near_lease::LEASE`], and is no longer waited
+    /// for.
+    async fn wait_for_acks(&self, generation: u64) -> bool {
+        let give_up = Instant::now() + near_lease::LEASE + Duration::from_millis(500);
+        let mut poll = Duration::from_micros(200);
+        loop {
+            let mut conn = self.conn.clone();
+            let mut invocation = self.pending_acks.key(self.keys.near_registry());
+            let call = invocation.arg(generation).invoke_async::<u64>(&mut conn);
+            match self.guarded("confirm an invalidation", call).await {
+                Some(0) => return true,
+                Some(_) if Instant::now() < give_up => {
+                    tokio::time::sleep(poll).await;
+                    poll = (poll * 2).min(Duration::from_millis(20));
+                }
+                Some(pending) => {
+                    tracing::warn!(
+                        pending,
+                        "servers did not confirm an invalidation in time; going on without them"
+                    );
+                    return true;
+                }
+                None => return false,
+            }
+        }
     }
 
     /// Redis server-wide keyspace hits and misses, and the service's shared counters.
@@ -269,7 +375,7 @@ impl RedisCache {
             return true;
         }
         for resource in Resource::ALL {
-            if !self.bump_unchecked(resource).await {
+            if self.bump_unchecked(resource).await.is_none() {
                 return false;
             }
         }
@@ -318,6 +424,51 @@ impl RedisCache {
     }
 }
 
+/// The counts already added to Redis, so each flush adds only what is new.
+#[derive(Default)]
+struct Flushed {
+    counts: [HitsMisses; CacheKind::ALL.len()],
+}
+
+impl Flushed {
+    async fn flush(&mut self, conn: &mut ConnectionManager, keys: &KeySpace, metrics: &Metrics) {
+        let mut pipe = redis::pipe();
+        let mut now = self.counts;
+        for (i, kind) in CacheKind::ALL.into_iter().enumerate() {
+            now[i] = metrics.cache(kind);
+            let hits = now[i].hits - self.counts[i].hits;
+            let misses = now[i].misses - self.counts[i].misses;
+            if hits > 0 {
+                pipe.incr(keys.hits(kind), hits).ignore();
+            }
+            if misses > 0 {
+                pipe.incr(keys.misses(kind), misses).ignore();
+            }
+        }
+        if now == self.counts {
+            return;
+        }
+        let sent = tokio::time::timeout(RESPONSE_TIMEOUT, pipe.query_async::<()>(conn)).await;
+        if let Ok(Ok(())) = sent {
+            self.counts = now;
+        }
+    }
+}
+
+/// How often a server adds its counts to the shared ones (`cache-metrics` lags by at
+/// most this much).
+const FLUSH_COUNTS_EVERY: Duration = Duration::from_secs(1);
+
+async fn flush_counts_forever(mut conn: ConnectionManager, keys: KeySpace, metrics: Arc<Metrics>) {
+    let mut flushed = Flushed::default();
+    let mut every = tokio::time::interval(FLUSH_COUNTS_EVERY);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        flushed.flush(&mut conn, &keys, &metrics).await;
+    }
+}
+
 pub struct RedisStats {
     pub keyspace: HitsMisses,
     pub per_kind: Vec<(CacheKind, HitsMisses)>,
@@ -338,7 +489,7 @@ fn millis(duration: Duration) -> u64 {
 }
 
 /// Microseconds since the epoch: above every generation a lost counter could have had.
-fn initial_generation() -> u64 {
+pub(crate) fn initial_generation() -> u64 {
     let since_epoch = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default();

@@ -59,6 +59,7 @@ pub async fn run(opts: Opts, global: &GlobalOpts) -> anyhow::Result<()> {
     let page = services::properties::list_properties(&app, &query)
         .await
         .context("cannot list properties")?;
+    app.flush_counts().await;
     if opts.json {
         // The API's page without its URLs, fields in the API's order.
         println!("{}", serde_json::to_string(&page)?);

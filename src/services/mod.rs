@@ -50,6 +50,12 @@ impl App {
         self.cache().describe()
     }
 
+    /// Adds this process's hit and miss counts to the shared ones (Redis), for a
+    /// command about to exit; servers do it once a second.
+    pub async fn flush_counts(&self) {
+        self.cache().flush_counts().await;
+    }
+
     /// Retires everything cached: what changed while nobody watched cannot be known.
     pub async fn retire_everything_cached(&self) {
         self.cache().invalidate_everything().await;

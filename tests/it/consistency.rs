@@ -1,6 +1,5 @@
 //! The races behind stale caches, reproduced with pause points and shown closed.
 
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use listings::app::App;
@@ -8,6 +7,7 @@ use listings::metrics::CacheKind;
 use listings::test_hooks::Point;
 
 use crate::both_modes;
+use crate::support::redis_server::OwnRedis;
 use crate::support::{TestEnv, create, get, router};
 
 both_modes!(
@@ -163,65 +163,6 @@ async fn entries_from_before_a_redis_outage_are_not_served_after_it() {
 }
 
 /// A redis-server on a free port, killed on drop.
-struct OwnRedis {
-    child: Child,
-    port: u16,
-}
-
-impl OwnRedis {
-    /// A redis-server of the test's own, on a free port.
-    fn start() -> OwnRedis {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .expect("port")
-            .local_addr()
-            .expect("addr")
-            .port();
-        let spawned = Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn();
-        let child = spawned.unwrap_or_else(|e| panic!("redis-server is needed for this test: {e}"));
-        let redis = OwnRedis { child, port };
-        let client = redis::Client::open(redis.url()).expect("URL");
-        for _ in 0..100 {
-            if client.get_connection().is_ok() {
-                return redis;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        panic!("redis-server did not start on port {port}");
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/", self.port)
-    }
-
-    fn signal(&self, signal: &str) {
-        let status = Command::new("kill")
-            .args([signal, &self.child.id().to_string()])
-            .status()
-            .expect("kill");
-        assert!(status.success());
-    }
-}
-
-impl Drop for OwnRedis {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// SQLite + Redis: a server that was down while the file changed (here: a raw SQL
 /// write, like a CLI whose Redis invalidation failed) must not trust the entries it
 /// left in Redis when it starts again.

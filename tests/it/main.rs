@@ -17,6 +17,7 @@ mod hostile_input;
 mod http_properties;
 mod logging;
 mod multi_process;
+mod near_cache;
 mod newcomer;
 mod openapi;
 mod out_of_band;

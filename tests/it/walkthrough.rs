@@ -81,14 +81,25 @@ async fn walkthrough(env: TestEnv) {
         .wait_for_log("all_properties cache miss: loaded 1 properties from database")
         .await;
 
-    let metrics = env.run(&[
-        "cache-metrics",
-        "--json",
-        "--bind",
-        &server.address.to_string(),
-    ]);
-    assert!(metrics.status.success(), "{}", stderr(&metrics));
-    let metrics: serde_json::Value = serde_json::from_str(&stdout(&metrics)).expect("JSON");
+    // Servers add their counts to the shared ones once a second: look until they do.
+    let read_metrics = || {
+        let output = env.run(&[
+            "cache-metrics",
+            "--json",
+            "--bind",
+            &server.address.to_string(),
+        ]);
+        assert!(output.status.success(), "{}", stderr(&output));
+        serde_json::from_str::<serde_json::Value>(&stdout(&output)).expect("JSON")
+    };
+    let mut metrics = read_metrics();
+    for _ in 0..30 {
+        if metrics["view"]["misses"] == 2 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        metrics = read_metrics();
+    }
     assert_eq!(metrics["view"]["hits"], 1, "{metrics}");
     assert_eq!(metrics["view"]["misses"], 2, "{metrics}");
     assert_eq!(metrics["all_properties"]["misses"], 2, "{metrics}");

@@ -3,6 +3,7 @@
 pub mod backends;
 pub mod binary;
 pub mod proxy;
+pub mod redis_server;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -1,0 +1,224 @@
+//! With Redis, a server may serve ready responses from its own memory only while it is
+//! sure no acknowledged write has retired them, without asking Redis on every request.
+//! It holds a lease for that:
+//!
+//! - it subscribes to the channel new generations are published on, then reads the
+//!   current generation, then registers its lease (`lease:<id>` in the registry hash,
+//!   with an expiry in Redis time) and renews it every third of [`LEASE`];
+//! - each new generation it hears becomes its current one before it confirms it
+//!   (`ack:<id>`), so once confirmed it never serves the older one;
+//! - a writer's acknowledgement waits until every live lease has confirmed the new
+//!   generation (see `RedisCache::bump`); a server that stops confirming (dead, frozen,
+//!   cut off) stops being waited for when its lease expires, and by then it has stopped
+//!   serving from memory itself: its own deadline ends earlier than Redis's;
+//! - whenever it is unsure (subscription lost, renewal failed, deadline passed) it
+//!   serves from Redis or the database instead, and starts over.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use futures_util::StreamExt as _;
+use redis::Script;
+use redis::aio::ConnectionManager;
+use tokio::time::Instant;
+
+use crate::cache::keys::{KeySpace, Resource};
+use crate::test_hooks::Point;
+
+/// How long a lease lasts in Redis: the longest a writer waits for a server that
+/// stopped confirming.
+pub const LEASE: Duration = Duration::from_secs(2);
+/// A server stops trusting its lease this much before Redis lets it expire.
+const MARGIN: Duration = Duration::from_millis(300);
+const RENEW_EVERY: Duration = Duration::from_millis(600);
+const CALL_TIMEOUT: Duration = Duration::from_millis(500);
+const MAX_BACKOFF: Duration = Duration::from_secs(2);
+
+/// KEYS: the registry, the generation. ARGV: server id, lease ms, the generation the
+/// server has confirmed, initial generation. Renews the lease, records the confirmed
+/// generation (never lowering it), and returns the current generation.
+const RENEW: &str = r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local g = redis.call('GET', KEYS[2])
+if not g then
+  redis.call('SET', KEYS[2], ARGV[4], 'NX')
+  g = redis.call('GET', KEYS[2])
+end
+local acked = tonumber(redis.call('HGET', KEYS[1], 'ack:' .. ARGV[1]) or '0')
+if tonumber(ARGV[3]) > acked then acked = tonumber(ARGV[3]) end
+redis.call('HSET', KEYS[1], 'lease:' .. ARGV[1], now + tonumber(ARGV[2]), 'ack:' .. ARGV[1], acked)
+return g
+";
+
+/// This server's lease and the generation it serves ready responses of.
+pub struct NearLease {
+    id: String,
+    started: std::time::Instant,
+    /// By resource: the newest generation this server has heard of.
+    current: [AtomicU64; Resource::ALL.len()],
+    /// Milliseconds after `started` until which serving from memory is allowed; 0 when
+    /// it is not.
+    valid_until: AtomicU64,
+    /// Set while the subscription is known to be alive.
+    hearing: AtomicBool,
+}
+
+impl Default for NearLease {
+    fn default() -> Self {
+        NearLease {
+            id: format!("{:016x}", rand::random::<u64>()),
+            started: std::time::Instant::now(),
+            current: std::array::from_fn(|_| AtomicU64::new(0)),
+            valid_until: AtomicU64::new(0),
+            hearing: AtomicBool::new(false),
+        }
+    }
+}
+
+impl NearLease {
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// The generation of `resource` this server may serve from memory, if any.
+    pub fn generation(&self, resource: Resource) -> Option<u64> {
+        let live = self.hearing.load(Ordering::Acquire)
+            && self.now_ms() < self.valid_until.load(Ordering::Acquire);
+        live.then(|| self.current[resource as usize].load(Ordering::Acquire))
+    }
+
+    fn learn(&self, resource: Resource, generation: u64) -> u64 {
+        let slot = &self.current[resource as usize];
+        slot.fetch_max(generation, Ordering::AcqRel).max(generation)
+    }
+
+    fn revoke(&self) {
+        self.valid_until.store(0, Ordering::Release);
+        self.hearing.store(false, Ordering::Release);
+    }
+}
+
+/// What the lease keeper needs of the Redis backend.
+pub struct Context {
+    pub client: redis::Client,
+    pub conn: ConnectionManager,
+    pub keys: KeySpace,
+    pub lease: Arc<NearLease>,
+    pub hooks: Arc<crate::test_hooks::TestHooks>,
+}
+
+/// Keeps the lease for as long as the server runs, starting over after every failure.
+pub async fn keep(context: Context) {
+    let mut backoff = Duration::from_millis(50);
+    loop {
+        let error = hold(&context).await;
+        context.lease.revoke();
+        tracing::debug!(%error, "near-cache lease lost; serving from Redis until it is renewed");
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+}
+
+/// Subscribes, registers and renews until something fails; returns what failed.
+async fn hold(context: &Context) -> String {
+    let lease = &context.lease;
+    let subscribed = tokio::time::timeout(CALL_TIMEOUT, async {
+        let mut pubsub = context.client.get_async_pubsub().await?;
+        pubsub.subscribe(context.keys.generations_channel()).await?;
+        redis::RedisResult::Ok(pubsub)
+    })
+    .await;
+    let pubsub = match subscribed {
+        Ok(Ok(pubsub)) => pubsub,
+        Ok(Err(e)) => return format!("cannot subscribe: {e}"),
+        Err(_) => return "cannot subscribe: timed out".to_owned(),
+    };
+    let (mut sink, mut messages) = pubsub.split();
+    let renew = Script::new(RENEW);
+    let mut next_renewal = Instant::now();
+    loop {
+        tokio::select! {
+            message = messages.next() => {
+                let Some(message) = message else {
+                    return "the subscription ended".to_owned();
+                };
+                let Ok(payload) = message.get_payload::<String>() else {
+                    continue;
+                };
+                if let Some((resource, generation)) = parse(&payload) {
+                    context.hooks.pause(Point::BeforeNearConfirm).await;
+                    lease.learn(resource, generation);
+                    if let Err(e) = confirm(context, &renew).await {
+                        return e;
+                    }
+                }
+            }
+            () = tokio::time::sleep_until(next_renewal) => {
+                // The subscription must be alive too: a lease without it would confirm
+                // generations this server never heard.
+                match tokio::time::timeout(CALL_TIMEOUT, sink.ping::<redis::Value>()).await {
+                    Ok(Ok(_)) => {}
+                    _ => return "the subscription does not answer".to_owned(),
+                }
+                if let Err(e) = confirm(context, &renew).await {
+                    return e;
+                }
+                next_renewal = Instant::now() + RENEW_EVERY;
+            }
+        }
+    }
+}
+
+/// Renews the lease with the generations this server holds, then takes on the current
+/// ones Redis answered with, confirming them at once if they are newer.
+async fn confirm(context: &Context, renew: &Script) -> Result<(), String> {
+    let lease = &context.lease;
+    let sent_at = lease.now_ms();
+    for resource in Resource::ALL {
+        let held = lease.current[resource as usize].load(Ordering::Acquire);
+        let current = renew_once(context, renew, resource, held).await?;
+        if lease.learn(resource, current) > held {
+            // Redis is ahead (a message not yet read, or one lost): confirm it now, so
+            // no writer waits a renewal period for this server.
+            renew_once(context, renew, resource, current).await?;
+        }
+    }
+    let trusted_for = u64::try_from((LEASE - MARGIN).as_millis()).unwrap_or(0);
+    lease
+        .valid_until
+        .store(sent_at + trusted_for, Ordering::Release);
+    lease.hearing.store(true, Ordering::Release);
+    Ok(())
+}
+
+/// One run of [`RENEW`]: returns the current generation of `resource`.
+async fn renew_once(
+    context: &Context,
+    renew: &Script,
+    resource: Resource,
+    confirmed: u64,
+) -> Result<u64, String> {
+    let mut conn = context.conn.clone();
+    let mut invocation = renew.key(context.keys.near_registry());
+    let call = invocation
+        .key(context.keys.generation(resource))
+        .arg(&context.lease.id)
+        .arg(u64::try_from(LEASE.as_millis()).unwrap_or(u64::MAX))
+        .arg(confirmed)
+        .arg(crate::cache::redis::initial_generation())
+        .invoke_async::<u64>(&mut conn);
+    match tokio::time::timeout(CALL_TIMEOUT, call).await {
+        Ok(Ok(current)) => Ok(current),
+        Ok(Err(e)) => Err(format!("cannot renew the lease: {e}")),
+        Err(_) => Err("cannot renew the lease: timed out".to_owned()),
+    }
+}
+
+/// `properties:1795667662534988`.
+fn parse(payload: &str) -> Option<(Resource, u64)> {
+    let (name, generation) = payload.split_once(':')?;
+    let resource = Resource::ALL.into_iter().find(|r| r.name() == name)?;
+    Some((resource, generation.parse().ok()?))
+}
