@@ -230,7 +230,7 @@ async fn pending_postgres_migrations_name_listings_migrate() {
         );
     }
     let status = succeeds(&env.run(&["migrate", "--status"]), "status");
-    assert!(status.contains("0 applied, 3 pending"), "{status}");
+    assert!(status.contains("0 applied, 4 pending"), "{status}");
     succeeds(&env.run(&["migrate"]), "migrate");
     succeeds(&env.run(&["list-properties"]), "list after migrate");
 }
