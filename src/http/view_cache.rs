@@ -5,6 +5,7 @@
 //! response says `X-Cache: HIT` or `MISS`, `Cache-Control: no-cache` and
 //! `Vary: Accept-Encoding`, and a matching `If-None-Match` gets 304 with no body.
 
+use std::borrow::Cow;
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
@@ -78,7 +79,12 @@ where
     }
 }
 
-async fn serve_view<S>(app: AppState, inner: S, key: String, request: Request) -> Response
+async fn serve_view<S>(
+    app: AppState,
+    inner: S,
+    key: Cow<'static, str>,
+    request: Request,
+) -> Response
 where
     S: Service<Request, Response = Response, Error = Infallible> + Send + 'static,
     S::Future: Send,
@@ -109,19 +115,22 @@ where
 /// The normalized URL: lists by their canonical query (unknown parameters and
 /// parameter order do not count, and `/properties` is `/properties/`), items by their
 /// parsed id (`/properties/007/` is `/properties/7/`). `None` for anything else.
-fn view_key(request: &Request) -> Option<String> {
+fn view_key(request: &Request) -> Option<Cow<'static, str>> {
     let path = request.uri().path();
     if path == "/properties/" || path == "/properties" {
         return match request.uri().query() {
-            None | Some("") => Some("/properties/".to_owned()),
+            None | Some("") => Some(Cow::Borrowed("/properties/")),
             Some(query) => {
                 let query = PropertyQuery::from_query_string(query).ok()?;
-                Some(query.url_of_page(query.page))
+                Some(Cow::Owned(query.url_of_page(query.page)))
             }
         };
     }
     let id = path.strip_prefix("/properties/")?.strip_suffix('/')?;
-    Some(format!("/properties/{}/", id.parse::<i64>().ok()?))
+    Some(Cow::Owned(format!(
+        "/properties/{}/",
+        id.parse::<i64>().ok()?
+    )))
 }
 
 /// Runs the handler; a 200 becomes a cacheable value, anything else is passed through.

@@ -24,7 +24,6 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::time::Instant;
 
 use super::HttpLimits;
 
@@ -32,8 +31,36 @@ const AWAITING_HEAD: u8 = 0;
 const BUSY: u8 = 1;
 const IDLE: u8 = 2;
 
+/// A monotonic clock in milliseconds, read on every phase change, so cheap: the coarse
+/// clock (advanced every kernel tick, a few milliseconds, plenty for timeouts of
+/// seconds) is read from the vDSO without touching the time-stamp counter.
+#[cfg(not(test))]
+fn clock_ms() -> u64 {
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `now` is a valid timespec for the call to fill.
+    if unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut now) } != 0 {
+        static BASE: std::sync::LazyLock<std::time::Instant> =
+            std::sync::LazyLock::new(std::time::Instant::now);
+        return u64::try_from(BASE.elapsed().as_millis()).unwrap_or(u64::MAX);
+    }
+    u64::try_from(now.tv_sec).unwrap_or(0) * 1000
+        + u64::try_from(now.tv_nsec).unwrap_or(0) / 1_000_000
+}
+
+/// Unit tests pause and advance tokio's clock instead.
+#[cfg(test)]
+fn clock_ms() -> u64 {
+    thread_local! {
+        static START: tokio::time::Instant = tokio::time::Instant::now();
+    }
+    START.with(|start| u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX))
+}
+
 pub struct Activity {
-    opened: Instant,
+    opened: u64,
     phase: AtomicU8,
     /// Milliseconds after `opened` at which the current phase's clock started.
     since: AtomicU64,
@@ -42,14 +69,14 @@ pub struct Activity {
 impl Activity {
     pub fn new() -> Activity {
         Activity {
-            opened: Instant::now(),
+            opened: clock_ms(),
             phase: AtomicU8::new(AWAITING_HEAD),
             since: AtomicU64::new(0),
         }
     }
 
     fn now(&self) -> u64 {
-        u64::try_from(self.opened.elapsed().as_millis()).unwrap_or(u64::MAX)
+        clock_ms().saturating_sub(self.opened)
     }
 
     fn enter(&self, phase: u8) {
@@ -83,25 +110,25 @@ impl Activity {
 
     /// Resolves when the current phase has lasted longer than it may.
     pub async fn expired(&self, limits: &HttpLimits) {
-        let look_again = limits.header_read_timeout.min(limits.idle_timeout);
+        let millis = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        let look_again = millis(limits.header_read_timeout.min(limits.idle_timeout));
         loop {
             let limit = match self.phase.load(Ordering::Acquire) {
-                AWAITING_HEAD => Some(limits.header_read_timeout),
-                IDLE => Some(limits.idle_timeout),
+                AWAITING_HEAD => Some(millis(limits.header_read_timeout)),
+                IDLE => Some(millis(limits.idle_timeout)),
                 _ => None,
             };
-            let now = Instant::now();
-            let next_look = now + look_again;
+            let now = self.now();
             let Some(limit) = limit else {
-                tokio::time::sleep_until(next_look).await;
+                tokio::time::sleep(Duration::from_millis(look_again)).await;
                 continue;
             };
-            let since = Duration::from_millis(self.since.load(Ordering::Acquire));
-            let deadline = self.opened + since + limit;
+            let deadline = self.since.load(Ordering::Acquire).saturating_add(limit);
             if now >= deadline {
                 return;
             }
-            tokio::time::sleep_until(deadline.min(next_look)).await;
+            let wait = (deadline - now).min(look_again);
+            tokio::time::sleep(Duration::from_millis(wait)).await;
         }
     }
 }

@@ -126,14 +126,16 @@ async fn a_writer_with_another_cache_still_reaches_the_servers() {
     let server = env.serve(&[]);
     assert_eq!(server.get("/properties/").await.x_cache, "MISS");
     assert_eq!(server.get("/properties/").await.x_cache, "HIT");
+    // Under the test's own prefix, so its clean-up removes it too.
+    let elsewhere = format!("{}elsewhere:", env.cache_prefix);
     for (redis, prefix, title) in [
         (None, None, "Written without Redis"),
-        (env.redis_url.clone(), Some("elsewhere:"), "Other prefix"),
+        (env.redis_url.clone(), Some(elsewhere), "Other prefix"),
     ] {
         let (shared_redis, shared_prefix) = (env.redis_url.clone(), env.cache_prefix.clone());
         env.redis_url = redis;
         if let Some(prefix) = prefix {
-            env.cache_prefix = prefix.to_owned();
+            env.cache_prefix = prefix;
         }
         let created = env.create_via_cli(title, "1", "Lamu");
         (env.redis_url, env.cache_prefix) = (shared_redis, shared_prefix);
