@@ -1,12 +1,19 @@
 //! Every cache key format, in one place. Each key type is bound to one value type, so a
 //! read can never decode into the wrong struct.
 //!
-//! Layout (prefix `listings:` by default):
-//! - `{prefix}{resource}:generation`: the generation counter; never expires.
-//! - `{prefix}{resource}:g{generation}:{kind}:{name}`: an entry, valid while the
-//!   counter still holds that generation. A bump retires every entry of the resource at
-//!   once; retired entries expire by TTL.
-//! - `{prefix}stats:{kind}:hits` / `:misses`: counters shared by every process.
+//! Layout (prefix `listings:` by default), made for Redis Cluster as much as for one
+//! server:
+//! - control keys, all in one hash slot (the hash tag `{prefix}`), because the scripts
+//!   that keep the promise touch several of them at once:
+//!   - `{prefix}{resource}:generation`: the generation counter; never expires;
+//!   - `{prefix}near`: near-cache leases and the generations servers confirmed;
+//!   - `{prefix}stats:{kind}:hits` / `:misses`: counters shared by every process;
+//! - entries, spread over every master by a hash tag of their own:
+//!   `{prefix}{resource}:{g{generation}:{kind}:{name}}`, and their load lease
+//!   `…}:lease` in the same slot. An entry is valid while the counter still holds its
+//!   generation: a bump retires every entry of the resource at once; retired entries
+//!   expire by TTL. Since the generation is part of the key, no script needs the counter
+//!   and an entry together.
 
 use crate::cache::values::{CacheValue, CachedResponse};
 use crate::db::models::{Property, PropertyPage};
@@ -128,7 +135,8 @@ pub struct KeySpace {
     prefix: String,
 }
 
-/// An entry's key with the generation left open: `head + generation + tail`.
+/// An entry's key with the generation left open: `head + generation + tail`, where
+/// head ends with `{g` and tail with `}`, so the tag holds the generation and the name.
 #[derive(Clone, Debug)]
 pub struct EntryKey {
     pub resource: Resource,
@@ -153,26 +161,30 @@ impl KeySpace {
         &self.prefix
     }
 
-    pub fn generation(&self, resource: Resource) -> String {
-        format!("{}{}:generation", self.prefix, resource.name())
+    /// Every key this prefix owns matches one of these `SCAN` patterns.
+    pub fn patterns(&self) -> [String; 2] {
+        [format!("{{{}}}*", self.prefix), format!("{}*", self.prefix)]
     }
 
-    /// Every entry of `resource`, whatever its generation, starts with this.
-    pub fn entries_of(&self, resource: Resource) -> String {
-        format!("{}{}:g", self.prefix, resource.name())
+    fn control(&self, name: &str) -> String {
+        format!("{{{}}}{name}", self.prefix)
+    }
+
+    pub fn generation(&self, resource: Resource) -> String {
+        self.control(&format!("{}:generation", resource.name()))
     }
 
     pub fn entry<K: CacheKey>(&self, key: &K) -> EntryKey {
         EntryKey {
             resource: key.resource(),
-            head: self.entries_of(key.resource()),
-            tail: format!(":{}:{}", K::KIND.name(), key.name()),
+            head: format!("{}{}:{{g", self.prefix, key.resource().name()),
+            tail: format!(":{}:{}}}", K::KIND.name(), key.name()),
         }
     }
 
     /// The hash of near-cache leases and the generations servers confirmed.
     pub fn near_registry(&self) -> String {
-        format!("{}near", self.prefix)
+        self.control("near")
     }
 
     /// The channel new generations are published on (a channel, not a key).
@@ -181,11 +193,11 @@ impl KeySpace {
     }
 
     pub fn hits(&self, kind: CacheKind) -> String {
-        format!("{}stats:{}:hits", self.prefix, kind.name())
+        self.control(&format!("stats:{}:hits", kind.name()))
     }
 
     pub fn misses(&self, kind: CacheKind) -> String {
-        format!("{}stats:{}:misses", self.prefix, kind.name())
+        self.control(&format!("stats:{}:misses", kind.name()))
     }
 }
 
@@ -198,17 +210,43 @@ mod tests {
         let keys = KeySpace::new("listings:");
         assert_eq!(
             keys.generation(Resource::Properties),
-            "listings:properties:generation"
+            "{listings:}properties:generation"
         );
         assert_eq!(
             keys.entry(&AllPropertiesKey).at(7),
-            "listings:properties:g7:all_properties:all_properties"
+            "listings:properties:{g7:all_properties:all_properties}"
         );
         let view = ViewKey::new("/properties/?a=1", Resource::Properties);
         assert_eq!(
             keys.entry(&view).at(7),
-            "listings:properties:g7:view:GET /properties/?a=1"
+            "listings:properties:{g7:view:GET /properties/?a=1}"
         );
-        assert_eq!(keys.hits(CacheKind::View), "listings:stats:view:hits");
+        assert_eq!(keys.hits(CacheKind::View), "{listings:}stats:view:hits");
+        assert_eq!(keys.near_registry(), "{listings:}near");
+    }
+
+    #[test]
+    fn control_keys_share_a_slot_and_entries_spread() {
+        use crate::cache::redis_link::key_slot;
+        let keys = KeySpace::new("listings:");
+        let control = key_slot(keys.generation(Resource::Properties).as_bytes());
+        assert_eq!(key_slot(keys.near_registry().as_bytes()), control);
+        assert_eq!(key_slot(keys.misses(CacheKind::Items).as_bytes()), control);
+        let slots: std::collections::HashSet<u16> = (0..64)
+            .map(|id| key_slot(keys.entry(&PropertyKey(id)).at(3).as_bytes()))
+            .collect();
+        assert!(
+            slots.len() > 32,
+            "entries spread over slots: {}",
+            slots.len()
+        );
+        let entry = keys
+            .entry(&ViewKey::new("/properties/?q=}{x", Resource::Properties))
+            .at(3);
+        assert_eq!(
+            key_slot(entry.as_bytes()),
+            key_slot(format!("{entry}:lease").as_bytes()),
+            "an entry and its lease share a slot, whatever the name holds"
+        );
     }
 }

@@ -13,7 +13,9 @@ pub mod memory;
 pub mod near;
 pub mod near_lease;
 pub mod redis;
+pub mod redis_link;
 pub mod single_flight;
+mod tls;
 pub mod values;
 
 use std::future::Future;
@@ -262,8 +264,7 @@ impl Cache {
             }
         };
         self.hooks.pause(Point::BeforeCacheStore).await;
-        self.store_if_current(&entry, generation, value.encode(), ttl)
-            .await;
+        self.store(&entry, generation, value.encode(), ttl).await;
         self.metrics.record_miss(K::KIND);
         Ok(Fetched {
             value,
@@ -351,16 +352,10 @@ impl Cache {
         }
     }
 
-    async fn store_if_current(
-        &self,
-        entry: &EntryKey,
-        generation: u64,
-        value: Bytes,
-        ttl: Duration,
-    ) {
+    async fn store(&self, entry: &EntryKey, generation: u64, value: Bytes, ttl: Duration) {
         let stored = match &self.backend {
             Backend::Memory(memory) => memory.store_if_current(entry, generation, value, ttl),
-            Backend::Redis(redis) => redis.store_if_current(entry, generation, &value, ttl).await,
+            Backend::Redis(redis) => redis.store(entry, generation, &value, ttl).await,
         };
         if !stored {
             tracing::debug!(key = %entry.at(generation), "not cached: a write retired this generation, or the cache is unavailable");

@@ -20,10 +20,10 @@ use std::time::Duration;
 
 use futures_util::StreamExt as _;
 use redis::Script;
-use redis::aio::ConnectionManager;
 use tokio::time::Instant;
 
 use crate::cache::keys::{KeySpace, Resource};
+use crate::cache::redis_link::RedisLink;
 use crate::test_hooks::Point;
 
 /// How long a lease lasts in Redis: the longest a writer waits for a server that
@@ -35,9 +35,11 @@ const RENEW_EVERY: Duration = Duration::from_millis(600);
 const CALL_TIMEOUT: Duration = Duration::from_millis(500);
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
 
-/// KEYS: the registry, the generation. ARGV: server id, lease ms, the generation the
-/// server has confirmed, initial generation. Renews the lease, records the confirmed
-/// generation (never lowering it), and returns the current generation.
+/// KEYS: the registry, the generation (one hash slot). ARGV: server id, lease ms, the
+/// generation the server has confirmed, initial generation, 1 if the lease should
+/// already be registered. Renews the lease, records the confirmed generation (never
+/// lowering it), and returns {current generation, 1 if a registration that should exist
+/// was missing (the registry was lost: the lease must start over)}.
 const RENEW: &str = r"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -46,10 +48,14 @@ if not g then
   redis.call('SET', KEYS[2], ARGV[4], 'NX')
   g = redis.call('GET', KEYS[2])
 end
+local lost = 0
+if ARGV[5] == '1' and redis.call('HEXISTS', KEYS[1], 'lease:' .. ARGV[1]) == 0 then
+  lost = 1
+end
 local acked = tonumber(redis.call('HGET', KEYS[1], 'ack:' .. ARGV[1]) or '0')
 if tonumber(ARGV[3]) > acked then acked = tonumber(ARGV[3]) end
 redis.call('HSET', KEYS[1], 'lease:' .. ARGV[1], now + tonumber(ARGV[2]), 'ack:' .. ARGV[1], acked)
-return g
+return {g, lost}
 ";
 
 /// This server's lease and the generation it serves ready responses of.
@@ -102,8 +108,7 @@ impl NearLease {
 
 /// What the lease keeper needs of the Redis backend.
 pub struct Context {
-    pub client: redis::Client,
-    pub conn: ConnectionManager,
+    pub link: RedisLink,
     pub keys: KeySpace,
     pub lease: Arc<NearLease>,
     pub hooks: Arc<crate::test_hooks::TestHooks>,
@@ -125,7 +130,7 @@ pub async fn keep(context: Context) {
 async fn hold(context: &Context) -> String {
     let lease = &context.lease;
     let subscribed = tokio::time::timeout(CALL_TIMEOUT, async {
-        let mut pubsub = context.client.get_async_pubsub().await?;
+        let mut pubsub = context.link.pubsub(&context.keys.near_registry()).await?;
         pubsub.subscribe(context.keys.generations_channel()).await?;
         redis::RedisResult::Ok(pubsub)
     })
@@ -137,6 +142,7 @@ async fn hold(context: &Context) -> String {
     };
     let (mut sink, mut messages) = pubsub.split();
     let renew = Script::new(RENEW);
+    let mut registration = Registration::New;
     let mut next_renewal = Instant::now();
     loop {
         tokio::select! {
@@ -150,7 +156,7 @@ async fn hold(context: &Context) -> String {
                 if let Some((resource, generation)) = parse(&payload) {
                     context.hooks.pause(Point::BeforeNearConfirm).await;
                     lease.learn(resource, generation);
-                    if let Err(e) = confirm(context, &renew).await {
+                    if let Err(e) = confirm(context, &renew, &mut registration).await {
                         return e;
                     }
                 }
@@ -162,7 +168,7 @@ async fn hold(context: &Context) -> String {
                     Ok(Ok(_)) => {}
                     _ => return "the subscription does not answer".to_owned(),
                 }
-                if let Err(e) = confirm(context, &renew).await {
+                if let Err(e) = confirm(context, &renew, &mut registration).await {
                     return e;
                 }
                 next_renewal = Instant::now() + RENEW_EVERY;
@@ -171,18 +177,47 @@ async fn hold(context: &Context) -> String {
     }
 }
 
+/// Whether this lease's registration is known to the writers.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Registration {
+    New,
+    /// On the master and on its replicas: a failover keeps it.
+    Durable,
+}
+
 /// Renews the lease with the generations this server holds, then takes on the current
 /// ones Redis answered with, confirming them at once if they are newer.
-async fn confirm(context: &Context, renew: &Script) -> Result<(), String> {
+async fn confirm(
+    context: &Context,
+    renew: &Script,
+    registration: &mut Registration,
+) -> Result<(), String> {
     let lease = &context.lease;
     let sent_at = lease.now_ms();
     for resource in Resource::ALL {
         let held = lease.current[resource as usize].load(Ordering::Acquire);
-        let current = renew_once(context, renew, resource, held).await?;
+        let current = renew_once(context, renew, resource, held, *registration).await?;
         if lease.learn(resource, current) > held {
             // Redis is ahead (a message not yet read, or one lost): confirm it now, so
             // no writer waits a renewal period for this server.
-            renew_once(context, renew, resource, current).await?;
+            renew_once(context, renew, resource, current, *registration).await?;
+        }
+    }
+    if *registration == Registration::New {
+        // A writer that cannot see this lease does not wait for it: it must survive a
+        // failover before anything is served on it.
+        let durable = tokio::time::timeout(
+            CALL_TIMEOUT,
+            context
+                .link
+                .confirm_on_replicas(&context.keys.near_registry()),
+        )
+        .await;
+        match durable {
+            Ok(Ok(true)) => *registration = Registration::Durable,
+            Ok(Ok(false)) => return Err("no replica confirmed the lease".to_owned()),
+            Ok(Err(e)) => return Err(format!("cannot confirm the lease on replicas: {e}")),
+            Err(_) => return Err("cannot confirm the lease on replicas: timed out".to_owned()),
         }
     }
     let trusted_for = u64::try_from((LEASE - MARGIN).as_millis()).unwrap_or(0);
@@ -199,8 +234,9 @@ async fn renew_once(
     renew: &Script,
     resource: Resource,
     confirmed: u64,
+    registration: Registration,
 ) -> Result<u64, String> {
-    let mut conn = context.conn.clone();
+    let mut conn = context.link.conn();
     let mut invocation = renew.key(context.keys.near_registry());
     let call = invocation
         .key(context.keys.generation(resource))
@@ -208,9 +244,11 @@ async fn renew_once(
         .arg(u64::try_from(LEASE.as_millis()).unwrap_or(u64::MAX))
         .arg(confirmed)
         .arg(crate::cache::redis::initial_generation())
-        .invoke_async::<u64>(&mut conn);
+        .arg(u8::from(registration == Registration::Durable))
+        .invoke_async::<(u64, u8)>(&mut conn);
     match tokio::time::timeout(CALL_TIMEOUT, call).await {
-        Ok(Ok(current)) => Ok(current),
+        Ok(Ok((_, 1))) => Err("the lease registry was lost".to_owned()),
+        Ok(Ok((current, _))) => Ok(current),
         Ok(Err(e)) => Err(format!("cannot renew the lease: {e}")),
         Err(_) => Err("cannot renew the lease: timed out".to_owned()),
     }

@@ -1,10 +1,14 @@
-//! The Redis backend. Generations live in Redis, shared by every process; lookups and
-//! guarded stores are Lua scripts, so "read the generation, then the entry" and "store
-//! only if the generation is unchanged" are each one atomic round trip.
+//! The Redis backend. Generations live in Redis, shared by every process, and every
+//! entry's key holds the generation it was loaded at: a bump retires them all at once,
+//! and a late store under a retired generation is never read. Each script touches keys
+//! of one hash slot only, so all of this works on a Redis Cluster too (see `keys`).
+//! Which deployment (one server, Sentinel, Cluster, TLS) is `redis_link`'s business.
 //!
 //! Failure policy: every call has a short timeout; after a failure Redis is skipped for
 //! a moment (circuit breaker) and requests go to the database. A failure may have eaten
-//! an invalidation, so before Redis is trusted again every generation is bumped.
+//! an invalidation, and a new Sentinel master may lack the last ones, so before Redis is
+//! trusted again every generation is bumped. A bump is confirmed on the master's
+//! replicas before its write is acknowledged, so a failover cannot undo it.
 //!
 //! Servers keep ready responses in their near-cache and serve them without asking Redis
 //! (see `near_lease`). A bump therefore also publishes the new generation, and the
@@ -19,51 +23,48 @@ use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{RedisResult, Script};
 
 use crate::cache::keys::{EntryKey, KeySpace, Resource};
 use crate::cache::near_lease::{self, NearLease};
+use crate::cache::redis_link::{CONNECT_TIMEOUT, RESPONSE_TIMEOUT, RedisConnection, RedisLink};
 use crate::config::RedisUrl;
 use crate::logging::{Failure, log_limited};
 use crate::metrics::{CacheKind, HitsMisses, Metrics};
 
-/// A dead Redis must cost milliseconds, not seconds.
-const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
-const RESPONSE_TIMEOUT: Duration = Duration::from_millis(500);
 /// How long Redis is skipped after a failure.
 const BREAKER_OPEN_FOR: Duration = Duration::from_secs(1);
 
-/// KEYS: generation. ARGV: entry head, entry tail, initial generation, lease ms (0: ask
-/// for none). Returns {generation, value or nil, 1 if the caller now holds the key's
-/// load lease}. A miss with a lease held by someone else returns 0.
-const LOOKUP: &str = r"
+/// KEYS: generation. ARGV: initial generation. Returns the current generation, starting
+/// a lost counter from the clock (above any generation used before).
+const GENERATION: &str = r"
 local g = redis.call('GET', KEYS[1])
 if not g then
-  redis.call('SET', KEYS[1], ARGV[3], 'NX')
+  redis.call('SET', KEYS[1], ARGV[1], 'NX')
   g = redis.call('GET', KEYS[1])
 end
-local key = ARGV[1] .. g .. ARGV[2]
-local v = redis.call('GET', key)
-if v then
-  return {g, v, 0}
-end
-if ARGV[4] ~= '0' and redis.call('SET', key .. ':lease', '1', 'NX', 'PX', ARGV[4]) then
-  return {g, false, 1}
-end
-return {g, false, 0}
+return g
 ";
 
-/// KEYS: generation. ARGV: expected generation, entry key, value, ttl ms. Stores only if
-/// the generation is still the expected one, and ends the key's load lease either way.
-const STORE_IF_CURRENT: &str = r"
-local stored = 0
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  redis.call('SET', ARGV[2], ARGV[3], 'PX', ARGV[4])
-  stored = 1
+/// KEYS: entry, its load lease. ARGV: lease ms (0: ask for none). Returns {value or
+/// nil, 1 if the caller now holds the load lease}. A miss with a lease held by someone
+/// else returns 0.
+const FETCH: &str = r"
+local v = redis.call('GET', KEYS[1])
+if v then
+  return {v, 0}
 end
-redis.call('DEL', ARGV[2] .. ':lease')
-return stored
+if ARGV[1] ~= '0' and redis.call('SET', KEYS[2], '1', 'NX', 'PX', ARGV[1]) then
+  return {false, 1}
+end
+return {false, 0}
+";
+
+/// KEYS: entry, its load lease. ARGV: value, ttl ms. Stores, and ends the load lease.
+const STORE: &str = r"
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+redis.call('DEL', KEYS[2])
+return 1
 ";
 
 /// KEYS: generation. ARGV: initial generation, channel, resource. A lost counter
@@ -108,13 +109,13 @@ return pending
 ";
 
 pub struct RedisCache {
-    client: redis::Client,
-    conn: ConnectionManager,
+    link: RedisLink,
     url: RedisUrl,
     keys: KeySpace,
     metrics: Arc<Metrics>,
-    lookup: Script,
-    store_if_current: Script,
+    generation: Script,
+    fetch: Script,
+    store: Script,
     bump: Script,
     pending_acks: Script,
     health: Health,
@@ -125,9 +126,10 @@ pub struct RedisCache {
 #[derive(Default)]
 struct Health {
     skip_until: Mutex<Option<Instant>>,
-    /// Counts failures: any of them may have eaten an invalidation, so nothing cached
-    /// may be served until every generation has been bumped after it.
-    failures: AtomicU64,
+    /// Counts failures and changes of master: any of them may have eaten an
+    /// invalidation, so nothing cached may be served until every generation has been
+    /// bumped after it.
+    failures: Arc<AtomicU64>,
     /// The failure count as of the start of the last completed resync. A failure that
     /// happens during a resync stays owed, since the bumps may have preceded it.
     resynced_through: AtomicU64,
@@ -155,24 +157,19 @@ impl RedisCache {
         keys: KeySpace,
         metrics: Arc<Metrics>,
     ) -> anyhow::Result<RedisCache> {
-        let client = redis::Client::open(url.expose())?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(CONNECT_TIMEOUT))
-            .set_response_timeout(Some(RESPONSE_TIMEOUT))
-            .set_number_of_retries(1)
-            .set_max_delay(Duration::from_millis(200));
-        let conn = ConnectionManager::new_lazy_with_config(client.clone(), config)?;
+        let health = Health::default();
+        let link = RedisLink::new(url, health.failures.clone())?;
         Ok(RedisCache {
-            client,
-            conn,
+            link,
             url: url.clone(),
             keys,
             metrics,
-            lookup: Script::new(LOOKUP),
-            store_if_current: Script::new(STORE_IF_CURRENT),
+            generation: Script::new(GENERATION),
+            fetch: Script::new(FETCH),
+            store: Script::new(STORE),
             bump: Script::new(BUMP),
             pending_acks: Script::new(PENDING_ACKS),
-            health: Health::default(),
+            health,
             near: Arc::new(NearLease::default()),
         })
     }
@@ -181,14 +178,13 @@ impl RedisCache {
     /// every new generation and confirms it) and the flushing of hit and miss counts.
     pub fn start_server_tasks(&self, hooks: Arc<crate::test_hooks::TestHooks>) {
         tokio::spawn(near_lease::keep(near_lease::Context {
-            client: self.client.clone(),
-            conn: self.conn.clone(),
+            link: self.link.clone(),
             keys: self.keys.clone(),
             lease: self.near.clone(),
             hooks,
         }));
         tokio::spawn(flush_counts_forever(
-            self.conn.clone(),
+            self.link.conn(),
             self.keys.clone(),
             self.metrics.clone(),
         ));
@@ -204,7 +200,7 @@ impl RedisCache {
     pub async fn flush_counts(&self) {
         let mut flushed = Flushed::default();
         flushed
-            .flush(&mut self.conn.clone(), &self.keys, &self.metrics)
+            .flush(&mut self.link.conn(), &self.keys, &self.metrics)
             .await;
     }
 
@@ -218,20 +214,22 @@ impl RedisCache {
         if !self.ready().await {
             return Lookup::Unavailable;
         }
-        let mut conn = self.conn.clone();
-        let mut invocation = self.lookup.key(self.keys.generation(key.resource));
+        let Some(generation) = self.current_generation(key.resource).await else {
+            return Lookup::Unavailable;
+        };
+        let entry = key.at(generation);
+        let mut conn = self.link.conn();
+        let mut invocation = self.fetch.key(&entry);
         let call = invocation
-            .arg(&key.head)
-            .arg(&key.tail)
-            .arg(initial_generation())
+            .key(lease_key(&entry))
             .arg(lease.map_or(0, millis))
-            .invoke_async::<(u64, Option<Vec<u8>>, u8)>(&mut conn);
+            .invoke_async::<(Option<Vec<u8>>, u8)>(&mut conn);
         match self.guarded("lookup", call).await {
-            Some((generation, Some(value), _)) => Lookup::Hit {
+            Some((Some(value), _)) => Lookup::Hit {
                 generation,
                 value: Bytes::from(value),
             },
-            Some((generation, None, leased)) => Lookup::Miss {
+            Some((None, leased)) => Lookup::Miss {
                 generation,
                 leased: lease.is_none() || leased == 1,
             },
@@ -239,17 +237,33 @@ impl RedisCache {
         }
     }
 
+    /// The generation of `resource`: known without asking while this server's near
+    /// lease is live (every acknowledged bump has reached it), else read from Redis.
+    async fn current_generation(&self, resource: Resource) -> Option<u64> {
+        if let Some(generation) = self.near.generation(resource).filter(|g| *g > 0) {
+            return Some(generation);
+        }
+        let mut conn = self.link.conn();
+        let mut invocation = self.generation.key(self.keys.generation(resource));
+        let call = invocation
+            .arg(initial_generation())
+            .invoke_async::<u64>(&mut conn);
+        self.guarded("read the generation", call).await
+    }
+
     /// Ends a load lease early (the load failed), so others need not wait it out.
     pub async fn release_lease(&self, key: &EntryKey, generation: u64) {
-        let mut conn = self.conn.clone();
-        let lease_key = format!("{}:lease", key.at(generation));
+        let mut conn = self.link.conn();
         let mut command = redis::cmd("DEL");
-        let call = command.arg(lease_key).query_async::<()>(&mut conn);
+        let call = command
+            .arg(lease_key(&key.at(generation)))
+            .query_async::<()>(&mut conn);
         self.guarded("release lease", call).await;
     }
 
-    /// Stores `value` if `generation` is still current.
-    pub async fn store_if_current(
+    /// Stores `value` under `generation`. A store under a generation a write has
+    /// retired meanwhile is harmless: no reader asks for that key any more.
+    pub async fn store(
         &self,
         key: &EntryKey,
         generation: u64,
@@ -259,13 +273,18 @@ impl RedisCache {
         if !self.ready().await {
             return false;
         }
-        let mut conn = self.conn.clone();
-        let mut invocation = self
-            .store_if_current
-            .key(self.keys.generation(key.resource));
+        if self
+            .near
+            .generation(key.resource)
+            .is_some_and(|current| current > generation)
+        {
+            return false;
+        }
+        let entry = key.at(generation);
+        let mut conn = self.link.conn();
+        let mut invocation = self.store.key(&entry);
         let call = invocation
-            .arg(generation)
-            .arg(key.at(generation))
+            .key(lease_key(&entry))
             .arg(value)
             .arg(millis(ttl))
             .invoke_async::<i64>(&mut conn);
@@ -280,14 +299,38 @@ impl RedisCache {
         if !self.ready().await {
             return false;
         }
-        match self.bump_unchecked(resource).await {
-            Some(generation) => self.wait_for_acks(generation).await,
+        let Some(generation) = self.bump_unchecked(resource).await else {
+            return false;
+        };
+        self.confirmed_on_replicas(resource).await && self.wait_for_acks(generation).await
+    }
+
+    /// A bump only the master holds would be lost with it in a failover, and the
+    /// promoted replica would serve entries from before the write: the write must not be
+    /// acknowledged on it. Unconfirmed counts as a failure.
+    async fn confirmed_on_replicas(&self, resource: Resource) -> bool {
+        let control = self.keys.generation(resource);
+        match self
+            .guarded(
+                "confirm on replicas",
+                self.link.confirm_on_replicas(&control),
+            )
+            .await
+        {
+            Some(true) => true,
+            Some(false) => {
+                self.record_failure(
+                    "confirm on replicas",
+                    "no replica confirmed the invalidation in time",
+                );
+                false
+            }
             None => false,
         }
     }
 
     async fn bump_unchecked(&self, resource: Resource) -> Option<u64> {
-        let mut conn = self.conn.clone();
+        let mut conn = self.link.conn();
         let mut invocation = self.bump.key(self.keys.generation(resource));
         let call = invocation
             .arg(initial_generation())
@@ -304,7 +347,7 @@ impl RedisCache {
         let give_up = Instant::now() + near_lease::LEASE + Duration::from_millis(500);
         let mut poll = Duration::from_micros(200);
         loop {
-            let mut conn = self.conn.clone();
+            let mut conn = self.link.conn();
             let mut invocation = self.pending_acks.key(self.keys.near_registry());
             let call = invocation.arg(generation).invoke_async::<u64>(&mut conn);
             match self.guarded("confirm an invalidation", call).await {
@@ -328,11 +371,18 @@ impl RedisCache {
     /// Redis server-wide keyspace hits and misses, and the service's shared counters.
     /// Not guarded: `cache-metrics` reports an unreachable Redis as an error.
     pub async fn stats(&self) -> RedisResult<RedisStats> {
-        let mut conn = self.conn.clone();
-        let info: redis::InfoDict = redis::cmd("INFO")
-            .arg("stats")
-            .query_async(&mut conn)
-            .await?;
+        let per_master = self.link.info_stats().await?;
+        let sum = |field: &str| -> u64 {
+            per_master
+                .iter()
+                .map(|info| info.get::<u64>(field).unwrap_or_default())
+                .sum()
+        };
+        let keyspace = HitsMisses {
+            hits: sum("keyspace_hits"),
+            misses: sum("keyspace_misses"),
+        };
+        let mut conn = self.link.conn();
         let mut counter_keys = Vec::new();
         for kind in CacheKind::ALL {
             counter_keys.push(self.keys.hits(kind));
@@ -356,13 +406,7 @@ impl RedisCache {
                 )
             })
             .collect();
-        Ok(RedisStats {
-            keyspace: HitsMisses {
-                hits: info.get("keyspace_hits").unwrap_or_default(),
-                misses: info.get("keyspace_misses").unwrap_or_default(),
-            },
-            per_kind,
-        })
+        Ok(RedisStats { keyspace, per_kind })
     }
 
     /// False while the breaker is open, or while a resync is owed and cannot be paid.
@@ -412,6 +456,12 @@ impl RedisCache {
             Ok(Err(e)) => e.to_string(),
             Err(_) => "timed out".to_owned(),
         };
+        self.record_failure(operation, &error);
+        None
+    }
+
+    /// Opens the breaker, and owes a resync before Redis is trusted again.
+    fn record_failure(&self, operation: &str, error: &str) {
         self.metrics.record_cache_error();
         self.health.failures.fetch_add(1, Ordering::AcqRel);
         *self
@@ -420,7 +470,6 @@ impl RedisCache {
             .lock()
             .unwrap_or_else(PoisonError::into_inner) = Some(Instant::now() + BREAKER_OPEN_FOR);
         log_limited!(warn, Failure::Cache, redis = %self.url, %error, "cache {operation} failed; serving from the database");
-        None
     }
 }
 
@@ -431,7 +480,7 @@ struct Flushed {
 }
 
 impl Flushed {
-    async fn flush(&mut self, conn: &mut ConnectionManager, keys: &KeySpace, metrics: &Metrics) {
+    async fn flush(&mut self, conn: &mut RedisConnection, keys: &KeySpace, metrics: &Metrics) {
         let mut pipe = redis::pipe();
         let mut now = self.counts;
         for (i, kind) in CacheKind::ALL.into_iter().enumerate() {
@@ -459,7 +508,7 @@ impl Flushed {
 /// most this much).
 const FLUSH_COUNTS_EVERY: Duration = Duration::from_secs(1);
 
-async fn flush_counts_forever(mut conn: ConnectionManager, keys: KeySpace, metrics: Arc<Metrics>) {
+async fn flush_counts_forever(mut conn: RedisConnection, keys: KeySpace, metrics: Arc<Metrics>) {
     let mut flushed = Flushed::default();
     let mut every = tokio::time::interval(FLUSH_COUNTS_EVERY);
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -482,6 +531,10 @@ impl RedisStats {
             .map(|(_, c)| *c)
             .unwrap_or_default()
     }
+}
+
+fn lease_key(entry: &str) -> String {
+    format!("{entry}:lease")
 }
 
 fn millis(duration: Duration) -> u64 {

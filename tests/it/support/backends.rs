@@ -128,14 +128,20 @@ impl Drop for TestEnv {
                 if let Ok(client) = redis::Client::open(cleanup.redis_url.as_str())
                     && let Ok(mut conn) = client.get_multiplexed_async_connection().await
                 {
-                    let keys: Vec<String> = redis::cmd("KEYS")
-                        .arg(format!("{}*", cleanup.prefix))
-                        .query_async(&mut conn)
-                        .await
-                        .unwrap_or_default();
-                    if !keys.is_empty() {
-                        let _: Result<(), _> =
-                            redis::cmd("DEL").arg(keys).query_async(&mut conn).await;
+                    // Control keys are `{prefix}…`, entries `prefix…` (see `cache::keys`).
+                    for pattern in [
+                        format!("{{{}}}*", cleanup.prefix),
+                        format!("{}*", cleanup.prefix),
+                    ] {
+                        let keys: Vec<String> = redis::cmd("KEYS")
+                            .arg(pattern)
+                            .query_async(&mut conn)
+                            .await
+                            .unwrap_or_default();
+                        if !keys.is_empty() {
+                            let _: Result<(), _> =
+                                redis::cmd("DEL").arg(keys).query_async(&mut conn).await;
+                        }
                     }
                 }
             });

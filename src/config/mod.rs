@@ -6,6 +6,9 @@ use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
+mod redis_url;
+pub use redis_url::{Credentials, RedisDeployment, RedisNode, RedisUrl};
+
 /// Where the data lives, chosen from the URL scheme.
 #[derive(Clone, PartialEq, Eq)]
 pub enum DatabaseUrl {
@@ -228,64 +231,6 @@ impl fmt::Debug for SecretUrl {
     }
 }
 
-/// A Redis URL: `redis://`, `rediss://` (TLS) or `unix://`, checked by the redis crate's
-/// own parser too. Shown without its password.
-#[derive(Clone, PartialEq, Eq)]
-pub struct RedisUrl(SecretUrl);
-
-const REDIS_FORM: &str = "redis://[:password@]host[:port][/db]";
-
-impl FromStr for RedisUrl {
-    type Err = String;
-
-    fn from_str(raw: &str) -> Result<Self, Self::Err> {
-        let raw = raw.trim();
-        let scheme = raw
-            .split_once("://")
-            .map(|(scheme, _)| scheme.to_ascii_lowercase());
-        if !matches!(scheme.as_deref(), Some("redis" | "rediss" | "unix")) {
-            return Err(format!(
-                "must start with redis://, rediss:// or unix:// (omit it to use the in-process cache); expected {REDIS_FORM}"
-            ));
-        }
-        let url = if scheme.as_deref() == Some("unix") {
-            let path = raw.split_once("://").map_or("", |(_, path)| path);
-            SecretUrl {
-                raw: raw.to_owned(),
-                shown: format!("unix://{path}"),
-                target: path.to_owned(),
-            }
-        } else {
-            SecretUrl::parse(raw, REDIS_FORM)?
-        };
-        redis::Client::open(raw)
-            .map_err(|_| format!("is not a valid Redis URL; expected {REDIS_FORM}"))?;
-        Ok(RedisUrl(url))
-    }
-}
-
-impl RedisUrl {
-    pub fn expose(&self) -> &str {
-        self.0.expose()
-    }
-
-    pub fn target(&self) -> &str {
-        self.0.target()
-    }
-}
-
-impl fmt::Display for RedisUrl {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.0.fmt(f)
-    }
-}
-
-impl fmt::Debug for RedisUrl {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "RedisUrl({})", self.0)
-    }
-}
-
 /// The bearer token that turns the write API on. Never shown: `Debug` prints `***`,
 /// and a refused token is described, not quoted.
 #[derive(Clone, PartialEq, Eq)]
@@ -455,7 +400,8 @@ impl fmt::Display for ByteSize {
     }
 }
 
-/// A cache key prefix: printable ASCII without spaces, so keys stay greppable.
+/// A cache key prefix: printable ASCII without spaces, so keys stay greppable, and
+/// without braces, which would change the hash slots of a Redis Cluster (see `keys`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct KeyPrefix(pub String);
 
@@ -463,8 +409,15 @@ impl FromStr for KeyPrefix {
     type Err = String;
 
     fn from_str(raw: &str) -> Result<Self, Self::Err> {
-        if raw.is_empty() || raw.len() > 64 || !raw.bytes().all(|b| b.is_ascii_graphic()) {
-            return Err("must be 1 to 64 printable ASCII characters without spaces".into());
+        if raw.is_empty()
+            || raw.len() > 64
+            || !raw
+                .bytes()
+                .all(|b| b.is_ascii_graphic() && b != b'{' && b != b'}')
+        {
+            return Err(
+                "must be 1 to 64 printable ASCII characters without spaces, `{` or `}`".into(),
+            );
         }
         Ok(KeyPrefix(raw.to_owned()))
     }
