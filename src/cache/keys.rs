@@ -6,6 +6,8 @@
 //! - control keys, all in one hash slot (the hash tag `{prefix}`), because the scripts
 //!   that keep the promise touch several of them at once:
 //!   - `{prefix}{resource}:generation`: the generation counter; never expires;
+//!   - `{prefix}{resource}:master`: the run id of the master that wrote the counter: any
+//!     other master inherited it and retires every generation first;
 //!   - `{prefix}near`: near-cache leases and the generations servers confirmed;
 //!   - `{prefix}stats:{kind}:hits` / `:misses`: counters shared by every process;
 //! - entries, spread over every master by a hash tag of their own:
@@ -174,6 +176,11 @@ impl KeySpace {
         self.control(&format!("{}:generation", resource.name()))
     }
 
+    /// The run id of the Redis master that last vouched for the counter.
+    pub fn master(&self, resource: Resource) -> String {
+        self.control(&format!("{}:master", resource.name()))
+    }
+
     pub fn entry<K: CacheKey>(&self, key: &K) -> EntryKey {
         EntryKey {
             resource: key.resource(),
@@ -231,6 +238,10 @@ mod tests {
         let keys = KeySpace::new("listings:");
         let control = key_slot(keys.generation(Resource::Properties).as_bytes());
         assert_eq!(key_slot(keys.near_registry().as_bytes()), control);
+        assert_eq!(
+            key_slot(keys.master(Resource::Properties).as_bytes()),
+            control
+        );
         assert_eq!(key_slot(keys.misses(CacheKind::Items).as_bytes()), control);
         let slots: std::collections::HashSet<u16> = (0..64)
             .map(|id| key_slot(keys.entry(&PropertyKey(id)).at(3).as_bytes()))

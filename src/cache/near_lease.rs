@@ -35,27 +35,23 @@ const RENEW_EVERY: Duration = Duration::from_millis(600);
 const CALL_TIMEOUT: Duration = Duration::from_millis(500);
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
 
-/// KEYS: the registry, the generation (one hash slot). ARGV: server id, lease ms, the
-/// generation the server has confirmed, initial generation, 1 if the lease should
-/// already be registered. Renews the lease, records the confirmed generation (never
-/// lowering it), and returns {current generation, 1 if a registration that should exist
-/// was missing (the registry was lost: the lease must start over)}.
+/// KEYS: the registry, the counter, the master (one hash slot). ARGV: server id, lease
+/// ms, the generation the server has confirmed, initial generation, 1 if the lease is
+/// registered already. Renews the lease, records the confirmed generation (never
+/// lowering it), and returns {current generation, 1 if the registration was missing
+/// (the registry was lost or the lease ran out: it must start over)}.
 const RENEW: &str = r"
+local g = generation(KEYS[2], KEYS[3], ARGV[4])
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local g = redis.call('GET', KEYS[2])
-if not g then
-  redis.call('SET', KEYS[2], ARGV[4], 'NX')
-  g = redis.call('GET', KEYS[2])
-end
 local lost = 0
 if ARGV[5] == '1' and redis.call('HEXISTS', KEYS[1], 'lease:' .. ARGV[1]) == 0 then
   lost = 1
 end
 local acked = tonumber(redis.call('HGET', KEYS[1], 'ack:' .. ARGV[1]) or '0')
 if tonumber(ARGV[3]) > acked then acked = tonumber(ARGV[3]) end
-redis.call('HSET', KEYS[1], 'lease:' .. ARGV[1], now + tonumber(ARGV[2]), 'ack:' .. ARGV[1], acked)
-return {g, lost}
+redis.call('HSET', KEYS[1], 'lease:' .. ARGV[1], now + tonumber(ARGV[2]), 'ack:' .. ARGV[1], string.format('%.0f', acked))
+return {string.format('%.0f', g), lost}
 ";
 
 /// This server's lease and the generation it serves ready responses of.
@@ -141,8 +137,8 @@ async fn hold(context: &Context) -> String {
         Err(_) => return "cannot subscribe: timed out".to_owned(),
     };
     let (mut sink, mut messages) = pubsub.split();
-    let renew = Script::new(RENEW);
-    let mut registration = Registration::New;
+    let renew = crate::cache::redis::with_generation_function(RENEW);
+    let mut registered = false;
     let mut next_renewal = Instant::now();
     loop {
         tokio::select! {
@@ -156,7 +152,7 @@ async fn hold(context: &Context) -> String {
                 if let Some((resource, generation)) = parse(&payload) {
                     context.hooks.pause(Point::BeforeNearConfirm).await;
                     lease.learn(resource, generation);
-                    if let Err(e) = confirm(context, &renew, &mut registration).await {
+                    if let Err(e) = confirm(context, &renew, &mut registered).await {
                         return e;
                     }
                 }
@@ -168,7 +164,7 @@ async fn hold(context: &Context) -> String {
                     Ok(Ok(_)) => {}
                     _ => return "the subscription does not answer".to_owned(),
                 }
-                if let Err(e) = confirm(context, &renew, &mut registration).await {
+                if let Err(e) = confirm(context, &renew, &mut registered).await {
                     return e;
                 }
                 next_renewal = Instant::now() + RENEW_EVERY;
@@ -177,49 +173,21 @@ async fn hold(context: &Context) -> String {
     }
 }
 
-/// Whether this lease's registration is known to the writers.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Registration {
-    New,
-    /// On the master and on its replicas: a failover keeps it.
-    Durable,
-}
-
 /// Renews the lease with the generations this server holds, then takes on the current
 /// ones Redis answered with, confirming them at once if they are newer.
-async fn confirm(
-    context: &Context,
-    renew: &Script,
-    registration: &mut Registration,
-) -> Result<(), String> {
+async fn confirm(context: &Context, renew: &Script, registered: &mut bool) -> Result<(), String> {
     let lease = &context.lease;
     let sent_at = lease.now_ms();
     for resource in Resource::ALL {
         let held = lease.current[resource as usize].load(Ordering::Acquire);
-        let current = renew_once(context, renew, resource, held, *registration).await?;
+        let current = renew_once(context, renew, resource, held, *registered).await?;
         if lease.learn(resource, current) > held {
             // Redis is ahead (a message not yet read, or one lost): confirm it now, so
             // no writer waits a renewal period for this server.
-            renew_once(context, renew, resource, current, *registration).await?;
+            renew_once(context, renew, resource, current, true).await?;
         }
     }
-    if *registration == Registration::New {
-        // A writer that cannot see this lease does not wait for it: it must survive a
-        // failover before anything is served on it.
-        let durable = tokio::time::timeout(
-            CALL_TIMEOUT,
-            context
-                .link
-                .confirm_on_replicas(&context.keys.near_registry()),
-        )
-        .await;
-        match durable {
-            Ok(Ok(true)) => *registration = Registration::Durable,
-            Ok(Ok(false)) => return Err("no replica confirmed the lease".to_owned()),
-            Ok(Err(e)) => return Err(format!("cannot confirm the lease on replicas: {e}")),
-            Err(_) => return Err("cannot confirm the lease on replicas: timed out".to_owned()),
-        }
-    }
+    *registered = true;
     let trusted_for = u64::try_from((LEASE - MARGIN).as_millis()).unwrap_or(0);
     lease
         .valid_until
@@ -234,17 +202,18 @@ async fn renew_once(
     renew: &Script,
     resource: Resource,
     confirmed: u64,
-    registration: Registration,
+    registered: bool,
 ) -> Result<u64, String> {
     let mut conn = context.link.conn();
     let mut invocation = renew.key(context.keys.near_registry());
     let call = invocation
         .key(context.keys.generation(resource))
+        .key(context.keys.master(resource))
         .arg(&context.lease.id)
         .arg(u64::try_from(LEASE.as_millis()).unwrap_or(u64::MAX))
         .arg(confirmed)
         .arg(crate::cache::redis::initial_generation())
-        .arg(u8::from(registration == Registration::Durable))
+        .arg(u8::from(registered))
         .invoke_async::<(u64, u8)>(&mut conn);
     match tokio::time::timeout(CALL_TIMEOUT, call).await {
         Ok(Ok((_, 1))) => Err("the lease registry was lost".to_owned()),

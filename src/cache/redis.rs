@@ -6,9 +6,9 @@
 //!
 //! Failure policy: every call has a short timeout; after a failure Redis is skipped for
 //! a moment (circuit breaker) and requests go to the database. A failure may have eaten
-//! an invalidation, and a new Sentinel master may lack the last ones, so before Redis is
-//! trusted again every generation is bumped. A bump is confirmed on the master's
-//! replicas before its write is acknowledged, so a failover cannot undo it.
+//! an invalidation, so before Redis is trusted again every generation is bumped. A new
+//! master (after a failover or a restart) may lack the last bumps: Redis itself retires
+//! every generation the first time a script runs on it (see `GENERATION_FUNCTION`).
 //!
 //! Servers keep ready responses in their near-cache and serve them without asking Redis
 //! (see `near_lease`). A bump therefore also publishes the new generation, and the
@@ -35,15 +35,32 @@ use crate::metrics::{CacheKind, HitsMisses, Metrics};
 /// How long Redis is skipped after a failure.
 const BREAKER_OPEN_FOR: Duration = Duration::from_secs(1);
 
-/// KEYS: generation. ARGV: initial generation. Returns the current generation, starting
-/// a lost counter from the clock (above any generation used before).
-const GENERATION: &str = r"
-local g = redis.call('GET', KEYS[1])
-if not g then
-  redis.call('SET', KEYS[1], ARGV[1], 'NX')
-  g = redis.call('GET', KEYS[1])
+/// Lua, put before each script that reads a generation: `generation(counter, master,
+/// initial)` returns the current generation of a resource. A master that did not
+/// write the counter itself inherited it (a failover, a restart from disk, a slot moved
+/// to it) and may lack the last bumps, whose writes were acknowledged: it retires every
+/// generation first. So does a lost counter. The new generation is above any used
+/// before: the counter plus one, the caller's clock and Redis's, in microseconds.
+pub(crate) const GENERATION_FUNCTION: &str = r"
+local function generation(counter, master, initial)
+  local me = string.match(redis.call('INFO', 'server'), 'run_id:(%x+)')
+  local g = redis.call('GET', counter)
+  if g and redis.call('GET', master) == me then
+    return tonumber(g)
+  end
+  local t = redis.call('TIME')
+  local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+  local next = math.max(tonumber(g or '0') + 1, tonumber(initial), now)
+  -- Lua's own conversion would write a large generation as 1.79e+15.
+  redis.call('SET', counter, string.format('%.0f', next))
+  redis.call('SET', master, me)
+  return next
 end
-return g
+";
+
+/// KEYS: counter, master. ARGV: initial generation.
+const GENERATION: &str = r"
+return generation(KEYS[1], KEYS[2], ARGV[1])
 ";
 
 /// KEYS: entry, its load lease. ARGV: lease ms (0: ask for none). Returns {value or
@@ -67,18 +84,11 @@ redis.call('DEL', KEYS[2])
 return 1
 ";
 
-/// KEYS: generation. ARGV: initial generation, channel, resource. A lost counter
-/// restarts from the clock, above any generation used before, so entries from before
-/// the loss stay retired. Publishes `resource:generation` to the servers.
+/// KEYS: counter, master. ARGV: initial generation, channel, resource. Publishes
+/// `resource:generation` to the servers.
 const BUMP: &str = r"
-local g
-if redis.call('EXISTS', KEYS[1]) == 1 then
-  g = redis.call('INCR', KEYS[1])
-else
-  redis.call('SET', KEYS[1], ARGV[1])
-  g = tonumber(ARGV[1])
-end
--- Lua's own conversion would write a large generation as 1.79e+15.
+generation(KEYS[1], KEYS[2], ARGV[1])
+local g = redis.call('INCR', KEYS[1])
 redis.call('PUBLISH', ARGV[2], ARGV[3] .. ':' .. string.format('%.0f', g))
 return g
 ";
@@ -126,10 +136,9 @@ pub struct RedisCache {
 #[derive(Default)]
 struct Health {
     skip_until: Mutex<Option<Instant>>,
-    /// Counts failures and changes of master: any of them may have eaten an
-    /// invalidation, so nothing cached may be served until every generation has been
-    /// bumped after it.
-    failures: Arc<AtomicU64>,
+    /// Counts failures: any of them may have eaten an invalidation, so nothing cached
+    /// may be served until every generation has been bumped after it.
+    failures: AtomicU64,
     /// The failure count as of the start of the last completed resync. A failure that
     /// happens during a resync stays owed, since the bumps may have preceded it.
     resynced_through: AtomicU64,
@@ -158,16 +167,16 @@ impl RedisCache {
         metrics: Arc<Metrics>,
     ) -> anyhow::Result<RedisCache> {
         let health = Health::default();
-        let link = RedisLink::new(url, health.failures.clone())?;
+        let link = RedisLink::new(url)?;
         Ok(RedisCache {
             link,
             url: url.clone(),
             keys,
             metrics,
-            generation: Script::new(GENERATION),
+            generation: with_generation_function(GENERATION),
             fetch: Script::new(FETCH),
             store: Script::new(STORE),
-            bump: Script::new(BUMP),
+            bump: with_generation_function(BUMP),
             pending_acks: Script::new(PENDING_ACKS),
             health,
             near: Arc::new(NearLease::default()),
@@ -246,6 +255,7 @@ impl RedisCache {
         let mut conn = self.link.conn();
         let mut invocation = self.generation.key(self.keys.generation(resource));
         let call = invocation
+            .key(self.keys.master(resource))
             .arg(initial_generation())
             .invoke_async::<u64>(&mut conn);
         self.guarded("read the generation", call).await
@@ -299,32 +309,8 @@ impl RedisCache {
         if !self.ready().await {
             return false;
         }
-        let Some(generation) = self.bump_unchecked(resource).await else {
-            return false;
-        };
-        self.confirmed_on_replicas(resource).await && self.wait_for_acks(generation).await
-    }
-
-    /// A bump only the master holds would be lost with it in a failover, and the
-    /// promoted replica would serve entries from before the write: the write must not be
-    /// acknowledged on it. Unconfirmed counts as a failure.
-    async fn confirmed_on_replicas(&self, resource: Resource) -> bool {
-        let control = self.keys.generation(resource);
-        match self
-            .guarded(
-                "confirm on replicas",
-                self.link.confirm_on_replicas(&control),
-            )
-            .await
-        {
-            Some(true) => true,
-            Some(false) => {
-                self.record_failure(
-                    "confirm on replicas",
-                    "no replica confirmed the invalidation in time",
-                );
-                false
-            }
+        match self.bump_unchecked(resource).await {
+            Some(generation) => self.wait_for_acks(generation).await,
             None => false,
         }
     }
@@ -333,6 +319,7 @@ impl RedisCache {
         let mut conn = self.link.conn();
         let mut invocation = self.bump.key(self.keys.generation(resource));
         let call = invocation
+            .key(self.keys.master(resource))
             .arg(initial_generation())
             .arg(self.keys.generations_channel())
             .arg(resource.name())
@@ -456,12 +443,6 @@ impl RedisCache {
             Ok(Err(e)) => e.to_string(),
             Err(_) => "timed out".to_owned(),
         };
-        self.record_failure(operation, &error);
-        None
-    }
-
-    /// Opens the breaker, and owes a resync before Redis is trusted again.
-    fn record_failure(&self, operation: &str, error: &str) {
         self.metrics.record_cache_error();
         self.health.failures.fetch_add(1, Ordering::AcqRel);
         *self
@@ -470,6 +451,7 @@ impl RedisCache {
             .lock()
             .unwrap_or_else(PoisonError::into_inner) = Some(Instant::now() + BREAKER_OPEN_FOR);
         log_limited!(warn, Failure::Cache, redis = %self.url, %error, "cache {operation} failed; serving from the database");
+        None
     }
 }
 
@@ -531,6 +513,10 @@ impl RedisStats {
             .map(|(_, c)| *c)
             .unwrap_or_default()
     }
+}
+
+pub(crate) fn with_generation_function(script: &str) -> Script {
+    Script::new(&format!("{GENERATION_FUNCTION}{script}"))
 }
 
 fn lease_key(entry: &str) -> String {

@@ -2,21 +2,17 @@
 //! TLS), a master found through Sentinel, or a Redis Cluster. The cache talks to all
 //! three through one [`RedisConnection`]; what differs is here:
 //!
-//! - a Sentinel master is looked up again after any failed call, and every change of
-//!   master is reported as a disruption, so the cache retires every generation before it
-//!   trusts Redis again (the new master may have missed the last writes);
-//! - a write's invalidation is confirmed on the master's replicas (`WAIT`) before the
-//!   write is acknowledged, so a failover cannot take it back;
+//! - a Sentinel master is looked up again after any failed call (what a new master may
+//!   lack is the scripts' business: see `GENERATION_FUNCTION`);
+//! - a cluster follows MOVED, ASK and topology changes by itself;
 //! - the near-cache subscribes on the node that holds the control keys, so losing that
 //!   node ends the subscription and with it the server's lease.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig, PubSub};
 use redis::cluster_async::ClusterConnection;
-use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
 use redis::{
     Client, Cmd, ConnectionAddr, IntoConnectionInfo as _, Pipeline, RedisConnectionInfo,
     RedisFuture, RedisResult, TlsCertificates, Value,
@@ -28,8 +24,6 @@ use crate::config::{Credentials, RedisDeployment, RedisNode, RedisUrl};
 /// A dead Redis must cost milliseconds, not seconds.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
 pub const RESPONSE_TIMEOUT: Duration = Duration::from_millis(500);
-/// How long a write waits for a replica to confirm its invalidation.
-const REPLICA_WAIT: Duration = Duration::from_millis(250);
 
 /// How the cache reaches Redis; cheap to clone.
 #[derive(Clone)]
@@ -45,9 +39,8 @@ enum Endpoint {
 }
 
 impl RedisLink {
-    /// Connects lazily: an unreachable Redis never stops the caller. Every change of
-    /// Sentinel master adds one to `disruptions`.
-    pub fn new(url: &RedisUrl, disruptions: Arc<AtomicU64>) -> anyhow::Result<RedisLink> {
+    /// Connects lazily: an unreachable Redis never stops the caller.
+    pub fn new(url: &RedisUrl) -> anyhow::Result<RedisLink> {
         let certificates = tls::certificates()?;
         let (conn, endpoint) = match url.deployment() {
             RedisDeployment::Single => {
@@ -88,8 +81,6 @@ impl RedisLink {
                         certificates: certificates.clone(),
                     },
                     current: Mutex::new(None),
-                    adoptions: AtomicU64::new(0),
-                    disruptions,
                     discovery: tokio::sync::Mutex::new(()),
                 });
                 (
@@ -160,25 +151,6 @@ impl RedisLink {
                 seeds.client(&node)?.get_async_pubsub().await
             }
         }
-    }
-
-    /// Waits until the replicas of the master holding `control_key` have every write
-    /// sent on this connection so far. Ok(false) when they did not confirm in time.
-    /// With Sentinel at least one replica must confirm; elsewhere, those connected.
-    pub async fn confirm_on_replicas(&self, control_key: &str) -> RedisResult<bool> {
-        let mut conn = self.conn.clone();
-        let connected = conn.connected_replicas(control_key).await?;
-        let wanted = match &*self.endpoint {
-            Endpoint::Sentinel(_) => connected.max(1),
-            Endpoint::Single(_) | Endpoint::Cluster(_) => connected,
-        };
-        if wanted == 0 {
-            return Ok(true);
-        }
-        let mut wait = redis::cmd("WAIT");
-        wait.arg(wanted).arg(REPLICA_WAIT.as_millis() as u64);
-        let confirmed: i64 = redis::from_redis_value(conn.on_node_of(control_key, wait).await?)?;
-        Ok(confirmed >= i64::try_from(wanted).unwrap_or(i64::MAX))
     }
 
     /// Each master's `INFO stats` (one, unless this is a cluster).
@@ -304,34 +276,6 @@ impl ConnectionLike for RedisConnection {
 }
 
 impl RedisConnection {
-    /// Runs `cmd` on the master that holds `key` (a keyless command goes anywhere in a
-    /// cluster otherwise).
-    async fn on_node_of(&mut self, key: &str, cmd: Cmd) -> RedisResult<Value> {
-        match self {
-            RedisConnection::Cluster(conn) => {
-                let route =
-                    SingleNodeRoutingInfo::SpecificNode(Route::with_key(key, SlotAddr::Master));
-                conn.get()
-                    .await?
-                    .route_command(cmd, RoutingInfo::SingleNode(route))
-                    .await
-            }
-            _ => self.req_packed_command(&cmd).await,
-        }
-    }
-
-    /// How many replicas the master holding `key` has connected (`ROLE`).
-    async fn connected_replicas(&mut self, key: &str) -> RedisResult<usize> {
-        let role = self.on_node_of(key, redis::cmd("ROLE")).await?;
-        match role {
-            Value::Array(fields) => match fields.get(2) {
-                Some(Value::Array(replicas)) => Ok(replicas.len()),
-                _ => Ok(0),
-            },
-            _ => Ok(0),
-        }
-    }
-
     /// The address of the cluster master that holds `key`, as the cluster announces it.
     async fn cluster_node_of(&mut self, key: &str) -> RedisResult<RedisNode> {
         let slot = i64::from(key_slot(key.as_bytes()));
@@ -472,9 +416,6 @@ pub struct SentinelMaster {
     service: String,
     node: NodeSettings,
     current: Mutex<Option<Master>>,
-    /// How many masters have been adopted; each one after the first is a disruption.
-    adoptions: AtomicU64,
-    disruptions: Arc<AtomicU64>,
     /// One lookup at a time.
     discovery: tokio::sync::Mutex<()>,
 }
@@ -515,10 +456,6 @@ impl SentinelMaster {
                 redis::ErrorKind::Client,
                 "the node the sentinels name is not a master (yet)",
             )));
-        }
-        let previous = self.adoptions.fetch_add(1, Ordering::AcqRel);
-        if previous > 0 {
-            self.disruptions.fetch_add(1, Ordering::AcqRel);
         }
         tracing::info!(service = %self.service, master = %node, "Redis master found through Sentinel");
         let master = Master { node, client, conn };
