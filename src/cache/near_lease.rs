@@ -24,6 +24,7 @@ use tokio::time::Instant;
 
 use crate::cache::keys::{KeySpace, Resource};
 use crate::cache::redis_link::RedisLink;
+use crate::config::RedisNode;
 use crate::test_hooks::Point;
 
 /// How long a lease lasts in Redis: the longest a writer waits for a server that
@@ -41,7 +42,7 @@ const MAX_BACKOFF: Duration = Duration::from_secs(2);
 /// lowering it), and returns {current generation, 1 if the registration was missing
 /// (the registry was lost or the lease ran out: it must start over)}.
 const RENEW: &str = r"
-local g = generation(KEYS[2], KEYS[3], ARGV[4])
+local g = generation(KEYS[2], KEYS[3], KEYS[1], ARGV[4])
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local lost = 0
@@ -126,13 +127,13 @@ pub async fn keep(context: Context) {
 async fn hold(context: &Context) -> String {
     let lease = &context.lease;
     let subscribed = tokio::time::timeout(CALL_TIMEOUT, async {
-        let mut pubsub = context.link.pubsub(&context.keys.near_registry()).await?;
+        let (mut pubsub, master) = context.link.pubsub(&context.keys.near_registry()).await?;
         pubsub.subscribe(context.keys.generations_channel()).await?;
-        redis::RedisResult::Ok(pubsub)
+        redis::RedisResult::Ok((pubsub, master))
     })
     .await;
-    let pubsub = match subscribed {
-        Ok(Ok(pubsub)) => pubsub,
+    let (pubsub, master) = match subscribed {
+        Ok(Ok(subscribed)) => subscribed,
         Ok(Err(e)) => return format!("cannot subscribe: {e}"),
         Err(_) => return "cannot subscribe: timed out".to_owned(),
     };
@@ -152,7 +153,7 @@ async fn hold(context: &Context) -> String {
                 if let Some((resource, generation)) = parse(&payload) {
                     context.hooks.pause(Point::BeforeNearConfirm).await;
                     lease.learn(resource, generation);
-                    if let Err(e) = confirm(context, &renew, &mut registered).await {
+                    if let Err(e) = confirm(context, &renew, master.as_ref(), &mut registered).await {
                         return e;
                     }
                 }
@@ -164,7 +165,7 @@ async fn hold(context: &Context) -> String {
                     Ok(Ok(_)) => {}
                     _ => return "the subscription does not answer".to_owned(),
                 }
-                if let Err(e) = confirm(context, &renew, &mut registered).await {
+                if let Err(e) = confirm(context, &renew, master.as_ref(), &mut registered).await {
                     return e;
                 }
                 next_renewal = Instant::now() + RENEW_EVERY;
@@ -175,9 +176,26 @@ async fn hold(context: &Context) -> String {
 
 /// Renews the lease with the generations this server holds, then takes on the current
 /// ones Redis answered with, confirming them at once if they are newer.
-async fn confirm(context: &Context, renew: &Script, registered: &mut bool) -> Result<(), String> {
+async fn confirm(
+    context: &Context,
+    renew: &Script,
+    subscribed_to: Option<&RedisNode>,
+    registered: &mut bool,
+) -> Result<(), String> {
     let lease = &context.lease;
     let sent_at = lease.now_ms();
+    if let Some(subscribed_to) = subscribed_to {
+        // During a Sentinel failover the old master may accept renewals the new one
+        // never sees: renew only on the master the sentinels name, counting the lease
+        // from before asking them.
+        let named = tokio::time::timeout(CALL_TIMEOUT, context.link.named_master()).await;
+        match named {
+            Ok(Ok(Some(named))) if named == *subscribed_to => {}
+            Ok(Ok(_)) => return Err("the sentinels name another master".to_owned()),
+            Ok(Err(e)) => return Err(format!("cannot ask the sentinels: {e}")),
+            Err(_) => return Err("cannot ask the sentinels: timed out".to_owned()),
+        }
+    }
     for resource in Resource::ALL {
         let held = lease.current[resource as usize].load(Ordering::Acquire);
         let current = renew_once(context, renew, resource, held, *registered).await?;

@@ -18,7 +18,7 @@
 
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -27,8 +27,10 @@ use redis::{RedisResult, Script};
 
 use crate::cache::keys::{EntryKey, KeySpace, Resource};
 use crate::cache::near_lease::{self, NearLease};
-use crate::cache::redis_link::{CONNECT_TIMEOUT, RESPONSE_TIMEOUT, RedisConnection, RedisLink};
-use crate::config::RedisUrl;
+use crate::cache::redis_link::{
+    CONNECT_TIMEOUT, RESPONSE_TIMEOUT, RedisConnection, RedisLink, key_slot,
+};
+use crate::config::{RedisDeployment, RedisUrl};
 use crate::logging::{Failure, log_limited};
 use crate::metrics::{CacheKind, HitsMisses, Metrics};
 
@@ -36,20 +38,33 @@ use crate::metrics::{CacheKind, HitsMisses, Metrics};
 const BREAKER_OPEN_FOR: Duration = Duration::from_secs(1);
 
 /// Lua, put before each script that reads a generation: `generation(counter, master,
-/// initial)` returns the current generation of a resource. A master that did not
-/// write the counter itself inherited it (a failover, a restart from disk, a slot moved
-/// to it) and may lack the last bumps, whose writes were acknowledged: it retires every
-/// generation first. So does a lost counter. The new generation is above any used
-/// before: the counter plus one, the caller's clock and Redis's, in microseconds.
+/// registry, initial)` returns the current generation of a resource.
+/// - A replica refuses (a demoted master still answers reads): the caller asks for the
+///   master again.
+/// - A master that did not write the counter itself inherited it (a failover, a restart
+///   from disk, a slot moved to it) and may lack the last bumps, whose writes were
+///   acknowledged: it retires every generation first. So does a lost counter. The new
+///   generation is above any used before: the counter plus one, the caller's clock and
+///   Redis's, in microseconds.
+/// - Leases renewed on the old master after the last renewal this one received may
+///   still be trusted by their servers: a master that inherited anything records when
+///   (`inherited_at` in the registry), and writers wait a whole lease from then.
 pub(crate) const GENERATION_FUNCTION: &str = r"
-local function generation(counter, master, initial)
+local function generation(counter, master, registry, initial)
+  if string.match(redis.call('INFO', 'replication'), 'role:(%a+)') ~= 'master' then
+    error({err = 'READONLY a replica holds no generation: ask for the master'})
+  end
   local me = string.match(redis.call('INFO', 'server'), 'run_id:(%x+)')
   local g = redis.call('GET', counter)
-  if g and redis.call('GET', master) == me then
+  local stored = redis.call('GET', master)
+  if g and stored == me then
     return tonumber(g)
   end
   local t = redis.call('TIME')
   local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+  if g or stored or redis.call('EXISTS', registry) == 1 then
+    redis.call('HSET', registry, 'inherited_at', string.format('%.0f', math.floor(now / 1000)))
+  end
   local next = math.max(tonumber(g or '0') + 1, tonumber(initial), now)
   -- Lua's own conversion would write a large generation as 1.79e+15.
   redis.call('SET', counter, string.format('%.0f', next))
@@ -58,9 +73,9 @@ local function generation(counter, master, initial)
 end
 ";
 
-/// KEYS: counter, master. ARGV: initial generation.
+/// KEYS: counter, master, registry. ARGV: initial generation.
 const GENERATION: &str = r"
-return generation(KEYS[1], KEYS[2], ARGV[1])
+return generation(KEYS[1], KEYS[2], KEYS[3], ARGV[1])
 ";
 
 /// KEYS: entry, its load lease. ARGV: lease ms (0: ask for none). Returns {value or
@@ -84,25 +99,28 @@ redis.call('DEL', KEYS[2])
 return 1
 ";
 
-/// KEYS: counter, master. ARGV: initial generation, channel, resource. Publishes
-/// `resource:generation` to the servers.
+/// KEYS: counter, master, registry. ARGV: initial generation, channel, resource.
+/// Publishes `resource:generation` to the servers.
 const BUMP: &str = r"
-generation(KEYS[1], KEYS[2], ARGV[1])
+generation(KEYS[1], KEYS[2], KEYS[3], ARGV[1])
 local g = redis.call('INCR', KEYS[1])
 redis.call('PUBLISH', ARGV[2], ARGV[3] .. ':' .. string.format('%.0f', g))
 return g
 ";
 
 /// KEYS: the near-cache registry (a hash of `lease:<server>` = expiry in Redis time,
-/// ms, and `ack:<server>` = the generation the server has confirmed). ARGV: a
-/// generation. Forgets expired leases; returns how many live ones have not confirmed
-/// the generation yet.
+/// ms, `ack:<server>` = the generation the server has confirmed, and `inherited_at`).
+/// ARGV: a generation, lease ms. Forgets expired leases; returns how many live ones
+/// have not confirmed the generation yet, plus one while a lease from before the
+/// master inherited the registry may still be trusted.
 const PENDING_ACKS: &str = r"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local fields = redis.call('HGETALL', KEYS[1])
 local wanted = tonumber(ARGV[1])
 local pending = 0
+local inherited_at = tonumber(redis.call('HGET', KEYS[1], 'inherited_at') or '0')
+if now < inherited_at + tonumber(ARGV[2]) then pending = pending + 1 end
 for i = 1, #fields, 2 do
   local field = fields[i]
   if string.sub(field, 1, 6) == 'lease:' then
@@ -131,11 +149,16 @@ pub struct RedisCache {
     health: Health,
     /// This server's lease on serving from its near-cache; never valid in a command.
     near: Arc<NearLease>,
+    /// Set in a server (which holds a lease), never in a command.
+    serving: AtomicBool,
 }
 
-#[derive(Default)]
 struct Health {
     skip_until: Mutex<Option<Instant>>,
+    /// Cluster only: by hash slot, until when (ms after `started`) its entries are
+    /// skipped after a failure.
+    slots: Option<Box<[AtomicU64]>>,
+    started: Instant,
     /// Counts failures: any of them may have eaten an invalidation, so nothing cached
     /// may be served until every generation has been bumped after it.
     failures: AtomicU64,
@@ -143,6 +166,14 @@ struct Health {
     /// happens during a resync stays owed, since the bumps may have preceded it.
     resynced_through: AtomicU64,
 }
+
+impl Health {
+    fn millis(&self) -> u64 {
+        millis(self.started.elapsed())
+    }
+}
+
+const CLUSTER_SLOTS: usize = 16384;
 
 /// Outcome of a lookup.
 pub enum Lookup {
@@ -166,7 +197,14 @@ impl RedisCache {
         keys: KeySpace,
         metrics: Arc<Metrics>,
     ) -> anyhow::Result<RedisCache> {
-        let health = Health::default();
+        let health = Health {
+            skip_until: Mutex::new(None),
+            slots: matches!(url.deployment(), RedisDeployment::Cluster { .. })
+                .then(|| (0..CLUSTER_SLOTS).map(|_| AtomicU64::new(0)).collect()),
+            started: Instant::now(),
+            failures: AtomicU64::new(0),
+            resynced_through: AtomicU64::new(0),
+        };
         let link = RedisLink::new(url)?;
         Ok(RedisCache {
             link,
@@ -180,12 +218,14 @@ impl RedisCache {
             pending_acks: Script::new(PENDING_ACKS),
             health,
             near: Arc::new(NearLease::default()),
+            serving: AtomicBool::new(false),
         })
     }
 
     /// Starts what a server runs beside its requests: the near-cache lease (it learns
     /// every new generation and confirms it) and the flushing of hit and miss counts.
     pub fn start_server_tasks(&self, hooks: Arc<crate::test_hooks::TestHooks>) {
+        self.serving.store(true, Ordering::Release);
         tokio::spawn(near_lease::keep(near_lease::Context {
             link: self.link.clone(),
             keys: self.keys.clone(),
@@ -233,7 +273,7 @@ impl RedisCache {
             .key(lease_key(&entry))
             .arg(lease.map_or(0, millis))
             .invoke_async::<(Option<Vec<u8>>, u8)>(&mut conn);
-        match self.guarded("lookup", call).await {
+        match self.guarded_entry(&entry, "lookup", call).await {
             Some((Some(value), _)) => Lookup::Hit {
                 generation,
                 value: Bytes::from(value),
@@ -252,10 +292,17 @@ impl RedisCache {
         if let Some(generation) = self.near.generation(resource).filter(|g| *g > 0) {
             return Some(generation);
         }
+        if self.serving.load(Ordering::Acquire) && self.link.may_have_two_masters() {
+            // An old Sentinel master answers until it is reconfigured, with what it held
+            // before the failover: a server trusts the generation only through its
+            // lease, which is renewed on the master the sentinels name.
+            return None;
+        }
         let mut conn = self.link.conn();
         let mut invocation = self.generation.key(self.keys.generation(resource));
         let call = invocation
             .key(self.keys.master(resource))
+            .key(self.keys.near_registry())
             .arg(initial_generation())
             .invoke_async::<u64>(&mut conn);
         self.guarded("read the generation", call).await
@@ -268,7 +315,8 @@ impl RedisCache {
         let call = command
             .arg(lease_key(&key.at(generation)))
             .query_async::<()>(&mut conn);
-        self.guarded("release lease", call).await;
+        self.guarded_entry(&key.at(generation), "release lease", call)
+            .await;
     }
 
     /// Stores `value` under `generation`. A store under a generation a write has
@@ -298,7 +346,7 @@ impl RedisCache {
             .arg(value)
             .arg(millis(ttl))
             .invoke_async::<i64>(&mut conn);
-        self.guarded("store", call).await == Some(1)
+        self.guarded_entry(&entry, "store", call).await == Some(1)
     }
 
     /// Retires every entry of `resource`, and returns once every server serving from
@@ -316,10 +364,16 @@ impl RedisCache {
     }
 
     async fn bump_unchecked(&self, resource: Resource) -> Option<u64> {
+        if self.link.may_have_two_masters() {
+            // Never onto a master the sentinels have given up: it would be lost.
+            self.guarded("ask the sentinels", self.link.named_master())
+                .await?;
+        }
         let mut conn = self.link.conn();
         let mut invocation = self.bump.key(self.keys.generation(resource));
         let call = invocation
             .key(self.keys.master(resource))
+            .key(self.keys.near_registry())
             .arg(initial_generation())
             .arg(self.keys.generations_channel())
             .arg(resource.name())
@@ -336,7 +390,10 @@ impl RedisCache {
         loop {
             let mut conn = self.link.conn();
             let mut invocation = self.pending_acks.key(self.keys.near_registry());
-            let call = invocation.arg(generation).invoke_async::<u64>(&mut conn);
+            let call = invocation
+                .arg(generation)
+                .arg(millis(near_lease::LEASE))
+                .invoke_async::<u64>(&mut conn);
             match self.guarded("confirm an invalidation", call).await {
                 Some(0) => return true,
                 Some(_) if Instant::now() < give_up => {
@@ -429,6 +486,37 @@ impl RedisCache {
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         skip_until.is_some_and(|until| Instant::now() < until)
+    }
+
+    /// Runs one call on an entry. In a cluster, a failure skips only the entry's hash
+    /// slot for a moment: entries hold no invalidations, so the other masters keep
+    /// serving and nothing is owed. Elsewhere it is [`Self::guarded`].
+    async fn guarded_entry<T>(
+        &self,
+        entry: &str,
+        operation: &str,
+        call: impl Future<Output = RedisResult<T>>,
+    ) -> Option<T> {
+        let Some(slots) = &self.health.slots else {
+            return self.guarded(operation, call).await;
+        };
+        let slot = slots.get(usize::from(key_slot(entry.as_bytes())))?;
+        let now = self.health.millis();
+        if slot.load(Ordering::Acquire) > now {
+            return None;
+        }
+        let error = match tokio::time::timeout(CONNECT_TIMEOUT + RESPONSE_TIMEOUT, call).await {
+            Ok(Ok(value)) => return Some(value),
+            Ok(Err(e)) => e.to_string(),
+            Err(_) => "timed out".to_owned(),
+        };
+        slot.store(
+            self.health.millis() + millis(BREAKER_OPEN_FOR),
+            Ordering::Release,
+        );
+        self.metrics.record_cache_error();
+        log_limited!(warn, Failure::Cache, redis = %self.url, %error, "cache {operation} failed; serving that key's slot from the database");
+        None
     }
 
     /// Runs one Redis call with a hard deadline; a failure opens the breaker.

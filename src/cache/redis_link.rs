@@ -2,8 +2,9 @@
 //! TLS), a master found through Sentinel, or a Redis Cluster. The cache talks to all
 //! three through one [`RedisConnection`]; what differs is here:
 //!
-//! - a Sentinel master is looked up again after any failed call (what a new master may
-//!   lack is the scripts' business: see `GENERATION_FUNCTION`);
+//! - a Sentinel master is looked up again after any failed call, and asked of the
+//!   sentinels afresh before each bump and lease renewal (what a new master may lack is
+//!   the scripts' business: see `GENERATION_FUNCTION`);
 //! - a cluster follows MOVED, ASK and topology changes by itself;
 //! - the near-cache subscribes on the node that holds the control keys, so losing that
 //!   node ends the subscription and with it the server's lease.
@@ -141,15 +142,43 @@ impl RedisLink {
         self.conn.clone()
     }
 
-    /// A subscription on the node that holds `control_key`.
-    pub async fn pubsub(&self, control_key: &str) -> RedisResult<PubSub> {
+    /// A subscription on the node that holds `control_key`, and with Sentinel, which
+    /// master that is.
+    pub async fn pubsub(&self, control_key: &str) -> RedisResult<(PubSub, Option<RedisNode>)> {
         match &*self.endpoint {
-            Endpoint::Single(client) => client.get_async_pubsub().await,
-            Endpoint::Sentinel(master) => master.client().await?.get_async_pubsub().await,
+            Endpoint::Single(client) => Ok((client.get_async_pubsub().await?, None)),
+            Endpoint::Sentinel(sentinel) => {
+                let master = sentinel.master().await?;
+                Ok((master.client.get_async_pubsub().await?, Some(master.node)))
+            }
             Endpoint::Cluster(seeds) => {
                 let node = self.conn.clone().cluster_node_of(control_key).await?;
-                seeds.client(&node)?.get_async_pubsub().await
+                Ok((seeds.client(&node)?.get_async_pubsub().await?, None))
             }
+        }
+    }
+
+    /// True with Sentinel, where two masters may answer for a while during a failover:
+    /// the old one until it is reconfigured, the new one as soon as it is promoted.
+    pub fn may_have_two_masters(&self) -> bool {
+        matches!(&*self.endpoint, Endpoint::Sentinel(_))
+    }
+
+    /// With Sentinel, the master the sentinels name now, asked afresh; calls go there
+    /// from now on. `None` elsewhere.
+    pub async fn named_master(&self) -> RedisResult<Option<RedisNode>> {
+        match &*self.endpoint {
+            Endpoint::Sentinel(sentinel) => {
+                let named = sentinel.ask_sentinels().await?;
+                if sentinel
+                    .current()
+                    .is_some_and(|master| master.node != named)
+                {
+                    sentinel.forget_any();
+                }
+                Ok(Some(named))
+            }
+            Endpoint::Single(_) | Endpoint::Cluster(_) => Ok(None),
         }
     }
 
@@ -463,8 +492,8 @@ impl SentinelMaster {
         Ok(master)
     }
 
-    async fn client(&self) -> RedisResult<Client> {
-        Ok(self.master().await?.client)
+    fn forget_any(&self) {
+        *self.current.lock().unwrap_or_else(PoisonError::into_inner) = None;
     }
 
     /// After a failed call on `node`: the next call asks the sentinels again.

@@ -6,11 +6,11 @@ use listings::app::App;
 use listings::metrics::CacheKind;
 use listings::test_hooks::Point;
 
-use crate::both_modes;
+use crate::every_redis;
 use crate::support::redis_server::OwnRedis;
 use crate::support::{TestEnv, create, get, router};
 
-both_modes!(
+every_redis!(
     slow_reader_cannot_store_pre_write_data,
     invalidation_runs_after_commit,
     writes_by_another_process_are_seen
@@ -111,58 +111,104 @@ async fn unreachable_redis_only_slows_requests() {
 
 /// A Redis of the test's own, frozen and thawed: a write whose invalidation could not
 /// reach Redis must not let the entries cached before the outage be served after it.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[cfg_attr(not(listings_test_services), ignore = "needs PostgreSQL and Redis")]
-async fn entries_from_before_a_redis_outage_are_not_served_after_it() {
-    let redis = OwnRedis::start();
-    let mut env = TestEnv::embedded();
-    env.redis_url = Some(redis.url());
-    let settings = env.settings();
-    listings::db::migrations::run_pending(&settings.database_url, &settings.db)
-        .await
-        .expect("migrate");
-    // No SQLite watch: only the Redis failure policy may save this test.
-    let app = std::sync::Arc::new(App::connect(settings).await.expect("app"));
-    let router = router(&app);
-    create(&app, "Old").await;
-    assert_eq!(get(&router, "/properties/").await.x_cache(), "MISS");
-    assert_eq!(get(&router, "/properties/").await.x_cache(), "HIT");
+/// With a Sentinel set the master is frozen (the sentinel may fail over meanwhile); in
+/// a cluster, the master holding the generations.
+mod entries_from_before_a_redis_outage_are_not_served_after_it {
+    use super::*;
+    use crate::support::redis_server::{RedisCluster, SentinelSet};
 
-    redis.signal("-STOP");
-    create(&app, "New").await; // its invalidation times out
-    let during = get(&router, "/properties/").await;
-    assert_eq!(
-        during.titles(),
-        ["New", "Old"],
-        "served from the database during the outage"
-    );
-    redis.signal("-CONT");
-
-    // Past the breaker's pause, Redis is used again, but only after a resync.
-    let mut after = get(&router, "/properties/").await;
-    for _ in 0..40 {
-        if after.x_cache() == "HIT" {
-            break;
-        }
-        assert_eq!(after.titles(), ["New", "Old"]);
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        after = get(&router, "/properties/").await;
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[cfg_attr(not(listings_test_services), ignore = "needs PostgreSQL and Redis")]
+    async fn single() {
+        let redis = OwnRedis::start();
+        let pid = redis.pid();
+        outage(redis.url(), pid).await;
     }
-    assert_eq!(
-        after.x_cache(),
-        "HIT",
-        "Redis is used again after it recovers"
-    );
-    assert_eq!(
-        after.titles(),
-        ["New", "Old"],
-        "never the entry cached before the outage"
-    );
-    assert!(app.metrics.cache_errors() >= 1);
-    assert!(app.metrics.cache(CacheKind::View).hits >= 2);
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[cfg_attr(not(listings_test_services), ignore = "needs PostgreSQL and Redis")]
+    async fn sentinel() {
+        let mut set = tokio::task::spawn_blocking(SentinelSet::start)
+            .await
+            .expect("Sentinel set");
+        let pid = set.master().pid();
+        outage(set.url(), pid).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[cfg_attr(not(listings_test_services), ignore = "needs PostgreSQL and Redis")]
+    async fn cluster() {
+        let mut cluster = tokio::task::spawn_blocking(RedisCluster::start)
+            .await
+            .expect("Redis Cluster");
+        let url = cluster.url();
+        let pid = cluster.node_of(&generation_key()).pid();
+        outage(url, pid).await;
+    }
+
+    fn generation_key() -> String {
+        format!("{{{}}}properties:generation", PREFIX)
+    }
+
+    const PREFIX: &str = "outage-test:";
+
+    async fn outage(redis_url: String, redis_pid: u32) {
+        let signal = |signal: &str| {
+            let sent = std::process::Command::new("kill")
+                .args([signal, &redis_pid.to_string()])
+                .status()
+                .expect("kill");
+            assert!(sent.success());
+        };
+        let mut env = TestEnv::embedded();
+        env.redis_url = Some(redis_url);
+        env.cache_prefix = PREFIX.to_owned();
+        let settings = env.settings();
+        listings::db::migrations::run_pending(&settings.database_url, &settings.db)
+            .await
+            .expect("migrate");
+        // No SQLite watch: only the Redis failure policy may save this test.
+        let app = std::sync::Arc::new(App::connect(settings).await.expect("app"));
+        let router = router(&app);
+        create(&app, "Old").await;
+        assert_eq!(get(&router, "/properties/").await.x_cache(), "MISS");
+        assert_eq!(get(&router, "/properties/").await.x_cache(), "HIT");
+
+        signal("-STOP");
+        create(&app, "New").await; // its invalidation times out
+        let during = get(&router, "/properties/").await;
+        assert_eq!(
+            during.titles(),
+            ["New", "Old"],
+            "served from the database during the outage"
+        );
+        signal("-CONT");
+
+        // Past the breaker's pause, Redis is used again, but only after a resync.
+        let mut after = get(&router, "/properties/").await;
+        for _ in 0..100 {
+            if after.x_cache() == "HIT" {
+                break;
+            }
+            assert_eq!(after.titles(), ["New", "Old"]);
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            after = get(&router, "/properties/").await;
+        }
+        assert_eq!(
+            after.x_cache(),
+            "HIT",
+            "Redis is used again after it recovers"
+        );
+        assert_eq!(
+            after.titles(),
+            ["New", "Old"],
+            "never the entry cached before the outage"
+        );
+        assert!(app.metrics.cache_errors() >= 1);
+        assert!(app.metrics.cache(CacheKind::View).hits >= 2);
+    }
 }
 
-/// A redis-server on a free port, killed on drop.
 /// SQLite + Redis: a server that was down while the file changed (here: a raw SQL
 /// write, like a CLI whose Redis invalidation failed) must not trust the entries it
 /// left in Redis when it starts again.

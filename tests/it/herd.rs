@@ -7,10 +7,10 @@ use listings::app::App;
 use listings::http::HttpService;
 use tokio::task::JoinSet;
 
-use crate::both_modes;
+use crate::every_redis;
 use crate::support::{TestEnv, create, get, router};
 
-both_modes!(
+every_redis!(
     one_load_after_an_invalidation,
     one_load_across_processes_with_redis
 );

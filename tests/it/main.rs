@@ -21,6 +21,7 @@ mod near_cache;
 mod newcomer;
 mod openapi;
 mod out_of_band;
+mod redis_deployments;
 mod secrets;
 mod slow_clients;
 mod snapshot;

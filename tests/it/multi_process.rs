@@ -1,11 +1,11 @@
 //! Several `serve` processes on one database (and, in Redis mode, one Redis): a write
 //! through the CLI is seen by every one of them on its next request.
 
-use crate::both_modes;
+use crate::every_redis;
 use crate::support::TestEnv;
 use crate::support::binary::stderr;
 
-both_modes!(every_server_sees_a_cli_write_on_its_next_request);
+every_redis!(every_server_sees_a_cli_write_on_its_next_request);
 
 async fn every_server_sees_a_cli_write_on_its_next_request(env: TestEnv) {
     let servers = [env.serve(&[]), env.serve(&[])];

@@ -111,6 +111,21 @@ async fn a_writer_does_not_wait_for_ever_on_a_server_that_died() {
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    let client = redis::Client::open(redis.url()).expect("URL");
+    let mut conn = client.get_connection().expect("connect");
+    let registry_key = format!("{{{}}}near", env.cache_prefix);
+    let registry = |conn: &mut redis::Connection| -> std::collections::HashMap<String, String> {
+        redis::cmd("HGETALL")
+            .arg(&registry_key)
+            .query(conn)
+            .expect("registry")
+    };
+    assert!(
+        registry(&mut conn)
+            .keys()
+            .any(|field| field.starts_with("lease:")),
+        "the live server holds a lease"
+    );
     drop(server); // SIGKILL: no goodbye to Redis
 
     let started = Instant::now();
@@ -118,16 +133,8 @@ async fn a_writer_does_not_wait_for_ever_on_a_server_that_died() {
     let waited = started.elapsed();
     assert!(created.status.success(), "{}", stderr(&created));
     assert!(waited < LEASE * 3, "the writer went on: {waited:?}");
-    let client = redis::Client::open(redis.url()).expect("URL");
-    let mut conn = client.get_connection().expect("connect");
-    let registry: std::collections::HashMap<String, String> = redis::cmd("HGETALL")
-        .arg(format!("{}near", env.cache_prefix))
-        .query(&mut conn)
-        .expect("registry");
-    assert!(
-        registry.is_empty(),
-        "the dead server's lease is gone: {registry:?}"
-    );
+    let left = registry(&mut conn);
+    assert!(left.is_empty(), "the dead server's lease is gone: {left:?}");
 
     let fresh = env.serve(&[]);
     assert_eq!(fresh.get("/properties/").await.titles(), ["New", "Old"]);

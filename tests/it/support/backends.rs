@@ -12,6 +12,8 @@ use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use listings::config::DatabaseUrl;
 use rand::Rng as _;
 
+use crate::support::redis_server::{RedisCluster, SentinelSet};
+
 pub const DATABASE_ENV: &str = "LISTINGS_TEST_DATABASE_URL";
 pub const REDIS_ENV: &str = "LISTINGS_TEST_REDIS_URL";
 
@@ -23,6 +25,8 @@ pub struct TestEnv {
     /// directory of spawned processes (so no stray .env is read).
     pub dir: tempfile::TempDir,
     cleanup: Option<Cleanup>,
+    /// Redis processes of the test's own (a Sentinel set, a Cluster), killed with it.
+    pub redis_processes: Option<Box<dyn std::any::Any + Send + Sync>>,
 }
 
 struct Cleanup {
@@ -46,7 +50,32 @@ impl TestEnv {
             cache_prefix: format!("t{}:", unique_suffix()),
             dir,
             cleanup: None,
+            redis_processes: None,
         }
+    }
+
+    /// PostgreSQL as in [`TestEnv::postgres_redis`], with a Sentinel set of the test's
+    /// own for the cache.
+    pub async fn postgres_sentinel() -> TestEnv {
+        let mut env = TestEnv::postgres_redis().await;
+        let set = tokio::task::spawn_blocking(SentinelSet::start)
+            .await
+            .expect("start a Sentinel set");
+        env.redis_url = Some(set.url());
+        env.redis_processes = Some(Box::new(set));
+        env
+    }
+
+    /// PostgreSQL as in [`TestEnv::postgres_redis`], with a Redis Cluster of the test's
+    /// own for the cache.
+    pub async fn postgres_cluster() -> TestEnv {
+        let mut env = TestEnv::postgres_redis().await;
+        let cluster = tokio::task::spawn_blocking(RedisCluster::start)
+            .await
+            .expect("start a Redis Cluster");
+        env.redis_url = Some(cluster.url());
+        env.redis_processes = Some(Box::new(cluster));
+        env
     }
 
     pub fn is_redis(&self) -> bool {

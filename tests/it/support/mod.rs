@@ -48,6 +48,38 @@ macro_rules! both_modes {
     )+};
 }
 
+/// `both_modes!`, and on PostgreSQL with a Redis Sentinel set and with a Redis Cluster
+/// of the test's own (see `redis_server`).
+#[macro_export]
+macro_rules! every_redis {
+    ($($name:ident),+ $(,)?) => {$(
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn embedded() {
+                super::$name($crate::support::TestEnv::embedded()).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            #[cfg_attr(not(listings_test_services), ignore = "needs PostgreSQL and Redis")]
+            async fn postgres_redis() {
+                super::$name($crate::support::TestEnv::postgres_redis().await).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            #[cfg_attr(not(listings_test_services), ignore = "needs PostgreSQL and Redis")]
+            async fn postgres_sentinel() {
+                super::$name($crate::support::TestEnv::postgres_sentinel().await).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            #[cfg_attr(not(listings_test_services), ignore = "needs PostgreSQL and Redis")]
+            async fn postgres_cluster() {
+                super::$name($crate::support::TestEnv::postgres_cluster().await).await;
+            }
+        }
+    )+};
+}
+
 impl TestEnv {
     pub fn settings(&self) -> Settings {
         Settings {

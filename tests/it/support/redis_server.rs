@@ -1,54 +1,82 @@
-//! A redis-server of a test's own, on a free port, for tests that freeze, kill or
-//! restart Redis (the shared one is never touched that way).
+//! Redis servers of a test's own, on free ports, for tests that freeze, kill or restart
+//! Redis (the shared one is never touched that way): a single server, a Sentinel set
+//! (master, replica, sentinel), a 3-master Cluster, and a TLS-only server with a
+//! certificate made by openssl. Every process is killed on drop.
 
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+use rand::Rng as _;
 
 pub struct OwnRedis {
     child: Child,
     port: u16,
+    args: Vec<String>,
+}
+
+/// A port that is free, and whose cluster bus port (+10000) is free too.
+fn free_port() -> u16 {
+    for _ in 0..200 {
+        let port = rand::rng().random_range(20_000..30_000);
+        let free = |p: u16| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok();
+        if free(port) && free(port + 10_000) {
+            return port;
+        }
+    }
+    panic!("no free port pair");
 }
 
 impl OwnRedis {
     /// A redis-server of the test's own, on a free port.
     pub fn start() -> OwnRedis {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .expect("port")
-            .local_addr()
-            .expect("addr")
-            .port();
-        OwnRedis::start_on(port)
+        OwnRedis::start_with(free_port(), Vec::new())
     }
 
-    fn start_on(port: u16) -> OwnRedis {
+    /// A redis-server on `port` with `args` added to the test defaults (a config file,
+    /// which must come first, may lead them).
+    pub fn start_with(port: u16, args: Vec<String>) -> OwnRedis {
+        let config_file = args.first().filter(|arg| !arg.starts_with("--"));
+        let options = &args[usize::from(config_file.is_some())..];
         let spawned = Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
+            .args(config_file)
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .args(options)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn();
         let child = spawned.unwrap_or_else(|e| panic!("redis-server is needed for this test: {e}"));
-        let redis = OwnRedis { child, port };
-        let client = redis::Client::open(redis.url()).expect("URL");
-        for _ in 0..100 {
-            if client.get_connection().is_ok() {
-                return redis;
+        let redis = OwnRedis { child, port, args };
+        redis.wait_until_up();
+        redis
+    }
+
+    fn wait_until_up(&self) {
+        for _ in 0..250 {
+            if self.command(&["PING"]).is_some() {
+                return;
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        panic!("redis-server did not start on port {port}");
+        panic!("redis-server did not start on port {}", self.port);
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    /// One command through redis-cli; its output, or None when it failed.
+    pub fn command(&self, args: &[&str]) -> Option<String> {
+        redis_cli(self.port, args)
     }
 
     pub fn signal(&self, signal: &str) {
@@ -58,20 +86,390 @@ impl OwnRedis {
             .expect("kill");
         assert!(status.success());
     }
+
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Kills the server (its data is lost) and starts a new one on the same port.
+    pub fn restart(&mut self) {
+        self.kill();
+        let args = std::mem::take(&mut self.args);
+        *self = OwnRedis::start_with(self.port, args);
+    }
 }
 
 impl Drop for OwnRedis {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.kill();
     }
 }
 
-impl OwnRedis {
-    /// Kills the server (its data is lost) and starts a new one on the same port.
-    pub fn restart(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        *self = OwnRedis::start_on(self.port);
+fn redis_cli(port: u16, args: &[&str]) -> Option<String> {
+    let output = Command::new("redis-cli")
+        .args(["-h", "127.0.0.1", "-p", &port.to_string()])
+        .args(args)
+        .stderr(Stdio::null())
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&output.stdout).trim().to_owned();
+    (output.status.success() && !text.starts_with("ERR") && !text.starts_with("Could not connect"))
+        .then_some(text)
+}
+
+/// Polls `condition` every 50 ms for up to `bound`.
+pub fn wait_for(bound: Duration, what: &str, mut condition: impl FnMut() -> bool) {
+    let deadline = Instant::now() + bound;
+    while Instant::now() < deadline {
+        if condition() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
     }
+    panic!("{what}: not within {bound:?}");
+}
+
+pub const SENTINEL_SERVICE: &str = "listings-test";
+
+/// A master, a replica and one sentinel watching them (quorum 1, down after 1 s).
+pub struct SentinelSet {
+    pub servers: Vec<OwnRedis>,
+    pub sentinel: OwnRedis,
+    _dir: tempfile::TempDir,
+}
+
+impl SentinelSet {
+    pub fn start() -> SentinelSet {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let master = OwnRedis::start();
+        let replica = OwnRedis::start_with(
+            free_port(),
+            vec![
+                "--replicaof".into(),
+                "127.0.0.1".into(),
+                master.port().to_string(),
+            ],
+        );
+        wait_for(Duration::from_secs(10), "the replica syncs", || {
+            replica
+                .command(&["INFO", "replication"])
+                .is_some_and(|info| info.contains("master_link_status:up"))
+        });
+        let sentinel_port = free_port();
+        let config = dir.path().join("sentinel.conf");
+        std::fs::write(
+            &config,
+            format!(
+                "sentinel monitor {SENTINEL_SERVICE} 127.0.0.1 {} 1\n\
+                 sentinel down-after-milliseconds {SENTINEL_SERVICE} 1000\n\
+                 sentinel failover-timeout {SENTINEL_SERVICE} 5000\n\
+                 sentinel parallel-syncs {SENTINEL_SERVICE} 1\n",
+                master.port()
+            ),
+        )
+        .expect("sentinel config");
+        let sentinel = OwnRedis::start_with(
+            sentinel_port,
+            vec![
+                config.display().to_string(),
+                "--sentinel".into(),
+                "--dir".into(),
+                dir.path().display().to_string(),
+            ],
+        );
+        let set = SentinelSet {
+            servers: vec![master, replica],
+            sentinel,
+            _dir: dir,
+        };
+        wait_for(
+            Duration::from_secs(15),
+            "the sentinel knows the replica",
+            || {
+                set.sentinel
+                    .command(&["SENTINEL", "REPLICAS", SENTINEL_SERVICE])
+                    .is_some_and(|replicas| !replicas.is_empty())
+            },
+        );
+        set
+    }
+
+    pub fn url(&self) -> String {
+        format!(
+            "redis+sentinel://127.0.0.1:{}/{SENTINEL_SERVICE}",
+            self.sentinel.port()
+        )
+    }
+
+    /// The port of the master the sentinel names now.
+    pub fn master_port(&self) -> u16 {
+        let answer = self
+            .sentinel
+            .command(&["SENTINEL", "GET-MASTER-ADDR-BY-NAME", SENTINEL_SERVICE])
+            .expect("the sentinel answers");
+        answer
+            .lines()
+            .nth(1)
+            .and_then(|port| port.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no master address in {answer:?}"))
+    }
+
+    pub fn master(&mut self) -> &mut OwnRedis {
+        let port = self.master_port();
+        self.servers
+            .iter_mut()
+            .find(|server| server.port() == port)
+            .expect("the master is one of ours")
+    }
+
+    /// Waits until the sentinel names a master other than `old`, and that master says
+    /// it is one; returns when that happened.
+    pub fn wait_for_new_master(&self, old: u16) -> Instant {
+        wait_for(Duration::from_secs(30), "a new master", || {
+            let port = self.master_port();
+            port != old && redis_cli(port, &["ROLE"]).is_some_and(|role| role.starts_with("master"))
+        });
+        Instant::now()
+    }
+}
+
+/// A Redis Cluster of three masters without replicas, made by `redis-cli --cluster
+/// create`; a node may fail without the others refusing their slots.
+pub struct RedisCluster {
+    pub nodes: Vec<OwnRedis>,
+    _dir: tempfile::TempDir,
+}
+
+impl RedisCluster {
+    pub fn start() -> RedisCluster {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let nodes: Vec<OwnRedis> = (0..3)
+            .map(|_| {
+                let port = free_port();
+                OwnRedis::start_with(
+                    port,
+                    vec![
+                        "--cluster-enabled".into(),
+                        "yes".into(),
+                        "--cluster-config-file".into(),
+                        format!("nodes-{port}.conf"),
+                        "--cluster-node-timeout".into(),
+                        "1000".into(),
+                        "--cluster-require-full-coverage".into(),
+                        "no".into(),
+                        "--dir".into(),
+                        dir.path().display().to_string(),
+                    ],
+                )
+            })
+            .collect();
+        let addresses: Vec<String> = nodes
+            .iter()
+            .map(|node| format!("127.0.0.1:{}", node.port()))
+            .collect();
+        let created = Command::new("redis-cli")
+            .args(["--cluster", "create"])
+            .args(&addresses)
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .expect("redis-cli");
+        assert!(created.success(), "redis-cli --cluster create failed");
+        let cluster = RedisCluster { nodes, _dir: dir };
+        wait_for(
+            Duration::from_secs(20),
+            "the cluster is ok on every node",
+            || {
+                cluster.nodes.iter().all(|node| {
+                    node.command(&["CLUSTER", "INFO"])
+                        .is_some_and(|info| info.contains("cluster_state:ok"))
+                })
+            },
+        );
+        cluster
+    }
+
+    pub fn url(&self) -> String {
+        let nodes: Vec<String> = self
+            .nodes
+            .iter()
+            .map(|node| format!("127.0.0.1:{}", node.port()))
+            .collect();
+        format!("redis+cluster://{}", nodes.join(","))
+    }
+
+    /// The node that serves `key`'s slot.
+    pub fn node_of(&mut self, key: &str) -> &mut OwnRedis {
+        let slot: u16 = self.nodes[0]
+            .command(&["CLUSTER", "KEYSLOT", key])
+            .and_then(|slot| slot.parse().ok())
+            .expect("CLUSTER KEYSLOT");
+        let nodes = self.nodes[0]
+            .command(&["CLUSTER", "NODES"])
+            .expect("CLUSTER NODES");
+        let port = owner_port(&nodes, slot).expect("an owner of the slot");
+        self.nodes
+            .iter_mut()
+            .find(|node| node.port() == port)
+            .expect("the owner is one of ours")
+    }
+
+    /// How many keys each node holds.
+    pub fn key_counts(&self) -> Vec<u64> {
+        self.nodes
+            .iter()
+            .map(|node| {
+                node.command(&["DBSIZE"])
+                    .and_then(|n| n.parse().ok())
+                    .unwrap_or_default()
+            })
+            .collect()
+    }
+}
+
+/// From `CLUSTER NODES`, the port of the master serving `slot`.
+fn owner_port(nodes: &str, slot: u16) -> Option<u16> {
+    let contains = |range: &str| {
+        let (from, to) = range.split_once('-').unwrap_or((range, range));
+        match (from.parse::<u16>(), to.parse::<u16>()) {
+            (Ok(from), Ok(to)) => (from..=to).contains(&slot),
+            _ => false,
+        }
+    };
+    nodes.lines().find_map(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let is_master = fields.get(2)?.contains("master");
+        let serves = fields.iter().skip(8).any(|range| contains(range));
+        let port = fields.get(1)?.split(['@', ':']).nth(1)?.parse().ok()?;
+        (is_master && serves).then_some(port)
+    })
+}
+
+/// A Redis that speaks TLS only, with a certificate for localhost and 127.0.0.1 signed
+/// by a CA made for the test.
+pub struct TlsRedis {
+    pub server: OwnRedis,
+    pub ca_file: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl TlsRedis {
+    pub fn start() -> TlsRedis {
+        let dir = tempfile::tempdir().expect("temp dir");
+        make_certificates(dir.path());
+        let port = free_port();
+        let file = |name: &str| dir.path().join(name).display().to_string();
+        let spawned = Command::new("redis-server")
+            .args([
+                "--port",
+                "0",
+                "--tls-port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+            ])
+            .args(["--save", "", "--appendonly", "no"])
+            .args(["--tls-cert-file", &file("server.pem")])
+            .args(["--tls-key-file", &file("server.key")])
+            .args(["--tls-ca-cert-file", &file("ca.pem")])
+            .args(["--tls-auth-clients", "no"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("redis-server is needed for this test: {e}"));
+        let server = OwnRedis {
+            child: spawned,
+            port,
+            args: Vec::new(),
+        };
+        let ca = file("ca.pem");
+        wait_for(Duration::from_secs(10), "the TLS Redis answers", || {
+            Command::new("redis-cli")
+                .args([
+                    "--tls",
+                    "--cacert",
+                    &ca,
+                    "-h",
+                    "localhost",
+                    "-p",
+                    &port.to_string(),
+                    "PING",
+                ])
+                .output()
+                .is_ok_and(|out| String::from_utf8_lossy(&out.stdout).contains("PONG"))
+        });
+        TlsRedis {
+            server,
+            ca_file: dir.path().join("ca.pem"),
+            _dir: dir,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("rediss://localhost:{}/", self.server.port())
+    }
+}
+
+fn make_certificates(dir: &Path) {
+    let run = |args: &[&str]| {
+        let status = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .unwrap_or_else(|e| panic!("openssl is needed for this test: {e}"));
+        assert!(status.success(), "openssl {args:?} failed");
+    };
+    std::fs::write(
+        dir.join("server.ext"),
+        "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
+    )
+    .expect("extensions file");
+    run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=listings test CA",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+    ]);
+    run(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-subj",
+        "/CN=localhost",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+    ]);
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-extfile",
+        "server.ext",
+        "-out",
+        "server.pem",
+    ]);
 }
