@@ -13,6 +13,8 @@ pub struct OwnRedis {
     child: Child,
     port: u16,
     args: Vec<String>,
+    /// Its working directory: a replica's full sync writes an RDB file there.
+    _dir: tempfile::TempDir,
 }
 
 /// A port that is free, and whose cluster bus port (+10000) is free too.
@@ -36,10 +38,13 @@ impl OwnRedis {
     /// A redis-server on `port` with `args` added to the test defaults (a config file,
     /// which must come first, may lead them).
     pub fn start_with(port: u16, args: Vec<String>) -> OwnRedis {
+        let dir = tempfile::tempdir().expect("temp dir");
         let config_file = args.first().filter(|arg| !arg.starts_with("--"));
         let options = &args[usize::from(config_file.is_some())..];
         let spawned = Command::new("redis-server")
             .args(config_file)
+            .arg("--dir")
+            .arg(dir.path())
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no"])
             .args(options)
@@ -47,7 +52,12 @@ impl OwnRedis {
             .stderr(Stdio::null())
             .spawn();
         let child = spawned.unwrap_or_else(|e| panic!("redis-server is needed for this test: {e}"));
-        let redis = OwnRedis { child, port, args };
+        let redis = OwnRedis {
+            child,
+            port,
+            args,
+            _dir: dir,
+        };
         redis.wait_until_up();
         redis
     }
@@ -383,6 +393,7 @@ impl TlsRedis {
             child: spawned,
             port,
             args: Vec::new(),
+            _dir: tempfile::tempdir().expect("temp dir"),
         };
         let ca = file("ca.pem");
         wait_for(Duration::from_secs(10), "the TLS Redis answers", || {
