@@ -25,8 +25,13 @@ RUN touch src/main.rs src/lib.rs \
     && cargo build --release --locked --bin listings
 
 # ---- runtime ----------------------------------------------------------------
-# No TLS anywhere (plain postgres:// and redis://), so no ca-certificates.
 FROM debian:bookworm-slim
+
+# The public CAs, for rediss:// (TLS) Redis services; SSL_CERT_FILE adds a private one.
+# hadolint ignore=DL3008
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends ca-certificates \
+    && rm -rf /var/lib/apt/lists/*
 
 # /data is the working directory: without DATABASE_URL the embedded SQLite
 # database is ./listings.sqlite3 there, and a .env there is read if present.

@@ -235,6 +235,39 @@ async fn pending_postgres_migrations_name_listings_migrate() {
     succeeds(&env.run(&["list-properties"]), "list after migrate");
 }
 
+/// Replicas starting at the same moment each run `listings migrate` (as the Compose
+/// file's `web` does): the advisory lock makes them take turns, every one exits 0, and
+/// each migration is applied once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(not(listings_test_services), ignore = "needs PostgreSQL and Redis")]
+async fn replicas_migrating_at_once_apply_each_postgres_migration_once() {
+    let mut env = TestEnv::postgres_redis().await;
+    env.database_url = env.empty_postgres_database().await;
+    let started: Vec<_> = (0..4)
+        .map(|_| {
+            env.command(&["migrate"])
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .expect("spawn")
+        })
+        .collect();
+    for child in started {
+        succeeds(&child.wait_with_output().expect("wait"), "a concurrent migrate");
+    }
+    let status = succeeds(&env.run(&["migrate", "--status"]), "status");
+    assert!(status.contains("4 applied, 0 pending"), "{status}");
+    let psql = std::process::Command::new("psql")
+        .args([
+            env.database_url.as_str(),
+            "-Atc",
+            "SELECT count(*), count(DISTINCT version) FROM __diesel_schema_migrations",
+        ])
+        .output()
+        .expect("psql");
+    assert_eq!(stdout(&psql).trim(), "4|4", "{}", stderr(&psql));
+}
+
 /// `LISTINGS_TEST_DATABASE_URL` may name a database the server does not have yet.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[cfg_attr(not(listings_test_services), ignore = "needs PostgreSQL and Redis")]
