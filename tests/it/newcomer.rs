@@ -253,7 +253,10 @@ async fn replicas_migrating_at_once_apply_each_postgres_migration_once() {
         })
         .collect();
     for child in started {
-        succeeds(&child.wait_with_output().expect("wait"), "a concurrent migrate");
+        succeeds(
+            &child.wait_with_output().expect("wait"),
+            "a concurrent migrate",
+        );
     }
     let status = succeeds(&env.run(&["migrate", "--status"]), "status");
     assert!(status.contains("4 applied, 0 pending"), "{status}");

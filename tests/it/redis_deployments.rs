@@ -303,6 +303,58 @@ async fn a_cluster_master_killed_without_a_replica_fails_no_request() {
     );
 }
 
+/// The control keys' slot moved to another master while a server runs: clients follow
+/// ASK and MOVED, the new owner (another run id) retires every generation before it
+/// answers, a write after the move is on the next request, and hits resume.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[cfg_attr(not(listings_test_services), ignore = "needs PostgreSQL and Redis")]
+async fn the_control_slot_moved_to_another_master_serves_nothing_old() {
+    let mut env = TestEnv::postgres_redis().await;
+    let mut cluster = tokio::task::spawn_blocking(RedisCluster::start)
+        .await
+        .expect("Redis Cluster");
+    env.redis_url = Some(cluster.url());
+    create(&env, "Before");
+    let server = env.serve(&[]);
+    until_hit(&server, "/properties/", Duration::from_secs(5)).await;
+    let load = Load::start(&[&server], &["/properties/"], Duration::from_secs(30));
+
+    let control = format!("{{{}}}properties:generation", env.cache_prefix);
+    let from = cluster.node_of(&control).port();
+    let to = cluster
+        .nodes
+        .iter()
+        .map(|node| node.port())
+        .find(|port| *port != from)
+        .expect("another master");
+    let cluster = tokio::task::spawn_blocking(move || {
+        cluster.move_slot_of(&control, to);
+        cluster
+    })
+    .await
+    .expect("move the slot");
+    let moved = format!("{{{}}}properties:generation", env.cache_prefix);
+    let nodes_holding: Vec<u16> = cluster
+        .nodes
+        .iter()
+        .filter(|node| node.command(&["EXISTS", &moved]).as_deref() == Some("1"))
+        .map(|node| node.port())
+        .collect();
+    assert_eq!(nodes_holding, [to], "the counter moved with its slot");
+
+    create(&env, "After");
+    assert_eq!(
+        server.get("/properties/").await.titles(),
+        ["After", "Before"],
+        "{}",
+        server.log()
+    );
+    until_hit(&server, "/properties/", Duration::from_secs(5)).await;
+    let (sent, failures) = load.finish().await;
+    assert!(failures.is_empty(), "failed requests: {failures:?}");
+    assert!(sent > 50, "the load ran: {sent} requests");
+}
+
 /// On real cluster nodes: every script's keys share a slot (the cluster would refuse
 /// them otherwise), the control keys sit on one master, entries on all of them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -326,6 +326,55 @@ impl RedisCluster {
             .expect("the owner is one of ours")
     }
 
+    /// Moves the slot of `key` to the node on `to`, keys and all, the way resharding
+    /// does (IMPORTING / MIGRATING, MIGRATE, then the new owner announced): clients
+    /// meet ASK while it moves and MOVED after.
+    pub fn move_slot_of(&mut self, key: &str, to: u16) {
+        let from = self.node_of(key).port();
+        assert_ne!(from, to, "the slot is already there");
+        let id = |port: u16| redis_cli(port, &["CLUSTER", "MYID"]).expect("CLUSTER MYID");
+        let (from_id, to_id) = (id(from), id(to));
+        let slot = redis_cli(from, &["CLUSTER", "KEYSLOT", key]).expect("CLUSTER KEYSLOT");
+        let setslot = |port: u16, args: &[&str]| {
+            let mut command = vec!["CLUSTER", "SETSLOT", slot.as_str()];
+            command.extend_from_slice(args);
+            assert_eq!(
+                redis_cli(port, &command).as_deref(),
+                Some("OK"),
+                "{command:?}"
+            );
+        };
+        setslot(to, &["IMPORTING", &from_id]);
+        setslot(from, &["MIGRATING", &to_id]);
+        loop {
+            let keys = redis_cli(from, &["CLUSTER", "GETKEYSINSLOT", &slot, "100"])
+                .expect("CLUSTER GETKEYSINSLOT");
+            let keys: Vec<&str> = keys.lines().filter(|k| !k.is_empty()).collect();
+            if keys.is_empty() {
+                break;
+            }
+            let port = to.to_string();
+            let mut migrate = vec![
+                "MIGRATE",
+                "127.0.0.1",
+                port.as_str(),
+                "",
+                "0",
+                "5000",
+                "KEYS",
+            ];
+            migrate.extend(keys);
+            assert_eq!(redis_cli(from, &migrate).as_deref(), Some("OK"), "MIGRATE");
+        }
+        setslot(to, &["NODE", &to_id]);
+        setslot(from, &["NODE", &to_id]);
+        for node in &self.nodes {
+            if node.port() != from && node.port() != to {
+                setslot(node.port(), &["NODE", &to_id]);
+            }
+        }
+    }
+
     /// How many keys each node holds.
     pub fn key_counts(&self) -> Vec<u64> {
         self.nodes
