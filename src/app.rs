@@ -9,6 +9,7 @@ use crate::config::{AdminToken, ByteSize, DatabaseUrl, KeyPrefix, RedisUrl};
 use crate::db::data_version::CommitWatch;
 use crate::db::{Db, DbError, DbSettings};
 use crate::metrics::Metrics;
+use crate::metrics::events::Cause;
 use crate::server::HttpLimits;
 use crate::services::Backends;
 
@@ -124,7 +125,11 @@ impl App {
         let sqlite_writes = match (&settings.database_url, role) {
             (DatabaseUrl::Sqlite(path), Role::Server) => {
                 let probe = CommitWatch::open(path, &settings.db)?;
-                cache.invalidate_everything().await;
+                cache
+                    .invalidate_everything(Cause::recovery(
+                        "server started: what changed while it was down retired",
+                    ))
+                    .await;
                 Some(probe)
             }
             _ => None,

@@ -12,13 +12,18 @@ use tokio::net::TcpListener;
 
 use crate::app::{App, AppState, Role, Settings};
 use crate::http::build_router;
-use crate::{server, services};
+use crate::{dashboard, server, services};
+
+/// The admin address serves a few operators, not the public.
+const ADMIN_CONNECTIONS: usize = 64;
 
 pub struct Application {
     app: AppState,
     listener: TcpListener,
     address: SocketAddr,
     max_connections: usize,
+    /// The operator's address (dashboard, metrics), when turned on.
+    admin: Option<(TcpListener, SocketAddr)>,
 }
 
 impl Application {
@@ -43,7 +48,23 @@ impl Application {
             listener,
             address,
             max_connections,
+            admin: None,
         })
+    }
+
+    /// Also serves the dashboard and `/metrics` on `bind` (see `dashboard`).
+    pub fn with_admin(mut self, bind: SocketAddr) -> anyhow::Result<Application> {
+        let listener = server::listen(bind)
+            .with_context(|| format!("cannot listen on the admin address {bind}"))?;
+        let address = listener
+            .local_addr()
+            .context("cannot read the bound admin address")?;
+        self.admin = Some((listener, address));
+        Ok(self)
+    }
+
+    pub fn admin_address(&self) -> Option<SocketAddr> {
+        self.admin.as_ref().map(|(_, address)| *address)
     }
 
     pub fn address(&self) -> SocketAddr {
@@ -57,6 +78,7 @@ impl Application {
 
     /// Serves until `shutdown` resolves, then drains (see `server`).
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()>) {
+        dashboard::announce(self.admin_address());
         tracing::info!(
             "listening on http://{}; database: {}; cache: {}; at most {} connections",
             self.address,
@@ -65,14 +87,28 @@ impl Application {
             self.max_connections
         );
         let limits = self.app.settings.http;
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let admin = self.admin.map(|(listener, _)| {
+            let router = dashboard::router(self.app.clone(), self.address);
+            let mut stopped = stopped.clone();
+            tokio::spawn(server::serve(
+                listener,
+                router,
+                limits,
+                ADMIN_CONNECTIONS,
+                async move {
+                    let _ = stopped.wait_for(|stop| *stop).await;
+                },
+            ))
+        });
         let router = build_router(self.app);
-        server::serve(
-            self.listener,
-            router,
-            limits,
-            self.max_connections,
-            shutdown,
-        )
+        server::serve(self.listener, router, limits, self.max_connections, async {
+            shutdown.await;
+            stop.send_replace(true);
+        })
         .await;
+        if let Some(admin) = admin {
+            let _ = admin.await;
+        }
     }
 }

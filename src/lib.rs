@@ -20,6 +20,7 @@ pub mod cache;
 pub mod cause;
 pub mod cli;
 pub mod config;
+pub mod dashboard;
 pub mod db;
 pub mod domain;
 pub mod error;

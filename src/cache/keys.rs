@@ -9,7 +9,8 @@
 //!   - `{prefix}{resource}:master`: the run id of the master that wrote the counter: any
 //!     other master inherited it and retires every generation first;
 //!   - `{prefix}near`: near-cache leases and the generations servers confirmed;
-//!   - `{prefix}stats:{kind}:hits` / `:misses`: counters shared by every process;
+//!   - `{prefix}stats:{kind}:hits` / `:misses`, `{prefix}stats:requests`,
+//!     `{prefix}stats:db_queries`: counters shared by every process;
 //! - entries, spread over every master by a hash tag of their own:
 //!   `{prefix}{resource}:{g{generation}:{kind}:{name}}`, and their load lease
 //!   `…}:lease` in the same slot. An entry is valid while the counter still holds its
@@ -205,6 +206,19 @@ impl KeySpace {
 
     pub fn misses(&self, kind: CacheKind) -> String {
         self.control(&format!("stats:{}:misses", kind.name()))
+    }
+
+    /// The shared counters, in the order of [`KeySpace::shared_counters`]'s readers:
+    /// hits and misses per kind, then requests, then database queries.
+    pub fn shared_counters(&self) -> Vec<String> {
+        let mut keys = Vec::new();
+        for kind in CacheKind::ALL {
+            keys.push(self.hits(kind));
+            keys.push(self.misses(kind));
+        }
+        keys.push(self.control("stats:requests"));
+        keys.push(self.control("stats:db_queries"));
+        keys
     }
 }
 

@@ -31,6 +31,7 @@ use crate::cache::redis::{Lookup, RedisCache};
 use crate::cache::single_flight::SingleFlight;
 use crate::cache::values::CacheValue;
 use crate::config::RedisUrl;
+use crate::metrics::events::Cause;
 use crate::metrics::{CacheKind, Metrics};
 use crate::test_hooks::{Point, TestHooks};
 
@@ -192,6 +193,20 @@ impl Cache {
         }
     }
 
+    /// `in-process`, or the Redis backend's state.
+    pub fn status(&self) -> CacheBackendStatus {
+        match &self.backend {
+            Backend::Memory(_) => CacheBackendStatus {
+                kind: "in-process",
+                redis: None,
+            },
+            Backend::Redis(redis) => CacheBackendStatus {
+                kind: "redis",
+                redis: Some(redis.status()),
+            },
+        }
+    }
+
     pub fn redis_backend(&self) -> Option<&RedisCache> {
         match &self.backend {
             Backend::Redis(redis) => Some(redis),
@@ -281,22 +296,31 @@ impl Cache {
         }
     }
 
-    /// Retires every cached list and page of `resource`; false when that could not
-    /// reach the cache. This process then serves nothing cached until it can retire it,
-    /// but other processes sharing the cache do not know: the caller must tell them.
-    pub async fn invalidate(&self, resource: Resource) -> bool {
+    /// Retires every cached list and page of `resource`, and records why (the
+    /// dashboard's markers; with Redis, the other servers hear it too); false when that
+    /// could not reach the cache. This process then serves nothing cached until it can
+    /// retire it, but other processes sharing the cache do not know: the caller must
+    /// tell them.
+    pub async fn invalidate(&self, resource: Resource, cause: Cause<'_>) -> bool {
+        self.metrics.record_invalidation(cause);
+        self.retire(resource, cause).await
+    }
+
+    async fn retire(&self, resource: Resource, cause: Cause<'_>) -> bool {
         match &self.backend {
             Backend::Memory(memory) => {
                 memory.bump(resource);
                 true
             }
-            Backend::Redis(redis) => redis.bump(resource).await,
+            Backend::Redis(redis) => redis.bump(resource, cause).await,
         }
     }
 
-    pub async fn invalidate_everything(&self) {
+    /// Every resource, recorded as one invalidation.
+    pub async fn invalidate_everything(&self, cause: Cause<'_>) {
+        self.metrics.record_invalidation(cause);
         for resource in Resource::ALL {
-            self.invalidate(resource).await;
+            self.retire(resource, cause).await;
         }
     }
 
@@ -361,6 +385,12 @@ impl Cache {
             tracing::debug!(key = %entry.at(generation), "not cached: a write retired this generation, or the cache is unavailable");
         }
     }
+}
+
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct CacheBackendStatus {
+    pub kind: &'static str,
+    pub redis: Option<redis::RedisStatus>,
 }
 
 /// FNV-1a, 64 bits: a stable hash (unlike `DefaultHasher`) for tags shared between

@@ -25,6 +25,8 @@ use tokio::time::Instant;
 use crate::cache::keys::{KeySpace, Resource};
 use crate::cache::redis_link::RedisLink;
 use crate::config::RedisNode;
+use crate::metrics::Metrics;
+use crate::metrics::events::{Cause, Origin};
 use crate::test_hooks::Point;
 
 /// How long a lease lasts in Redis: the longest a writer waits for a server that
@@ -106,6 +108,7 @@ impl NearLease {
 /// What the lease keeper needs of the Redis backend.
 pub struct Context {
     pub link: RedisLink,
+    pub metrics: Arc<Metrics>,
     pub keys: KeySpace,
     pub lease: Arc<NearLease>,
     pub hooks: Arc<crate::test_hooks::TestHooks>,
@@ -150,9 +153,15 @@ async fn hold(context: &Context) -> String {
                 let Ok(payload) = message.get_payload::<String>() else {
                     continue;
                 };
-                if let Some((resource, generation)) = parse(&payload) {
+                if let Some((resource, generation, news)) = parse(&payload) {
                     context.hooks.pause(Point::BeforeNearConfirm).await;
                     lease.learn(resource, generation);
+                    if let Some(news) = news.filter(|news| news.is_a_write_elsewhere(lease)) {
+                        context.metrics.record_invalidation(Cause {
+                            what: news.what,
+                            origin: Origin::OtherProcess,
+                        });
+                    }
                     if let Err(e) = confirm(context, &renew, master.as_ref(), &mut registered).await {
                         return e;
                     }
@@ -241,9 +250,42 @@ async fn renew_once(
     }
 }
 
-/// `properties:1795667662534988`.
-fn parse(payload: &str) -> Option<(Resource, u64)> {
-    let (name, generation) = payload.split_once(':')?;
+/// What a bump tells the servers besides the generation: which process made it, and
+/// why. `<process>:<origin>:<what>`.
+pub struct News<'a> {
+    process: &'a str,
+    origin: Origin,
+    what: &'a str,
+}
+
+impl NearLease {
+    /// The news of a bump this process makes.
+    pub fn news(&self, cause: Cause<'_>) -> String {
+        format!("{}:{}:{}", self.id, cause.origin.name(), cause.what)
+    }
+}
+
+impl News<'_> {
+    /// A write through another process (each server records its own recoveries and
+    /// the out-of-band changes it hears of).
+    fn is_a_write_elsewhere(&self, lease: &NearLease) -> bool {
+        self.process != lease.id && self.origin == Origin::ThisProcess
+    }
+}
+
+/// `properties:1795667662534988:<news>`.
+fn parse(payload: &str) -> Option<(Resource, u64, Option<News<'_>>)> {
+    let mut parts = payload.splitn(5, ':');
+    let name = parts.next()?;
     let resource = Resource::ALL.into_iter().find(|r| r.name() == name)?;
-    Some((resource, generation.parse().ok()?))
+    let generation = parts.next()?.parse().ok()?;
+    let news = match (parts.next(), parts.next(), parts.next()) {
+        (Some(process), Some(origin), Some(what)) => Some(News {
+            process,
+            origin: Origin::from_name(origin)?,
+            what,
+        }),
+        _ => None,
+    };
+    Some((resource, generation, news))
 }

@@ -32,7 +32,8 @@ use crate::cache::redis_link::{
 };
 use crate::config::{RedisDeployment, RedisUrl};
 use crate::logging::{Failure, log_limited};
-use crate::metrics::{CacheKind, HitsMisses, Metrics};
+use crate::metrics::events::Cause;
+use crate::metrics::{CacheKind, Counts, HitsMisses, Metrics};
 
 /// How long Redis is skipped after a failure.
 const BREAKER_OPEN_FOR: Duration = Duration::from_secs(1);
@@ -99,12 +100,12 @@ redis.call('DEL', KEYS[2])
 return 1
 ";
 
-/// KEYS: counter, master, registry. ARGV: initial generation, channel, resource.
-/// Publishes `resource:generation` to the servers.
+/// KEYS: counter, master, registry. ARGV: initial generation, channel, resource, news.
+/// Publishes `resource:generation:news` to the servers (see `near_lease::News`).
 const BUMP: &str = r"
 generation(KEYS[1], KEYS[2], KEYS[3], ARGV[1])
 local g = redis.call('INCR', KEYS[1])
-redis.call('PUBLISH', ARGV[2], ARGV[3] .. ':' .. string.format('%.0f', g))
+redis.call('PUBLISH', ARGV[2], ARGV[3] .. ':' .. string.format('%.0f', g) .. ':' .. ARGV[4])
 return g
 ";
 
@@ -159,6 +160,8 @@ struct Health {
     /// skipped after a failure.
     slots: Option<Box<[AtomicU64]>>,
     started: Instant,
+    /// When (ms after `started`, plus one) a call last succeeded; 0: none yet.
+    last_ok: AtomicU64,
     /// Counts failures: any of them may have eaten an invalidation, so nothing cached
     /// may be served until every generation has been bumped after it.
     failures: AtomicU64,
@@ -202,6 +205,7 @@ impl RedisCache {
             slots: matches!(url.deployment(), RedisDeployment::Cluster { .. })
                 .then(|| (0..CLUSTER_SLOTS).map(|_| AtomicU64::new(0)).collect()),
             started: Instant::now(),
+            last_ok: AtomicU64::new(0),
             failures: AtomicU64::new(0),
             resynced_through: AtomicU64::new(0),
         };
@@ -230,6 +234,7 @@ impl RedisCache {
             link: self.link.clone(),
             keys: self.keys.clone(),
             lease: self.near.clone(),
+            metrics: self.metrics.clone(),
             hooks,
         }));
         tokio::spawn(flush_counts_forever(
@@ -353,17 +358,17 @@ impl RedisCache {
     /// its near-cache has confirmed that (or lost its lease). False when Redis could not
     /// be reached: the resync flag then makes sure nothing from before is served by this
     /// process until a later bump succeeds, and the caller must tell the others.
-    pub async fn bump(&self, resource: Resource) -> bool {
+    pub async fn bump(&self, resource: Resource, cause: Cause<'_>) -> bool {
         if !self.ready().await {
             return false;
         }
-        match self.bump_unchecked(resource).await {
+        match self.bump_unchecked(resource, cause).await {
             Some(generation) => self.wait_for_acks(generation).await,
             None => false,
         }
     }
 
-    async fn bump_unchecked(&self, resource: Resource) -> Option<u64> {
+    async fn bump_unchecked(&self, resource: Resource, cause: Cause<'_>) -> Option<u64> {
         if self.link.may_have_two_masters() {
             // Never onto a master the sentinels have given up: it would be lost.
             self.guarded("ask the sentinels", self.link.named_master())
@@ -377,6 +382,7 @@ impl RedisCache {
             .arg(initial_generation())
             .arg(self.keys.generations_channel())
             .arg(resource.name())
+            .arg(self.near.news(cause))
             .invoke_async::<u64>(&mut conn);
         self.guarded("invalidate", call).await
     }
@@ -427,30 +433,48 @@ impl RedisCache {
             misses: sum("keyspace_misses"),
         };
         let mut conn = self.link.conn();
-        let mut counter_keys = Vec::new();
-        for kind in CacheKind::ALL {
-            counter_keys.push(self.keys.hits(kind));
-            counter_keys.push(self.keys.misses(kind));
-        }
-        let counts: Vec<Option<u64>> = redis::cmd("MGET")
-            .arg(&counter_keys)
-            .query_async(&mut conn)
-            .await?;
+        let shared = read_shared_counts(&mut conn, &self.keys).await?;
         let per_kind = CacheKind::ALL
-            .iter()
-            .zip(counts.chunks(2))
-            .map(|(kind, pair)| {
-                let at = |i: usize| pair.get(i).copied().flatten().unwrap_or_default();
-                (
-                    *kind,
-                    HitsMisses {
-                        hits: at(0),
-                        misses: at(1),
-                    },
-                )
-            })
+            .into_iter()
+            .map(|kind| (kind, shared.kind(kind)))
             .collect();
         Ok(RedisStats { keyspace, per_kind })
+    }
+
+    /// The sums of every process's counters, as last flushed (each process flushes once
+    /// a second); `None` when Redis does not answer.
+    pub async fn shared_counts(&self) -> Option<Counts> {
+        if self.skipping() {
+            return None;
+        }
+        // Only the dashboard reads these: a failure here is no cache failure.
+        let mut conn = self.link.conn();
+        let read = read_shared_counts(&mut conn, &self.keys);
+        tokio::time::timeout(RESPONSE_TIMEOUT, read)
+            .await
+            .ok()?
+            .ok()
+    }
+
+    /// What the dashboard shows of this backend.
+    pub fn status(&self) -> RedisStatus {
+        let owed = self.health.resynced_through.load(Ordering::Acquire)
+            < self.health.failures.load(Ordering::Acquire);
+        let state = if self.skipping() {
+            "circuit open"
+        } else if owed {
+            "resyncing"
+        } else if self.health.last_ok.load(Ordering::Relaxed) == 0 {
+            "connecting"
+        } else {
+            "connected"
+        };
+        RedisStatus {
+            url: self.url.to_string(),
+            state,
+            near_lease: self.near.generation(Resource::Properties).is_some(),
+            topology: self.link.topology(),
+        }
     }
 
     /// False while the breaker is open, or while a resync is owed and cannot be paid.
@@ -462,8 +486,10 @@ impl RedisCache {
         if self.health.resynced_through.load(Ordering::Acquire) >= failures {
             return true;
         }
+        let cause =
+            Cause::recovery("Redis answers again: everything cached before the failure retired");
         for resource in Resource::ALL {
-            if self.bump_unchecked(resource).await.is_none() {
+            if self.bump_unchecked(resource, cause).await.is_none() {
                 return false;
             }
         }
@@ -473,6 +499,7 @@ impl RedisCache {
             .fetch_max(failures, Ordering::AcqRel)
             < failures
         {
+            self.metrics.record_invalidation(cause);
             tracing::info!(redis = %self.url, "Redis answers again: retired everything cached before the failure");
         }
         self.health.resynced_through.load(Ordering::Acquire)
@@ -527,7 +554,12 @@ impl RedisCache {
     ) -> Option<T> {
         // The first call of a connection also connects and may load the script.
         let error = match tokio::time::timeout(CONNECT_TIMEOUT + RESPONSE_TIMEOUT, call).await {
-            Ok(Ok(value)) => return Some(value),
+            Ok(Ok(value)) => {
+                self.health
+                    .last_ok
+                    .store(self.health.millis() + 1, Ordering::Relaxed);
+                return Some(value);
+            }
             Ok(Err(e)) => e.to_string(),
             Err(_) => "timed out".to_owned(),
         };
@@ -546,32 +578,55 @@ impl RedisCache {
 /// The counts already added to Redis, so each flush adds only what is new.
 #[derive(Default)]
 struct Flushed {
-    counts: [HitsMisses; CacheKind::ALL.len()],
+    counts: Counts,
 }
 
 impl Flushed {
     async fn flush(&mut self, conn: &mut RedisConnection, keys: &KeySpace, metrics: &Metrics) {
-        let mut pipe = redis::pipe();
-        let mut now = self.counts;
-        for (i, kind) in CacheKind::ALL.into_iter().enumerate() {
-            now[i] = metrics.cache(kind);
-            let hits = now[i].hits - self.counts[i].hits;
-            let misses = now[i].misses - self.counts[i].misses;
-            if hits > 0 {
-                pipe.incr(keys.hits(kind), hits).ignore();
-            }
-            if misses > 0 {
-                pipe.incr(keys.misses(kind), misses).ignore();
-            }
-        }
-        if now == self.counts {
+        let now = metrics.counts();
+        let new = now.since(&self.counts);
+        if new == Counts::default() {
             return;
+        }
+        let mut pipe = redis::pipe();
+        for (key, count) in keys.shared_counters().into_iter().zip(counter_values(&new)) {
+            if count > 0 {
+                pipe.incr(key, count).ignore();
+            }
         }
         let sent = tokio::time::timeout(RESPONSE_TIMEOUT, pipe.query_async::<()>(conn)).await;
         if let Ok(Ok(())) = sent {
             self.counts = now;
         }
     }
+}
+
+/// The values of `counts` in the order of [`KeySpace::shared_counters`].
+fn counter_values(counts: &Counts) -> Vec<u64> {
+    let mut values = Vec::new();
+    for kind in CacheKind::ALL {
+        values.push(counts.kind(kind).hits);
+        values.push(counts.kind(kind).misses);
+    }
+    values.push(counts.requests);
+    values.push(counts.db_queries);
+    values
+}
+
+async fn read_shared_counts(conn: &mut RedisConnection, keys: &KeySpace) -> RedisResult<Counts> {
+    let values: Vec<Option<u64>> = redis::cmd("MGET")
+        .arg(keys.shared_counters())
+        .query_async(conn)
+        .await?;
+    let at = |i: usize| values.get(i).copied().flatten().unwrap_or_default();
+    Ok(Counts {
+        cache: std::array::from_fn(|k| HitsMisses {
+            hits: at(2 * k),
+            misses: at(2 * k + 1),
+        }),
+        requests: at(2 * CacheKind::ALL.len()),
+        db_queries: at(2 * CacheKind::ALL.len() + 1),
+    })
 }
 
 /// How often a server adds its counts to the shared ones (`cache-metrics` lags by at
@@ -586,6 +641,19 @@ async fn flush_counts_forever(mut conn: RedisConnection, keys: KeySpace, metrics
         every.tick().await;
         flushed.flush(&mut conn, &keys, &metrics).await;
     }
+}
+
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct RedisStatus {
+    /// Without its password.
+    pub url: String,
+    /// `connected`, `connecting`, `circuit open` (skipped after a failure) or
+    /// `resyncing` (answering again, everything to be retired first).
+    pub state: &'static str,
+    /// This server serves ready responses from its memory.
+    pub near_lease: bool,
+    #[serde(flatten)]
+    pub topology: crate::cache::redis_link::Topology,
 }
 
 pub struct RedisStats {

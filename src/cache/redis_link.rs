@@ -26,6 +26,14 @@ use crate::config::{Credentials, RedisDeployment, RedisNode, RedisUrl};
 pub const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
 pub const RESPONSE_TIMEOUT: Duration = Duration::from_millis(500);
 
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Topology {
+    /// `single`, `sentinel` or `cluster`.
+    pub deployment: &'static str,
+    pub master: Option<String>,
+    pub nodes: Vec<String>,
+}
+
 /// How the cache reaches Redis; cheap to clone.
 #[derive(Clone)]
 pub struct RedisLink {
@@ -155,6 +163,28 @@ impl RedisLink {
                 let node = self.conn.clone().cluster_node_of(control_key).await?;
                 Ok((seeds.client(&node)?.get_async_pubsub().await?, None))
             }
+        }
+    }
+
+    /// Which deployment, its master (Sentinel: the one in use) and its nodes (Cluster:
+    /// the seeds of the URL), for the dashboard.
+    pub fn topology(&self) -> Topology {
+        match &*self.endpoint {
+            Endpoint::Single(_) => Topology {
+                deployment: "single",
+                master: None,
+                nodes: Vec::new(),
+            },
+            Endpoint::Sentinel(sentinel) => Topology {
+                deployment: "sentinel",
+                master: sentinel.current().map(|master| master.node.to_string()),
+                nodes: Vec::new(),
+            },
+            Endpoint::Cluster(seeds) => Topology {
+                deployment: "cluster",
+                master: None,
+                nodes: seeds.nodes.iter().map(RedisNode::to_string).collect(),
+            },
         }
     }
 

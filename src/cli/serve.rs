@@ -17,6 +17,9 @@ pub struct Opts {
     /// Address to listen on; port 0 picks a free port (the log line names it)
     #[arg(long, env = "LISTINGS_BIND", default_value_t = crate::server::DEFAULT_BIND)]
     pub bind: SocketAddr,
+    /// Address of the operator's dashboard (/dashboard) and /metrics; off unless set
+    #[arg(long, env = "LISTINGS_ADMIN_BIND", value_name = "ADDRESS")]
+    pub admin_bind: Option<SocketAddr>,
     /// Seconds a whole response stays cached (writes retire it sooner)
     #[arg(long, env = "LISTINGS_VIEW_TTL", value_name = "SECONDS",
           default_value_t = Ttl(DEFAULT_VIEW_TTL))]
@@ -67,10 +70,11 @@ pub async fn run(opts: Opts, global: &GlobalOpts) -> anyhow::Result<()> {
         },
         ..global.settings()
     };
-    Application::build(settings, opts.bind)
-        .await?
-        .run_until_stopped(shutdown_signal())
-        .await;
+    let mut application = Application::build(settings, opts.bind).await?;
+    if let Some(admin) = opts.admin_bind {
+        application = application.with_admin(admin)?;
+    }
+    application.run_until_stopped(shutdown_signal()).await;
     tracing::info!("stopped");
     Ok(())
 }

@@ -6,8 +6,8 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::LazyLock;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, LazyLock};
 use std::task::{Context, Poll};
 use std::time::Instant;
 
@@ -16,6 +16,8 @@ use axum::http::HeaderValue;
 use axum::response::Response;
 use tower::Service;
 use tracing::Instrument as _;
+
+use crate::metrics::Metrics;
 
 pub const REQUEST_ID: &str = "x-request-id";
 
@@ -44,15 +46,17 @@ fn usable(id: &HeaderValue) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
 }
 
-/// The outermost service: gives every request its id and logs its access line.
+/// The outermost service: gives every request its id, logs its access line, and
+/// counts it with its latency.
 #[derive(Clone, Debug)]
 pub struct AccessLog<S> {
     inner: S,
+    metrics: Arc<Metrics>,
 }
 
 impl<S> AccessLog<S> {
-    pub fn new(inner: S) -> AccessLog<S> {
-        AccessLog { inner }
+    pub fn new(inner: S, metrics: Arc<Metrics>) -> AccessLog<S> {
+        AccessLog { inner, metrics }
     }
 }
 
@@ -83,8 +87,10 @@ where
             .then(|| (request.method().clone(), request.uri().clone()));
         let span = tracing::info_span!("request", request_id = id.to_str().unwrap_or("-"));
         let response = self.inner.call(request).instrument(span);
+        let metrics = self.metrics.clone();
         Box::pin(async move {
             let Ok(mut response) = response.await;
+            metrics.record_request(started.elapsed());
             if let Some((method, uri)) = logged {
                 let cache = response
                     .headers()

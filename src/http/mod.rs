@@ -81,7 +81,8 @@ pub fn build_router(state: AppState) -> HttpService {
         .layer(Extension(ops::OpenApiJson(Arc::new(json))))
         .fallback(route_not_found)
         .method_not_allowed_fallback(route_method_not_allowed);
-    AccessLog::new(ViewCache::new(state, router))
+    let metrics = state.metrics.clone();
+    AccessLog::new(ViewCache::new(state, router), metrics)
 }
 
 async fn route_not_found() -> ApiError {

@@ -15,6 +15,7 @@
 
 mod watchdog;
 
+use std::convert::Infallible;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,10 +25,9 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-use tower::ServiceExt as _;
+use tower::{Service, ServiceExt as _};
 
 use crate::config::human_duration;
-use crate::http::HttpService;
 use crate::logging::{Failure, log_limited};
 use watchdog::{Activity, Watched};
 
@@ -117,13 +117,19 @@ pub fn connection_cap(configured: Option<usize>, reserved_for_database: usize) -
 
 /// Serves `router` on `listener` until `shutdown` resolves, then drains (see the module
 /// documentation). Returns once every connection is closed.
-pub async fn serve(
+pub async fn serve<S>(
     listener: TcpListener,
-    router: HttpService,
+    router: S,
     limits: HttpLimits,
     max_connections: usize,
     shutdown: impl Future<Output = ()>,
-) {
+) where
+    S: Service<axum::extract::Request, Response = axum::response::Response, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
     let slots = Arc::new(Semaphore::new(max_connections));
     let graceful = GracefulShutdown::new();
     let mut shutdown = std::pin::pin!(shutdown);
@@ -168,13 +174,19 @@ pub async fn serve(
 }
 
 /// One client connection, until it closes, its deadline passes, or shutdown ends it.
-async fn connection(
+async fn connection<S>(
     stream: TcpStream,
-    router: HttpService,
+    router: S,
     limits: HttpLimits,
     _slot: OwnedSemaphorePermit,
     graceful: hyper_util::server::graceful::Watcher,
-) {
+) where
+    S: Service<axum::extract::Request, Response = axum::response::Response, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
     // Responses are written whole; waiting for more bytes to coalesce only adds latency.
     let _ = stream.set_nodelay(true);
     let activity = Arc::new(Activity::new());

@@ -18,6 +18,7 @@ use crate::cache::keys::Resource;
 use crate::config::DatabaseUrl;
 use crate::db::connect::{self, PgSession};
 use crate::db::notify::CHANNEL;
+use crate::metrics::events::{Cause, Origin};
 use crate::test_hooks::Point;
 
 /// A silent connection is probed this often, so a dead one is noticed and replaced.
@@ -85,7 +86,11 @@ async fn connect_and_listen(
     .map_err(|_| anyhow::anyhow!("LISTEN got no answer"))?
     .context("LISTEN failed")?;
     // Changes committed before LISTEN took effect were not heard: retire everything.
-    app.cache().invalidate_everything().await;
+    app.cache()
+        .invalidate_everything(Cause::recovery(
+            "listening for database changes: what changed unheard retired",
+        ))
+        .await;
     app.metrics.record_listener_connect();
     tracing::info!("listening for database changes on channel {CHANNEL}");
     Ok(conn)
@@ -138,10 +143,20 @@ async fn invalidate_changed(app: &App, payloads: &[String]) {
     let own_origin = app.cache().origin_tag();
     let shared_cache = app.cache().redis_backend().is_some();
     let mut changed = Vec::new();
+    let mut cause = Cause {
+        what: "change committed by another process",
+        origin: Origin::OtherProcess,
+    };
     for payload in payloads {
         let (table, origin) = payload.split_once(':').unwrap_or((payload, ""));
         if shared_cache && origin == own_origin {
             continue;
+        }
+        if origin.is_empty() {
+            cause = Cause {
+                what: "out-of-band change (made outside listings)",
+                origin: Origin::OutOfBand,
+            };
         }
         match Resource::ALL.into_iter().find(|r| r.name() == table) {
             Some(resource) if !changed.contains(&resource) => changed.push(resource),
@@ -150,7 +165,7 @@ async fn invalidate_changed(app: &App, payloads: &[String]) {
         }
     }
     for &resource in &changed {
-        app.cache().invalidate(resource).await;
+        app.cache().invalidate(resource, cause).await;
     }
     if !changed.is_empty() {
         tracing::debug!(

@@ -16,6 +16,7 @@ use crate::cache::Cache;
 use crate::db::data_version::CommitWatch;
 use crate::db::{Db, DbError};
 use crate::domain::ValidationErrors;
+use crate::metrics::events::{Cause, Origin};
 
 /// The database and the cache of an [`App`], for services only.
 pub struct Backends {
@@ -50,15 +51,20 @@ impl App {
         self.cache().describe()
     }
 
+    pub fn cache_status(&self) -> crate::cache::CacheBackendStatus {
+        self.cache().status()
+    }
+
+    /// Every process's counters summed (Redis mode); `None` with the in-process cache
+    /// or when Redis does not answer.
+    pub async fn shared_counts(&self) -> Option<crate::metrics::Counts> {
+        self.cache().redis_backend()?.shared_counts().await
+    }
+
     /// Adds this process's hit and miss counts to the shared ones (Redis), for a
     /// command about to exit; servers do it once a second.
     pub async fn flush_counts(&self) {
         self.cache().flush_counts().await;
-    }
-
-    /// Retires everything cached: what changed while nobody watched cannot be known.
-    pub async fn retire_everything_cached(&self) {
-        self.cache().invalidate_everything().await;
     }
 
     /// Waits (at most `limit`) to learn whether writes the database did not confirm were
@@ -127,7 +133,12 @@ async fn catch_up_with_other_writers(app: &App) {
     // change counts as seen only once the cache is retired, so no request can read
     // the cache between a commit and its invalidation.
     if let Some(change) = watch.changed() {
-        app.cache().invalidate_everything().await;
+        app.cache()
+            .invalidate_everything(Cause {
+                what: "change committed by another process",
+                origin: Origin::OtherProcess,
+            })
+            .await;
         watch.acknowledge(change);
         tracing::debug!("cache invalidated: the database changed since the last request");
     }

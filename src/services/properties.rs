@@ -8,6 +8,7 @@ use crate::cache::keys::{AllPropertiesKey, PropertyKey, PropertyQueryKey, Resour
 use crate::db::DbError;
 use crate::db::models::{Property, PropertyPage};
 use crate::domain::{NewProperty, PropertyChanges, PropertyQuery};
+use crate::metrics::events::Cause;
 use crate::services::{ServiceError, catch_up_with_other_writers};
 use crate::test_hooks::Point;
 
@@ -107,7 +108,12 @@ where
     if let Err(e) = &imported
         && let Some(DbError::OutcomeUnknown(_)) = e.downcast_ref::<DbError>()
     {
-        app.cache().invalidate(Resource::Properties).await;
+        app.cache()
+            .invalidate(
+                Resource::Properties,
+                Cause::this_process("an import the database did not confirm"),
+            )
+            .await;
     }
     let inserted = imported?;
     if inserted > 0 {
@@ -120,7 +126,12 @@ where
 /// as well (the database layer tells every server again if the commit lands later).
 async fn after_write<T>(app: &App, result: Result<T, DbError>) -> Result<T, ServiceError> {
     if let Err(DbError::OutcomeUnknown(_)) = &result {
-        app.cache().invalidate(Resource::Properties).await;
+        app.cache()
+            .invalidate(
+                Resource::Properties,
+                Cause::this_process("a write the database did not confirm"),
+            )
+            .await;
     }
     Ok(result?)
 }
@@ -129,7 +140,21 @@ async fn after_write<T>(app: &App, result: Result<T, DbError>) -> Result<T, Serv
 /// reader can cache the state from before the commit afterwards.
 async fn invalidate_after_commit(app: &App, what: &str) {
     app.cache().hooks().pause(Point::BeforeInvalidate).await;
-    if app.cache().invalidate(Resource::Properties).await {
+    // A SQLite server sees its own commits in the WAL index too: what it reads there
+    // now, before invalidating, this invalidation covers.
+    let seen = app
+        .backends
+        .sqlite_writes
+        .as_ref()
+        .map(|watch| (watch, watch.changed()));
+    let invalidated = app
+        .cache()
+        .invalidate(Resource::Properties, Cause::this_process(what))
+        .await;
+    if let Some((watch, Some(change))) = seen {
+        watch.acknowledge(change);
+    }
+    if invalidated {
         tracing::info!("cache invalidated: {what}");
     } else {
         tracing::warn!("{what}, but the cache could not be reached to invalidate it");

@@ -1,11 +1,19 @@
 //! Every metric the service keeps, declared here and nowhere else. Counters are per
-//! process; in Redis mode the per-kind cache counters are also kept in Redis (see
-//! `cache::redis`) so that `cache-metrics` sees every server process at once.
+//! process; in Redis mode the per-kind cache counters, requests and database queries
+//! are also kept in Redis (see `cache::redis`) so that `cache-metrics` and the
+//! dashboard see every server process at once.
+
+pub mod events;
+pub mod latency;
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+
+use events::{Cause, InvalidationLog};
+use latency::{LatencyHistogram, LatencySnapshot};
 
 /// What cache hits and misses are counted per.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -54,6 +62,10 @@ pub struct Metrics {
     change_notifications: AtomicU64,
     /// Times the PostgreSQL listener (re)connected; each one invalidates everything.
     listener_connects: AtomicU64,
+    /// HTTP requests answered on the main address, and how long each took.
+    requests: AtomicU64,
+    latency: LatencyHistogram,
+    invalidations: InvalidationLog,
 }
 
 /// Hits and misses of one kind.
@@ -75,13 +87,70 @@ impl HitsMisses {
     }
 }
 
+/// The counters that add up across processes (Redis keeps their sums): hits and
+/// misses per kind, requests, database queries.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counts {
+    pub cache: [HitsMisses; CacheKind::ALL.len()],
+    pub requests: u64,
+    pub db_queries: u64,
+}
+
+impl Counts {
+    pub fn kind(&self, kind: CacheKind) -> HitsMisses {
+        self.cache[kind.index()]
+    }
+
+    /// What was counted after `earlier` (counters only grow; a reset counts as zero).
+    pub fn since(&self, earlier: &Counts) -> Counts {
+        Counts {
+            cache: std::array::from_fn(|i| HitsMisses {
+                hits: self.cache[i].hits.saturating_sub(earlier.cache[i].hits),
+                misses: self.cache[i].misses.saturating_sub(earlier.cache[i].misses),
+            }),
+            requests: self.requests.saturating_sub(earlier.requests),
+            db_queries: self.db_queries.saturating_sub(earlier.db_queries),
+        }
+    }
+}
+
 impl Metrics {
+    pub fn counts(&self) -> Counts {
+        Counts {
+            cache: CacheKind::ALL.map(|kind| self.cache(kind)),
+            requests: self.requests(),
+            db_queries: self.db_queries(),
+        }
+    }
+
     pub fn record_hit(&self, kind: CacheKind) {
         self.hits[kind.index()].fetch_add(1, Ordering::Relaxed);
     }
 
     pub fn record_miss(&self, kind: CacheKind) {
         self.misses[kind.index()].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn record_request(&self, latency: Duration) {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        self.latency.record(latency);
+    }
+
+    pub fn requests(&self) -> u64 {
+        self.requests.load(Ordering::Relaxed)
+    }
+
+    pub fn latency(&self) -> LatencySnapshot {
+        self.latency.snapshot()
+    }
+
+    /// Every retirement of the cache, with what caused it (`property 7 created`).
+    pub fn record_invalidation(&self, cause: Cause<'_>) {
+        self.invalidations.record(cause.what, cause.origin);
+    }
+
+    pub fn invalidations(&self) -> &InvalidationLog {
+        &self.invalidations
     }
 
     pub fn record_db_query(&self) {
@@ -126,6 +195,18 @@ impl Metrics {
     /// The Prometheus text exposition format, served at `GET /metrics`.
     pub fn render_prometheus(&self) -> String {
         let mut out = String::new();
+        let name = "listings_http_request_duration_seconds";
+        let _ = writeln!(
+            out,
+            "# HELP {name} Time from a request's arrival to its response, on the main address.\n# TYPE {name} histogram"
+        );
+        let latency = self.latency();
+        for (bound, count) in latency.cumulative() {
+            let le = bound.map_or_else(|| "+Inf".to_owned(), latency::seconds_label);
+            let _ = writeln!(out, "{name}_bucket{{le=\"{le}\"}} {count}");
+        }
+        let _ = writeln!(out, "{name}_sum {}", latency.sum().as_secs_f64());
+        let _ = writeln!(out, "{name}_count {}", latency.count());
         for (name, help, pick) in [
             (
                 "listings_cache_hits_total",
@@ -146,6 +227,16 @@ impl Metrics {
             }
         }
         for (name, help, value) in [
+            (
+                "listings_http_requests_total",
+                "HTTP requests answered on the main address.",
+                self.requests(),
+            ),
+            (
+                "listings_invalidations_total",
+                "Times this process retired the cache (its writes, others' changes, recoveries).",
+                self.invalidations.total(),
+            ),
             (
                 "listings_db_queries_total",
                 "Statements sent to the database.",
@@ -213,6 +304,31 @@ mod tests {
         );
         assert_eq!(
             parse_prometheus_sample(&text, "listings_db_queries_total"),
+            Some(1)
+        );
+        metrics.record_request(Duration::from_micros(120));
+        metrics.record_invalidation(Cause::this_process("property 1 created"));
+        let text = metrics.render_prometheus();
+        assert_eq!(
+            parse_prometheus_sample(&text, "listings_http_requests_total"),
+            Some(1)
+        );
+        assert_eq!(
+            parse_prometheus_sample(
+                &text,
+                r#"listings_http_request_duration_seconds_bucket{le="0.000125"}"#
+            ),
+            Some(1)
+        );
+        assert_eq!(
+            parse_prometheus_sample(
+                &text,
+                r#"listings_http_request_duration_seconds_bucket{le="0.0001"}"#
+            ),
+            Some(0)
+        );
+        assert_eq!(
+            parse_prometheus_sample(&text, "listings_invalidations_total"),
             Some(1)
         );
         assert_eq!(HitsMisses { hits: 0, misses: 0 }.hit_ratio(), 0.0);
