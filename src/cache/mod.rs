@@ -8,6 +8,7 @@
 //!   across processes (Redis) by a short load lease per key;
 //! - a cache failure never fails a read: it is counted, logged and the value is loaded.
 
+mod breaker;
 pub mod keys;
 pub mod memory;
 pub mod near;

@@ -36,6 +36,7 @@ pub const LEASE: Duration = Duration::from_secs(2);
 const MARGIN: Duration = Duration::from_millis(300);
 const RENEW_EVERY: Duration = Duration::from_millis(600);
 const CALL_TIMEOUT: Duration = Duration::from_millis(500);
+const MIN_BACKOFF: Duration = Duration::from_millis(50);
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
 
 /// KEYS: the registry, the counter, the master (one hash slot). ARGV: server id, lease
@@ -116,18 +117,24 @@ pub struct Context {
 
 /// Keeps the lease for as long as the server runs, starting over after every failure.
 pub async fn keep(context: Context) {
-    let mut backoff = Duration::from_millis(50);
+    let mut backoff = MIN_BACKOFF;
     loop {
-        let error = hold(&context).await;
+        let mut registered = false;
+        let error = hold(&context, &mut registered).await;
         context.lease.revoke();
         tracing::debug!(%error, "near-cache lease lost; serving from Redis until it is renewed");
+        if registered {
+            // It was held: start over quickly, as after the first loss.
+            backoff = MIN_BACKOFF;
+        }
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(MAX_BACKOFF);
     }
 }
 
 /// Subscribes, registers and renews until something fails; returns what failed.
-async fn hold(context: &Context) -> String {
+/// `registered` tells whether the lease was held at all.
+async fn hold(context: &Context, registered: &mut bool) -> String {
     let lease = &context.lease;
     let subscribed = tokio::time::timeout(CALL_TIMEOUT, async {
         let (mut pubsub, master) = context.link.pubsub(&context.keys.near_registry()).await?;
@@ -142,7 +149,6 @@ async fn hold(context: &Context) -> String {
     };
     let (mut sink, mut messages) = pubsub.split();
     let renew = crate::cache::redis::with_generation_function(RENEW);
-    let mut registered = false;
     let mut next_renewal = Instant::now();
     loop {
         tokio::select! {
@@ -162,7 +168,7 @@ async fn hold(context: &Context) -> String {
                             origin: Origin::OtherProcess,
                         });
                     }
-                    if let Err(e) = confirm(context, &renew, master.as_ref(), &mut registered).await {
+                    if let Err(e) = confirm(context, &renew, master.as_ref(), registered).await {
                         return e;
                     }
                 }
@@ -174,7 +180,7 @@ async fn hold(context: &Context) -> String {
                     Ok(Ok(_)) => {}
                     _ => return "the subscription does not answer".to_owned(),
                 }
-                if let Err(e) = confirm(context, &renew, master.as_ref(), &mut registered).await {
+                if let Err(e) = confirm(context, &renew, master.as_ref(), registered).await {
                     return e;
                 }
                 next_renewal = Instant::now() + RENEW_EVERY;

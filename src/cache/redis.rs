@@ -18,13 +18,13 @@
 
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Mutex, PoisonError};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use redis::{RedisResult, Script};
 
+use crate::cache::breaker::Health;
 use crate::cache::keys::{EntryKey, KeySpace, Resource};
 use crate::cache::near_lease::{self, NearLease};
 use crate::cache::redis_link::{
@@ -35,9 +35,6 @@ use crate::logging::{Failure, log_limited};
 use crate::metrics::events::Cause;
 use crate::metrics::{CacheKind, Counts, HitsMisses, Metrics};
 
-/// How long Redis is skipped after a failure.
-const BREAKER_OPEN_FOR: Duration = Duration::from_secs(1);
-
 /// Lua, put before each script that reads a generation: `generation(counter, master,
 /// registry, initial)` returns the current generation of a resource.
 /// - A replica refuses (a demoted master still answers reads): the caller asks for the
@@ -45,8 +42,10 @@ const BREAKER_OPEN_FOR: Duration = Duration::from_secs(1);
 /// - A master that did not write the counter itself inherited it (a failover, a restart
 ///   from disk, a slot moved to it) and may lack the last bumps, whose writes were
 ///   acknowledged: it retires every generation first. So does a lost counter. The new
-///   generation is above any used before: the counter plus one, the caller's clock and
-///   Redis's, in microseconds.
+///   generation must be above any the old master handed out, which is the counter plus
+///   the bumps it lost: it is the largest of the counter, the caller's clock and
+///   Redis's (in microseconds), plus 2^32, far more bumps than any failover loses (and
+///   an hour of clock error).
 /// - Leases renewed on the old master after the last renewal this one received may
 ///   still be trusted by their servers: a master that inherited anything records when
 ///   (`inherited_at` in the registry), and writers wait a whole lease from then.
@@ -66,7 +65,7 @@ local function generation(counter, master, registry, initial)
   if g or stored or redis.call('EXISTS', registry) == 1 then
     redis.call('HSET', registry, 'inherited_at', string.format('%.0f', math.floor(now / 1000)))
   end
-  local next = math.max(tonumber(g or '0') + 1, tonumber(initial), now)
+  local next = math.max(tonumber(g or '0'), tonumber(initial), now) + 4294967296
   -- Lua's own conversion would write a large generation as 1.79e+15.
   redis.call('SET', counter, string.format('%.0f', next))
   redis.call('SET', master, me)
@@ -111,9 +110,9 @@ return g
 
 /// KEYS: the near-cache registry (a hash of `lease:<server>` = expiry in Redis time,
 /// ms, `ack:<server>` = the generation the server has confirmed, and `inherited_at`).
-/// ARGV: a generation, lease ms. Forgets expired leases; returns how many live ones
-/// have not confirmed the generation yet, plus one while a lease from before the
-/// master inherited the registry may still be trusted.
+/// ARGV: a generation, lease ms. Forgets expired leases; returns {how many live ones
+/// have not confirmed the generation yet, ms until no lease from before the master
+/// inherited the registry can still be trusted}.
 const PENDING_ACKS: &str = r"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -121,7 +120,7 @@ local fields = redis.call('HGETALL', KEYS[1])
 local wanted = tonumber(ARGV[1])
 local pending = 0
 local inherited_at = tonumber(redis.call('HGET', KEYS[1], 'inherited_at') or '0')
-if now < inherited_at + tonumber(ARGV[2]) then pending = pending + 1 end
+local inherited_wait = math.max(0, inherited_at + tonumber(ARGV[2]) - now)
 for i = 1, #fields, 2 do
   local field = fields[i]
   if string.sub(field, 1, 6) == 'lease:' then
@@ -134,7 +133,7 @@ for i = 1, #fields, 2 do
     end
   end
 end
-return pending
+return {pending, inherited_wait}
 ";
 
 pub struct RedisCache {
@@ -152,31 +151,8 @@ pub struct RedisCache {
     near: Arc<NearLease>,
     /// Set in a server (which holds a lease), never in a command.
     serving: AtomicBool,
+    resync: tokio::sync::Mutex<()>,
 }
-
-struct Health {
-    skip_until: Mutex<Option<Instant>>,
-    /// Cluster only: by hash slot, until when (ms after `started`) its entries are
-    /// skipped after a failure.
-    slots: Option<Box<[AtomicU64]>>,
-    started: Instant,
-    /// When (ms after `started`, plus one) a call last succeeded; 0: none yet.
-    last_ok: AtomicU64,
-    /// Counts failures: any of them may have eaten an invalidation, so nothing cached
-    /// may be served until every generation has been bumped after it.
-    failures: AtomicU64,
-    /// The failure count as of the start of the last completed resync. A failure that
-    /// happens during a resync stays owed, since the bumps may have preceded it.
-    resynced_through: AtomicU64,
-}
-
-impl Health {
-    fn millis(&self) -> u64 {
-        millis(self.started.elapsed())
-    }
-}
-
-const CLUSTER_SLOTS: usize = 16384;
 
 /// Outcome of a lookup.
 pub enum Lookup {
@@ -200,15 +176,7 @@ impl RedisCache {
         keys: KeySpace,
         metrics: Arc<Metrics>,
     ) -> anyhow::Result<RedisCache> {
-        let health = Health {
-            skip_until: Mutex::new(None),
-            slots: matches!(url.deployment(), RedisDeployment::Cluster { .. })
-                .then(|| (0..CLUSTER_SLOTS).map(|_| AtomicU64::new(0)).collect()),
-            started: Instant::now(),
-            last_ok: AtomicU64::new(0),
-            failures: AtomicU64::new(0),
-            resynced_through: AtomicU64::new(0),
-        };
+        let health = Health::new(matches!(url.deployment(), RedisDeployment::Cluster { .. }));
         let link = RedisLink::new(url)?;
         Ok(RedisCache {
             link,
@@ -223,6 +191,7 @@ impl RedisCache {
             health,
             near: Arc::new(NearLease::default()),
             serving: AtomicBool::new(false),
+            resync: tokio::sync::Mutex::new(()),
         })
     }
 
@@ -247,6 +216,10 @@ impl RedisCache {
     /// The generation this server may serve ready responses of without asking Redis:
     /// `None` unless its lease is live and it hears every new generation.
     pub fn near_generation(&self, resource: Resource) -> Option<u64> {
+        // A failure may have eaten an invalidation this server's lease never heard of.
+        if self.health.owed() {
+            return None;
+        }
         self.near.generation(resource)
     }
 
@@ -389,9 +362,9 @@ impl RedisCache {
 
     /// Polls until no live lease lags behind `generation`. Bounded: a server that stops
     /// confirming loses its lease within [`near_lease::LEASE`], and is no longer waited
-    /// for.
+    /// for; after a master took over, until every lease from before has run out.
     async fn wait_for_acks(&self, generation: u64) -> bool {
-        let give_up = Instant::now() + near_lease::LEASE + Duration::from_millis(500);
+        let mut give_up = Instant::now() + near_lease::LEASE + Duration::from_millis(500);
         let mut poll = Duration::from_micros(200);
         loop {
             let mut conn = self.link.conn();
@@ -399,22 +372,26 @@ impl RedisCache {
             let call = invocation
                 .arg(generation)
                 .arg(millis(near_lease::LEASE))
-                .invoke_async::<u64>(&mut conn);
-            match self.guarded("confirm an invalidation", call).await {
-                Some(0) => return true,
-                Some(_) if Instant::now() < give_up => {
-                    tokio::time::sleep(poll).await;
-                    poll = (poll * 2).min(Duration::from_millis(20));
-                }
-                Some(pending) => {
-                    tracing::warn!(
-                        pending,
-                        "servers did not confirm an invalidation in time; going on without them"
-                    );
-                    return true;
-                }
-                None => return false,
+                .invoke_async::<(u64, u64)>(&mut conn);
+            let Some((pending, inherited_wait_ms)) =
+                self.guarded("confirm an invalidation", call).await
+            else {
+                return false;
+            };
+            if pending == 0 && inherited_wait_ms == 0 {
+                return true;
             }
+            let now = Instant::now();
+            give_up = give_up.max(now + Duration::from_millis(inherited_wait_ms + 50));
+            if now >= give_up {
+                tracing::warn!(
+                    pending,
+                    "servers did not confirm an invalidation in time; going on without them"
+                );
+                return true;
+            }
+            tokio::time::sleep(poll.min(Duration::from_millis(inherited_wait_ms.max(1)))).await;
+            poll = (poll * 2).min(Duration::from_millis(20));
         }
     }
 
@@ -444,7 +421,7 @@ impl RedisCache {
     /// The sums of every process's counters, as last flushed (each process flushes once
     /// a second); `None` when Redis does not answer.
     pub async fn shared_counts(&self) -> Option<Counts> {
-        if self.skipping() {
+        if self.health.skipping() {
             return None;
         }
         // Only the dashboard reads these: a failure here is no cache failure.
@@ -458,13 +435,11 @@ impl RedisCache {
 
     /// What the dashboard shows of this backend.
     pub fn status(&self) -> RedisStatus {
-        let owed = self.health.resynced_through.load(Ordering::Acquire)
-            < self.health.failures.load(Ordering::Acquire);
-        let state = if self.skipping() {
+        let state = if self.health.is_open() {
             "circuit open"
-        } else if owed {
+        } else if self.health.owed() {
             "resyncing"
-        } else if self.health.last_ok.load(Ordering::Relaxed) == 0 {
+        } else if !self.health.ever_succeeded() {
             "connecting"
         } else {
             "connected"
@@ -478,14 +453,18 @@ impl RedisCache {
     }
 
     /// False while the breaker is open, or while a resync is owed and cannot be paid.
+    /// One caller resyncs at a time; the others go to the database meanwhile.
     async fn ready(&self) -> bool {
-        if self.skipping() {
+        if self.health.skipping() {
             return false;
         }
-        let failures = self.health.failures.load(Ordering::Acquire);
-        if self.health.resynced_through.load(Ordering::Acquire) >= failures {
+        if !self.health.owed() {
             return true;
         }
+        let Ok(_one_at_a_time) = self.resync.try_lock() else {
+            return false;
+        };
+        let failures = self.health.failures();
         let cause =
             Cause::recovery("Redis answers again: everything cached before the failure retired");
         for resource in Resource::ALL {
@@ -493,26 +472,11 @@ impl RedisCache {
                 return false;
             }
         }
-        if self
-            .health
-            .resynced_through
-            .fetch_max(failures, Ordering::AcqRel)
-            < failures
-        {
+        if self.health.resynced(failures) {
             self.metrics.record_invalidation(cause);
             tracing::info!(redis = %self.url, "Redis answers again: retired everything cached before the failure");
         }
-        self.health.resynced_through.load(Ordering::Acquire)
-            >= self.health.failures.load(Ordering::Acquire)
-    }
-
-    fn skipping(&self) -> bool {
-        let skip_until = self
-            .health
-            .skip_until
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        skip_until.is_some_and(|until| Instant::now() < until)
+        !self.health.owed()
     }
 
     /// Runs one call on an entry. In a cluster, a failure skips only the entry's hash
@@ -524,23 +488,18 @@ impl RedisCache {
         operation: &str,
         call: impl Future<Output = RedisResult<T>>,
     ) -> Option<T> {
-        let Some(slots) = &self.health.slots else {
-            return self.guarded(operation, call).await;
-        };
-        let slot = slots.get(usize::from(key_slot(entry.as_bytes())))?;
-        let now = self.health.millis();
-        if slot.load(Ordering::Acquire) > now {
-            return None;
+        let slot = key_slot(entry.as_bytes());
+        match self.health.slot_skipped(slot) {
+            None => return self.guarded(operation, call).await,
+            Some(true) => return None,
+            Some(false) => {}
         }
         let error = match tokio::time::timeout(CONNECT_TIMEOUT + RESPONSE_TIMEOUT, call).await {
             Ok(Ok(value)) => return Some(value),
             Ok(Err(e)) => e.to_string(),
             Err(_) => "timed out".to_owned(),
         };
-        slot.store(
-            self.health.millis() + millis(BREAKER_OPEN_FOR),
-            Ordering::Release,
-        );
+        self.health.slot_failed(slot);
         self.metrics.record_cache_error();
         log_limited!(warn, Failure::Cache, redis = %self.url, %error, "cache {operation} failed; serving that key's slot from the database");
         None
@@ -555,21 +514,14 @@ impl RedisCache {
         // The first call of a connection also connects and may load the script.
         let error = match tokio::time::timeout(CONNECT_TIMEOUT + RESPONSE_TIMEOUT, call).await {
             Ok(Ok(value)) => {
-                self.health
-                    .last_ok
-                    .store(self.health.millis() + 1, Ordering::Relaxed);
+                self.health.succeeded();
                 return Some(value);
             }
             Ok(Err(e)) => e.to_string(),
             Err(_) => "timed out".to_owned(),
         };
         self.metrics.record_cache_error();
-        self.health.failures.fetch_add(1, Ordering::AcqRel);
-        *self
-            .health
-            .skip_until
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner) = Some(Instant::now() + BREAKER_OPEN_FOR);
+        self.health.failed();
         log_limited!(warn, Failure::Cache, redis = %self.url, %error, "cache {operation} failed; serving from the database");
         None
     }

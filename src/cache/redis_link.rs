@@ -54,7 +54,12 @@ impl RedisLink {
         let (conn, endpoint) = match url.deployment() {
             RedisDeployment::Single => {
                 let client = match &certificates {
-                    Some(certs) if url.expose().starts_with("rediss") => {
+                    Some(certs)
+                        if url
+                            .expose()
+                            .get(..6)
+                            .is_some_and(|scheme| scheme.eq_ignore_ascii_case("rediss")) =>
+                    {
                         Client::build_with_tls(url.expose(), certs.clone())?
                     }
                     _ => Client::open(url.expose())?,
@@ -79,7 +84,8 @@ impl RedisLink {
                                 username: None,
                                 password: sentinel_password.clone(),
                             };
-                            node_client(node, *tls, &auth, 0, certificates.as_ref())
+                            let client = node_client(node, *tls, &auth, 0, certificates.as_ref())?;
+                            ConnectionManager::new_lazy_with_config(client, sentinel_config())
                         })
                         .collect::<RedisResult<_>>()?,
                     service: service.clone(),
@@ -225,6 +231,17 @@ impl RedisLink {
             single => Ok(vec![redis::from_redis_value(single)?]),
         }
     }
+}
+
+/// Sentinels answer from memory: a slow one is as good as absent.
+const SENTINEL_TIMEOUT: Duration = Duration::from_millis(300);
+
+fn sentinel_config() -> ConnectionManagerConfig {
+    ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(SENTINEL_TIMEOUT))
+        .set_response_timeout(Some(SENTINEL_TIMEOUT))
+        .set_number_of_retries(1)
+        .set_max_delay(Duration::from_millis(200))
 }
 
 fn manager_config() -> ConnectionManagerConfig {
@@ -471,7 +488,8 @@ pub fn key_slot(key: &[u8]) -> u16 {
 
 /// The master of a Sentinel-monitored service, looked up again whenever a call fails.
 pub struct SentinelMaster {
-    sentinels: Vec<Client>,
+    /// One kept connection per sentinel of the URL.
+    sentinels: Vec<ConnectionManager>,
     service: String,
     node: NodeSettings,
     current: Mutex<Option<Master>>,
@@ -534,34 +552,52 @@ impl SentinelMaster {
         }
     }
 
+    /// The master most sentinels of the URL name, asked all at once. Sentinels learn
+    /// of a failover at different moments, and one cut off with the old master keeps
+    /// naming it: one answer is not enough. Without a majority, an error (the cache
+    /// then goes unused rather than trust a master that may be given up).
     async fn ask_sentinels(&self) -> RedisResult<RedisNode> {
-        let mut last_error = None;
-        for sentinel in &self.sentinels {
-            let asked = tokio::time::timeout(CONNECT_TIMEOUT + RESPONSE_TIMEOUT, async {
-                let mut conn = sentinel.get_multiplexed_async_connection().await?;
-                redis::cmd("SENTINEL")
-                    .arg("GET-MASTER-ADDR-BY-NAME")
-                    .arg(&self.service)
-                    .query_async::<Option<(String, u16)>>(&mut conn)
-                    .await
-            })
-            .await;
-            match asked {
-                Ok(Ok(Some((host, port)))) => return Ok(RedisNode { host, port }),
-                Ok(Ok(None)) => {
-                    last_error = Some(format!(
-                        "a sentinel does not know the service `{}`",
-                        self.service
-                    ));
+        let asks = self.sentinels.iter().map(|sentinel| {
+            let mut conn = sentinel.clone();
+            let mut ask = redis::cmd("SENTINEL");
+            ask.arg("GET-MASTER-ADDR-BY-NAME").arg(&self.service);
+            async move {
+                match tokio::time::timeout(
+                    SENTINEL_TIMEOUT,
+                    ask.query_async::<Option<(String, u16)>>(&mut conn),
+                )
+                .await
+                {
+                    Ok(Ok(Some((host, port)))) => Ok(RedisNode { host, port }),
+                    Ok(Ok(None)) => Err("does not know the service".to_owned()),
+                    Ok(Err(e)) => Err(e.to_string()),
+                    Err(_) => Err("did not answer in time".to_owned()),
                 }
-                Ok(Err(e)) => last_error = Some(e.to_string()),
-                Err(_) => last_error = Some("a sentinel did not answer in time".to_owned()),
+            }
+        });
+        let answers = futures_util::future::join_all(asks).await;
+        let majority = self.sentinels.len() / 2 + 1;
+        let mut named: Vec<(&RedisNode, usize)> = Vec::new();
+        for node in answers.iter().flatten() {
+            match named.iter_mut().find(|(seen, _)| *seen == node) {
+                Some((_, votes)) => *votes += 1,
+                None => named.push((node, 1)),
             }
         }
+        if let Some((node, _)) = named.iter().find(|(_, votes)| *votes >= majority) {
+            return Ok((*node).clone());
+        }
+        let why: Vec<String> = answers
+            .iter()
+            .map(|answer| match answer {
+                Ok(node) => format!("names {node}"),
+                Err(e) => e.clone(),
+            })
+            .collect();
         Err(redis::RedisError::from((
             redis::ErrorKind::MasterNameNotFoundBySentinel,
-            "no sentinel named the master",
-            last_error.unwrap_or_default(),
+            "no majority of the sentinels names one master",
+            format!("service `{}`: {}", self.service, why.join("; ")),
         )))
     }
 }

@@ -94,7 +94,9 @@ impl FromStr for RedisUrl {
         match scheme.as_str() {
             "redis" | "rediss" => single(raw),
             "unix" => {
-                let path = raw.split_once("://").map_or("", |(_, path)| path);
+                let rest = raw.split_once("://").map_or("", |(_, rest)| rest);
+                // The query may carry `pass=`: shown without it.
+                let path = rest.split(['?', '#']).next().unwrap_or_default();
                 check_with_redis_crate(raw, "unix:///path/to/redis.sock")?;
                 Ok(RedisUrl {
                     url: SecretUrl {
@@ -115,6 +117,12 @@ impl FromStr for RedisUrl {
 }
 
 fn single(raw: &str) -> Result<RedisUrl, String> {
+    if raw.contains('#') {
+        // The redis crate reads `#insecure` as "skip certificate checks".
+        return Err(format!(
+            "has a `#`; expected {SINGLE_FORM}, with `#` in the password percent-encoded as %23 (certificate checks cannot be turned off)"
+        ));
+    }
     let url = SecretUrl::parse(raw, SINGLE_FORM)?;
     check_with_redis_crate(raw, SINGLE_FORM)?;
     Ok(RedisUrl {
@@ -158,10 +166,10 @@ fn sentinel(raw: &str, tls: bool) -> Result<RedisUrl, String> {
         match key.as_str() {
             "sentinel_password" => sentinel_password = Some(value.clone()),
             _ => {
-                return Err(format!(
-                    "has an unknown parameter `{}`; only `sentinel_password` is understood",
-                    printable(key)
-                ));
+                // Not quoted: a `&` in an unencoded password would start a "parameter".
+                return Err(
+                    "has a parameter other than `sentinel_password`, the only one understood (percent-encode `&` and `=` in passwords)".to_owned(),
+                );
             }
         }
     }
@@ -185,11 +193,8 @@ fn cluster(raw: &str, tls: bool) -> Result<RedisUrl, String> {
             "has a path, but a Redis Cluster has only database 0; expected {CLUSTER_FORM}"
         ));
     }
-    if let Some((key, _)) = parts.query.first() {
-        return Err(format!(
-            "has an unknown parameter `{}`; a cluster URL takes none",
-            printable(key)
-        ));
+    if !parts.query.is_empty() {
+        return Err("has parameters, but a cluster URL takes none".to_owned());
     }
     Ok(RedisUrl {
         url: parts.secret_url(raw),
@@ -310,24 +315,33 @@ impl MultiHost {
 }
 
 fn parse_node(node: &str, default_port: u16, form: &str) -> Result<RedisNode, String> {
-    let (host, port) = if let Some(v6) = node.strip_prefix('[') {
-        let (host, after) = v6
-            .split_once(']')
-            .ok_or_else(|| format!("has an IPv6 host without its `]`; expected {form}"))?;
-        (host, after.strip_prefix(':'))
-    } else {
-        match node.rsplit_once(':') {
-            Some((host, port)) => (host, Some(port)),
-            None => (node, None),
-        }
-    };
+    let (host, port, allowed): (&str, Option<&str>, &[u8]) =
+        if let Some(v6) = node.strip_prefix('[') {
+            let (host, after) = v6
+                .split_once(']')
+                .ok_or_else(|| format!("has an IPv6 host without its `]`; expected {form}"))?;
+            let port = match after {
+                "" => None,
+                _ => Some(after.strip_prefix(':').ok_or_else(|| {
+                    format!(
+                        "has something other than `:port` after an IPv6 host's `]`; expected {form}"
+                    )
+                })?),
+            };
+            (host, port, b":.")
+        } else {
+            match node.split_once(':') {
+                Some((host, port)) => (host, Some(port), b"-._"),
+                None => (node, None, b"-._"),
+            }
+        };
     let valid_host = !host.is_empty()
         && host
             .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-._:".contains(&b));
+            .all(|b| b.is_ascii_alphanumeric() || allowed.contains(&b));
     if !valid_host {
         return Err(format!(
-            "needs a host name or address before each `,` (letters, digits, `-`, `.`); expected {form}"
+            "needs a host name or address before each `,` (letters, digits, `-`, `.`; an IPv6 address in brackets); expected {form}"
         ));
     }
     let port = match port {
@@ -464,8 +478,15 @@ mod tests {
             ("redis+sentinel://:topsecret@h:1/m/1/2", "more path"),
             (
                 "redis+sentinel://:topsecret@h:1/m?db=2",
-                "unknown parameter `db`",
+                "other than `sentinel_password`",
             ),
+            (
+                "redis+sentinel://:top@h:1/m?sentinel_password=ab&secret",
+                "other than",
+            ),
+            ("redis+sentinel://:topsecret@[::1]junk/m", "after an IPv6"),
+            ("redis+sentinel://:topsecret@fe80::1/m", "port"),
+            ("rediss://:topsecret@h:1/#insecure", "cannot be turned off"),
             ("redis+cluster://:topsecret@h:1/3", "only database 0"),
             ("redis+cluster://:top#secret@h:1", "%23"),
             ("redis+cluster://:topsecret@h o:1", "host"),
@@ -486,5 +507,7 @@ mod tests {
         assert_eq!(url.deployment(), &RedisDeployment::Single);
         assert_eq!(url.to_string(), "rediss://:***@cache:6380/1");
         assert_eq!(url.target(), "cache:6380");
+        let socket: RedisUrl = "unix:///run/redis.sock?db=1&pass=hunter2".parse().unwrap();
+        assert_eq!(socket.to_string(), "unix:///run/redis.sock");
     }
 }

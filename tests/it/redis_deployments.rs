@@ -122,9 +122,7 @@ async fn failover_under_load(how: Failover) {
     let old_master = set.master_port();
     match how {
         Failover::Command => {
-            let answer = set
-                .sentinel
-                .command(&["SENTINEL", "FAILOVER", SENTINEL_SERVICE]);
+            let answer = set.sentinels[0].command(&["SENTINEL", "FAILOVER", SENTINEL_SERVICE]);
             assert_eq!(answer.as_deref(), Some("OK"));
         }
         Failover::KillMaster => set.master().kill(),
@@ -208,9 +206,24 @@ async fn an_invalidation_the_new_master_never_received_loses_no_write() {
         .position(|server| server.port() != master_port)
         .expect("a replica");
     let master = 1 - replica;
-    // Cached under the current generation, and replicated.
-    let keys_on_replica = set.servers[replica].command(&["DBSIZE"]).expect("DBSIZE");
-    assert_ne!(keys_on_replica, "0", "the replica holds the cache");
+    // The list is cached under the current generation, and replicated.
+    let prefix = env.cache_prefix.clone();
+    let counter = format!("{{{prefix}}}properties:generation");
+    let generation_of = |server: &crate::support::redis_server::OwnRedis| -> u64 {
+        server
+            .command(&["GET", &counter])
+            .and_then(|g| g.parse().ok())
+            .expect("a generation")
+    };
+    let before = generation_of(&set.servers[replica]);
+    let stale_entry = format!("{prefix}properties:{{g{before}:all_properties:all_properties}}");
+    assert_eq!(
+        set.servers[replica]
+            .command(&["EXISTS", &stale_entry])
+            .as_deref(),
+        Some("1"),
+        "the replica holds the list from before the write"
+    );
 
     set.servers[replica].signal("-STOP");
     assert!(
@@ -222,7 +235,7 @@ async fn an_invalidation_the_new_master_never_received_loses_no_write() {
     create(&env, "New"); // its invalidation reaches the master only
     set.servers[master].kill();
     set.servers[replica].signal("-CONT");
-    tokio::task::spawn_blocking(move || {
+    let set = tokio::task::spawn_blocking(move || {
         set.wait_for_new_master(master_port);
         set
     })
@@ -233,6 +246,29 @@ async fn an_invalidation_the_new_master_never_received_loses_no_write() {
         listed(&env),
         ["New", "Old"],
         "a fresh process after the failover reads the acknowledged write"
+    );
+    // Not by luck: the old list is still there under the old generation, which the new
+    // master retired on its first script.
+    let promoted = &set.servers[replica];
+    assert_eq!(
+        promoted.command(&["EXISTS", &stale_entry]).as_deref(),
+        Some("1")
+    );
+    let after = generation_of(promoted);
+    assert!(
+        after >= before + (1 << 32),
+        "the new master moved the generation past every one the old could have used: {before} -> {after}"
+    );
+    let run_id = promoted
+        .command(&["INFO", "server"])
+        .and_then(|info| {
+            info.lines()
+                .find_map(|line| line.strip_prefix("run_id:").map(str::to_owned))
+        })
+        .expect("run id");
+    assert_eq!(
+        promoted.command(&["GET", &format!("{{{prefix}}}properties:master")]),
+        Some(run_id.trim().to_owned())
     );
     let server = env.serve(&[]);
     assert_eq!(server.get("/properties/").await.titles(), ["New", "Old"]);
@@ -341,6 +377,26 @@ async fn the_control_slot_moved_to_another_master_serves_nothing_old() {
         .map(|node| node.port())
         .collect();
     assert_eq!(nodes_holding, [to], "the counter moved with its slot");
+    let new_owner = cluster
+        .nodes
+        .iter()
+        .find(|node| node.port() == to)
+        .expect("the new owner");
+    let generation = || -> u64 {
+        new_owner
+            .command(&["GET", &moved])
+            .and_then(|g| g.parse().ok())
+            .expect("a generation")
+    };
+    let moved_with = generation();
+    // A fresh process, before any write: its first script on the new owner retires
+    // what the slot brought along.
+    let listed = env.run(&["list-properties"]);
+    assert!(listed.status.success(), "{}", stderr(&listed));
+    assert!(
+        generation() >= moved_with + (1 << 32),
+        "the new owner retired the generation it inherited"
+    );
 
     create(&env, "After");
     assert_eq!(
@@ -353,6 +409,29 @@ async fn the_control_slot_moved_to_another_master_serves_nothing_old() {
     let (sent, failures) = load.finish().await;
     assert!(failures.is_empty(), "failed requests: {failures:?}");
     assert!(sent > 50, "the load ran: {sent} requests");
+}
+
+/// One of three sentinels frozen: the other two still make a majority, so the master is
+/// followed, servers keep serving from their near-cache, and writes are seen at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[cfg_attr(not(listings_test_services), ignore = "needs PostgreSQL and Redis")]
+async fn a_silent_sentinel_costs_nothing() {
+    let mut env = TestEnv::postgres_redis().await;
+    let set = tokio::task::spawn_blocking(SentinelSet::start)
+        .await
+        .expect("Sentinel set");
+    env.redis_url = Some(set.url());
+    set.sentinels[0].signal("-STOP");
+    create(&env, "First");
+    let server = env.serve(&[]);
+    until_hit(&server, "/properties/", Duration::from_secs(5)).await;
+    create(&env, "Second");
+    assert_eq!(
+        server.get("/properties/").await.titles(),
+        ["Second", "First"]
+    );
+    until_hit(&server, "/properties/", Duration::from_secs(5)).await;
+    set.sentinels[0].signal("-CONT");
 }
 
 /// On real cluster nodes: every script's keys share a slot (the cluster would refuse

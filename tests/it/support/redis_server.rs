@@ -142,10 +142,10 @@ pub fn wait_for(bound: Duration, what: &str, mut condition: impl FnMut() -> bool
 
 pub const SENTINEL_SERVICE: &str = "listings-test";
 
-/// A master, a replica and one sentinel watching them (quorum 1, down after 1 s).
+/// A master, a replica and three sentinels watching them (quorum 2, down after 1 s).
 pub struct SentinelSet {
     pub servers: Vec<OwnRedis>,
-    pub sentinel: OwnRedis,
+    pub sentinels: Vec<OwnRedis>,
     _dir: tempfile::TempDir,
 }
 
@@ -166,63 +166,76 @@ impl SentinelSet {
                 .command(&["INFO", "replication"])
                 .is_some_and(|info| info.contains("master_link_status:up"))
         });
-        let sentinel_port = free_port();
-        let config = dir.path().join("sentinel.conf");
-        std::fs::write(
-            &config,
-            format!(
-                "sentinel monitor {SENTINEL_SERVICE} 127.0.0.1 {} 1\n\
-                 sentinel down-after-milliseconds {SENTINEL_SERVICE} 1000\n\
-                 sentinel failover-timeout {SENTINEL_SERVICE} 5000\n\
-                 sentinel parallel-syncs {SENTINEL_SERVICE} 1\n",
-                master.port()
-            ),
-        )
-        .expect("sentinel config");
-        let sentinel = OwnRedis::start_with(
-            sentinel_port,
-            vec![
-                config.display().to_string(),
-                "--sentinel".into(),
-                "--dir".into(),
-                dir.path().display().to_string(),
-            ],
-        );
+        let sentinels = (0..3)
+            .map(|i| {
+                let config = dir.path().join(format!("sentinel-{i}.conf"));
+                std::fs::write(
+                    &config,
+                    format!(
+                        "sentinel monitor {SENTINEL_SERVICE} 127.0.0.1 {} 2\n\
+                         sentinel down-after-milliseconds {SENTINEL_SERVICE} 1000\n\
+                         sentinel failover-timeout {SENTINEL_SERVICE} 5000\n\
+                         sentinel parallel-syncs {SENTINEL_SERVICE} 1\n",
+                        master.port()
+                    ),
+                )
+                .expect("sentinel config");
+                OwnRedis::start_with(
+                    free_port(),
+                    vec![config.display().to_string(), "--sentinel".into()],
+                )
+            })
+            .collect();
         let set = SentinelSet {
             servers: vec![master, replica],
-            sentinel,
+            sentinels,
             _dir: dir,
         };
         wait_for(
             Duration::from_secs(15),
-            "the sentinel knows the replica",
+            "every sentinel knows the replica and the other sentinels",
             || {
-                set.sentinel
-                    .command(&["SENTINEL", "REPLICAS", SENTINEL_SERVICE])
-                    .is_some_and(|replicas| !replicas.is_empty())
+                set.sentinels.iter().all(|sentinel| {
+                    let knows = |what: &str| {
+                        sentinel
+                            .command(&["SENTINEL", what, SENTINEL_SERVICE])
+                            .is_some_and(|answer| !answer.is_empty())
+                    };
+                    knows("REPLICAS") && knows("SENTINELS")
+                })
             },
         );
         set
     }
 
     pub fn url(&self) -> String {
+        let sentinels: Vec<String> = self
+            .sentinels
+            .iter()
+            .map(|sentinel| format!("127.0.0.1:{}", sentinel.port()))
+            .collect();
         format!(
-            "redis+sentinel://127.0.0.1:{}/{SENTINEL_SERVICE}",
-            self.sentinel.port()
+            "redis+sentinel://{}/{SENTINEL_SERVICE}",
+            sentinels.join(",")
         )
     }
 
-    /// The port of the master the sentinel names now.
+    /// The port of the master most sentinels name now.
     pub fn master_port(&self) -> u16 {
-        let answer = self
-            .sentinel
-            .command(&["SENTINEL", "GET-MASTER-ADDR-BY-NAME", SENTINEL_SERVICE])
-            .expect("the sentinel answers");
-        answer
-            .lines()
-            .nth(1)
-            .and_then(|port| port.trim().parse().ok())
-            .unwrap_or_else(|| panic!("no master address in {answer:?}"))
+        let named: Vec<u16> = self
+            .sentinels
+            .iter()
+            .filter_map(|sentinel| {
+                let answer =
+                    sentinel.command(&["SENTINEL", "GET-MASTER-ADDR-BY-NAME", SENTINEL_SERVICE])?;
+                answer.lines().nth(1)?.trim().parse().ok()
+            })
+            .collect();
+        named
+            .iter()
+            .copied()
+            .find(|port| named.iter().filter(|p| *p == port).count() >= 2)
+            .unwrap_or_else(|| panic!("no majority of the sentinels names a master: {named:?}"))
     }
 
     pub fn master(&mut self) -> &mut OwnRedis {
@@ -233,12 +246,28 @@ impl SentinelSet {
             .expect("the master is one of ours")
     }
 
-    /// Waits until the sentinel names a master other than `old`, and that master says
+    /// Waits until every sentinel names a master other than `old`, and that master says
     /// it is one; returns when that happened.
     pub fn wait_for_new_master(&self, old: u16) -> Instant {
         wait_for(Duration::from_secs(30), "a new master", || {
-            let port = self.master_port();
-            port != old && redis_cli(port, &["ROLE"]).is_some_and(|role| role.starts_with("master"))
+            let named: Vec<Option<u16>> = self
+                .sentinels
+                .iter()
+                .map(|sentinel| {
+                    let answer = sentinel.command(&[
+                        "SENTINEL",
+                        "GET-MASTER-ADDR-BY-NAME",
+                        SENTINEL_SERVICE,
+                    ])?;
+                    answer.lines().nth(1)?.trim().parse().ok()
+                })
+                .collect();
+            let Some(Some(port)) = named.first().copied() else {
+                return false;
+            };
+            port != old
+                && named.iter().all(|p| *p == Some(port))
+                && redis_cli(port, &["ROLE"]).is_some_and(|role| role.starts_with("master"))
         });
         Instant::now()
     }
