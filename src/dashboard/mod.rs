@@ -77,7 +77,7 @@ async fn metrics(State(state): State<DashboardState>) -> impl IntoResponse {
 }
 
 /// Everything the page draws. `totals` are this process's counters, the very numbers of
-/// `/metrics`; `samples` and `events` are those after `since`.
+/// `/metrics`; `samples` are those after `since`, `events` those after `events_after`.
 #[derive(Serialize)]
 struct Data {
     now: u64,
@@ -137,21 +137,33 @@ impl Totals {
 #[derive(serde::Deserialize)]
 struct Since {
     since: Option<String>,
+    events_after: Option<String>,
+}
+
+fn whole_number(field: &str, raw: Option<String>, rule: &str) -> Result<u64, ApiError> {
+    raw.map_or(Ok(0), |raw| {
+        raw.parse::<u64>()
+            .map_err(|_| bad_request(format!("{field}: must be a whole number {rule}")))
+    })
 }
 
 async fn data(
     State(state): State<DashboardState>,
     query: Result<Query<Since>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Data>, ApiError> {
-    let Ok(Query(Since { since })) = query else {
+    let Ok(Query(Since {
+        since,
+        events_after,
+    })) = query
+    else {
         return Err(bad_request("the query string cannot be read"));
     };
-    let since = match since {
-        None => 0,
-        Some(since) => since.parse::<u64>().map_err(|_| {
-            bad_request("since: must be a whole number of milliseconds since the Unix epoch")
-        })?,
-    };
+    let since = whole_number("since", since, "of milliseconds since the Unix epoch")?;
+    let events_after = whole_number(
+        "events_after",
+        events_after,
+        "(the `seq` of the last event seen)",
+    )?;
     let app = &state.app;
     let metrics = &app.metrics;
     let shared = app.shared_counts().await;
@@ -172,7 +184,7 @@ async fn data(
         all_totals: shared.map(|counts| Totals::of(&counts, None, None)),
         window_ms: u64::try_from(KEPT_FOR.as_millis()).unwrap_or(u64::MAX),
         samples: state.history.since(since),
-        events: metrics.invalidations().since(since),
+        events: metrics.invalidations().after(events_after),
     }))
 }
 

@@ -77,6 +77,9 @@ impl Origin {
 
 #[derive(Clone, Debug, Serialize)]
 pub struct Invalidation {
+    /// Numbers this process's invalidations from 1, so a poller asks for what follows
+    /// the last one it saw (times can repeat within a millisecond).
+    pub seq: u64,
     /// Milliseconds since the Unix epoch.
     pub at_ms: u64,
     pub cause: String,
@@ -103,8 +106,9 @@ impl InvalidationLog {
             .filter(|c| !c.is_control())
             .take(MOST_CAUSE_CHARS)
             .collect();
-        self.total.fetch_add(1, Ordering::Relaxed);
         let mut recent = self.recent.lock().unwrap_or_else(PoisonError::into_inner);
+        // Under the lock, so numbers follow the order of the list.
+        let seq = self.total.fetch_add(1, Ordering::Relaxed) + 1;
         let oldest_kept = now.saturating_sub(u64::try_from(KEPT_FOR.as_millis()).unwrap_or(0));
         while recent
             .front()
@@ -113,6 +117,7 @@ impl InvalidationLog {
             recent.pop_front();
         }
         recent.push_back(Invalidation {
+            seq,
             at_ms: now,
             cause,
             origin,
@@ -123,12 +128,12 @@ impl InvalidationLog {
         self.total.load(Ordering::Relaxed)
     }
 
-    /// The events after `after_ms`, oldest first.
-    pub fn since(&self, after_ms: u64) -> Vec<Invalidation> {
+    /// The events kept after the one numbered `after_seq`, oldest first.
+    pub fn after(&self, after_seq: u64) -> Vec<Invalidation> {
         let recent = self.recent.lock().unwrap_or_else(PoisonError::into_inner);
         recent
             .iter()
-            .filter(|event| event.at_ms > after_ms)
+            .filter(|event| event.seq > after_seq)
             .cloned()
             .collect()
     }
@@ -143,16 +148,20 @@ mod tests {
         let log = InvalidationLog::default();
         log.record("property 7 created", Origin::ThisProcess);
         log.record(&format!("x\n{}", "y".repeat(500)), Origin::OutOfBand);
-        let events = log.since(0);
+        let events = log.after(0);
         assert_eq!(log.total(), 2);
+        assert_eq!((events[0].seq, events[1].seq), (1, 2));
         assert_eq!(events[0].cause, "property 7 created");
         assert_eq!(events[1].cause.chars().count(), MOST_CAUSE_CHARS);
         assert!(!events[1].cause.contains('\n'));
-        assert!(log.since(events[1].at_ms).is_empty());
+        assert!(log.after(2).is_empty());
+        assert_eq!(log.after(1).len(), 1);
         for i in 0..MOST_KEPT + 10 {
             log.record(&format!("write {i}"), Origin::OtherProcess);
         }
-        assert_eq!(log.since(0).len(), MOST_KEPT);
+        let kept = log.after(0);
+        assert_eq!(kept.len(), MOST_KEPT);
+        assert_eq!(kept.last().map(|e| e.seq), Some(log.total()));
         assert_eq!(log.total(), 2 + MOST_KEPT as u64 + 10);
     }
 }

@@ -11,6 +11,7 @@ mod api_writes;
 mod cache_levels;
 mod cli;
 mod consistency;
+mod dashboard;
 mod frozen_database;
 mod herd;
 mod hostile_input;

@@ -168,6 +168,35 @@ impl Server {
         }
     }
 
+    /// A JSON write with the test's admin token over a fresh connection (the server
+    /// must run with `LISTINGS_ADMIN_TOKEN` set to it): the status and the JSON body.
+    pub fn post_json(&self, path: &str, body: &serde_json::Value) -> (u16, serde_json::Value) {
+        use std::io::{Read as _, Write as _};
+        let mut stream = std::net::TcpStream::connect(self.address).expect("connect");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        let body = body.to_string();
+        write!(
+            stream,
+            "POST {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\
+             Authorization: Bearer {}\r\nContent-Type: application/json\r\n\
+             Content-Length: {}\r\n\r\n{body}",
+            super::ADMIN_TOKEN,
+            body.len()
+        )
+        .expect("send");
+        let mut response = String::new();
+        stream.read_to_string(&mut response).expect("read");
+        let (head, body) = response.split_once("\r\n\r\n").expect("a response");
+        let status = head
+            .split(' ')
+            .nth(1)
+            .and_then(|code| code.parse().ok())
+            .expect("status code");
+        (status, serde_json::from_str(body).expect("JSON body"))
+    }
+
     /// Polls `path` (bounded: 2 s) until its titles satisfy `done`, for changes that
     /// arrive by notification; returns the titles last seen.
     pub async fn wait_for_titles(
