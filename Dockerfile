@@ -48,6 +48,8 @@ WORKDIR /data
 
 ENV LISTINGS_BIND=0.0.0.0:8000 \
     RUST_LOG=info
+# The operator's address (dashboard, /metrics) stays off unless LISTINGS_ADMIN_BIND is
+# set; docker-compose.yml sets 0.0.0.0:9000 and publishes it on the host's loopback.
 EXPOSE 8000
 
 # `listings healthcheck` GETs /health on LISTINGS_BIND (0.0.0.0 means loopback).

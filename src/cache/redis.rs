@@ -411,11 +411,7 @@ impl RedisCache {
         };
         let mut conn = self.link.conn();
         let shared = read_shared_counts(&mut conn, &self.keys).await?;
-        let per_kind = CacheKind::ALL
-            .into_iter()
-            .map(|kind| (kind, shared.kind(kind)))
-            .collect();
-        Ok(RedisStats { keyspace, per_kind })
+        Ok(RedisStats { keyspace, shared })
     }
 
     /// The sums of every process's counters, as last flushed (each process flushes once
@@ -609,18 +605,10 @@ pub struct RedisStatus {
 }
 
 pub struct RedisStats {
+    /// Server-wide, from `INFO stats` (every master's, in a cluster).
     pub keyspace: HitsMisses,
-    pub per_kind: Vec<(CacheKind, HitsMisses)>,
-}
-
-impl RedisStats {
-    pub fn count(&self, kind: CacheKind) -> HitsMisses {
-        self.per_kind
-            .iter()
-            .find(|(k, _)| *k == kind)
-            .map(|(_, c)| *c)
-            .unwrap_or_default()
-    }
+    /// Every `listings` process's counters summed, as last flushed.
+    pub shared: Counts,
 }
 
 pub(crate) fn with_generation_function(script: &str) -> Script {

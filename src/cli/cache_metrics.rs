@@ -9,7 +9,7 @@ use anyhow::Context as _;
 use clap::Args;
 use serde::Serialize;
 
-use crate::cli::GlobalOpts;
+use crate::cli::{GlobalOpts, cache_watch};
 use crate::http_client;
 use crate::metrics::{CacheKind, HitsMisses, parse_prometheus_sample};
 use crate::services;
@@ -17,15 +17,19 @@ use crate::services;
 #[derive(Debug, Args)]
 pub struct Opts {
     /// Print one JSON object instead of a table
-    #[arg(long)]
+    #[arg(long, conflicts_with = "watch")]
     pub json: bool,
+    /// Refresh once a second until `q` or Ctrl-C, with the hit ratios as small charts;
+    /// one plain line per second when stdout is not a terminal
+    #[arg(long)]
+    pub watch: bool,
     /// Embedded mode: address of the running server (as `serve --bind`)
     #[arg(long, env = "LISTINGS_BIND", default_value_t = crate::server::DEFAULT_BIND)]
     pub bind: SocketAddr,
 }
 
 /// The `--json` form; field names are stable.
-#[derive(Debug, Serialize)]
+#[derive(Clone, Debug, Serialize)]
 pub struct Report {
     /// "redis" or "in-process"
     pub cache: &'static str,
@@ -44,11 +48,25 @@ pub struct Report {
     pub queries: LevelReport,
     /// Single properties.
     pub items: LevelReport,
-    /// Statements the server sent to the database; embedded mode only.
-    pub db_queries: Option<u64>,
+    /// HTTP requests answered: by the server asked (embedded mode), or by every server
+    /// together (Redis mode).
+    pub requests: u64,
+    /// Statements sent to the database, counted the same way.
+    pub db_queries: u64,
 }
 
-#[derive(Debug, Serialize)]
+impl Report {
+    pub fn levels(&self) -> [(&'static str, &LevelReport); 4] {
+        [
+            ("view", &self.view),
+            ("all_properties", &self.all_properties),
+            ("queries", &self.queries),
+            ("items", &self.items),
+        ]
+    }
+}
+
+#[derive(Clone, Debug, Serialize)]
 pub struct LevelReport {
     pub hits: u64,
     pub misses: u64,
@@ -65,61 +83,94 @@ impl From<HitsMisses> for LevelReport {
     }
 }
 
-pub async fn run(opts: Opts, global: &GlobalOpts) -> anyhow::Result<()> {
-    let report = match &global.redis_url {
-        Some(url) => {
-            let stats = services::shared_cache_stats(url, &global.cache_prefix).await?;
-            let level = |kind| LevelReport::from(stats.count(kind));
-            Report {
-                cache: "redis",
-                source: url.to_string(),
-                keyspace_hits: Some(stats.keyspace.hits),
-                keyspace_misses: Some(stats.keyspace.misses),
-                hit_ratio: Some(stats.keyspace.hit_ratio()),
-                view: level(CacheKind::View),
-                all_properties: level(CacheKind::AllProperties),
-                queries: level(CacheKind::Queries),
-                items: level(CacheKind::Items),
-                db_queries: None,
-            }
-        }
-        None => {
-            let response = http_client::get(opts.bind, "/metrics")
-                .await
-                .context("cannot read metrics from the running server (is `listings serve` running? use --bind to point at it)")?;
-            let status = response.status();
-            anyhow::ensure!(
-                status.is_success(),
-                "the server answered /metrics with {status}"
-            );
-            let text = String::from_utf8_lossy(response.body());
-            let sample = |name: String| parse_prometheus_sample(&text, &name).unwrap_or_default();
-            let level = |kind: CacheKind| {
-                LevelReport::from(HitsMisses {
-                    hits: sample(format!(
-                        "listings_cache_hits_total{{kind=\"{}\"}}",
-                        kind.name()
-                    )),
-                    misses: sample(format!(
-                        "listings_cache_misses_total{{kind=\"{}\"}}",
-                        kind.name()
-                    )),
+/// Where the numbers are read: Redis (every server's), or the running server.
+pub enum Source {
+    Redis {
+        stats: Box<services::SharedCacheStats>,
+        url: String,
+    },
+    Server(SocketAddr),
+}
+
+impl Source {
+    pub fn new(opts: &Opts, global: &GlobalOpts) -> anyhow::Result<Source> {
+        Ok(match &global.redis_url {
+            Some(url) => Source::Redis {
+                stats: Box::new(services::SharedCacheStats::new(url, &global.cache_prefix)?),
+                url: url.to_string(),
+            },
+            None => Source::Server(opts.bind),
+        })
+    }
+
+    pub async fn read(&self) -> anyhow::Result<Report> {
+        match self {
+            Source::Redis { stats, url } => {
+                let stats = stats.read().await?;
+                let level = |kind| LevelReport::from(stats.shared.kind(kind));
+                Ok(Report {
+                    cache: "redis",
+                    source: url.clone(),
+                    keyspace_hits: Some(stats.keyspace.hits),
+                    keyspace_misses: Some(stats.keyspace.misses),
+                    hit_ratio: Some(stats.keyspace.hit_ratio()),
+                    view: level(CacheKind::View),
+                    all_properties: level(CacheKind::AllProperties),
+                    queries: level(CacheKind::Queries),
+                    items: level(CacheKind::Items),
+                    requests: stats.shared.requests,
+                    db_queries: stats.shared.db_queries,
                 })
-            };
-            Report {
-                cache: "in-process",
-                source: format!("http://{}/metrics", http_client::reachable(opts.bind)),
-                keyspace_hits: None,
-                keyspace_misses: None,
-                hit_ratio: None,
-                view: level(CacheKind::View),
-                all_properties: level(CacheKind::AllProperties),
-                queries: level(CacheKind::Queries),
-                items: level(CacheKind::Items),
-                db_queries: Some(sample("listings_db_queries_total".into())),
             }
+            Source::Server(bind) => read_server(*bind).await,
         }
+    }
+}
+
+async fn read_server(bind: SocketAddr) -> anyhow::Result<Report> {
+    let response = http_client::get(bind, "/metrics").await.context(
+        "cannot read metrics from the running server (is `listings serve` running? use --bind to point at it)",
+    )?;
+    let status = response.status();
+    anyhow::ensure!(
+        status.is_success(),
+        "the server answered /metrics with {status}"
+    );
+    let text = String::from_utf8_lossy(response.body());
+    let sample = |name: &str| parse_prometheus_sample(&text, name).unwrap_or_default();
+    let level = |kind: CacheKind| {
+        LevelReport::from(HitsMisses {
+            hits: sample(&format!(
+                "listings_cache_hits_total{{kind=\"{}\"}}",
+                kind.name()
+            )),
+            misses: sample(&format!(
+                "listings_cache_misses_total{{kind=\"{}\"}}",
+                kind.name()
+            )),
+        })
     };
+    Ok(Report {
+        cache: "in-process",
+        source: format!("http://{}/metrics", http_client::reachable(bind)),
+        keyspace_hits: None,
+        keyspace_misses: None,
+        hit_ratio: None,
+        view: level(CacheKind::View),
+        all_properties: level(CacheKind::AllProperties),
+        queries: level(CacheKind::Queries),
+        items: level(CacheKind::Items),
+        requests: sample("listings_http_requests_total"),
+        db_queries: sample("listings_db_queries_total"),
+    })
+}
+
+pub async fn run(opts: Opts, global: &GlobalOpts) -> anyhow::Result<()> {
+    let source = Source::new(&opts, global)?;
+    if opts.watch {
+        return cache_watch::run(&source).await;
+    }
+    let report = source.read().await?;
     if opts.json {
         println!("{}", serde_json::to_string(&report)?);
     } else {
@@ -128,7 +179,7 @@ pub async fn run(opts: Opts, global: &GlobalOpts) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn percent(ratio: f64) -> String {
+pub fn percent(ratio: f64) -> String {
     format!("{:.1}%", ratio * 100.0)
 }
 
@@ -148,12 +199,7 @@ fn render_table(report: &Report) -> String {
         "{:<16} {:>10} {:>10} {:>10}\n",
         "level", "hits", "misses", "hit ratio"
     );
-    for (name, level) in [
-        ("view", &report.view),
-        ("all_properties", &report.all_properties),
-        ("queries", &report.queries),
-        ("items", &report.items),
-    ] {
+    for (name, level) in report.levels() {
         out += &format!(
             "{name:<16} {:>10} {:>10} {:>10}\n",
             level.hits,
@@ -161,8 +207,14 @@ fn render_table(report: &Report) -> String {
             percent(level.hit_ratio)
         );
     }
-    if let Some(queries) = report.db_queries {
-        out += &format!("database queries: {queries}\n");
-    }
+    let whose = if report.keyspace_hits.is_some() {
+        "all servers"
+    } else {
+        "this server"
+    };
+    out += &format!(
+        "requests: {}, database queries: {} ({whose})\n",
+        report.requests, report.db_queries
+    );
     out
 }

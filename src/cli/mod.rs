@@ -2,6 +2,7 @@
 //! its `Opts` and `run`. Doc comments are the `--help` text.
 
 pub mod cache_metrics;
+mod cache_watch;
 pub mod completions;
 pub mod create_property;
 pub mod delete_property;
@@ -15,6 +16,7 @@ pub mod serve;
 pub mod update_property;
 
 mod secret;
+mod terminal;
 
 use std::time::Duration;
 

@@ -108,19 +108,32 @@ impl From<DbError> for ServiceError {
 
 /// Redis mode, for `cache-metrics`: the server-wide keyspace numbers and the counters
 /// every server process adds to, read from another process.
-pub async fn shared_cache_stats(
-    url: &crate::config::RedisUrl,
-    prefix: &crate::config::KeyPrefix,
-) -> anyhow::Result<crate::cache::redis::RedisStats> {
-    let keys = crate::cache::keys::KeySpace::new(&prefix.0);
-    let redis = crate::cache::redis::RedisCache::new(url, keys, Default::default())?;
-    redis.stats().await.map_err(|e| {
-        anyhow::anyhow!(
-            "cannot read metrics from Redis at {}: {}",
-            url.target(),
-            crate::cause::root_cause(&e)
-        )
-    })
+pub struct SharedCacheStats {
+    redis: crate::cache::redis::RedisCache,
+    target: String,
+}
+
+impl SharedCacheStats {
+    pub fn new(
+        url: &crate::config::RedisUrl,
+        prefix: &crate::config::KeyPrefix,
+    ) -> anyhow::Result<SharedCacheStats> {
+        let keys = crate::cache::keys::KeySpace::new(&prefix.0);
+        Ok(SharedCacheStats {
+            redis: crate::cache::redis::RedisCache::new(url, keys, Default::default())?,
+            target: url.target().to_owned(),
+        })
+    }
+
+    pub async fn read(&self) -> anyhow::Result<crate::cache::redis::RedisStats> {
+        self.redis.stats().await.map_err(|e| {
+            anyhow::anyhow!(
+                "cannot read metrics from Redis at {}: {}",
+                self.target,
+                crate::cause::root_cause(&e)
+            )
+        })
+    }
 }
 
 /// Embedded mode: if another process committed to the SQLite file since the last

@@ -1,6 +1,7 @@
-//! The operator's dashboard in a real browser: Debian's headless Chromium opens
-//! `/dashboard` on the admin address of a running server after traffic and a write,
-//! and the page must show what `/metrics` and the write imply.
+//! The operator's view. The dashboard in a real browser: Debian's headless Chromium
+//! opens `/dashboard` on the admin address of a running server after traffic and a
+//! write, and the page must show what `/metrics` and the write imply. And
+//! `cache-metrics --watch`, on a pseudo-terminal and on a pipe.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -22,16 +23,7 @@ async fn the_dashboard_shows_what_metrics_and_a_write_imply(env: TestEnv) {
     } else {
         "embedded"
     };
-    let mut command = env.command(&[
-        "serve",
-        "--bind",
-        "127.0.0.1:0",
-        "--admin-bind",
-        "127.0.0.1:0",
-    ]);
-    command.env("LISTINGS_ADMIN_TOKEN", ADMIN_TOKEN);
-    let server = Server::start(command);
-    let admin = admin_address(&server.wait_for_log("dashboard on http://").await);
+    let (server, admin) = serve_with_admin(&env).await;
     assert_ne!(admin, server.address);
 
     // Misses, then hits, on three levels; a write; misses again, then hits.
@@ -160,6 +152,21 @@ async fn the_dashboard_shows_what_metrics_and_a_write_imply(env: TestEnv) {
     chromium_screenshot(admin, "/dashboard", &screenshot);
     let png = std::fs::read(&screenshot).expect("the screenshot");
     assert!(png.starts_with(b"\x89PNG") && png.len() > 20_000);
+}
+
+/// `serve` with the write API and an admin address, both on free ports.
+async fn serve_with_admin(env: &TestEnv) -> (Server, SocketAddr) {
+    let mut command = env.command(&[
+        "serve",
+        "--bind",
+        "127.0.0.1:0",
+        "--admin-bind",
+        "127.0.0.1:0",
+    ]);
+    command.env("LISTINGS_ADMIN_TOKEN", ADMIN_TOKEN);
+    let server = Server::start(command);
+    let admin = admin_address(&server.wait_for_log("dashboard on http://").await);
+    (server, admin)
 }
 
 fn admin_address(log: &str) -> SocketAddr {
@@ -329,4 +336,365 @@ async fn the_admin_address_serves_operators_only_and_validates_its_query() {
     let metrics = get("/metrics").await;
     assert_eq!(metrics.status(), 200);
     assert!(String::from_utf8_lossy(metrics.body()).contains("listings_http_requests_total"));
+}
+
+both_modes!(cache_metrics_watch_prints_a_line_per_second_until_interrupted);
+
+/// `cache-metrics --watch` with stdout not a terminal: plain lines, one per second,
+/// showing the traffic sent meanwhile; SIGINT ends it with status 0.
+async fn cache_metrics_watch_prints_a_line_per_second_until_interrupted(env: TestEnv) {
+    let server = env.serve(&[]);
+    let mut watch = env
+        .command(&[
+            "cache-metrics",
+            "--watch",
+            "--bind",
+            &server.address.to_string(),
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn cache-metrics --watch");
+    let lines = read_lines(watch.stdout.take().expect("stdout"));
+
+    // Traffic for a few seconds (bounded), until a line shows view hits.
+    let started = Instant::now();
+    let mut seen = Vec::new();
+    while started.elapsed() < Duration::from_secs(8) {
+        assert_eq!(server.get("/properties/").await.status, 200);
+        seen.extend(lines.try_iter());
+        if seen.len() >= 3
+            && seen
+                .iter()
+                .any(|line: &String| line.contains(" view=100.0%"))
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(seen.len() >= 3, "three seconds, three lines: {seen:?}");
+    for line in &seen {
+        let fields: Vec<&str> = line.split(' ').collect();
+        assert!(
+            chrono::DateTime::parse_from_rfc3339(fields[0]).is_ok(),
+            "a timestamp first: {line}"
+        );
+        let names: Vec<&str> = fields[1..]
+            .iter()
+            .map(|field| field.split('=').next().unwrap_or_default())
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "requests/s",
+                "db_queries/s",
+                "view",
+                "all_properties",
+                "queries",
+                "items"
+            ],
+            "{line}"
+        );
+    }
+    assert!(
+        seen.iter().any(|line| line.contains(" view=100.0%")),
+        "a second of view hits: {seen:?}"
+    );
+    assert!(
+        seen.iter().any(|line| !line.contains(" requests/s=0.0 ")),
+        "requests counted: {seen:?}"
+    );
+
+    let pid = watch.id().to_string();
+    Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .expect("kill -INT");
+    let status = wait_within(&mut watch, Duration::from_secs(5));
+    assert!(status.success(), "Ctrl-C ends the watch with 0: {status}");
+}
+
+/// On a terminal (a pseudo-terminal that `script` provides): a screen redrawn in
+/// place with sparklines, `q` quits with status 0 and gives the screen back.
+#[tokio::test]
+async fn cache_metrics_watch_on_a_terminal_quits_on_q() {
+    let env = TestEnv::embedded();
+    let server = env.serve(&[]);
+    let listings = env.command(&[]);
+    let mut terminal = Command::new("script");
+    terminal
+        .args(["--quiet", "--return", "--flush", "--command"])
+        .arg(format!(
+            "stty cols 120 rows 30; exec {} cache-metrics --watch --bind {}",
+            env!("CARGO_BIN_EXE_listings"),
+            server.address
+        ))
+        .arg("/dev/null")
+        .current_dir(env.dir.path())
+        .env_clear()
+        .envs(listings.get_envs().filter_map(|(k, v)| Some((k, v?))))
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("TERM", "xterm")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut watch = terminal.spawn().expect("script (util-linux)");
+    let output = read_chunks(watch.stdout.take().expect("stdout"));
+
+    let started = Instant::now();
+    let mut screen = String::new();
+    while started.elapsed() < Duration::from_secs(8) && screen.matches("\x1b[H").count() < 4 {
+        assert_eq!(server.get("/properties/").await.status, 200);
+        screen.extend(output.try_iter());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        screen.starts_with("\x1b[?1049h"),
+        "the alternate screen: {screen:?}"
+    );
+    assert!(screen.contains("q or Ctrl-C quits"), "{screen:?}");
+    assert!(screen.contains("hit ratio per second"), "{screen:?}");
+    assert!(screen.contains('█'), "a sparkline of view hits: {screen:?}");
+
+    use std::io::Write as _;
+    watch
+        .stdin
+        .as_mut()
+        .expect("stdin")
+        .write_all(b"q")
+        .expect("press q");
+    let status = wait_within(&mut watch, Duration::from_secs(5));
+    screen.extend(output.try_iter());
+    assert!(status.success(), "q ends the watch with 0: {status}");
+    assert!(
+        screen.ends_with("\x1b[?25h\x1b[?1049l"),
+        "the terminal's own screen and cursor are back: {:?}",
+        &screen[screen.len().saturating_sub(80)..]
+    );
+}
+
+fn read_lines(from: impl std::io::Read + Send + 'static) -> std::sync::mpsc::Receiver<String> {
+    use std::io::BufRead as _;
+    let (sender, receiver) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(from).lines().map_while(Result::ok) {
+            let _ = sender.send(line);
+        }
+    });
+    receiver
+}
+
+fn read_chunks(mut from: impl std::io::Read + Send + 'static) -> std::sync::mpsc::Receiver<String> {
+    let (sender, receiver) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut buffer = [0u8; 4096];
+        let mut pending = Vec::new();
+        while let Ok(read @ 1..) = from.read(&mut buffer) {
+            pending.extend_from_slice(&buffer[..read]);
+            // Whole UTF-8 characters only; a sparkline bar may straddle two reads.
+            let whole = match std::str::from_utf8(&pending) {
+                Ok(_) => pending.len(),
+                Err(error) => error.valid_up_to(),
+            };
+            let text = String::from_utf8_lossy(&pending[..whole]).into_owned();
+            pending.drain(..whole);
+            let _ = sender.send(text);
+        }
+    });
+    receiver
+}
+
+fn wait_within(child: &mut std::process::Child, bound: Duration) -> std::process::ExitStatus {
+    let started = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            return status;
+        }
+        if started.elapsed() > bound {
+            let _ = child.kill();
+            panic!("did not exit within {bound:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Every query of the Grafana dashboard (docs/grafana-dashboard.json), asked of a real
+/// Prometheus (Debian's, see .ci/fetch-prometheus) that scrapes a real server's admin
+/// address, answers with data: the names, labels and arithmetic fit `/metrics`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prometheus_answers_every_query_of_the_grafana_dashboard() {
+    let env = TestEnv::embedded();
+    let (server, admin) = serve_with_admin(&env).await;
+
+    let listen = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
+    let prometheus_address = listen.local_addr().expect("address");
+    drop(listen);
+    std::fs::write(
+        env.dir.path().join("prometheus.yml"),
+        format!(
+            "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: listings\n    \
+             static_configs:\n      - targets: [\"{admin}\"]\n"
+        ),
+    )
+    .expect("prometheus.yml");
+    let mut prometheus = ChildGuard(
+        Command::new(prometheus_binary())
+            .current_dir(env.dir.path())
+            .args([
+                "--config.file=prometheus.yml",
+                "--storage.tsdb.path=prometheus-data",
+                "--log.level=warn",
+            ])
+            .arg(format!("--web.listen-address={prometheus_address}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start prometheus"),
+    );
+
+    // Prometheus applies its targets a few seconds after it starts: wait for a scrape.
+    let mut scraped = false;
+    for _ in 0..100 {
+        scraped = prometheus_query(prometheus_address, "up == 1")
+            .await
+            .is_some_and(|result| !result.is_empty());
+        if scraped {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(scraped, "prometheus never scraped {admin}");
+
+    // Traffic on every level until the queries are done (rates need it), and a write.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let traffic = tokio::spawn({
+        let (stop, address) = (stop.clone(), server.address);
+        async move {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                for path in [
+                    "/properties/",
+                    "/properties/?location=Malindi",
+                    "/properties/1/",
+                ] {
+                    let _ = listings::http_client::get(address, path).await;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    });
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (status, body) = server.post_json(
+        "/properties/",
+        &json!({"title": "Scraped", "description": "d", "price": "1.00", "location": "Malindi"}),
+    );
+    assert_eq!(status, 201, "{body}");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(
+        prometheus.0.try_wait().expect("prometheus").is_none(),
+        "prometheus runs"
+    );
+
+    let dashboard: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/grafana-dashboard.json"),
+        )
+        .expect("docs/grafana-dashboard.json"),
+    )
+    .expect("the dashboard is JSON");
+    let mut queries: Vec<String> = dashboard["panels"]
+        .as_array()
+        .expect("panels")
+        .iter()
+        .flat_map(|panel| panel["targets"].as_array().expect("targets").clone())
+        .map(|target| target["expr"].as_str().expect("expr").to_owned())
+        .collect();
+    queries.extend(
+        dashboard["annotations"]["list"]
+            .as_array()
+            .expect("annotations")
+            .iter()
+            .filter_map(|annotation| annotation["expr"].as_str().map(str::to_owned)),
+    );
+    assert!(queries.len() >= 10, "{queries:?}");
+    for query in &queries {
+        // Grafana's rate window is a few scrape intervals; here scrapes are 1 s apart.
+        let query = query.replace("$__rate_interval", "4s");
+        let mut result = Vec::new();
+        for _ in 0..25 {
+            result = prometheus_query(prometheus_address, &query)
+                .await
+                .unwrap_or_default();
+            if !result.is_empty() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        assert!(!result.is_empty(), "no data for {query}");
+        let values: Vec<f64> = result
+            .iter()
+            .map(|series| {
+                series["value"][1]
+                    .as_str()
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(f64::NAN)
+            })
+            .collect();
+        // A level without lookups in the window has no ratio (NaN: a gap in Grafana);
+        // the traffic above gives every query some number.
+        assert!(values.iter().any(|v| v.is_finite()), "{query}: {values:?}");
+        assert!(
+            values
+                .iter()
+                .all(|v| v.is_nan() || (v.is_finite() && *v >= 0.0)),
+            "{query}: {values:?}"
+        );
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    traffic.await.expect("traffic");
+}
+
+/// The result vector of an instant query; `None` when Prometheus does not answer.
+async fn prometheus_query(prometheus: SocketAddr, query: &str) -> Option<Vec<serde_json::Value>> {
+    let path = format!(
+        "/api/v1/query?{}",
+        url::form_urlencoded::Serializer::new(String::new())
+            .append_pair("query", query)
+            .finish()
+    );
+    let response = listings::http_client::get(prometheus, &path).await.ok()?;
+    let answer: serde_json::Value = serde_json::from_slice(response.body()).ok()?;
+    answer["data"]["result"].as_array().cloned()
+}
+
+struct ChildGuard(std::process::Child);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Prometheus from PATH, or Debian's binary extracted by .ci/fetch-prometheus (run here
+/// when it has not been yet).
+fn prometheus_binary() -> PathBuf {
+    if Command::new("prometheus")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|status| status.success())
+    {
+        return PathBuf::from("prometheus");
+    }
+    let fetch = Path::new(env!("CARGO_MANIFEST_DIR")).join(".ci/fetch-prometheus");
+    let output = Command::new(&fetch)
+        .output()
+        .expect("run .ci/fetch-prometheus");
+    assert!(
+        output.status.success(),
+        "Prometheus is needed (Debian's package `prometheus`): {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    PathBuf::from(String::from_utf8_lossy(&output.stdout).trim()).join("prometheus")
 }

@@ -104,6 +104,9 @@ async fn walkthrough(env: TestEnv) {
     assert_eq!(metrics["view"]["misses"], 2, "{metrics}");
     assert_eq!(metrics["all_properties"]["misses"], 2, "{metrics}");
     assert_eq!(metrics["all_properties"]["hits"], 0, "{metrics}");
+    // Three listings were answered (and /metrics); the misses read the database.
+    assert!(metrics["requests"].as_u64() >= Some(3), "{metrics}");
+    assert!(metrics["db_queries"].as_u64() >= Some(2), "{metrics}");
     if env.is_redis() {
         assert_eq!(metrics["cache"], "redis");
         let hits = metrics["keyspace_hits"].as_u64().expect("keyspace_hits");
