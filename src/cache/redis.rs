@@ -417,7 +417,9 @@ impl RedisCache {
     /// The sums of every process's counters, as last flushed (each process flushes once
     /// a second); `None` when Redis does not answer.
     pub async fn shared_counts(&self) -> Option<Counts> {
-        if self.health.skipping() {
+        // `is_open`, not `skipping`: the dashboard must never take the one try a request
+        // makes to close the breaker, since this read reports neither success nor failure.
+        if self.health.is_open() {
             return None;
         }
         // Only the dashboard reads these: a failure here is no cache failure.

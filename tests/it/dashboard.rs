@@ -698,3 +698,75 @@ fn prometheus_binary() -> PathBuf {
     );
     PathBuf::from(String::from_utf8_lossy(&output.stdout).trim()).join("prometheus")
 }
+
+/// Redis frozen, then back: the page shows the circuit open while it lasts (the badge,
+/// red bands on the charts), requests keep being answered, and the recovery that
+/// retired everything is listed among the invalidations.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(not(listings_test_services), ignore = "needs redis-server")]
+async fn the_dashboard_shows_a_redis_outage_and_the_recovery() {
+    let redis = crate::support::redis_server::OwnRedis::start();
+    let mut env = TestEnv::embedded();
+    env.redis_url = Some(redis.url());
+    let (server, admin) = serve_with_admin(&env).await;
+    let data = || async {
+        serde_json::from_str::<serde_json::Value>(&admin_get(admin, "/dashboard/data").await)
+            .expect("JSON")
+    };
+    assert_eq!(server.get("/properties/").await.status, 200);
+    assert_eq!(data().await["cache"]["redis"]["state"], "connected");
+
+    redis.signal("-STOP");
+    let mut state = serde_json::Value::Null;
+    for _ in 0..50 {
+        assert_eq!(
+            server.get("/properties/").await.status,
+            200,
+            "served meanwhile"
+        );
+        state = data().await["cache"]["redis"]["state"].clone();
+        if state == "circuit open" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(state, "circuit open");
+    // Let the sampler record a second of it.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let frozen_dom = chromium_dom(admin, "/dashboard");
+    assert_eq!(text_of(&frozen_dom, "backend"), "Redis circuit open");
+    redis.signal("-CONT");
+
+    let mut cache = serde_json::Value::Null;
+    for _ in 0..100 {
+        server.get("/properties/").await;
+        cache = data().await["cache"].clone();
+        if cache["redis"]["state"] == "connected"
+            && server.get("/properties/").await.x_cache == "HIT"
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(cache["redis"]["state"], "connected", "{cache}");
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+
+    let dom = chromium_dom(admin, "/dashboard");
+    assert_eq!(text_of(&dom, "backend"), "Redis connected");
+    assert!(
+        dom.contains("<rect class=\"outage\""),
+        "the outage is shaded on the charts"
+    );
+    let recovery = "Redis answers again: everything cached before the failure retired";
+    assert!(
+        dom.contains(&format!("<li data-cause=\"{recovery}\">")),
+        "the recovery is listed"
+    );
+    assert!(
+        text_of(&dom, "total-cache-errors")
+            .replace(',', "")
+            .parse::<u64>()
+            .is_ok_and(|errors| errors >= 1),
+        "cache errors counted"
+    );
+}
