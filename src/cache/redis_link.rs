@@ -135,6 +135,7 @@ impl RedisLink {
                 (
                     RedisConnection::Cluster(conn),
                     Endpoint::Cluster(ClusterSeeds {
+                        control_master: std::sync::Mutex::new(None),
                         nodes: nodes.clone(),
                         node: NodeSettings {
                             tls: *tls,
@@ -167,13 +168,19 @@ impl RedisLink {
             }
             Endpoint::Cluster(seeds) => {
                 let node = self.conn.clone().cluster_node_of(control_key).await?;
-                Ok((seeds.client(&node)?.get_async_pubsub().await?, None))
+                let pubsub = seeds.client(&node)?.get_async_pubsub().await?;
+                *seeds
+                    .control_master
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(node);
+                Ok((pubsub, None))
             }
         }
     }
 
-    /// Which deployment, its master (Sentinel: the one in use) and its nodes (Cluster:
-    /// the seeds of the URL), for the dashboard.
+    /// Which deployment, its master (Sentinel: the one in use; Cluster: the one holding
+    /// the control keys, as last found) and its nodes (Cluster: the seeds of the URL),
+    /// for the dashboard.
     pub fn topology(&self) -> Topology {
         match &*self.endpoint {
             Endpoint::Single(_) => Topology {
@@ -188,7 +195,12 @@ impl RedisLink {
             },
             Endpoint::Cluster(seeds) => Topology {
                 deployment: "cluster",
-                master: None,
+                master: seeds
+                    .control_master
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .as_ref()
+                    .map(RedisNode::to_string),
                 nodes: seeds.nodes.iter().map(RedisNode::to_string).collect(),
             },
         }
@@ -440,6 +452,8 @@ impl ConnectionLike for LazyCluster {
 struct ClusterSeeds {
     nodes: Vec<RedisNode>,
     node: NodeSettings,
+    /// The master of the control keys' slot, as last found (for the dashboard).
+    control_master: std::sync::Mutex<Option<RedisNode>>,
 }
 
 impl ClusterSeeds {

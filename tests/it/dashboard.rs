@@ -770,3 +770,45 @@ async fn the_dashboard_shows_a_redis_outage_and_the_recovery() {
         "cache errors counted"
     );
 }
+
+/// Sentinel and Cluster: the dashboard names the master in use (Sentinel) or the one
+/// holding the control keys (Cluster), and it is a master indeed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(not(listings_test_services), ignore = "needs PostgreSQL and Redis")]
+async fn the_dashboard_names_the_sentinel_and_cluster_masters() {
+    for env in [
+        TestEnv::postgres_sentinel().await,
+        TestEnv::postgres_cluster().await,
+    ] {
+        let (server, admin) = serve_with_admin(&env).await;
+        let mut redis = serde_json::Value::Null;
+        for _ in 0..50 {
+            server.get("/properties/").await;
+            let data: serde_json::Value =
+                serde_json::from_str(&admin_get(admin, "/dashboard/data").await).expect("JSON");
+            redis = data["cache"]["redis"].clone();
+            if redis["state"] == "connected" && redis["master"].is_string() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let master = redis["master"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{redis}"));
+        let port = master.rsplit(':').next().unwrap_or_default();
+        let role = Command::new("redis-cli")
+            .args(["-h", "127.0.0.1", "-p", port, "ROLE"])
+            .output()
+            .expect("redis-cli");
+        assert!(
+            String::from_utf8_lossy(&role.stdout).starts_with("master"),
+            "{master} is a master: {redis}"
+        );
+        let deployment = redis["deployment"].as_str().unwrap_or_default();
+        if deployment == "cluster" {
+            assert_eq!(redis["nodes"].as_array().map(Vec::len), Some(3), "{redis}");
+        } else {
+            assert_eq!(deployment, "sentinel", "{redis}");
+        }
+    }
+}
