@@ -13,7 +13,9 @@ use tokio::task::JoinSet;
 
 use crate::support::TestEnv;
 use crate::support::binary::{Server, stderr, stdout};
-use crate::support::redis_server::{RedisCluster, SENTINEL_SERVICE, SentinelSet, TlsRedis};
+use crate::support::redis_server::{
+    RedisCluster, SENTINEL_SERVICE, SentinelSet, TlsCluster, TlsRedis, TlsSentinelSet,
+};
 
 /// GETs from a few workers, each pausing between requests so two cores keep up, until
 /// stopped or `cap` has passed; counts the requests that did not get a 200.
@@ -517,5 +519,114 @@ async fn tls_redis_with_a_private_ca() {
     assert!(
         error.contains("SSL_CERT_FILE") && error.contains("missing-ca.pem"),
         "{error}"
+    );
+}
+
+/// A `listings` command that trusts `ca` (as `SSL_CERT_FILE`).
+fn trusting(env: &TestEnv, ca: &std::path::Path, args: &[&str]) -> std::process::Command {
+    let mut command = env.command(args);
+    command.env("SSL_CERT_FILE", ca);
+    command
+}
+
+fn create_trusting(env: &TestEnv, ca: &std::path::Path, title: &str) {
+    let created = trusting(
+        env,
+        ca,
+        &[
+            "create-property",
+            "--title",
+            title,
+            "--price",
+            "100",
+            "--location",
+            "Lamu",
+        ],
+    )
+    .output()
+    .expect("create-property");
+    assert!(created.status.success(), "{}", stderr(&created));
+}
+
+/// `rediss+cluster://`: a Cluster speaking TLS only, trusted through `SSL_CERT_FILE`.
+/// Entries spread over the masters, and a write by another process is on the next
+/// request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(not(listings_test_services), ignore = "needs PostgreSQL and Redis")]
+async fn tls_cluster_with_a_private_ca() {
+    let mut env = TestEnv::postgres_redis().await;
+    let cluster = tokio::task::spawn_blocking(TlsCluster::start)
+        .await
+        .expect("TLS Cluster");
+    env.redis_url = Some(cluster.url());
+    let ca = &cluster.ca_file;
+    let server = Server::start(trusting(&env, ca, &["serve", "--bind", "127.0.0.1:0"]));
+    create_trusting(&env, ca, "Villa");
+    for path in [
+        "/properties/",
+        "/properties/?location=Lamu",
+        "/properties/1/",
+    ] {
+        until_hit(&server, path, Duration::from_secs(5)).await;
+    }
+    let counts = cluster.key_counts();
+    assert!(
+        counts.iter().filter(|&&keys| keys > 0).count() >= 2,
+        "entries spread over the masters: {counts:?}"
+    );
+
+    create_trusting(&env, ca, "Cottage");
+    let after = server.get("/properties/").await;
+    assert_eq!(
+        after.titles(),
+        ["Cottage", "Villa"],
+        "the write is on the next request"
+    );
+    assert!(
+        !server.log().contains("certificate"),
+        "no TLS failure:\n{}",
+        server.log()
+    );
+}
+
+/// `rediss+sentinel://`: sentinels and data nodes speaking TLS only, trusted through
+/// `SSL_CERT_FILE`; a failover is followed, and writes before and after it are on the
+/// next request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(not(listings_test_services), ignore = "needs PostgreSQL and Redis")]
+async fn tls_sentinel_with_a_private_ca_follows_a_failover() {
+    let mut env = TestEnv::postgres_redis().await;
+    let set = tokio::task::spawn_blocking(TlsSentinelSet::start)
+        .await
+        .expect("TLS Sentinel set");
+    env.redis_url = Some(set.url());
+    let ca = &set.ca_file;
+    let server = Server::start(trusting(&env, ca, &["serve", "--bind", "127.0.0.1:0"]));
+    create_trusting(&env, ca, "Before");
+    until_hit(&server, "/properties/", Duration::from_secs(5)).await;
+    assert_eq!(server.get("/properties/").await.titles(), ["Before"]);
+
+    let old = set.agreed_master_port().expect("a master");
+    assert!(
+        set.ask(&["SENTINEL", "FAILOVER", SENTINEL_SERVICE])
+            .is_some_and(|answer| answer.contains("OK")),
+        "SENTINEL FAILOVER"
+    );
+    tokio::task::block_in_place(|| {
+        crate::support::redis_server::wait_for(Duration::from_secs(30), "a new TLS master", || {
+            set.agreed_master_port().is_some_and(|port| port != old)
+        })
+    });
+    create_trusting(&env, ca, "After");
+    assert_eq!(
+        server.get("/properties/").await.titles(),
+        ["After", "Before"],
+        "the write after the failover is on the next request"
+    );
+    until_hit(&server, "/properties/", Duration::from_secs(5)).await;
+    assert!(
+        !server.log().contains("certificate"),
+        "no TLS failure:\n{}",
+        server.log()
     );
 }

@@ -1,7 +1,7 @@
 //! Redis servers of a test's own, on free ports, for tests that freeze, kill or restart
 //! Redis (the shared one is never touched that way): a single server, a Sentinel set
-//! (master, replica, sentinel), a 3-master Cluster, and a TLS-only server with a
-//! certificate made by openssl. Every process is killed on drop.
+//! (master, replica, sentinels), a 3-master Cluster, and a TLS-only server and Cluster
+//! with a certificate made by openssl. Every process is killed on drop.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -273,6 +273,127 @@ impl SentinelSet {
     }
 }
 
+/// A master and a replica that speak TLS only (replication too), and three sentinels
+/// that speak TLS only, watching them; the certificates of [`TlsRedis`].
+pub struct TlsSentinelSet {
+    /// The master and the replica, killed with the set.
+    _servers: [OwnRedis; 2],
+    pub sentinels: Vec<OwnRedis>,
+    pub ca_file: PathBuf,
+    /// The master's and sentinels', and the replica's (its sync writes an RDB file).
+    _dirs: [tempfile::TempDir; 2],
+}
+
+impl TlsSentinelSet {
+    pub fn start() -> TlsSentinelSet {
+        let dir = tempfile::tempdir().expect("temp dir");
+        make_certificates(dir.path());
+        let ca_file = dir.path().join("ca.pem");
+        let master = start_tls_node(dir.path(), free_port(), &["--tls-replication", "yes"]);
+        let master_port = master.port().to_string();
+        let replica_dir = tempfile::tempdir().expect("temp dir");
+        for name in ["ca.pem", "server.pem", "server.key"] {
+            std::fs::copy(dir.path().join(name), replica_dir.path().join(name)).expect("copy");
+        }
+        let replica = start_tls_node(
+            replica_dir.path(),
+            free_port(),
+            &[
+                "--tls-replication",
+                "yes",
+                "--replicaof",
+                "127.0.0.1",
+                &master_port,
+            ],
+        );
+        wait_for(Duration::from_secs(10), "the TLS replica syncs", || {
+            tls_cli(&ca_file, replica.port(), &["INFO", "replication"])
+                .is_some_and(|info| info.contains("master_link_status:up"))
+        });
+        let sentinels: Vec<OwnRedis> = (0..3)
+            .map(|i| {
+                let config = dir.path().join(format!("sentinel-{i}.conf"));
+                std::fs::write(
+                    &config,
+                    format!(
+                        "sentinel monitor {SENTINEL_SERVICE} 127.0.0.1 {master_port} 2\n\
+                         sentinel down-after-milliseconds {SENTINEL_SERVICE} 1000\n\
+                         sentinel failover-timeout {SENTINEL_SERVICE} 5000\n"
+                    ),
+                )
+                .expect("sentinel config");
+                start_tls_process(
+                    dir.path(),
+                    Some(&config),
+                    free_port(),
+                    &["--sentinel", "--tls-replication", "yes"],
+                )
+            })
+            .collect();
+        wait_for(
+            Duration::from_secs(15),
+            "every TLS sentinel knows the replica and the other sentinels",
+            || {
+                sentinels.iter().all(|sentinel| {
+                    let knows = |what: &str| {
+                        tls_cli(
+                            &ca_file,
+                            sentinel.port(),
+                            &["SENTINEL", what, SENTINEL_SERVICE],
+                        )
+                        .is_some_and(|answer| !answer.is_empty())
+                    };
+                    knows("REPLICAS") && knows("SENTINELS")
+                })
+            },
+        );
+        TlsSentinelSet {
+            _servers: [master, replica],
+            sentinels,
+            ca_file,
+            _dirs: [dir, replica_dir],
+        }
+    }
+
+    pub fn url(&self) -> String {
+        let sentinels: Vec<String> = self
+            .sentinels
+            .iter()
+            .map(|sentinel| format!("localhost:{}", sentinel.port()))
+            .collect();
+        format!(
+            "rediss+sentinel://{}/{SENTINEL_SERVICE}",
+            sentinels.join(",")
+        )
+    }
+
+    /// What the first sentinel answers to `args`.
+    pub fn ask(&self, args: &[&str]) -> Option<String> {
+        tls_cli(&self.ca_file, self.sentinels[0].port(), args)
+    }
+
+    /// The port every sentinel names as the master, once they agree and it says so.
+    pub fn agreed_master_port(&self) -> Option<u16> {
+        let named: Vec<Option<u16>> = self
+            .sentinels
+            .iter()
+            .map(|sentinel| {
+                let answer = tls_cli(
+                    &self.ca_file,
+                    sentinel.port(),
+                    &["SENTINEL", "GET-MASTER-ADDR-BY-NAME", SENTINEL_SERVICE],
+                )?;
+                answer.lines().nth(1)?.trim().parse().ok()
+            })
+            .collect();
+        let port = (*named.first()?)?;
+        (named.iter().all(|p| *p == Some(port))
+            && tls_cli(&self.ca_file, port, &["ROLE"])
+                .is_some_and(|role| role.starts_with("master")))
+        .then_some(port)
+    }
+}
+
 /// A Redis Cluster of three masters without replicas, made by `redis-cli --cluster
 /// create`; a node may fail without the others refusing their slots.
 pub struct RedisCluster {
@@ -303,19 +424,7 @@ impl RedisCluster {
                 )
             })
             .collect();
-        let addresses: Vec<String> = nodes
-            .iter()
-            .map(|node| format!("127.0.0.1:{}", node.port()))
-            .collect();
-        let created = Command::new("redis-cli")
-            .args(["--cluster", "create"])
-            .args(&addresses)
-            .args(["--cluster-replicas", "0", "--cluster-yes"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .expect("redis-cli");
-        assert!(created.success(), "redis-cli --cluster create failed");
+        create_cluster(&nodes, None);
         let cluster = RedisCluster { nodes, _dir: dir };
         wait_for(
             Duration::from_secs(20),
@@ -447,48 +556,7 @@ impl TlsRedis {
     pub fn start() -> TlsRedis {
         let dir = tempfile::tempdir().expect("temp dir");
         make_certificates(dir.path());
-        let port = free_port();
-        let file = |name: &str| dir.path().join(name).display().to_string();
-        let spawned = Command::new("redis-server")
-            .args([
-                "--port",
-                "0",
-                "--tls-port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-            ])
-            .args(["--save", "", "--appendonly", "no"])
-            .args(["--tls-cert-file", &file("server.pem")])
-            .args(["--tls-key-file", &file("server.key")])
-            .args(["--tls-ca-cert-file", &file("ca.pem")])
-            .args(["--tls-auth-clients", "no"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("redis-server is needed for this test: {e}"));
-        let server = OwnRedis {
-            child: spawned,
-            port,
-            args: Vec::new(),
-            _dir: tempfile::tempdir().expect("temp dir"),
-        };
-        let ca = file("ca.pem");
-        wait_for(Duration::from_secs(10), "the TLS Redis answers", || {
-            Command::new("redis-cli")
-                .args([
-                    "--tls",
-                    "--cacert",
-                    &ca,
-                    "-h",
-                    "localhost",
-                    "-p",
-                    &port.to_string(),
-                    "PING",
-                ])
-                .output()
-                .is_ok_and(|out| String::from_utf8_lossy(&out.stdout).contains("PONG"))
-        });
+        let server = start_tls_node(dir.path(), free_port(), &[]);
         TlsRedis {
             server,
             ca_file: dir.path().join("ca.pem"),
@@ -499,6 +567,158 @@ impl TlsRedis {
     pub fn url(&self) -> String {
         format!("rediss://localhost:{}/", self.server.port())
     }
+}
+
+/// A 3-master Redis Cluster that speaks TLS only, clients and cluster bus alike, with
+/// the certificates of [`TlsRedis`].
+pub struct TlsCluster {
+    pub nodes: Vec<OwnRedis>,
+    pub ca_file: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl TlsCluster {
+    pub fn start() -> TlsCluster {
+        let dir = tempfile::tempdir().expect("temp dir");
+        make_certificates(dir.path());
+        let nodes: Vec<OwnRedis> = (0..3)
+            .map(|_| {
+                let port = free_port();
+                start_tls_node(
+                    dir.path(),
+                    port,
+                    &[
+                        "--tls-cluster",
+                        "yes",
+                        "--cluster-enabled",
+                        "yes",
+                        "--cluster-config-file",
+                        &format!("nodes-{port}.conf"),
+                        "--cluster-node-timeout",
+                        "1000",
+                    ],
+                )
+            })
+            .collect();
+        let ca_file = dir.path().join("ca.pem");
+        create_cluster(&nodes, Some(&ca_file));
+        wait_for(
+            Duration::from_secs(20),
+            "the TLS cluster is ok on every node",
+            || {
+                nodes.iter().all(|node| {
+                    tls_cli(&ca_file, node.port(), &["CLUSTER", "INFO"])
+                        .is_some_and(|info| info.contains("cluster_state:ok"))
+                })
+            },
+        );
+        TlsCluster {
+            nodes,
+            ca_file,
+            _dir: dir,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        let nodes: Vec<String> = self
+            .nodes
+            .iter()
+            .map(|node| format!("localhost:{}", node.port()))
+            .collect();
+        format!("rediss+cluster://{}", nodes.join(","))
+    }
+
+    /// How many keys each master holds.
+    pub fn key_counts(&self) -> Vec<u64> {
+        self.nodes
+            .iter()
+            .map(|node| {
+                tls_cli(&self.ca_file, node.port(), &["DBSIZE"])
+                    .and_then(|size| size.parse().ok())
+                    .unwrap_or_default()
+            })
+            .collect()
+    }
+}
+
+/// `redis-cli --cluster create` of `nodes`, three masters without replicas; over TLS
+/// trusting `ca` when given.
+fn create_cluster(nodes: &[OwnRedis], ca: Option<&Path>) {
+    let mut command = Command::new("redis-cli");
+    if let Some(ca) = ca {
+        command.args(["--tls", "--cacert"]).arg(ca);
+    }
+    let created = command
+        .args(["--cluster", "create"])
+        .args(
+            nodes
+                .iter()
+                .map(|node| format!("127.0.0.1:{}", node.port())),
+        )
+        .args(["--cluster-replicas", "0", "--cluster-yes"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .expect("redis-cli");
+    assert!(created.success(), "redis-cli --cluster create failed");
+}
+
+/// A TLS-only redis-server on `port`, with the certificates made in `dir` (its working
+/// directory too), once it answers.
+fn start_tls_node(dir: &Path, port: u16, extra: &[&str]) -> OwnRedis {
+    start_tls_process(dir, None, port, extra)
+}
+
+/// [`start_tls_node`], with a configuration file first (a sentinel's).
+fn start_tls_process(dir: &Path, config: Option<&Path>, port: u16, extra: &[&str]) -> OwnRedis {
+    let file = |name: &str| dir.join(name).display().to_string();
+    let spawned = Command::new("redis-server")
+        .args(config)
+        .args([
+            "--port",
+            "0",
+            "--tls-port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+        ])
+        .args(["--save", "", "--appendonly", "no"])
+        .args(["--tls-cert-file", &file("server.pem")])
+        .args(["--tls-key-file", &file("server.key")])
+        .args(["--tls-ca-cert-file", &file("ca.pem")])
+        .args(["--tls-auth-clients", "no"])
+        .args(["--dir", &dir.display().to_string()])
+        .args(extra)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("redis-server is needed for this test: {e}"));
+    let server = OwnRedis {
+        child: spawned,
+        port,
+        args: Vec::new(),
+        _dir: tempfile::tempdir().expect("temp dir"),
+    };
+    let ca = dir.join("ca.pem");
+    wait_for(Duration::from_secs(10), "the TLS Redis answers", || {
+        tls_cli(&ca, port, &["PING"]).is_some_and(|answer| answer.contains("PONG"))
+    });
+    server
+}
+
+fn tls_cli(ca: &Path, port: u16, args: &[&str]) -> Option<String> {
+    let output = Command::new("redis-cli")
+        .args(["--tls", "--cacert"])
+        .arg(ca)
+        .args(["-h", "localhost", "-p", &port.to_string()])
+        .args(args)
+        .stderr(Stdio::null())
+        .output()
+        .ok()?;
+    output
+        .status
+        .success()
+        .then(|| String::from_utf8_lossy(&output.stdout).trim().to_owned())
 }
 
 fn make_certificates(dir: &Path) {
