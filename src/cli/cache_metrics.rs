@@ -56,6 +56,24 @@ pub struct Report {
 }
 
 impl Report {
+    /// Whose requests and queries these are: Redis mode sums every server's.
+    pub fn scope(&self) -> &'static str {
+        if self.keyspace_hits.is_some() {
+            "all servers"
+        } else {
+            "this server"
+        }
+    }
+
+    /// Redis mode: the server-wide keyspace numbers, as one line.
+    pub fn keyspace_line(&self) -> Option<String> {
+        let (hits, misses, ratio) = (self.keyspace_hits?, self.keyspace_misses?, self.hit_ratio?);
+        Some(format!(
+            "Redis keyspace (server-wide): {hits} hits, {misses} misses, hit ratio {}",
+            percent(ratio)
+        ))
+    }
+
     pub fn levels(&self) -> [(&'static str, &LevelReport); 4] {
         [
             ("view", &self.view),
@@ -185,15 +203,9 @@ pub fn percent(ratio: f64) -> String {
 
 fn render_table(report: &Report) -> String {
     let mut out = format!("Cache: {} ({})\n", report.cache, report.source);
-    if let (Some(hits), Some(misses), Some(ratio)) = (
-        report.keyspace_hits,
-        report.keyspace_misses,
-        report.hit_ratio,
-    ) {
-        out += &format!(
-            "Redis keyspace (server-wide): {hits} hits, {misses} misses, hit ratio {}\n",
-            percent(ratio)
-        );
+    if let Some(keyspace) = report.keyspace_line() {
+        out += &keyspace;
+        out.push('\n');
     }
     out += &format!(
         "{:<16} {:>10} {:>10} {:>10}\n",
@@ -207,14 +219,11 @@ fn render_table(report: &Report) -> String {
             percent(level.hit_ratio)
         );
     }
-    let whose = if report.keyspace_hits.is_some() {
-        "all servers"
-    } else {
-        "this server"
-    };
     out += &format!(
-        "requests: {}, database queries: {} ({whose})\n",
-        report.requests, report.db_queries
+        "requests: {}, database queries: {} ({})\n",
+        report.requests,
+        report.db_queries,
+        report.scope()
     );
     out
 }

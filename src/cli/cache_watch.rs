@@ -51,7 +51,7 @@ impl Interval {
     fn plain_line(&self, at: chrono::DateTime<chrono::Utc>, report: &Report) -> String {
         let mut line = format!(
             "{} requests/s={:.1} db_queries/s={:.1}",
-            at.format("%Y-%m-%dT%H:%M:%SZ"),
+            timestamp(at),
             self.requests_per_second,
             self.db_queries_per_second
         );
@@ -105,11 +105,6 @@ fn screen_lines(
     let rate = |pick: fn(&Interval) -> f64| {
         interval.map_or("–".to_owned(), |i| format!("{:.1}", pick(i)))
     };
-    let whose = if report.keyspace_hits.is_some() {
-        "all servers"
-    } else {
-        "this server"
-    };
     let mut lines = vec![
         format!(
             "listings cache-metrics · {} · {} · {}",
@@ -120,9 +115,10 @@ fn screen_lines(
         "q or Ctrl-C quits".to_owned(),
         String::new(),
         format!(
-            "requests/s {:>8}   database queries/s {:>8}   ({whose})",
+            "requests/s {:>8}   database queries/s {:>8}   ({})",
             rate(|i| i.requests_per_second),
-            rate(|i| i.db_queries_per_second)
+            rate(|i| i.db_queries_per_second),
+            report.scope()
         ),
         String::new(),
     ];
@@ -144,16 +140,9 @@ fn screen_lines(
             history.sparkline(index, chart_width)
         ));
     }
-    if let (Some(hits), Some(misses), Some(ratio)) = (
-        report.keyspace_hits,
-        report.keyspace_misses,
-        report.hit_ratio,
-    ) {
+    if let Some(keyspace) = report.keyspace_line() {
         lines.push(String::new());
-        lines.push(format!(
-            "Redis keyspace (server-wide): {hits} hits, {misses} misses, hit ratio {}",
-            percent(ratio)
-        ));
+        lines.push(keyspace);
     }
     if let Some(problem) = problem {
         lines.push(String::new());
@@ -162,15 +151,47 @@ fn screen_lines(
     lines
 }
 
+/// Where each second goes: the redrawn screen, or a line of its own.
+enum Output {
+    Screen(Screen),
+    Lines,
+}
+
+impl Output {
+    /// Shows one second; false once nobody reads the lines any more (`| head -3`).
+    fn show(&self, screen: impl FnOnce() -> Vec<String>, line: impl FnOnce() -> String) -> bool {
+        match self {
+            Output::Screen(shown) => {
+                shown.draw(&screen());
+                true
+            }
+            Output::Lines => {
+                let mut out = std::io::stdout().lock();
+                writeln!(out, "{}", line())
+                    .and_then(|()| out.flush())
+                    .is_ok()
+            }
+        }
+    }
+}
+
+fn timestamp(at: chrono::DateTime<chrono::Utc>) -> impl std::fmt::Display {
+    at.format("%Y-%m-%dT%H:%M:%SZ")
+}
+
 pub async fn run(source: &Source) -> anyhow::Result<()> {
     // The first reading says at once whether there is anything to watch.
     let mut previous = (Instant::now(), source.read().await?);
-    let screen = std::io::stdout().is_terminal().then(Screen::enter);
+    let output = if std::io::stdout().is_terminal() {
+        Output::Screen(Screen::enter())
+    } else {
+        Output::Lines
+    };
     let mut quit = QuitKey::listen();
     let mut interrupt = signal(SignalKind::interrupt())?;
     let mut terminate = signal(SignalKind::terminate())?;
     let mut history = History::default();
-    if let Some(screen) = &screen {
+    if let Output::Screen(screen) = &output {
         screen.draw(&screen_lines(
             &previous.1,
             None,
@@ -199,58 +220,41 @@ pub async fn run(source: &Source) -> anyhow::Result<()> {
             },
         };
         let now = Instant::now();
-        match reading {
+        let shown = match reading {
             Ok(report) => {
                 let seconds = now.duration_since(previous.0).as_secs_f64();
                 let interval = Interval::between(&previous.1, &report, seconds);
                 history.push(&interval);
-                match &screen {
-                    Some(screen) => screen.draw(&screen_lines(
-                        &report,
-                        Some(&interval),
-                        &history,
-                        None,
-                        terminal::width(),
-                    )),
-                    None => {
-                        if !print_line(&interval.plain_line(chrono::Utc::now(), &report)) {
-                            break;
-                        }
-                    }
-                }
+                let shown = output.show(
+                    || screen_lines(&report, Some(&interval), &history, None, terminal::width()),
+                    || interval.plain_line(chrono::Utc::now(), &report),
+                );
                 previous = (now, report);
+                shown
             }
             Err(error) => {
                 let problem = format!("{error:#}");
-                match &screen {
-                    Some(screen) => screen.draw(&screen_lines(
-                        &previous.1,
-                        None,
-                        &history,
-                        Some(&problem),
-                        terminal::width(),
-                    )),
-                    None => {
-                        let line = format!(
-                            "{} error={problem:?}",
-                            chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ")
-                        );
-                        if !print_line(&line) {
-                            break;
-                        }
-                    }
-                }
+                output.show(
+                    || {
+                        screen_lines(
+                            &previous.1,
+                            None,
+                            &history,
+                            Some(&problem),
+                            terminal::width(),
+                        )
+                    },
+                    || format!("{} error={problem:?}", timestamp(chrono::Utc::now())),
+                )
             }
+        };
+        if !shown {
+            break;
         }
     }
-    drop(screen);
+    // The terminal gets its own screen back.
+    drop(output);
     Ok(())
-}
-
-/// False once nobody reads the lines any more (`| head -3`): the watch is over.
-fn print_line(line: &str) -> bool {
-    let mut out = std::io::stdout().lock();
-    writeln!(out, "{line}").and_then(|()| out.flush()).is_ok()
 }
 
 #[cfg(test)]

@@ -134,8 +134,7 @@ async fn the_dashboard_shows_what_metrics_and_a_write_imply(env: TestEnv) {
         }
         let mut all = serde_json::Value::Null;
         for _ in 0..50 {
-            let data: serde_json::Value =
-                serde_json::from_str(&admin_get(admin, "/dashboard/data").await).expect("JSON");
+            let data = dashboard_data(admin).await;
             all = data["all_totals"].clone();
             if all["requests"] == requests + 4 {
                 break;
@@ -143,8 +142,7 @@ async fn the_dashboard_shows_what_metrics_and_a_write_imply(env: TestEnv) {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         assert_eq!(all["requests"], requests + 4, "all servers: {all}");
-        let data: serde_json::Value =
-            serde_json::from_str(&admin_get(admin, "/dashboard/data").await).expect("JSON");
+        let data = dashboard_data(admin).await;
         assert_eq!(data["totals"]["requests"], requests, "this server alone");
     }
 
@@ -183,6 +181,10 @@ async fn admin_get(admin: SocketAddr, path: &str) -> String {
         .expect("GET on the admin address");
     assert_eq!(response.status(), 200);
     String::from_utf8_lossy(response.body()).into_owned()
+}
+
+async fn dashboard_data(admin: SocketAddr) -> serde_json::Value {
+    serde_json::from_str(&admin_get(admin, "/dashboard/data").await).expect("JSON")
 }
 
 /// The text of the element with `id` (which holds no other element).
@@ -709,10 +711,7 @@ async fn the_dashboard_shows_a_redis_outage_and_the_recovery() {
     let mut env = TestEnv::embedded();
     env.redis_url = Some(redis.url());
     let (server, admin) = serve_with_admin(&env).await;
-    let data = || async {
-        serde_json::from_str::<serde_json::Value>(&admin_get(admin, "/dashboard/data").await)
-            .expect("JSON")
-    };
+    let data = || dashboard_data(admin);
     assert_eq!(server.get("/properties/").await.status, 200);
     assert_eq!(data().await["cache"]["redis"]["state"], "connected");
 
@@ -784,8 +783,7 @@ async fn the_dashboard_names_the_sentinel_and_cluster_masters() {
         let mut redis = serde_json::Value::Null;
         for _ in 0..50 {
             server.get("/properties/").await;
-            let data: serde_json::Value =
-                serde_json::from_str(&admin_get(admin, "/dashboard/data").await).expect("JSON");
+            let data = dashboard_data(admin).await;
             redis = data["cache"]["redis"].clone();
             if redis["state"] == "connected" && redis["master"].is_string() {
                 break;
