@@ -62,33 +62,15 @@ pub async fn status(
 ) -> anyhow::Result<Vec<MigrationStatus>> {
     let applied: Vec<String> = match url {
         DatabaseUrl::Postgres(raw) => {
-            let config = connect::pg_config(raw.expose(), settings, connect::PgSession::Migrations)
-                .map_err(|e| {
-                    anyhow::anyhow!("cannot connect to PostgreSQL at {}: {e}", url.target())
-                })?;
-            let mut conn = connect::connect_pg(&config, settings.connect_timeout)
-                .await
-                .map_err(|e| {
-                    anyhow::anyhow!("cannot connect to PostgreSQL at {}: {e}", url.target())
-                })?;
-            use diesel_async::RunQueryDsl as _;
-            let exists: Vec<Version> = diesel::sql_query(
-                "SELECT tablename AS version FROM pg_tables WHERE tablename = '__diesel_schema_migrations'",
-            )
-            .load(&mut conn)
-            .await
-            .context("cannot read the applied migrations")?;
-            if exists.is_empty() {
-                Vec::new()
-            } else {
-                diesel::sql_query("SELECT version FROM __diesel_schema_migrations")
-                    .load::<Version>(&mut conn)
-                    .await
-                    .context("cannot read the applied migrations")?
-                    .into_iter()
-                    .map(|v| v.version)
-                    .collect()
-            }
+            let conn = connect_for_migrations(url, raw, settings).await?;
+            blocking(move || {
+                let mut conn = AsyncConnectionWrapper::<AsyncPgConnection>::from(conn);
+                applied_versions(
+                    &mut conn,
+                    "SELECT tablename AS version FROM pg_tables WHERE tablename = '__diesel_schema_migrations'",
+                )
+            })
+            .await?
         }
         DatabaseUrl::Sqlite(path) if !path.exists() => Vec::new(),
         DatabaseUrl::Sqlite(path) => {
@@ -97,23 +79,13 @@ pub async fn status(
                 .context("the SQLite path is not valid UTF-8")?
                 .to_owned();
             blocking(move || {
-                use diesel::{Connection as _, RunQueryDsl as _};
+                use diesel::Connection as _;
                 let mut conn = SqliteConnection::establish(&path)
                     .with_context(|| format!("cannot open SQLite file {path}"))?;
-                let exists: Vec<Version> = diesel::sql_query(
+                applied_versions(
+                    &mut conn,
                     "SELECT name AS version FROM sqlite_master WHERE type = 'table' AND name = '__diesel_schema_migrations'",
                 )
-                .load(&mut conn)
-                .context("cannot read the applied migrations")?;
-                if exists.is_empty() {
-                    return Ok(Vec::new());
-                }
-                Ok(diesel::sql_query("SELECT version FROM __diesel_schema_migrations")
-                    .load::<Version>(&mut conn)
-                    .context("cannot read the applied migrations")?
-                    .into_iter()
-                    .map(|v| v.version)
-                    .collect())
             })
             .await?
         }
@@ -135,6 +107,45 @@ pub async fn status(
 struct Version {
     #[diesel(sql_type = diesel::sql_types::Text)]
     version: String,
+}
+
+/// The versions in diesel's bookkeeping table; none when `table_exists` (a query that
+/// names the table when it exists) finds no table, so nothing is created.
+fn applied_versions<C>(conn: &mut C, table_exists: &str) -> anyhow::Result<Vec<String>>
+where
+    C: diesel::Connection,
+    for<'a> diesel::query_builder::SqlQuery: diesel::query_dsl::LoadQuery<'a, C, Version>,
+{
+    use diesel::RunQueryDsl as _;
+    let read = |sql: &str, conn: &mut C| {
+        diesel::sql_query(sql)
+            .load::<Version>(conn)
+            .context("cannot read the applied migrations")
+    };
+    if read(table_exists, conn)?.is_empty() {
+        return Ok(Vec::new());
+    }
+    Ok(
+        read("SELECT version FROM __diesel_schema_migrations", conn)?
+            .into_iter()
+            .map(|v| v.version)
+            .collect(),
+    )
+}
+
+/// A PostgreSQL connection for migrations, or an error naming the server.
+async fn connect_for_migrations(
+    url: &DatabaseUrl,
+    raw: &crate::config::SecretUrl,
+    settings: &DbSettings,
+) -> anyhow::Result<AsyncPgConnection> {
+    let cannot_connect =
+        |why: String| anyhow::anyhow!("cannot connect to PostgreSQL at {}: {why}", url.target());
+    let config = connect::pg_config(raw.expose(), settings, connect::PgSession::Migrations)
+        .map_err(|e| cannot_connect(e.to_string()))?;
+    connect::connect_pg(&config, settings.connect_timeout)
+        .await
+        .map_err(|e| cannot_connect(e.to_string()))
 }
 
 /// `(name, version)` of every embedded migration, oldest first.
@@ -176,14 +187,7 @@ async fn with_migrations(
 ) -> anyhow::Result<Vec<String>> {
     match url {
         DatabaseUrl::Postgres(raw) => {
-            let cannot_connect = |why: String| {
-                anyhow::anyhow!("cannot connect to PostgreSQL at {}: {why}", url.target())
-            };
-            let config = connect::pg_config(raw.expose(), settings, connect::PgSession::Migrations)
-                .map_err(|e| cannot_connect(e.to_string()))?;
-            let conn = connect::connect_pg(&config, settings.connect_timeout)
-                .await
-                .map_err(|e| cannot_connect(e.to_string()))?;
+            let conn = connect_for_migrations(url, raw, settings).await?;
             blocking(move || {
                 let mut conn = AsyncConnectionWrapper::<AsyncPgConnection>::from(conn);
                 conn.batch_execute(&format!("SELECT pg_advisory_lock({PG_MIGRATION_LOCK})"))
