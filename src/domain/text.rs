@@ -15,8 +15,14 @@
 /// Control characters (Unicode category Cc).
 const CONTROLS: [(char, char); 2] = [('\u{0}', '\u{1F}'), ('\u{7F}', '\u{9F}')];
 
-/// Control characters free text may hold: tab, line feed, carriage return.
-const FREE_TEXT_CONTROLS: [char; 3] = ['\t', '\n', '\r'];
+/// The control characters free text refuses: all of `CONTROLS` but tab, line feed and
+/// carriage return (U+0009, U+000A, U+000D).
+const FREE_TEXT_REFUSED: [(char, char); 4] = [
+    ('\u{0}', '\u{8}'),
+    ('\u{B}', '\u{C}'),
+    ('\u{E}', '\u{1F}'),
+    ('\u{7F}', '\u{9F}'),
+];
 
 /// Characters that show nothing: Unicode White_Space, and format characters and fillers
 /// a text can be made of and still look empty (all in the Basic Multilingual Plane, so
@@ -75,7 +81,7 @@ pub fn single_line_violation(text: &str) -> Option<String> {
 /// Why `text` breaks the rule for free text, if it does.
 pub fn free_text_violation(text: &str) -> Option<String> {
     text.chars()
-        .find(|c| within(*c, &CONTROLS) && !FREE_TEXT_CONTROLS.contains(c))
+        .find(|c| within(*c, &FREE_TEXT_REFUSED))
         .map(|c| {
             format!(
                 "must not contain control characters other than tab and line breaks (found {})",
@@ -120,13 +126,7 @@ pub fn single_line_pattern() -> String {
 
 /// The free-text rule as a JSON-Schema pattern.
 pub fn free_text_pattern() -> String {
-    let refused: Vec<(char, char)> = vec![
-        ('\u{0}', '\u{8}'),
-        ('\u{B}', '\u{C}'),
-        ('\u{E}', '\u{1F}'),
-        ('\u{7F}', '\u{9F}'),
-    ];
-    format!("^[^{}]*(?![\\s\\S])", class_ranges(&refused))
+    format!("^[^{}]*(?![\\s\\S])", class_ranges(&FREE_TEXT_REFUSED))
 }
 
 #[cfg(test)]
@@ -156,8 +156,13 @@ mod tests {
     fn free_text_controls_are_the_ones_its_pattern_allows() {
         let pattern = free_text_pattern();
         assert!(pattern.contains("\\u0000-\\u0008\\u000B-\\u000C\\u000E-\\u001F"));
-        for c in FREE_TEXT_CONTROLS {
+        for c in ['\t', '\n', '\r'] {
             assert!(free_text_violation(&c.to_string()).is_none());
+        }
+        // Free text refuses exactly the single-line controls but those three.
+        for c in (0..=0x10FFFF).filter_map(char::from_u32) {
+            let refused = within(c, &CONTROLS) && !['\t', '\n', '\r'].contains(&c);
+            assert_eq!(within(c, &FREE_TEXT_REFUSED), refused, "{:?}", c);
         }
         assert!(
             single_line_pattern().contains("\\u2000-\\u200F"),
