@@ -3,7 +3,7 @@
 //! the resync owed after any failure (a failure may have eaten an invalidation), and in
 //! a cluster, the same per hash slot for entries.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 /// How long Redis is skipped after a failure.
@@ -20,8 +20,8 @@ pub struct Health {
     probe_until: AtomicU64,
     /// Cluster only: by hash slot, until when its entries are skipped.
     slots: Option<Box<[AtomicU64]>>,
-    /// When (ms after `started`, plus one) a call last succeeded; 0: none yet.
-    last_ok: AtomicU64,
+    /// A call has succeeded at least once.
+    ever_ok: AtomicBool,
     /// Counts failures: any of them may have eaten an invalidation, so nothing cached
     /// may be served until every generation has been bumped after it.
     failures: AtomicU64,
@@ -37,7 +37,7 @@ impl Health {
             open_until: AtomicU64::new(0),
             probe_until: AtomicU64::new(0),
             slots: cluster.then(|| (0..CLUSTER_SLOTS).map(|_| AtomicU64::new(0)).collect()),
-            last_ok: AtomicU64::new(0),
+            ever_ok: AtomicBool::new(false),
             failures: AtomicU64::new(0),
             resynced_through: AtomicU64::new(0),
         }
@@ -82,7 +82,7 @@ impl Health {
     }
 
     pub fn succeeded(&self) {
-        self.last_ok.store(self.millis() + 1, Ordering::Relaxed);
+        self.ever_ok.store(true, Ordering::Relaxed);
         if self.open_until.load(Ordering::Acquire) != 0 {
             self.open_until.store(0, Ordering::Release);
             self.probe_until.store(0, Ordering::Release);
@@ -97,7 +97,7 @@ impl Health {
     }
 
     pub fn ever_succeeded(&self) -> bool {
-        self.last_ok.load(Ordering::Relaxed) != 0
+        self.ever_ok.load(Ordering::Relaxed)
     }
 
     /// A failure happened since the last completed resync.
@@ -115,11 +115,17 @@ impl Health {
         self.resynced_through.fetch_max(failures, Ordering::AcqRel) < failures
     }
 
-    /// Cluster only: whether entries of `slot` are to be skipped (`None` elsewhere).
-    pub fn slot_skipped(&self, slot: u16) -> Option<bool> {
-        let slots = self.slots.as_ref()?;
-        let until = slots.get(usize::from(slot))?.load(Ordering::Acquire);
-        Some(until > self.millis())
+    /// True in a cluster, where entries have a breaker per hash slot.
+    pub fn per_slot(&self) -> bool {
+        self.slots.is_some()
+    }
+
+    /// Cluster only: whether entries of `slot` are to be skipped.
+    pub fn slot_skipped(&self, slot: u16) -> bool {
+        self.slots
+            .as_ref()
+            .and_then(|slots| slots.get(usize::from(slot)))
+            .is_some_and(|until| until.load(Ordering::Acquire) > self.millis())
     }
 
     pub fn slot_failed(&self, slot: u16) {

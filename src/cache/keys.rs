@@ -164,11 +164,6 @@ impl KeySpace {
         &self.prefix
     }
 
-    /// Every key this prefix owns matches one of these `SCAN` patterns.
-    pub fn patterns(&self) -> [String; 2] {
-        [format!("{{{}}}*", self.prefix), format!("{}*", self.prefix)]
-    }
-
     fn control(&self, name: &str) -> String {
         format!("{{{}}}{name}", self.prefix)
     }

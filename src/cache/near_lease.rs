@@ -15,7 +15,7 @@
 //!   serves from Redis or the database instead, and starts over.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use futures_util::StreamExt as _;
@@ -64,11 +64,9 @@ pub struct NearLease {
     started: std::time::Instant,
     /// By resource: the newest generation this server has heard of.
     current: [AtomicU64; Resource::ALL.len()],
-    /// Milliseconds after `started` until which serving from memory is allowed; 0 when
-    /// it is not.
+    /// Milliseconds after `started` until which serving from memory is allowed: set by
+    /// a renewal over a live subscription, 0 once either is lost.
     valid_until: AtomicU64,
-    /// Set while the subscription is known to be alive.
-    hearing: AtomicBool,
 }
 
 impl Default for NearLease {
@@ -78,7 +76,6 @@ impl Default for NearLease {
             started: std::time::Instant::now(),
             current: std::array::from_fn(|_| AtomicU64::new(0)),
             valid_until: AtomicU64::new(0),
-            hearing: AtomicBool::new(false),
         }
     }
 }
@@ -90,8 +87,7 @@ impl NearLease {
 
     /// The generation of `resource` this server may serve from memory, if any.
     pub fn generation(&self, resource: Resource) -> Option<u64> {
-        let live = self.hearing.load(Ordering::Acquire)
-            && self.now_ms() < self.valid_until.load(Ordering::Acquire);
+        let live = self.now_ms() < self.valid_until.load(Ordering::Acquire);
         live.then(|| self.current[resource as usize].load(Ordering::Acquire))
     }
 
@@ -102,7 +98,6 @@ impl NearLease {
 
     fn revoke(&self) {
         self.valid_until.store(0, Ordering::Release);
-        self.hearing.store(false, Ordering::Release);
     }
 }
 
@@ -225,7 +220,6 @@ async fn confirm(
     lease
         .valid_until
         .store(sent_at + trusted_for, Ordering::Release);
-    lease.hearing.store(true, Ordering::Release);
     Ok(())
 }
 

@@ -486,16 +486,16 @@ impl RedisCache {
         operation: &str,
         call: impl Future<Output = RedisResult<T>>,
     ) -> Option<T> {
-        let slot = key_slot(entry.as_bytes());
-        match self.health.slot_skipped(slot) {
-            None => return self.guarded(operation, call).await,
-            Some(true) => return None,
-            Some(false) => {}
+        if !self.health.per_slot() {
+            return self.guarded(operation, call).await;
         }
-        let error = match tokio::time::timeout(CONNECT_TIMEOUT + RESPONSE_TIMEOUT, call).await {
-            Ok(Ok(value)) => return Some(value),
-            Ok(Err(e)) => e.to_string(),
-            Err(_) => "timed out".to_owned(),
+        let slot = key_slot(entry.as_bytes());
+        if self.health.slot_skipped(slot) {
+            return None;
+        }
+        let error = match deadline(call).await {
+            Ok(value) => return Some(value),
+            Err(error) => error,
         };
         self.health.slot_failed(slot);
         self.metrics.record_cache_error();
@@ -509,19 +509,27 @@ impl RedisCache {
         operation: &str,
         call: impl Future<Output = RedisResult<T>>,
     ) -> Option<T> {
-        // The first call of a connection also connects and may load the script.
-        let error = match tokio::time::timeout(CONNECT_TIMEOUT + RESPONSE_TIMEOUT, call).await {
-            Ok(Ok(value)) => {
+        let error = match deadline(call).await {
+            Ok(value) => {
                 self.health.succeeded();
                 return Some(value);
             }
-            Ok(Err(e)) => e.to_string(),
-            Err(_) => "timed out".to_owned(),
+            Err(error) => error,
         };
         self.metrics.record_cache_error();
         self.health.failed();
         log_limited!(warn, Failure::Cache, redis = %self.url, %error, "cache {operation} failed; serving from the database");
         None
+    }
+}
+
+/// One Redis call with a hard deadline (the first call of a connection also connects
+/// and may load the script); the error as it is logged.
+async fn deadline<T>(call: impl Future<Output = RedisResult<T>>) -> Result<T, String> {
+    match tokio::time::timeout(CONNECT_TIMEOUT + RESPONSE_TIMEOUT, call).await {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err("timed out".to_owned()),
     }
 }
 
