@@ -75,13 +75,12 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, mut request: Request) -> BoxedResponse {
+    fn call(&mut self, request: Request) -> BoxedResponse {
         let started = Instant::now();
         let id = match request.headers().get(REQUEST_ID) {
             Some(id) if usable(id) => id.clone(),
             _ => new_request_id(),
         };
-        request.headers_mut().insert(REQUEST_ID, id.clone());
         // Only what the access line needs, and only when it will be written.
         let logged = tracing::enabled!(target: TARGET, tracing::Level::INFO)
             .then(|| (request.method().clone(), request.uri().clone()));
@@ -90,7 +89,8 @@ where
         let metrics = self.metrics.clone();
         Box::pin(async move {
             let Ok(mut response) = response.await;
-            metrics.record_request(started.elapsed());
+            let latency = started.elapsed();
+            metrics.record_request(latency);
             if let Some((method, uri)) = logged {
                 let cache = response
                     .headers()
@@ -103,7 +103,7 @@ where
                     path = uri.path(),
                     query = uri.query().unwrap_or(""),
                     status = response.status().as_u16(),
-                    latency_ms = started.elapsed().as_micros() as f64 / 1000.0,
+                    latency_ms = latency.as_micros() as f64 / 1000.0,
                     cache,
                     request_id = id.to_str().unwrap_or("-"),
                     "request"

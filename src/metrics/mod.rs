@@ -62,8 +62,8 @@ pub struct Metrics {
     change_notifications: AtomicU64,
     /// Times the PostgreSQL listener (re)connected; each one invalidates everything.
     listener_connects: AtomicU64,
-    /// HTTP requests answered on the main address, and how long each took.
-    requests: AtomicU64,
+    /// How long each HTTP request on the main address took; its count is the number of
+    /// requests answered.
     latency: LatencyHistogram,
     invalidations: InvalidationLog,
 }
@@ -132,12 +132,11 @@ impl Metrics {
     }
 
     pub fn record_request(&self, latency: Duration) {
-        self.requests.fetch_add(1, Ordering::Relaxed);
         self.latency.record(latency);
     }
 
     pub fn requests(&self) -> u64 {
-        self.requests.load(Ordering::Relaxed)
+        self.latency().count()
     }
 
     pub fn latency(&self) -> LatencySnapshot {
@@ -230,7 +229,7 @@ impl Metrics {
             (
                 "listings_http_requests_total",
                 "HTTP requests answered on the main address.",
-                self.requests(),
+                latency.count(),
             ),
             (
                 "listings_invalidations_total",
