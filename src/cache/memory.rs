@@ -54,18 +54,14 @@ impl MemoryCache {
         }
     }
 
-    fn generation(&self, resource: Resource) -> &AtomicU64 {
-        &self.generations[resource as usize]
-    }
-
     /// The current generation of `resource`.
     pub fn generation_of(&self, resource: Resource) -> u64 {
-        self.generation(resource).load(Ordering::Acquire)
+        self.generations[resource as usize].load(Ordering::Acquire)
     }
 
     /// The current generation and, when present and fresh, the entry stored under it.
     pub fn lookup(&self, key: &EntryKey) -> (u64, Option<Bytes>) {
-        let generation = self.generation(key.resource).load(Ordering::Acquire);
+        let generation = self.generation_of(key.resource);
         let value = self
             .entries
             .get(&key.at(generation))
@@ -81,7 +77,7 @@ impl MemoryCache {
         value: Bytes,
         ttl: Duration,
     ) -> bool {
-        if self.generation(key.resource).load(Ordering::Acquire) != generation {
+        if self.generation_of(key.resource) != generation {
             return false;
         }
         self.entries
@@ -91,11 +87,12 @@ impl MemoryCache {
 
     /// Retires every entry of `resource`.
     pub fn bump(&self, resource: Resource) -> u64 {
-        self.generation(resource).fetch_add(1, Ordering::AcqRel) + 1
+        self.generations[resource as usize].fetch_add(1, Ordering::AcqRel) + 1
     }
 
     /// Bytes held (keys, values and bookkeeping), after pending evictions.
-    pub fn weighted_size(&self) -> u64 {
+    #[cfg(test)]
+    fn weighted_size(&self) -> u64 {
         self.entries.run_pending_tasks();
         self.entries.weighted_size()
     }
