@@ -92,15 +92,15 @@ where
     let encodings = accepted_encodings(request.headers());
     let if_none_match = request.headers().get(header::IF_NONE_MATCH).cloned();
     let head = request.method() == Method::HEAD;
-    let found = match views::near(&app, &key).await {
-        Some(ready) => Ok((ready, CacheStatus::Hit)),
+    let found = if head {
         // HEAD is answered from the GET entry when there is one; its own rendering has
         // no body to store.
-        None if head => match views::peek(&app, &key).await {
+        match views::peek(&app, &key).await {
             Some(ready) => Ok((ready, CacheStatus::Hit)),
             None => Err(inner.oneshot(request).await.unwrap_or_else(|e| match e {})),
-        },
-        None => views::cached(&app, &key, || render(inner, request)).await,
+        }
+    } else {
+        views::cached(&app, &key, || render(inner, request)).await
     };
     let mut response = match found {
         Ok((ready, status)) => respond(&ready, status, encodings, if_none_match.as_ref(), head),

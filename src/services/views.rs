@@ -16,13 +16,14 @@ use crate::services::catch_up_with_other_writers;
 const VIEWS_OF: Resource = Resource::Properties;
 
 /// The ready response for the normalized URL `key` in this process, if it is current.
-pub async fn near(app: &App, key: &str) -> Option<Arc<ReadyView>> {
+/// Other writers are caught up with first.
+async fn near(app: &App, key: &str) -> Option<Arc<ReadyView>> {
     catch_up_with_other_writers(app).await;
     app.cache().near_get(VIEWS_OF, key)
 }
 
-/// The response for `key` from the cache, or `render`'s, stored unless a write came
-/// first; kept ready in this process as well.
+/// The response for `key`: ready in this process, from the cache, or `render`'s, stored
+/// unless a write came first and kept ready in this process as well.
 pub async fn cached<E, F, Fut>(
     app: &App,
     key: &str,
@@ -32,7 +33,9 @@ where
     F: FnOnce() -> Fut,
     Fut: Future<Output = Result<CachedResponse, E>>,
 {
-    catch_up_with_other_writers(app).await;
+    if let Some(ready) = near(app, key).await {
+        return Ok((ready, CacheStatus::Hit));
+    }
     let view_key = ViewKey::new(key, VIEWS_OF);
     let fetched = app
         .cache()
