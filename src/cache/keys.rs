@@ -21,7 +21,7 @@
 use crate::cache::values::{CacheValue, CachedResponse};
 use crate::db::models::{Property, PropertyPage};
 use crate::domain::PropertyQuery;
-use crate::metrics::CacheKind;
+use crate::metrics::{CacheKind, Counts};
 
 /// A set of entries retired together by one generation bump.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -203,17 +203,12 @@ impl KeySpace {
         self.control(&format!("stats:{}:misses", kind.name()))
     }
 
-    /// The shared counters, in the order of [`KeySpace::shared_counters`]'s readers:
-    /// hits and misses per kind, then requests, then database queries.
+    /// The shared counters' keys, in the order of [`Counts::names`].
     pub fn shared_counters(&self) -> Vec<String> {
-        let mut keys = Vec::new();
-        for kind in CacheKind::ALL {
-            keys.push(self.hits(kind));
-            keys.push(self.misses(kind));
-        }
-        keys.push(self.control("stats:requests"));
-        keys.push(self.control("stats:db_queries"));
-        keys
+        Counts::names()
+            .iter()
+            .map(|name| self.control(&format!("stats:{name}")))
+            .collect()
     }
 }
 
@@ -238,6 +233,13 @@ mod tests {
             "listings:properties:{g7:view:GET /properties/?a=1}"
         );
         assert_eq!(keys.hits(CacheKind::View), "{listings:}stats:view:hits");
+        let shared = keys.shared_counters();
+        assert_eq!(shared[0], keys.hits(CacheKind::View));
+        assert_eq!(shared[1], keys.misses(CacheKind::View));
+        assert_eq!(
+            shared.last().map(String::as_str),
+            Some("{listings:}stats:db_queries")
+        );
         assert_eq!(keys.near_registry(), "{listings:}near");
     }
 

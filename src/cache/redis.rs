@@ -33,7 +33,7 @@ use crate::cache::redis_link::{
 use crate::config::{RedisDeployment, RedisUrl};
 use crate::logging::{Failure, log_limited};
 use crate::metrics::events::Cause;
-use crate::metrics::{CacheKind, Counts, HitsMisses, Metrics};
+use crate::metrics::{Counts, HitsMisses, Metrics};
 
 /// Lua, put before each script that reads a generation: `generation(counter, master,
 /// registry, initial)` returns the current generation of a resource.
@@ -225,9 +225,8 @@ impl RedisCache {
 
     /// Adds this process's counts to the shared ones now (a command, before it exits).
     pub async fn flush_counts(&self) {
-        let mut flushed = Flushed::default();
-        flushed
-            .flush(&mut self.link.conn(), &self.keys, &self.metrics)
+        Flushed::new(&self.keys)
+            .flush(&mut self.link.conn(), &self.metrics)
             .await;
     }
 
@@ -534,20 +533,28 @@ async fn deadline<T>(call: impl Future<Output = RedisResult<T>>) -> Result<T, St
 }
 
 /// The counts already added to Redis, so each flush adds only what is new.
-#[derive(Default)]
 struct Flushed {
+    /// The shared counters' keys, in the order of `Counts::values`.
+    keys: Vec<String>,
     counts: Counts,
 }
 
 impl Flushed {
-    async fn flush(&mut self, conn: &mut RedisConnection, keys: &KeySpace, metrics: &Metrics) {
+    fn new(keys: &KeySpace) -> Flushed {
+        Flushed {
+            keys: keys.shared_counters(),
+            counts: Counts::default(),
+        }
+    }
+
+    async fn flush(&mut self, conn: &mut RedisConnection, metrics: &Metrics) {
         let now = metrics.counts();
         let new = now.since(&self.counts);
         if new == Counts::default() {
             return;
         }
         let mut pipe = redis::pipe();
-        for (key, count) in keys.shared_counters().into_iter().zip(counter_values(&new)) {
+        for (key, count) in self.keys.iter().zip(new.values()) {
             if count > 0 {
                 pipe.incr(key, count).ignore();
             }
@@ -559,32 +566,12 @@ impl Flushed {
     }
 }
 
-/// The values of `counts` in the order of [`KeySpace::shared_counters`].
-fn counter_values(counts: &Counts) -> Vec<u64> {
-    let mut values = Vec::new();
-    for kind in CacheKind::ALL {
-        values.push(counts.kind(kind).hits);
-        values.push(counts.kind(kind).misses);
-    }
-    values.push(counts.requests);
-    values.push(counts.db_queries);
-    values
-}
-
 async fn read_shared_counts(conn: &mut RedisConnection, keys: &KeySpace) -> RedisResult<Counts> {
     let values: Vec<Option<u64>> = redis::cmd("MGET")
         .arg(keys.shared_counters())
         .query_async(conn)
         .await?;
-    let at = |i: usize| values.get(i).copied().flatten().unwrap_or_default();
-    Ok(Counts {
-        cache: std::array::from_fn(|k| HitsMisses {
-            hits: at(2 * k),
-            misses: at(2 * k + 1),
-        }),
-        requests: at(2 * CacheKind::ALL.len()),
-        db_queries: at(2 * CacheKind::ALL.len() + 1),
-    })
+    Ok(Counts::from_values(&values))
 }
 
 /// How often a server adds its counts to the shared ones (`cache-metrics` lags by at
@@ -592,12 +579,12 @@ async fn read_shared_counts(conn: &mut RedisConnection, keys: &KeySpace) -> Redi
 const FLUSH_COUNTS_EVERY: Duration = Duration::from_secs(1);
 
 async fn flush_counts_forever(mut conn: RedisConnection, keys: KeySpace, metrics: Arc<Metrics>) {
-    let mut flushed = Flushed::default();
+    let mut flushed = Flushed::new(&keys);
     let mut every = tokio::time::interval(FLUSH_COUNTS_EVERY);
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         every.tick().await;
-        flushed.flush(&mut conn, &keys, &metrics).await;
+        flushed.flush(&mut conn, &metrics).await;
     }
 }
 

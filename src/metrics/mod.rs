@@ -85,6 +85,11 @@ impl HitsMisses {
             self.hits as f64 / total as f64
         }
     }
+
+    /// hits / (hits + misses), `None` when nothing was counted.
+    pub fn ratio_if_any(&self) -> Option<f64> {
+        (self.hits + self.misses > 0).then(|| self.hit_ratio())
+    }
 }
 
 /// The counters that add up across processes (Redis keeps their sums): hits and
@@ -110,6 +115,43 @@ impl Counts {
             }),
             requests: self.requests.saturating_sub(earlier.requests),
             db_queries: self.db_queries.saturating_sub(earlier.db_queries),
+        }
+    }
+
+    /// The counters' names, in the order of [`Counts::values`]: `<kind>:hits` and
+    /// `<kind>:misses` per kind, then `requests`, then `db_queries`.
+    pub fn names() -> Vec<String> {
+        let mut names: Vec<String> = CacheKind::ALL
+            .into_iter()
+            .flat_map(|kind| {
+                [
+                    format!("{}:hits", kind.name()),
+                    format!("{}:misses", kind.name()),
+                ]
+            })
+            .collect();
+        names.extend(["requests".to_owned(), "db_queries".to_owned()]);
+        names
+    }
+
+    /// The counters, in the order of [`Counts::names`].
+    pub fn values(&self) -> Vec<u64> {
+        let mut values: Vec<u64> = self.cache.iter().flat_map(|c| [c.hits, c.misses]).collect();
+        values.extend([self.requests, self.db_queries]);
+        values
+    }
+
+    /// The counts from values in the order of [`Counts::names`] (a missing one is 0).
+    pub fn from_values(values: &[Option<u64>]) -> Counts {
+        let at = |i: usize| values.get(i).copied().flatten().unwrap_or_default();
+        let kinds = CacheKind::ALL.len();
+        Counts {
+            cache: std::array::from_fn(|k| HitsMisses {
+                hits: at(2 * k),
+                misses: at(2 * k + 1),
+            }),
+            requests: at(2 * kinds),
+            db_queries: at(2 * kinds + 1),
         }
     }
 }
@@ -282,6 +324,26 @@ pub fn parse_prometheus_sample(text: &str, name_with_labels: &str) -> Option<u64
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn counts_round_trip_through_their_shared_order() {
+        let counts = Counts {
+            cache: std::array::from_fn(|k| HitsMisses {
+                hits: 10 * k as u64 + 1,
+                misses: 10 * k as u64 + 2,
+            }),
+            requests: 7,
+            db_queries: 9,
+        };
+        let values: Vec<Option<u64>> = counts.values().into_iter().map(Some).collect();
+        assert_eq!(Counts::from_values(&values), counts);
+        assert_eq!(Counts::names().len(), values.len());
+        assert_eq!(Counts::names()[0], "view:hits");
+        assert_eq!(
+            Counts::names().last().map(String::as_str),
+            Some("db_queries")
+        );
+    }
 
     #[test]
     fn prometheus_text_round_trips() {
