@@ -11,7 +11,7 @@ use serde::Serialize;
 
 use crate::cli::{GlobalOpts, cache_watch};
 use crate::http_client;
-use crate::metrics::{CacheKind, HitsMisses, parse_prometheus_sample};
+use crate::metrics::{CacheKind, Counts, HitsMisses, parse_prometheus_sample};
 use crate::services;
 
 #[derive(Debug, Args)]
@@ -53,9 +53,36 @@ pub struct Report {
     pub requests: u64,
     /// Statements sent to the database, counted the same way.
     pub db_queries: u64,
+    /// The counters above, for what changed between two reports.
+    #[serde(skip)]
+    pub counts: Counts,
 }
 
 impl Report {
+    /// The report of `counts`, with Redis's server-wide `keyspace` numbers if any.
+    pub fn new(
+        cache: &'static str,
+        source: String,
+        keyspace: Option<HitsMisses>,
+        counts: Counts,
+    ) -> Report {
+        let level = |kind| LevelReport::from(counts.kind(kind));
+        Report {
+            cache,
+            source,
+            keyspace_hits: keyspace.map(|k| k.hits),
+            keyspace_misses: keyspace.map(|k| k.misses),
+            hit_ratio: keyspace.map(|k| k.hit_ratio()),
+            view: level(CacheKind::View),
+            all_properties: level(CacheKind::AllProperties),
+            queries: level(CacheKind::Queries),
+            items: level(CacheKind::Items),
+            requests: counts.requests,
+            db_queries: counts.db_queries,
+            counts,
+        }
+    }
+
     /// Whose requests and queries these are: Redis mode sums every server's.
     pub fn scope(&self) -> &'static str {
         if self.keyspace_hits.is_some() {
@@ -125,20 +152,12 @@ impl Source {
         match self {
             Source::Redis { stats, url } => {
                 let stats = stats.read().await?;
-                let level = |kind| LevelReport::from(stats.shared.kind(kind));
-                Ok(Report {
-                    cache: "redis",
-                    source: url.clone(),
-                    keyspace_hits: Some(stats.keyspace.hits),
-                    keyspace_misses: Some(stats.keyspace.misses),
-                    hit_ratio: Some(stats.keyspace.hit_ratio()),
-                    view: level(CacheKind::View),
-                    all_properties: level(CacheKind::AllProperties),
-                    queries: level(CacheKind::Queries),
-                    items: level(CacheKind::Items),
-                    requests: stats.shared.requests,
-                    db_queries: stats.shared.db_queries,
-                })
+                Ok(Report::new(
+                    "redis",
+                    url.clone(),
+                    Some(stats.keyspace),
+                    stats.shared,
+                ))
             }
             Source::Server(bind) => read_server(*bind).await,
         }
@@ -156,8 +175,8 @@ async fn read_server(bind: SocketAddr) -> anyhow::Result<Report> {
     );
     let text = String::from_utf8_lossy(response.body());
     let sample = |name: &str| parse_prometheus_sample(&text, name).unwrap_or_default();
-    let level = |kind: CacheKind| {
-        LevelReport::from(HitsMisses {
+    let counts = Counts {
+        cache: CacheKind::ALL.map(|kind| HitsMisses {
             hits: sample(&format!(
                 "listings_cache_hits_total{{kind=\"{}\"}}",
                 kind.name()
@@ -166,21 +185,16 @@ async fn read_server(bind: SocketAddr) -> anyhow::Result<Report> {
                 "listings_cache_misses_total{{kind=\"{}\"}}",
                 kind.name()
             )),
-        })
-    };
-    Ok(Report {
-        cache: "in-process",
-        source: format!("http://{}/metrics", http_client::reachable(bind)),
-        keyspace_hits: None,
-        keyspace_misses: None,
-        hit_ratio: None,
-        view: level(CacheKind::View),
-        all_properties: level(CacheKind::AllProperties),
-        queries: level(CacheKind::Queries),
-        items: level(CacheKind::Items),
+        }),
         requests: sample("listings_http_requests_total"),
         db_queries: sample("listings_db_queries_total"),
-    })
+    };
+    Ok(Report::new(
+        "in-process",
+        format!("http://{}/metrics", http_client::reachable(bind)),
+        None,
+        counts,
+    ))
 }
 
 pub async fn run(opts: Opts, global: &GlobalOpts) -> anyhow::Result<()> {

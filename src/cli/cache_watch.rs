@@ -10,40 +10,33 @@ use tokio::signal::unix::{SignalKind, signal};
 
 use crate::cli::cache_metrics::{Report, Source, percent};
 use crate::cli::terminal::{self, QuitKey, Screen};
+use crate::metrics::CacheKind;
 
 const EVERY: Duration = Duration::from_secs(1);
 /// Seconds of history kept for the sparklines (a wide terminal shows them all).
 const KEPT: usize = 300;
 const BARS: [char; 8] = ['▁', '▂', '▃', '▄', '▅', '▆', '▇', '█'];
-const LEVELS: usize = 4;
+const LEVELS: usize = CacheKind::ALL.len();
 
 /// What happened between two readings.
 #[derive(Debug, PartialEq)]
 struct Interval {
     requests_per_second: f64,
     db_queries_per_second: f64,
-    /// Per level (in `Report::levels` order): hits / lookups, `None` without lookups.
+    /// Per level (in `CacheKind::ALL` order, as `Report::levels`): hits / lookups,
+    /// `None` without lookups.
     hit_ratios: [Option<f64>; LEVELS],
 }
 
 impl Interval {
     fn between(before: &Report, after: &Report, seconds: f64) -> Interval {
-        let per_second = |now: u64, then: u64| {
-            // A restarted server counts from zero again: no negative rates.
-            now.saturating_sub(then) as f64 / seconds.max(0.001)
-        };
-        let levels_before = before.levels();
-        let levels_after = after.levels();
+        // A restarted server counts from zero again: `since` gives no negative counts.
+        let counted = after.counts.since(&before.counts);
+        let per_second = |n: u64| n as f64 / seconds.max(0.001);
         Interval {
-            requests_per_second: per_second(after.requests, before.requests),
-            db_queries_per_second: per_second(after.db_queries, before.db_queries),
-            hit_ratios: std::array::from_fn(|i| {
-                let (_, then) = levels_before[i];
-                let (_, now) = levels_after[i];
-                let hits = now.hits.saturating_sub(then.hits);
-                let lookups = hits + now.misses.saturating_sub(then.misses);
-                (lookups > 0).then(|| hits as f64 / lookups as f64)
-            }),
+            requests_per_second: per_second(counted.requests),
+            db_queries_per_second: per_second(counted.db_queries),
+            hit_ratios: CacheKind::ALL.map(|kind| counted.kind(kind).ratio_if_any()),
         }
     }
 
@@ -260,27 +253,16 @@ pub async fn run(source: &Source) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cli::cache_metrics::LevelReport;
+    use crate::metrics::{Counts, HitsMisses};
 
     fn report(requests: u64, view: (u64, u64), items: (u64, u64)) -> Report {
-        let level = |(hits, misses): (u64, u64)| LevelReport {
-            hits,
-            misses,
-            hit_ratio: 0.0,
-        };
-        Report {
-            cache: "in-process",
-            source: "test".into(),
-            keyspace_hits: None,
-            keyspace_misses: None,
-            hit_ratio: None,
-            view: level(view),
-            all_properties: level((0, 0)),
-            queries: level((0, 0)),
-            items: level(items),
+        let level = |(hits, misses): (u64, u64)| HitsMisses { hits, misses };
+        let counts = Counts {
+            cache: [level(view), level((0, 0)), level((0, 0)), level(items)],
             requests,
             db_queries: 4,
-        }
+        };
+        Report::new("in-process", "test".into(), None, counts)
     }
 
     #[test]

@@ -53,10 +53,7 @@ pub struct HitRatios {
 
 impl HitRatios {
     fn of(counts: &Counts) -> HitRatios {
-        let ratio = |kind: CacheKind| {
-            let c = counts.kind(kind);
-            (c.hits + c.misses > 0).then(|| c.hit_ratio())
-        };
+        let ratio = |kind: CacheKind| counts.kind(kind).ratio_if_any();
         HitRatios {
             view: ratio(CacheKind::View),
             all_properties: ratio(CacheKind::AllProperties),
@@ -109,8 +106,8 @@ impl History {
     }
 }
 
-/// What the previous sample read.
-struct Previous {
+/// What one sample reads: the difference between two readings is a second.
+struct Reading {
     at: Instant,
     counts: Counts,
     latency: LatencySnapshot,
@@ -118,27 +115,27 @@ struct Previous {
     cache_errors: u64,
 }
 
-/// Samples `app` into `history` once a second, for as long as the server runs.
-pub async fn keep(app: Arc<App>, history: Arc<History>) {
-    let mut every = tokio::time::interval(SAMPLE_EVERY);
-    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    every.tick().await;
-    let mut previous = Previous {
-        at: Instant::now(),
-        counts: app.metrics.counts(),
-        latency: app.metrics.latency(),
-        shared: app.shared_counts().await,
-        cache_errors: app.metrics.cache_errors(),
-    };
-    loop {
-        every.tick().await;
-        let now = Previous {
+impl Reading {
+    async fn of(app: &App) -> Reading {
+        Reading {
             at: Instant::now(),
             counts: app.metrics.counts(),
             latency: app.metrics.latency(),
             shared: app.shared_counts().await,
             cache_errors: app.metrics.cache_errors(),
-        };
+        }
+    }
+}
+
+/// Samples `app` into `history` once a second, for as long as the server runs.
+pub async fn keep(app: Arc<App>, history: Arc<History>) {
+    let mut every = tokio::time::interval(SAMPLE_EVERY);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    every.tick().await;
+    let mut previous = Reading::of(&app).await;
+    loop {
+        every.tick().await;
+        let now = Reading::of(&app).await;
         let seconds = now.at.duration_since(previous.at).as_secs_f64();
         let latency = now.latency.since(&previous.latency);
         let all = match (&now.shared, &previous.shared) {
