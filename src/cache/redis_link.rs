@@ -15,8 +15,8 @@ use std::time::Duration;
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig, PubSub};
 use redis::cluster_async::ClusterConnection;
 use redis::{
-    Client, Cmd, ConnectionAddr, IntoConnectionInfo as _, Pipeline, RedisConnectionInfo,
-    RedisFuture, RedisResult, TlsCertificates, Value,
+    Client, Cmd, ConnectionAddr, IntoConnectionInfo, Pipeline, RedisConnectionInfo, RedisFuture,
+    RedisResult, TlsCertificates, Value,
 };
 
 use crate::cache::tls;
@@ -52,20 +52,12 @@ impl RedisLink {
     pub fn new(url: &RedisUrl) -> anyhow::Result<RedisLink> {
         let certificates = tls::certificates()?;
         let (conn, endpoint) = match url.deployment() {
-            RedisDeployment::Single => {
-                let client = match &certificates {
-                    Some(certs)
-                        if url
-                            .expose()
-                            .get(..6)
-                            .is_some_and(|scheme| scheme.eq_ignore_ascii_case("rediss")) =>
-                    {
-                        Client::build_with_tls(url.expose(), certs.clone())?
-                    }
-                    _ => Client::open(url.expose())?,
-                };
-                let conn =
-                    ConnectionManager::new_lazy_with_config(client.clone(), manager_config())?;
+            RedisDeployment::Single { tls } => {
+                let client = client(url.expose(), *tls, certificates.as_ref())?;
+                let conn = ConnectionManager::new_lazy_with_config(
+                    client.clone(),
+                    manager_config(CONNECT_TIMEOUT, RESPONSE_TIMEOUT),
+                )?;
                 (RedisConnection::Single(conn), Endpoint::Single(client))
             }
             RedisDeployment::Sentinel {
@@ -85,7 +77,10 @@ impl RedisLink {
                                 password: sentinel_password.clone(),
                             };
                             let client = node_client(node, *tls, &auth, 0, certificates.as_ref())?;
-                            ConnectionManager::new_lazy_with_config(client, sentinel_config())
+                            ConnectionManager::new_lazy_with_config(
+                                client,
+                                manager_config(SENTINEL_TIMEOUT, SENTINEL_TIMEOUT),
+                            )
                         })
                         .collect::<RedisResult<_>>()?,
                     service: service.clone(),
@@ -248,18 +243,10 @@ impl RedisLink {
 /// Sentinels answer from memory: a slow one is as good as absent.
 const SENTINEL_TIMEOUT: Duration = Duration::from_millis(300);
 
-fn sentinel_config() -> ConnectionManagerConfig {
+fn manager_config(connect: Duration, response: Duration) -> ConnectionManagerConfig {
     ConnectionManagerConfig::new()
-        .set_connection_timeout(Some(SENTINEL_TIMEOUT))
-        .set_response_timeout(Some(SENTINEL_TIMEOUT))
-        .set_number_of_retries(1)
-        .set_max_delay(Duration::from_millis(200))
-}
-
-fn manager_config() -> ConnectionManagerConfig {
-    ConnectionManagerConfig::new()
-        .set_connection_timeout(Some(CONNECT_TIMEOUT))
-        .set_response_timeout(Some(RESPONSE_TIMEOUT))
+        .set_connection_timeout(Some(connect))
+        .set_response_timeout(Some(response))
         .set_number_of_retries(1)
         .set_max_delay(Duration::from_millis(200))
 }
@@ -317,7 +304,15 @@ fn node_client(
     db: i64,
     certificates: Option<&TlsCertificates>,
 ) -> RedisResult<Client> {
-    let info = node_info(node, tls, credentials, db)?;
+    client(node_info(node, tls, credentials, db)?, tls, certificates)
+}
+
+/// A client, trusting `certificates` besides the system's when it speaks TLS.
+fn client<T: IntoConnectionInfo>(
+    info: T,
+    tls: bool,
+    certificates: Option<&TlsCertificates>,
+) -> RedisResult<Client> {
     match certificates {
         Some(certs) if tls => Client::build_with_tls(info, certs.clone()),
         _ => Client::open(info),
@@ -537,7 +532,10 @@ impl SentinelMaster {
         }
         let node = self.ask_sentinels().await?;
         let client = self.node.client(&node)?;
-        let mut conn = ConnectionManager::new_lazy_with_config(client.clone(), manager_config())?;
+        let mut conn = ConnectionManager::new_lazy_with_config(
+            client.clone(),
+            manager_config(CONNECT_TIMEOUT, RESPONSE_TIMEOUT),
+        )?;
         // A sentinel may still name a master that has just been demoted.
         let role: Value = redis::cmd("ROLE").query_async(&mut conn).await?;
         let is_master = matches!(&role, Value::Array(fields)

@@ -31,8 +31,9 @@ pub struct RedisUrl {
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum RedisDeployment {
-    /// One server: [`RedisUrl::expose`] is a URL the redis crate opens.
-    Single,
+    /// One server: [`RedisUrl::expose`] is a URL the redis crate opens; `tls` for
+    /// `rediss://`.
+    Single { tls: bool },
     Sentinel {
         sentinels: Vec<RedisNode>,
         service: String,
@@ -92,7 +93,7 @@ impl FromStr for RedisUrl {
             .map(|(scheme, _)| scheme.to_ascii_lowercase())
             .unwrap_or_default();
         match scheme.as_str() {
-            "redis" | "rediss" => single(raw),
+            "redis" | "rediss" => single(raw, scheme == "rediss"),
             "unix" => {
                 let rest = raw.split_once("://").map_or("", |(_, rest)| rest);
                 // The query may carry `pass=`: shown without it.
@@ -104,7 +105,7 @@ impl FromStr for RedisUrl {
                         shown: format!("unix://{path}"),
                         target: path.to_owned(),
                     },
-                    deployment: RedisDeployment::Single,
+                    deployment: RedisDeployment::Single { tls: false },
                 })
             }
             "redis+sentinel" | "rediss+sentinel" => sentinel(raw, scheme == "rediss+sentinel"),
@@ -116,7 +117,7 @@ impl FromStr for RedisUrl {
     }
 }
 
-fn single(raw: &str) -> Result<RedisUrl, String> {
+fn single(raw: &str, tls: bool) -> Result<RedisUrl, String> {
     if raw.contains('#') {
         // The redis crate reads `#insecure` as "skip certificate checks".
         return Err(format!(
@@ -127,7 +128,7 @@ fn single(raw: &str) -> Result<RedisUrl, String> {
     check_with_redis_crate(raw, SINGLE_FORM)?;
     Ok(RedisUrl {
         url,
-        deployment: RedisDeployment::Single,
+        deployment: RedisDeployment::Single { tls },
     })
 }
 
@@ -504,8 +505,10 @@ mod tests {
     #[test]
     fn single_server_urls_keep_working() {
         let url: RedisUrl = "rediss://:hunter2@cache:6380/1".parse().unwrap();
-        assert_eq!(url.deployment(), &RedisDeployment::Single);
+        assert_eq!(url.deployment(), &RedisDeployment::Single { tls: true });
         assert_eq!(url.to_string(), "rediss://:***@cache:6380/1");
+        let plain: RedisUrl = "redis://cache:6379/0".parse().unwrap();
+        assert_eq!(plain.deployment(), &RedisDeployment::Single { tls: false });
         assert_eq!(url.target(), "cache:6380");
         let socket: RedisUrl = "unix:///run/redis.sock?db=1&pass=hunter2".parse().unwrap();
         assert_eq!(socket.to_string(), "unix:///run/redis.sock");
