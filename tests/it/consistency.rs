@@ -164,9 +164,6 @@ mod entries_from_before_a_redis_outage_are_not_served_after_it {
         env.redis_url = Some(redis_url);
         env.cache_prefix = PREFIX.to_owned();
         let settings = env.settings();
-        listings::db::migrations::run_pending(&settings.database_url, &settings.db)
-            .await
-            .expect("migrate");
         // No SQLite watch: only the Redis failure policy may save this test.
         let app = std::sync::Arc::new(App::connect(settings).await.expect("app"));
         let router = router(&app);

@@ -13,9 +13,7 @@ use tokio::task::JoinSet;
 
 use crate::support::TestEnv;
 use crate::support::binary::{Server, stderr, stdout};
-use crate::support::redis_server::{
-    RedisCluster, SENTINEL_SERVICE, SentinelSet, TlsCluster, TlsRedis, TlsSentinelSet,
-};
+use crate::support::redis_server::{OwnRedis, RedisCluster, SENTINEL_SERVICE, SentinelSet};
 
 /// GETs from a few workers, each pausing between requests so two cores keep up, until
 /// stopped or `cap` has passed; counts the requests that did not get a 200.
@@ -487,14 +485,14 @@ async fn cluster_keys_control_in_one_slot_entries_everywhere() {
 #[cfg_attr(not(listings_test_services), ignore = "needs PostgreSQL and Redis")]
 async fn tls_redis_with_a_private_ca() {
     let mut env = TestEnv::postgres_redis().await;
-    let redis = tokio::task::spawn_blocking(TlsRedis::start)
+    let redis = tokio::task::spawn_blocking(OwnRedis::start_tls)
         .await
         .expect("TLS Redis");
     env.redis_url = Some(redis.url());
     create(&env, "Villa");
 
     let mut trusting = env.command(&["serve", "--bind", "127.0.0.1:0"]);
-    trusting.env("SSL_CERT_FILE", &redis.ca_file);
+    trusting.env("SSL_CERT_FILE", redis.ca_file());
     let server = Server::start(trusting);
     until_hit(&server, "/properties/", Duration::from_secs(5)).await;
     drop(server);
@@ -555,11 +553,11 @@ fn create_trusting(env: &TestEnv, ca: &std::path::Path, title: &str) {
 #[cfg_attr(not(listings_test_services), ignore = "needs PostgreSQL and Redis")]
 async fn tls_cluster_with_a_private_ca() {
     let mut env = TestEnv::postgres_redis().await;
-    let cluster = tokio::task::spawn_blocking(TlsCluster::start)
+    let cluster = tokio::task::spawn_blocking(RedisCluster::start_tls)
         .await
         .expect("TLS Cluster");
     env.redis_url = Some(cluster.url());
-    let ca = &cluster.ca_file;
+    let ca = &cluster.ca_file();
     let server = Server::start(trusting(&env, ca, &["serve", "--bind", "127.0.0.1:0"]));
     create_trusting(&env, ca, "Villa");
     for path in [
@@ -596,27 +594,25 @@ async fn tls_cluster_with_a_private_ca() {
 #[cfg_attr(not(listings_test_services), ignore = "needs PostgreSQL and Redis")]
 async fn tls_sentinel_with_a_private_ca_follows_a_failover() {
     let mut env = TestEnv::postgres_redis().await;
-    let set = tokio::task::spawn_blocking(TlsSentinelSet::start)
+    let set = tokio::task::spawn_blocking(SentinelSet::start_tls)
         .await
         .expect("TLS Sentinel set");
     env.redis_url = Some(set.url());
-    let ca = &set.ca_file;
+    let ca = &set.ca_file();
     let server = Server::start(trusting(&env, ca, &["serve", "--bind", "127.0.0.1:0"]));
     create_trusting(&env, ca, "Before");
     until_hit(&server, "/properties/", Duration::from_secs(5)).await;
     assert_eq!(server.get("/properties/").await.titles(), ["Before"]);
 
-    let old = set.agreed_master_port().expect("a master");
-    assert!(
-        set.ask(&["SENTINEL", "FAILOVER", SENTINEL_SERVICE])
-            .is_some_and(|answer| answer.contains("OK")),
+    let old = set.master_port();
+    assert_eq!(
+        set.sentinels[0]
+            .command(&["SENTINEL", "FAILOVER", SENTINEL_SERVICE])
+            .as_deref(),
+        Some("OK"),
         "SENTINEL FAILOVER"
     );
-    tokio::task::block_in_place(|| {
-        crate::support::redis_server::wait_for(Duration::from_secs(30), "a new TLS master", || {
-            set.agreed_master_port().is_some_and(|port| port != old)
-        })
-    });
+    tokio::task::block_in_place(|| set.wait_for_new_master(old));
     create_trusting(&env, ca, "After");
     assert_eq!(
         server.get("/properties/").await.titles(),

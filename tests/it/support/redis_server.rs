@@ -1,10 +1,11 @@
 //! Redis servers of a test's own, on free ports, for tests that freeze, kill or restart
 //! Redis (the shared one is never touched that way): a single server, a Sentinel set
-//! (master, replica, sentinels), a 3-master Cluster, and a TLS-only server and Cluster
-//! with a certificate made by openssl. Every process is killed on drop.
+//! (master, replica, sentinels) and a 3-master Cluster, each plain or TLS-only with a
+//! certificate made by openssl. Every process is killed on drop.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rand::Rng as _;
@@ -13,6 +14,8 @@ pub struct OwnRedis {
     child: Child,
     port: u16,
     args: Vec<String>,
+    /// TLS-only (clients, replication and cluster bus) with these certificates.
+    tls: Option<Arc<Certificates>>,
     /// Its working directory: a replica's full sync writes an RDB file there.
     _dir: tempfile::TempDir,
 }
@@ -35,17 +38,46 @@ impl OwnRedis {
         OwnRedis::start_with(free_port(), Vec::new())
     }
 
+    /// A redis-server that speaks TLS only, with a certificate for localhost and
+    /// 127.0.0.1 signed by a CA made for the test (see [`OwnRedis::ca_file`]).
+    pub fn start_tls() -> OwnRedis {
+        OwnRedis::spawn(
+            free_port(),
+            Vec::new(),
+            Some(Arc::new(Certificates::make())),
+        )
+    }
+
     /// A redis-server on `port` with `args` added to the test defaults (a config file,
     /// which must come first, may lead them).
     pub fn start_with(port: u16, args: Vec<String>) -> OwnRedis {
+        OwnRedis::spawn(port, args, None)
+    }
+
+    /// [`OwnRedis::start_with`], TLS-only with `tls` when given.
+    fn spawn(port: u16, args: Vec<String>, tls: Option<Arc<Certificates>>) -> OwnRedis {
         let dir = tempfile::tempdir().expect("temp dir");
         let config_file = args.first().filter(|arg| !arg.starts_with("--"));
         let options = &args[usize::from(config_file.is_some())..];
+        let port_args = match &tls {
+            Some(certificates) => {
+                let mut tls_args = vec![
+                    "--port".to_owned(),
+                    "0".to_owned(),
+                    "--tls-port".to_owned(),
+                    port.to_string(),
+                ];
+                tls_args.extend(certificates.server_args());
+                tls_args
+            }
+            None => vec!["--port".to_owned(), port.to_string()],
+        };
         let spawned = Command::new("redis-server")
             .args(config_file)
             .arg("--dir")
             .arg(dir.path())
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(port_args)
+            .args(["--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no"])
             .args(options)
             .stdout(Stdio::null())
@@ -56,6 +88,7 @@ impl OwnRedis {
             child,
             port,
             args,
+            tls,
             _dir: dir,
         };
         redis.wait_until_up();
@@ -80,13 +113,32 @@ impl OwnRedis {
         self.child.id()
     }
 
+    /// How clients reach it: by name over TLS (the certificate's), by address without.
+    fn address(&self) -> String {
+        match self.tls {
+            Some(_) => format!("localhost:{}", self.port),
+            None => format!("127.0.0.1:{}", self.port),
+        }
+    }
+
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/", self.port)
+        let scheme = if self.tls.is_some() {
+            "rediss"
+        } else {
+            "redis"
+        };
+        format!("{scheme}://{}/", self.address())
+    }
+
+    /// The CA that signed a TLS-only server's certificate.
+    pub fn ca_file(&self) -> PathBuf {
+        self.tls.as_ref().expect("a TLS-only server").ca_file()
     }
 
     /// One command through redis-cli; its output, or None when it failed.
     pub fn command(&self, args: &[&str]) -> Option<String> {
-        redis_cli(self.port, args)
+        let ca = self.tls.as_ref().map(|certificates| certificates.ca_file());
+        redis_cli(self.port, ca.as_deref(), args)
     }
 
     pub fn signal(&self, signal: &str) {
@@ -106,7 +158,7 @@ impl OwnRedis {
     pub fn restart(&mut self) {
         self.kill();
         let args = std::mem::take(&mut self.args);
-        *self = OwnRedis::start_with(self.port, args);
+        *self = OwnRedis::spawn(self.port, args, self.tls.clone());
     }
 }
 
@@ -116,8 +168,14 @@ impl Drop for OwnRedis {
     }
 }
 
-fn redis_cli(port: u16, args: &[&str]) -> Option<String> {
-    let output = Command::new("redis-cli")
+/// redis-cli on `port`, over TLS trusting `ca` when given; its output, or None when it
+/// failed or Redis answered an error.
+fn redis_cli(port: u16, ca: Option<&Path>, args: &[&str]) -> Option<String> {
+    let mut command = Command::new("redis-cli");
+    if let Some(ca) = ca {
+        command.args(["--tls", "--cacert"]).arg(ca);
+    }
+    let output = command
         .args(["-h", "127.0.0.1", "-p", &port.to_string()])
         .args(args)
         .stderr(Stdio::null())
@@ -151,15 +209,25 @@ pub struct SentinelSet {
 
 impl SentinelSet {
     pub fn start() -> SentinelSet {
+        SentinelSet::start_in(None)
+    }
+
+    /// Every process TLS-only, replication and sentinels included.
+    pub fn start_tls() -> SentinelSet {
+        SentinelSet::start_in(Some(Arc::new(Certificates::make())))
+    }
+
+    fn start_in(tls: Option<Arc<Certificates>>) -> SentinelSet {
         let dir = tempfile::tempdir().expect("temp dir");
-        let master = OwnRedis::start();
-        let replica = OwnRedis::start_with(
+        let master = OwnRedis::spawn(free_port(), Vec::new(), tls.clone());
+        let replica = OwnRedis::spawn(
             free_port(),
             vec![
                 "--replicaof".into(),
                 "127.0.0.1".into(),
                 master.port().to_string(),
             ],
+            tls.clone(),
         );
         wait_for(Duration::from_secs(10), "the replica syncs", || {
             replica
@@ -180,9 +248,10 @@ impl SentinelSet {
                     ),
                 )
                 .expect("sentinel config");
-                OwnRedis::start_with(
+                OwnRedis::spawn(
                     free_port(),
                     vec![config.display().to_string(), "--sentinel".into()],
+                    tls.clone(),
                 )
             })
             .collect();
@@ -209,28 +278,29 @@ impl SentinelSet {
     }
 
     pub fn url(&self) -> String {
-        let sentinels: Vec<String> = self
-            .sentinels
-            .iter()
-            .map(|sentinel| format!("127.0.0.1:{}", sentinel.port()))
-            .collect();
-        format!(
-            "redis+sentinel://{}/{SENTINEL_SERVICE}",
-            sentinels.join(",")
-        )
+        let sentinels: Vec<String> = self.sentinels.iter().map(OwnRedis::address).collect();
+        let scheme = if self.servers[0].tls.is_some() {
+            "rediss+sentinel"
+        } else {
+            "redis+sentinel"
+        };
+        format!("{scheme}://{}/{SENTINEL_SERVICE}", sentinels.join(","))
+    }
+
+    pub fn ca_file(&self) -> PathBuf {
+        self.servers[0].ca_file()
+    }
+
+    /// The port of the master `sentinel` names now.
+    fn named_by(sentinel: &OwnRedis) -> Option<u16> {
+        let answer =
+            sentinel.command(&["SENTINEL", "GET-MASTER-ADDR-BY-NAME", SENTINEL_SERVICE])?;
+        answer.lines().nth(1)?.trim().parse().ok()
     }
 
     /// The port of the master most sentinels name now.
     pub fn master_port(&self) -> u16 {
-        let named: Vec<u16> = self
-            .sentinels
-            .iter()
-            .filter_map(|sentinel| {
-                let answer =
-                    sentinel.command(&["SENTINEL", "GET-MASTER-ADDR-BY-NAME", SENTINEL_SERVICE])?;
-                answer.lines().nth(1)?.trim().parse().ok()
-            })
-            .collect();
+        let named: Vec<u16> = self.sentinels.iter().filter_map(Self::named_by).collect();
         named
             .iter()
             .copied()
@@ -246,151 +316,26 @@ impl SentinelSet {
             .expect("the master is one of ours")
     }
 
+    /// The master every sentinel names, once they agree and it says it is one.
+    fn agreed_master_port(&self) -> Option<u16> {
+        let named: Vec<Option<u16>> = self.sentinels.iter().map(Self::named_by).collect();
+        let port = (*named.first()?)?;
+        let says_so = self
+            .servers
+            .iter()
+            .find(|server| server.port() == port)?
+            .command(&["ROLE"])
+            .is_some_and(|role| role.starts_with("master"));
+        (named.iter().all(|p| *p == Some(port)) && says_so).then_some(port)
+    }
+
     /// Waits until every sentinel names a master other than `old`, and that master says
     /// it is one; returns when that happened.
     pub fn wait_for_new_master(&self, old: u16) -> Instant {
         wait_for(Duration::from_secs(30), "a new master", || {
-            let named: Vec<Option<u16>> = self
-                .sentinels
-                .iter()
-                .map(|sentinel| {
-                    let answer = sentinel.command(&[
-                        "SENTINEL",
-                        "GET-MASTER-ADDR-BY-NAME",
-                        SENTINEL_SERVICE,
-                    ])?;
-                    answer.lines().nth(1)?.trim().parse().ok()
-                })
-                .collect();
-            let Some(Some(port)) = named.first().copied() else {
-                return false;
-            };
-            port != old
-                && named.iter().all(|p| *p == Some(port))
-                && redis_cli(port, &["ROLE"]).is_some_and(|role| role.starts_with("master"))
+            self.agreed_master_port().is_some_and(|port| port != old)
         });
         Instant::now()
-    }
-}
-
-/// A master and a replica that speak TLS only (replication too), and three sentinels
-/// that speak TLS only, watching them; the certificates of [`TlsRedis`].
-pub struct TlsSentinelSet {
-    /// The master and the replica, killed with the set.
-    _servers: [OwnRedis; 2],
-    pub sentinels: Vec<OwnRedis>,
-    pub ca_file: PathBuf,
-    /// The master's and sentinels', and the replica's (its sync writes an RDB file).
-    _dirs: [tempfile::TempDir; 2],
-}
-
-impl TlsSentinelSet {
-    pub fn start() -> TlsSentinelSet {
-        let dir = tempfile::tempdir().expect("temp dir");
-        make_certificates(dir.path());
-        let ca_file = dir.path().join("ca.pem");
-        let master = start_tls_node(dir.path(), free_port(), &["--tls-replication", "yes"]);
-        let master_port = master.port().to_string();
-        let replica_dir = tempfile::tempdir().expect("temp dir");
-        for name in ["ca.pem", "server.pem", "server.key"] {
-            std::fs::copy(dir.path().join(name), replica_dir.path().join(name)).expect("copy");
-        }
-        let replica = start_tls_node(
-            replica_dir.path(),
-            free_port(),
-            &[
-                "--tls-replication",
-                "yes",
-                "--replicaof",
-                "127.0.0.1",
-                &master_port,
-            ],
-        );
-        wait_for(Duration::from_secs(10), "the TLS replica syncs", || {
-            tls_cli(&ca_file, replica.port(), &["INFO", "replication"])
-                .is_some_and(|info| info.contains("master_link_status:up"))
-        });
-        let sentinels: Vec<OwnRedis> = (0..3)
-            .map(|i| {
-                let config = dir.path().join(format!("sentinel-{i}.conf"));
-                std::fs::write(
-                    &config,
-                    format!(
-                        "sentinel monitor {SENTINEL_SERVICE} 127.0.0.1 {master_port} 2\n\
-                         sentinel down-after-milliseconds {SENTINEL_SERVICE} 1000\n\
-                         sentinel failover-timeout {SENTINEL_SERVICE} 5000\n"
-                    ),
-                )
-                .expect("sentinel config");
-                start_tls_process(
-                    dir.path(),
-                    Some(&config),
-                    free_port(),
-                    &["--sentinel", "--tls-replication", "yes"],
-                )
-            })
-            .collect();
-        wait_for(
-            Duration::from_secs(15),
-            "every TLS sentinel knows the replica and the other sentinels",
-            || {
-                sentinels.iter().all(|sentinel| {
-                    let knows = |what: &str| {
-                        tls_cli(
-                            &ca_file,
-                            sentinel.port(),
-                            &["SENTINEL", what, SENTINEL_SERVICE],
-                        )
-                        .is_some_and(|answer| !answer.is_empty())
-                    };
-                    knows("REPLICAS") && knows("SENTINELS")
-                })
-            },
-        );
-        TlsSentinelSet {
-            _servers: [master, replica],
-            sentinels,
-            ca_file,
-            _dirs: [dir, replica_dir],
-        }
-    }
-
-    pub fn url(&self) -> String {
-        let sentinels: Vec<String> = self
-            .sentinels
-            .iter()
-            .map(|sentinel| format!("localhost:{}", sentinel.port()))
-            .collect();
-        format!(
-            "rediss+sentinel://{}/{SENTINEL_SERVICE}",
-            sentinels.join(",")
-        )
-    }
-
-    /// What the first sentinel answers to `args`.
-    pub fn ask(&self, args: &[&str]) -> Option<String> {
-        tls_cli(&self.ca_file, self.sentinels[0].port(), args)
-    }
-
-    /// The port every sentinel names as the master, once they agree and it says so.
-    pub fn agreed_master_port(&self) -> Option<u16> {
-        let named: Vec<Option<u16>> = self
-            .sentinels
-            .iter()
-            .map(|sentinel| {
-                let answer = tls_cli(
-                    &self.ca_file,
-                    sentinel.port(),
-                    &["SENTINEL", "GET-MASTER-ADDR-BY-NAME", SENTINEL_SERVICE],
-                )?;
-                answer.lines().nth(1)?.trim().parse().ok()
-            })
-            .collect();
-        let port = (*named.first()?)?;
-        (named.iter().all(|p| *p == Some(port))
-            && tls_cli(&self.ca_file, port, &["ROLE"])
-                .is_some_and(|role| role.starts_with("master")))
-        .then_some(port)
     }
 }
 
@@ -403,11 +348,20 @@ pub struct RedisCluster {
 
 impl RedisCluster {
     pub fn start() -> RedisCluster {
+        RedisCluster::start_in(None)
+    }
+
+    /// Every node TLS-only, the cluster bus included.
+    pub fn start_tls() -> RedisCluster {
+        RedisCluster::start_in(Some(Arc::new(Certificates::make())))
+    }
+
+    fn start_in(tls: Option<Arc<Certificates>>) -> RedisCluster {
         let dir = tempfile::tempdir().expect("temp dir");
         let nodes: Vec<OwnRedis> = (0..3)
             .map(|_| {
                 let port = free_port();
-                OwnRedis::start_with(
+                OwnRedis::spawn(
                     port,
                     vec![
                         "--cluster-enabled".into(),
@@ -421,10 +375,28 @@ impl RedisCluster {
                         "--dir".into(),
                         dir.path().display().to_string(),
                     ],
+                    tls.clone(),
                 )
             })
             .collect();
-        create_cluster(&nodes, None);
+        let ca = tls.as_ref().map(|certificates| certificates.ca_file());
+        let mut create = Command::new("redis-cli");
+        if let Some(ca) = &ca {
+            create.args(["--tls", "--cacert"]).arg(ca);
+        }
+        let created = create
+            .args(["--cluster", "create"])
+            .args(
+                nodes
+                    .iter()
+                    .map(|node| format!("127.0.0.1:{}", node.port())),
+            )
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .expect("redis-cli");
+        assert!(created.success(), "redis-cli --cluster create failed");
         let cluster = RedisCluster { nodes, _dir: dir };
         wait_for(
             Duration::from_secs(20),
@@ -440,12 +412,17 @@ impl RedisCluster {
     }
 
     pub fn url(&self) -> String {
-        let nodes: Vec<String> = self
-            .nodes
-            .iter()
-            .map(|node| format!("127.0.0.1:{}", node.port()))
-            .collect();
-        format!("redis+cluster://{}", nodes.join(","))
+        let nodes: Vec<String> = self.nodes.iter().map(OwnRedis::address).collect();
+        let scheme = if self.nodes[0].tls.is_some() {
+            "rediss+cluster"
+        } else {
+            "redis+cluster"
+        };
+        format!("{scheme}://{}", nodes.join(","))
+    }
+
+    pub fn ca_file(&self) -> PathBuf {
+        self.nodes[0].ca_file()
     }
 
     /// The node that serves `key`'s slot.
@@ -470,6 +447,13 @@ impl RedisCluster {
     pub fn move_slot_of(&mut self, key: &str, to: u16) {
         let from = self.node_of(key).port();
         assert_ne!(from, to, "the slot is already there");
+        // Each node answers through its own redis-cli (plain or TLS).
+        let redis_cli = |port: u16, args: &[&str]| {
+            self.nodes
+                .iter()
+                .find(|node| node.port() == port)
+                .and_then(|node| node.command(args))
+        };
         let id = |port: u16| redis_cli(port, &["CLUSTER", "MYID"]).expect("CLUSTER MYID");
         let (from_id, to_id) = (id(from), id(to));
         let slot = redis_cli(from, &["CLUSTER", "KEYSLOT", key]).expect("CLUSTER KEYSLOT");
@@ -544,181 +528,38 @@ fn owner_port(nodes: &str, slot: u16) -> Option<u16> {
     })
 }
 
-/// A Redis that speaks TLS only, with a certificate for localhost and 127.0.0.1 signed
-/// by a CA made for the test.
-pub struct TlsRedis {
-    pub server: OwnRedis,
-    pub ca_file: PathBuf,
-    _dir: tempfile::TempDir,
+/// A CA made for a test, and a certificate for localhost and 127.0.0.1 it signed.
+pub struct Certificates {
+    dir: tempfile::TempDir,
 }
 
-impl TlsRedis {
-    pub fn start() -> TlsRedis {
+impl Certificates {
+    fn make() -> Certificates {
         let dir = tempfile::tempdir().expect("temp dir");
         make_certificates(dir.path());
-        let server = start_tls_node(dir.path(), free_port(), &[]);
-        TlsRedis {
-            server,
-            ca_file: dir.path().join("ca.pem"),
-            _dir: dir,
-        }
+        Certificates { dir }
     }
 
-    pub fn url(&self) -> String {
-        format!("rediss://localhost:{}/", self.server.port())
-    }
-}
-
-/// A 3-master Redis Cluster that speaks TLS only, clients and cluster bus alike, with
-/// the certificates of [`TlsRedis`].
-pub struct TlsCluster {
-    pub nodes: Vec<OwnRedis>,
-    pub ca_file: PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl TlsCluster {
-    pub fn start() -> TlsCluster {
-        let dir = tempfile::tempdir().expect("temp dir");
-        make_certificates(dir.path());
-        let nodes: Vec<OwnRedis> = (0..3)
-            .map(|_| {
-                let port = free_port();
-                start_tls_node(
-                    dir.path(),
-                    port,
-                    &[
-                        "--tls-cluster",
-                        "yes",
-                        "--cluster-enabled",
-                        "yes",
-                        "--cluster-config-file",
-                        &format!("nodes-{port}.conf"),
-                        "--cluster-node-timeout",
-                        "1000",
-                    ],
-                )
-            })
-            .collect();
-        let ca_file = dir.path().join("ca.pem");
-        create_cluster(&nodes, Some(&ca_file));
-        wait_for(
-            Duration::from_secs(20),
-            "the TLS cluster is ok on every node",
-            || {
-                nodes.iter().all(|node| {
-                    tls_cli(&ca_file, node.port(), &["CLUSTER", "INFO"])
-                        .is_some_and(|info| info.contains("cluster_state:ok"))
-                })
-            },
-        );
-        TlsCluster {
-            nodes,
-            ca_file,
-            _dir: dir,
-        }
+    fn ca_file(&self) -> PathBuf {
+        self.dir.path().join("ca.pem")
     }
 
-    pub fn url(&self) -> String {
-        let nodes: Vec<String> = self
-            .nodes
-            .iter()
-            .map(|node| format!("localhost:{}", node.port()))
-            .collect();
-        format!("rediss+cluster://{}", nodes.join(","))
+    /// A TLS-only server's options; replicas, sentinels and the cluster bus speak TLS
+    /// too.
+    fn server_args(&self) -> Vec<String> {
+        let file = |name: &str| self.dir.path().join(name).display().to_string();
+        [
+            ("--tls-cert-file", file("server.pem")),
+            ("--tls-key-file", file("server.key")),
+            ("--tls-ca-cert-file", file("ca.pem")),
+            ("--tls-auth-clients", "no".to_owned()),
+            ("--tls-replication", "yes".to_owned()),
+            ("--tls-cluster", "yes".to_owned()),
+        ]
+        .into_iter()
+        .flat_map(|(option, value)| [option.to_owned(), value])
+        .collect()
     }
-
-    /// How many keys each master holds.
-    pub fn key_counts(&self) -> Vec<u64> {
-        self.nodes
-            .iter()
-            .map(|node| {
-                tls_cli(&self.ca_file, node.port(), &["DBSIZE"])
-                    .and_then(|size| size.parse().ok())
-                    .unwrap_or_default()
-            })
-            .collect()
-    }
-}
-
-/// `redis-cli --cluster create` of `nodes`, three masters without replicas; over TLS
-/// trusting `ca` when given.
-fn create_cluster(nodes: &[OwnRedis], ca: Option<&Path>) {
-    let mut command = Command::new("redis-cli");
-    if let Some(ca) = ca {
-        command.args(["--tls", "--cacert"]).arg(ca);
-    }
-    let created = command
-        .args(["--cluster", "create"])
-        .args(
-            nodes
-                .iter()
-                .map(|node| format!("127.0.0.1:{}", node.port())),
-        )
-        .args(["--cluster-replicas", "0", "--cluster-yes"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .expect("redis-cli");
-    assert!(created.success(), "redis-cli --cluster create failed");
-}
-
-/// A TLS-only redis-server on `port`, with the certificates made in `dir` (its working
-/// directory too), once it answers.
-fn start_tls_node(dir: &Path, port: u16, extra: &[&str]) -> OwnRedis {
-    start_tls_process(dir, None, port, extra)
-}
-
-/// [`start_tls_node`], with a configuration file first (a sentinel's).
-fn start_tls_process(dir: &Path, config: Option<&Path>, port: u16, extra: &[&str]) -> OwnRedis {
-    let file = |name: &str| dir.join(name).display().to_string();
-    let spawned = Command::new("redis-server")
-        .args(config)
-        .args([
-            "--port",
-            "0",
-            "--tls-port",
-            &port.to_string(),
-            "--bind",
-            "127.0.0.1",
-        ])
-        .args(["--save", "", "--appendonly", "no"])
-        .args(["--tls-cert-file", &file("server.pem")])
-        .args(["--tls-key-file", &file("server.key")])
-        .args(["--tls-ca-cert-file", &file("ca.pem")])
-        .args(["--tls-auth-clients", "no"])
-        .args(["--dir", &dir.display().to_string()])
-        .args(extra)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap_or_else(|e| panic!("redis-server is needed for this test: {e}"));
-    let server = OwnRedis {
-        child: spawned,
-        port,
-        args: Vec::new(),
-        _dir: tempfile::tempdir().expect("temp dir"),
-    };
-    let ca = dir.join("ca.pem");
-    wait_for(Duration::from_secs(10), "the TLS Redis answers", || {
-        tls_cli(&ca, port, &["PING"]).is_some_and(|answer| answer.contains("PONG"))
-    });
-    server
-}
-
-fn tls_cli(ca: &Path, port: u16, args: &[&str]) -> Option<String> {
-    let output = Command::new("redis-cli")
-        .args(["--tls", "--cacert"])
-        .arg(ca)
-        .args(["-h", "localhost", "-p", &port.to_string()])
-        .args(args)
-        .stderr(Stdio::null())
-        .output()
-        .ok()?;
-    output
-        .status
-        .success()
-        .then(|| String::from_utf8_lossy(&output.stdout).trim().to_owned())
 }
 
 fn make_certificates(dir: &Path) {
