@@ -117,9 +117,13 @@ const PENDING_ACKS: &str = r"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local fields = redis.call('HGETALL', KEYS[1])
+local registry = {}
+for i = 1, #fields, 2 do
+  registry[fields[i]] = fields[i + 1]
+end
 local wanted = tonumber(ARGV[1])
 local pending = 0
-local inherited_at = tonumber(redis.call('HGET', KEYS[1], 'inherited_at') or '0')
+local inherited_at = tonumber(registry['inherited_at'] or '0')
 local inherited_wait = math.max(0, inherited_at + tonumber(ARGV[2]) - now)
 for i = 1, #fields, 2 do
   local field = fields[i]
@@ -128,7 +132,8 @@ for i = 1, #fields, 2 do
     if tonumber(fields[i + 1]) < now then
       redis.call('HDEL', KEYS[1], field, 'ack:' .. server)
     else
-      local acked = tonumber(redis.call('HGET', KEYS[1], 'ack:' .. server) or '0')
+      -- A live lease's ack is never among what this loop deletes.
+      local acked = tonumber(registry['ack:' .. server] or '0')
       if acked < wanted then pending = pending + 1 end
     end
   end
@@ -287,13 +292,11 @@ impl RedisCache {
 
     /// Ends a load lease early (the load failed), so others need not wait it out.
     pub async fn release_lease(&self, key: &EntryKey, generation: u64) {
+        let entry = key.at(generation);
         let mut conn = self.link.conn();
         let mut command = redis::cmd("DEL");
-        let call = command
-            .arg(lease_key(&key.at(generation)))
-            .query_async::<()>(&mut conn);
-        self.guarded_entry(&key.at(generation), "release lease", call)
-            .await;
+        let call = command.arg(lease_key(&entry)).query_async::<()>(&mut conn);
+        self.guarded_entry(&entry, "release lease", call).await;
     }
 
     /// Stores `value` under `generation`. A store under a generation a write has
