@@ -26,6 +26,20 @@ pub struct Application {
     admin: Option<(TcpListener, SocketAddr)>,
 }
 
+/// Listens on `bind`; the bound address tells which port 0 picked. `role` names the
+/// address in errors (`admin`; none for the main one).
+fn listen(bind: SocketAddr, role: Option<&str>) -> anyhow::Result<(TcpListener, SocketAddr)> {
+    let listener = server::listen(bind).with_context(|| match role {
+        Some(role) => format!("cannot listen on the {role} address {bind}"),
+        None => format!("cannot listen on {bind}"),
+    })?;
+    let role = role.map(|role| format!("{role} ")).unwrap_or_default();
+    let address = listener
+        .local_addr()
+        .with_context(|| format!("cannot read the bound {role}address"))?;
+    Ok((listener, address))
+}
+
 impl Application {
     /// Binds `bind` (port 0 picks a free port, see [`Application::address`]) and starts
     /// the background work; nothing is served until [`Application::run_until_stopped`].
@@ -35,10 +49,7 @@ impl Application {
             app.settings.http.max_connections,
             app.settings.db.max_connections,
         );
-        let listener = server::listen(bind).with_context(|| format!("cannot listen on {bind}"))?;
-        let address = listener
-            .local_addr()
-            .context("cannot read the bound address")?;
+        let (listener, address) = listen(bind, None)?;
         let app = Arc::new(app);
         // Listen for database changes before serving: the listener's first connect
         // retires the shared cache, which must not happen under requests being served.
@@ -54,12 +65,7 @@ impl Application {
 
     /// Also serves the dashboard and `/metrics` on `bind` (see `dashboard`).
     pub fn with_admin(mut self, bind: SocketAddr) -> anyhow::Result<Application> {
-        let listener = server::listen(bind)
-            .with_context(|| format!("cannot listen on the admin address {bind}"))?;
-        let address = listener
-            .local_addr()
-            .context("cannot read the bound admin address")?;
-        self.admin = Some((listener, address));
+        self.admin = Some(listen(bind, Some("admin"))?);
         Ok(self)
     }
 

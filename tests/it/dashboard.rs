@@ -507,17 +507,10 @@ fn read_chunks(mut from: impl std::io::Read + Send + 'static) -> std::sync::mpsc
 }
 
 fn wait_within(child: &mut std::process::Child, bound: Duration) -> std::process::ExitStatus {
-    let started = Instant::now();
-    loop {
-        if let Some(status) = child.try_wait().expect("wait") {
-            return status;
-        }
-        if started.elapsed() > bound {
-            let _ = child.kill();
-            panic!("did not exit within {bound:?}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    crate::support::binary::exit_within(child, bound).unwrap_or_else(|| {
+        let _ = child.kill();
+        panic!("did not exit within {bound:?}");
+    })
 }
 
 /// Every query of the Grafana dashboard (docs/grafana-dashboard.json), asked of a real

@@ -233,18 +233,12 @@ impl Server {
     /// drop kills the process) when it does not exit in time.
     pub fn terminate_within(&mut self, bound: Duration) -> std::process::ExitStatus {
         self.send_sigterm();
-        let start = std::time::Instant::now();
-        loop {
-            if let Some(status) = self.child.try_wait().expect("wait for the server") {
-                return status;
-            }
-            assert!(
-                start.elapsed() < bound,
+        exit_within(&mut self.child, bound).unwrap_or_else(|| {
+            panic!(
                 "the server did not exit within {bound:?} of SIGTERM:\n{}",
                 self.log()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+            )
+        })
     }
 
     fn send_sigterm(&self) {
@@ -261,6 +255,18 @@ impl Drop for Server {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The exit status of `child`, once it exits within `bound`; `None` if it does not.
+pub fn exit_within(child: &mut Child, bound: Duration) -> Option<std::process::ExitStatus> {
+    let start = std::time::Instant::now();
+    while start.elapsed() < bound {
+        if let Some(status) = child.try_wait().expect("wait for the process") {
+            return Some(status);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.try_wait().expect("wait for the process")
 }
 
 pub fn stdout(output: &Output) -> String {
