@@ -1,80 +1,87 @@
-//! How a server on a SQLite file learns, before every cached read, that another process
-//! (the CLI, a second server) committed: without a system call, a lock, or a queue.
+//! How a server on a SQLite file learns, before every cached read, that some process
+//! (the CLI, a second server, this one) committed: `PRAGMA data_version` on a connection
+//! of its own that never writes, so every commit by anyone changes the number it reads.
 //!
-//! In WAL mode every commit rewrites the header of the WAL index (`<file>-shm`, shared
-//! memory that SQLite's own readers consult; its layout is part of SQLite's documented
-//! file format). The watch maps that header read-only and compares it with the one it
-//! last acted on. A writer updates the header's second copy, then its first; the watch
-//! reads the first, then the second, so a header being rewritten shows as two different
-//! copies and counts as a change. `PRAGMA data_version` reads the same header, behind
-//! two file locks.
+//! Only SQLite's API touches SQLite's files. SQLite's locks are POSIX advisory locks,
+//! which belong to the process and all vanish when *any* descriptor of the file is
+//! closed; a probe that opened or mapped `-shm` itself dropped the locks this process's
+//! connections relied on, and another process then reset the WAL index under them
+//! (SIGBUS) or wrote beside them.
+//!
+//! One probe costs a read transaction's start and end (microseconds, no fsync).
+//! Requests arriving while a probe runs share the next one instead of queueing a probe
+//! each: a probe that *began* after a request arrived answers for it.
 
-use std::fs::File;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering, fence};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, PoisonError};
+use std::time::Duration;
 
 use anyhow::Context as _;
-use diesel::SqliteConnection;
-use diesel::connection::SimpleConnection as _;
+use diesel::sql_types::BigInt;
+use diesel::{QueryableByName, RunQueryDsl as _, SqliteConnection};
 
 use crate::db::{DbSettings, connect};
 
-/// Two copies of the 48-byte `WalIndexHdr` open the WAL index.
-const HEADER_BYTES: usize = 48;
+/// The probe never waits long for a lock (a WAL recovery by another process): a probe
+/// that cannot answer counts as a change, which is always safe.
+const PROBE_BUSY_TIMEOUT: Duration = Duration::from_millis(100);
 
 pub struct CommitWatch {
-    index: memmap2::Mmap,
-    /// A hash of the header the cache was last retired for.
+    probe: Mutex<Probe>,
+    /// Probes begun so far; a probe's number is this count when it began.
+    begun: AtomicU64,
+    /// The data version the cache was last retired for.
     acted_on: AtomicU64,
-    /// While a connection of this process is open, no other process deletes the WAL
-    /// index (SQLite removes it only when its last user anywhere closes). Never used,
-    /// so never locked: the mutex only makes the watch shareable.
-    _holds_the_index: std::sync::Mutex<SqliteConnection>,
+}
+
+struct Probe {
+    conn: SqliteConnection,
+    /// The number of the last probe that finished, and what it read.
+    last: (u64, Option<u64>),
 }
 
 /// A change [`CommitWatch::changed`] found; hand it back to
 /// [`CommitWatch::acknowledge`] once the cache is retired.
 pub struct Change(Option<u64>);
 
+#[derive(QueryableByName)]
+struct DataVersion {
+    #[diesel(sql_type = BigInt)]
+    data_version: i64,
+}
+
 impl CommitWatch {
     pub fn open(path: &Path, settings: &DbSettings) -> anyhow::Result<CommitWatch> {
         let path_str = path
             .to_str()
             .context("the SQLite path is not valid UTF-8")?;
-        let mut conn = connect::open_sqlite(path_str, settings)
-            .with_context(|| format!("cannot open SQLite file {}", path.display()))?;
-        // A read makes sure the WAL index exists.
-        conn.batch_execute("SELECT count(*) FROM sqlite_master")
-            .context("cannot read the SQLite file")?;
-        let index_path = format!("{path_str}-shm");
-        let index = File::open(&index_path)
-            .with_context(|| format!("cannot open the WAL index {index_path}"))?;
-        // SAFETY: a read-only, shared mapping of SQLite's shared-memory file. Other
-        // processes write it while it is mapped; it is only read through raw pointers
-        // with volatile loads (never through references), so no reference asserts that
-        // the bytes do not change.
-        let map = unsafe {
-            memmap2::MmapOptions::new()
-                .len(2 * HEADER_BYTES)
-                .map(&index)
-        }
-        .with_context(|| format!("cannot map the WAL index {index_path}"))?;
-        let watch = CommitWatch {
-            index: map,
-            acted_on: AtomicU64::new(0),
-            _holds_the_index: std::sync::Mutex::new(conn),
+        let probe_settings = DbSettings {
+            statement_timeout: PROBE_BUSY_TIMEOUT,
+            ..*settings
         };
-        if let Some(hash) = watch.header_hash() {
-            watch.acted_on.store(hash, Ordering::Release);
-        }
-        Ok(watch)
+        let conn = connect::open_sqlite(path_str, &probe_settings)
+            .with_context(|| format!("cannot open SQLite file {}", path.display()))?;
+        let mut probe = Probe {
+            conn,
+            last: (0, None),
+        };
+        let first = probe
+            .read()
+            .with_context(|| format!("cannot read SQLite file {}", path.display()))?;
+        probe.last = (0, Some(first));
+        Ok(CommitWatch {
+            probe: Mutex::new(probe),
+            begun: AtomicU64::new(0),
+            acted_on: AtomicU64::new(first),
+        })
     }
 
     /// `Some` when some process committed since the cache was last retired for a commit
-    /// (or is committing right now). Costs two reads of shared memory.
+    /// (or the probe could not tell).
     pub fn changed(&self) -> Option<Change> {
-        match self.header_hash() {
-            Some(hash) if hash == self.acted_on.load(Ordering::Acquire) => None,
+        match self.current() {
+            Some(version) if version == self.acted_on.load(Ordering::Acquire) => None,
             seen => Some(Change(seen)),
         }
     }
@@ -83,29 +90,44 @@ impl CommitWatch {
     /// [`CommitWatch::changed`] still sees the change, so none can read the cache
     /// before it is retired.
     pub fn acknowledge(&self, change: Change) {
-        if let Some(hash) = change.0 {
-            self.acted_on.store(hash, Ordering::Release);
+        if let Some(version) = change.0 {
+            self.acted_on.store(version, Ordering::Release);
         }
     }
 
-    /// The header's hash, or `None` while a writer is between its two copies.
-    fn header_hash(&self) -> Option<u64> {
-        let base = self.index.as_ptr();
-        let mut copies = [[0u8; HEADER_BYTES]; 2];
-        for (copy, offset) in copies.iter_mut().zip([0, HEADER_BYTES]) {
-            for (i, byte) in copy.iter_mut().enumerate() {
-                // SAFETY: `offset + i` < 2 * HEADER_BYTES, the mapped length.
-                *byte = unsafe { std::ptr::read_volatile(base.add(offset + i)) };
-            }
-            fence(Ordering::Acquire);
+    /// The data version as of a moment after this call began; `None` if unreadable.
+    fn current(&self) -> Option<u64> {
+        let arrived_after = self.begun.load(Ordering::Acquire);
+        let mut probe = self.probe.lock().unwrap_or_else(PoisonError::into_inner);
+        let (number, seen) = probe.last;
+        if number > arrived_after {
+            return seen;
         }
-        (copies[0] == copies[1]).then(|| crate::cache::fnv1a64(&copies[0]))
+        let number = self.begun.fetch_add(1, Ordering::AcqRel) + 1;
+        let seen = match probe.read() {
+            Ok(version) => Some(version),
+            Err(e) => {
+                tracing::debug!(error = %e, "PRAGMA data_version failed; treating it as a change");
+                None
+            }
+        };
+        probe.last = (number, seen);
+        seen
+    }
+}
+
+impl Probe {
+    fn read(&mut self) -> diesel::QueryResult<u64> {
+        let row: DataVersion =
+            diesel::sql_query("PRAGMA data_version").get_result(&mut self.conn)?;
+        Ok(row.data_version.cast_unsigned())
     }
 }
 
 #[cfg(test)]
 mod tests {
     use diesel::Connection as _;
+    use diesel::connection::SimpleConnection as _;
 
     use super::*;
 
@@ -140,5 +162,40 @@ mod tests {
             })
             .expect("transaction");
         assert!(watch.changed().is_some(), "committed");
+    }
+
+    /// The probe holds SQLite's shared lock on the WAL index like any connection, and
+    /// keeps it: nothing of this process closes a descriptor of SQLite's files.
+    #[test]
+    fn the_process_keeps_sqlites_lock_on_the_wal_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("locked.sqlite3");
+        let settings = DbSettings::default();
+        let mut writer = connect::open_sqlite(path.to_str().unwrap(), &settings).expect("open");
+        writer
+            .batch_execute("CREATE TABLE t (x INTEGER)")
+            .expect("create");
+        drop(writer);
+        let watch = CommitWatch::open(&path, &settings).expect("watch");
+        for _ in 0..3 {
+            let _ = watch.changed();
+        }
+        let shm = std::fs::metadata(format!("{}-shm", path.display())).expect("-shm exists");
+        let inode = std::os::unix::fs::MetadataExt::ino(&shm);
+        let locks = std::fs::read_to_string("/proc/locks").expect("/proc/locks");
+        let pid = std::process::id().to_string();
+        let held = locks.lines().any(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            // "1: POSIX  ADVISORY  READ 1234 08:01:5678 128 128"
+            fields.len() >= 6
+                && fields[1] == "POSIX"
+                && fields[4] == pid
+                && fields[5].rsplit(':').next() == Some(&inode.to_string())
+        });
+        assert!(
+            held,
+            "no POSIX lock of this process on {}-shm:\n{locks}",
+            path.display()
+        );
     }
 }
