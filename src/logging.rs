@@ -17,8 +17,22 @@ pub enum LogFormat {
     Json,
 }
 
-/// Installs the global subscriber; `RUST_LOG` filters (default `info`).
+/// Installs the global subscriber (`RUST_LOG` filters, default `info`), and a panic
+/// hook that logs through it: a panic while a request is handled then carries the
+/// request's id, in the log format the operator chose.
 pub fn init(format: LogFormat) {
+    std::panic::set_hook(Box::new(|info| {
+        let payload = info.payload();
+        let message = payload
+            .downcast_ref::<&str>()
+            .copied()
+            .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+            .unwrap_or("(no message)");
+        let location = info
+            .location()
+            .map_or_else(String::new, |at| format!("{}:{}", at.file(), at.line()));
+        tracing::error!(panic = message, location, "panicked");
+    }));
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -48,9 +62,11 @@ pub enum Failure {
     Cache,
     /// The server cannot accept connections (out of file descriptors, …).
     Accept,
+    /// A committed write could not reach the cache to retire what it changed.
+    Invalidation,
 }
 
-const KINDS: usize = 4;
+const KINDS: usize = 5;
 
 struct Gate {
     last: Option<Instant>,

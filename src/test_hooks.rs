@@ -6,7 +6,7 @@
 //! inline function and nothing can arm a point.
 
 #[cfg(feature = "test-hooks")]
-pub use armed::{Pause, TestHooks};
+pub use armed::{PANIC_ONCE_ENV, Pause, TestHooks};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Point {
@@ -23,6 +23,10 @@ pub enum Point {
     /// A server heard a new generation and is about to take it on and confirm it
     /// (near-cache lease).
     BeforeNearConfirm,
+    /// A SQLite read is on its blocking thread, inside its read transaction.
+    InsideSqliteCall,
+    /// A request has reached the service layer (a read, or a write's own task).
+    InService,
 }
 
 /// Without the `test-hooks` feature: nothing to arm, nothing to wait for.
@@ -32,6 +36,10 @@ pub struct TestHooks;
 
 #[cfg(not(feature = "test-hooks"))]
 impl TestHooks {
+    pub fn new() -> TestHooks {
+        TestHooks
+    }
+
     #[inline(always)]
     pub async fn pause(&self, _point: Point) {}
 }
@@ -52,10 +60,12 @@ mod armed {
         armed: Mutex<HashMap<Point, Arc<Pause>>>,
     }
 
-    /// One armed pause: the first arrival at its point stops until released.
+    /// One armed pause: the first arrival at its point stops until released (or, armed
+    /// with [`TestHooks::arm_panic`], panics there).
     pub struct Pause {
         reached: Semaphore,
         released: Semaphore,
+        panics: bool,
     }
 
     impl Pause {
@@ -72,12 +82,43 @@ mod armed {
         }
     }
 
+    /// Set in a test build's environment, the first request to reach the service layer
+    /// panics, so tests of the real binary can see how a panic is answered and logged.
+    pub const PANIC_ONCE_ENV: &str = "LISTINGS_TEST_PANIC_ONCE";
+
     impl TestHooks {
+        pub fn new() -> TestHooks {
+            let hooks = TestHooks::default();
+            if std::env::var_os(PANIC_ONCE_ENV).is_some() {
+                hooks.arm_panic(Point::InService);
+            }
+            hooks
+        }
+
         /// The next task to reach `point` stops there.
         pub fn arm(&self, point: Point) -> Arc<Pause> {
+            self.arm_as(point, false)
+        }
+
+        /// The next task to reach `point` panics there.
+        pub fn arm_panic(&self, point: Point) -> Arc<Pause> {
+            self.arm_as(point, true)
+        }
+
+        pub fn is_armed(&self, point: Point) -> bool {
+            self.any_armed.load(Ordering::Acquire)
+                && self
+                    .armed
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .contains_key(&point)
+        }
+
+        fn arm_as(&self, point: Point, panics: bool) -> Arc<Pause> {
             let pause = Arc::new(Pause {
                 reached: Semaphore::new(0),
                 released: Semaphore::new(0),
+                panics,
             });
             self.armed
                 .lock()
@@ -98,6 +139,9 @@ mod armed {
                 .remove(&point);
             if let Some(pause) = pause {
                 pause.reached.add_permits(1);
+                if pause.panics {
+                    panic!("test-only panic at {point:?}");
+                }
                 if let Ok(permit) = pause.released.acquire().await {
                     permit.forget();
                 }

@@ -117,7 +117,7 @@ impl Cache {
             keys,
             metrics,
             flights: SingleFlight::default(),
-            hooks: Arc::default(),
+            hooks: Arc::new(TestHooks::new()),
             near: NearCache::new(sizes.near, sizes.near_ttl),
         }
     }

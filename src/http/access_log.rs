@@ -5,6 +5,7 @@
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock};
@@ -13,7 +14,8 @@ use std::time::Instant;
 
 use axum::extract::Request;
 use axum::http::HeaderValue;
-use axum::response::Response;
+use axum::response::{IntoResponse as _, Response};
+use futures_util::FutureExt as _;
 use tower::Service;
 use tracing::Instrument as _;
 
@@ -85,10 +87,16 @@ where
         let logged = tracing::enabled!(target: TARGET, tracing::Level::INFO)
             .then(|| (request.method().clone(), request.uri().clone()));
         let span = tracing::info_span!("request", request_id = id.to_str().unwrap_or("-"));
-        let response = self.inner.call(request).instrument(span);
+        // A panic while the request is handled (logged with its id by the panic hook,
+        // inside the span) is answered 500 here, once, instead of killing the
+        // connection's task and leaving the client without an answer.
+        let response = AssertUnwindSafe(self.inner.call(request).instrument(span)).catch_unwind();
         let metrics = self.metrics.clone();
         Box::pin(async move {
-            let Ok(mut response) = response.await;
+            let mut response = match response.await {
+                Ok(Ok(response)) => response,
+                Err(_panicked) => crate::error::internal_error().into_response(),
+            };
             let latency = started.elapsed();
             metrics.record_request(latency);
             if let Some((method, uri)) = logged {

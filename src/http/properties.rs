@@ -6,6 +6,7 @@ use axum::extract::{Path, RawQuery, State};
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use serde::Serialize;
+use tracing::Instrument as _;
 use utoipa::ToSchema;
 
 use crate::app::AppState;
@@ -87,9 +88,10 @@ pub async fn list_properties_no_slash(
 async fn to_completion<T: Send + 'static>(
     write: impl Future<Output = Result<T, ServiceError>> + Send + 'static,
 ) -> Result<T, ApiError> {
-    match tokio::spawn(write).await {
+    match tokio::spawn(write.in_current_span()).await {
         Ok(result) => Ok(result?),
         Err(e) => {
+            // A panic was logged by the panic hook, in this request's span.
             tracing::error!(error = %e, "a write task failed");
             Err(internal_error())
         }

@@ -8,6 +8,7 @@ use crate::cache::keys::{AllPropertiesKey, PropertyKey, PropertyQueryKey, Resour
 use crate::db::DbError;
 use crate::db::models::{Property, PropertyPage};
 use crate::domain::{NewProperty, PropertyChanges, PropertyQuery};
+use crate::logging::{Failure, log_limited};
 use crate::metrics::events::Cause;
 use crate::services::{ServiceError, catch_up_with_other_writers};
 use crate::test_hooks::Point;
@@ -18,6 +19,7 @@ pub async fn list_properties(
     app: &App,
     query: &PropertyQuery,
 ) -> Result<PropertyPage, ServiceError> {
+    app.cache().hooks().pause(Point::InService).await;
     catch_up_with_other_writers(app).await;
     let load = || async { Ok::<_, ServiceError>(app.db().list_page(query).await?) };
     let ttl = app.settings.data_ttl;
@@ -55,6 +57,7 @@ pub async fn find_property(app: &App, id: i64) -> Result<Property, ServiceError>
 }
 
 pub async fn create_property(app: &App, new: &NewProperty) -> Result<Property, ServiceError> {
+    app.cache().hooks().pause(Point::InService).await;
     let created = after_write(app, app.db().insert(new).await).await?;
     invalidate_after_commit(app, &format!("property {} created", created.id)).await;
     Ok(created)
@@ -157,7 +160,11 @@ async fn invalidate_after_commit(app: &App, what: &str) {
     if invalidated {
         tracing::info!("cache invalidated: {what}");
     } else {
-        tracing::warn!("{what}, but the cache could not be reached to invalidate it");
+        log_limited!(
+            warn,
+            Failure::Invalidation,
+            "{what}, but the cache could not be reached to invalidate it"
+        );
         // PostgreSQL servers sharing Redis skip notifications of this application's
         // writes, trusting the writer's invalidation; since it failed, a notification
         // of unknown origin makes each of them invalidate for itself. (SQLite servers
@@ -167,7 +174,12 @@ async fn invalidate_after_commit(app: &App, what: &str) {
             .announce_unconfirmed_change(Resource::Properties.name())
             .await
         {
-            tracing::error!(error = %e, "cannot notify servers of a change the cache did not hear of");
+            log_limited!(
+                error,
+                Failure::Database,
+                error = %e,
+                "cannot notify servers of a change the cache did not hear of"
+            );
         }
     }
 }
