@@ -140,11 +140,16 @@ pub async fn connect_pg(
     }
 }
 
+/// Most memory one SQLite connection keeps for its page cache, in KiB. With the pool's
+/// connections this bounds SQLite's share of the process (see the README's Memory).
+pub const SQLITE_PAGE_CACHE_KIB: u64 = 2048;
+
 /// Set on every SQLite connection: without a busy timeout concurrent writers fail with
-/// `database is locked` at once; WAL lets readers proceed during a write.
+/// `database is locked` at once; WAL lets readers proceed during a write. No memory
+/// map of the database file: its pages are read into the bounded page cache instead.
 pub fn sqlite_pragmas(settings: &DbSettings) -> String {
     format!(
-        "PRAGMA busy_timeout = {}; PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;",
+        "PRAGMA busy_timeout = {}; PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; PRAGMA cache_size = -{SQLITE_PAGE_CACHE_KIB}; PRAGMA mmap_size = 0;",
         settings.statement_timeout.as_millis()
     )
 }
@@ -157,13 +162,21 @@ pub fn open_sqlite(path: &str, settings: &DbSettings) -> Result<SqliteConnection
     Ok(conn)
 }
 
-/// Sets the pragmas. Switching a fresh file to WAL needs a lock that SQLite does not
-/// wait for with its busy timeout, so when another process is setting up the same file
-/// at the same moment, this waits for it here (at most the statement timeout).
+/// Sets the pragmas and the text rule. Switching a fresh file to WAL needs a lock that
+/// SQLite does not wait for with its busy timeout, so when another process is setting
+/// up the same file at the same moment, this waits for it here (at most the statement
+/// timeout).
+///
+/// SQLite's built-in `lower()` folds only ASCII; every connection of this application
+/// (pool, migrations) replaces it with the domain's match key, so the search filter and
+/// the stored location keys follow one Unicode rule (`Éldoret` matches `éldoret`).
 pub fn configure_sqlite(
     conn: &mut SqliteConnection,
     settings: &DbSettings,
 ) -> diesel::QueryResult<()> {
+    crate::db::lower_utils::register_impl(conn, |text: String| {
+        crate::domain::text::match_key(&text)
+    })?;
     let pragmas = sqlite_pragmas(settings);
     let started = std::time::Instant::now();
     loop {

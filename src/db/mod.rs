@@ -22,14 +22,13 @@ use std::time::Duration;
 
 use diesel::connection::{Instrumentation, InstrumentationEvent};
 use diesel::sqlite::SqliteConnection;
-use diesel_async::pooled_connection::deadpool::{Object, Pool};
+use diesel_async::pooled_connection::deadpool::Pool;
 use diesel_async::pooled_connection::{
     AsyncDieselConnectionManager, ManagerConfig, RecyclingMethod,
 };
 use diesel_async::sync_connection_wrapper::SyncConnectionWrapper;
 use diesel_async::{AsyncConnection, AsyncPgConnection};
 use futures_util::FutureExt as _;
-use futures_util::future::BoxFuture;
 
 pub use connect::DbSettings;
 
@@ -101,7 +100,13 @@ enum Backend {
         /// For the connections that learn the fate of unconfirmed writes.
         config: Arc<tokio_postgres::Config>,
     },
-    Sqlite(Pool<SqliteConn>),
+    /// SQLite takes one writer at a time, so writers get a connection of their own
+    /// and queue for it, rather than hold read connections while they wait for the
+    /// file's write lock: reads never wait behind writes.
+    Sqlite {
+        read: Pool<SqliteConn>,
+        write: Pool<SqliteConn>,
+    },
 }
 
 impl Db {
@@ -129,7 +134,8 @@ impl Db {
                     pg_manager_config(config.clone(), settings, metrics),
                 );
                 Backend::Pg {
-                    pool: build_pool(manager, &settings).map_err(|e| unavailable(&e))?,
+                    pool: build_pool(manager, &settings, settings.max_connections)
+                        .map_err(|e| unavailable(&e))?,
                     config,
                 }
             }
@@ -137,11 +143,17 @@ impl Db {
                 let path = path
                     .to_str()
                     .ok_or_else(|| unavailable(&"the SQLite path is not valid UTF-8"))?;
-                let manager = AsyncDieselConnectionManager::new_with_config(
-                    path,
-                    sqlite_manager_config(settings, metrics),
-                );
-                Backend::Sqlite(build_pool(manager, &settings).map_err(|e| unavailable(&e))?)
+                let pool = |role, size| {
+                    let manager = AsyncDieselConnectionManager::new_with_config(
+                        path,
+                        sqlite_manager_config(settings, metrics.clone(), role),
+                    );
+                    build_pool(manager, &settings, size).map_err(|e| unavailable(&e))
+                };
+                Backend::Sqlite {
+                    read: pool(SqliteRole::Read, settings.max_connections)?,
+                    write: pool(SqliteRole::Write, SQLITE_WRITE_CONNECTIONS)?,
+                }
             }
         };
         Ok(Db {
@@ -159,14 +171,20 @@ impl Db {
     /// Takes one connection, so that an unreachable database is reported at start-up.
     pub async fn check(&self) -> Result<(), DbError> {
         match &self.pool {
-            Backend::Pg { pool, .. } => checkout(pool, &self.settings).await.map(drop),
-            Backend::Sqlite(pool) => checkout(pool, &self.settings).await.map(drop),
+            Backend::Pg { pool, .. } => checkout(pool, &self.settings).await.map(Lease::finish),
+            Backend::Sqlite { read, write } => {
+                checkout(read, &self.settings).await.map(Lease::finish)?;
+                checkout(write, &self.settings).await.map(Lease::finish)
+            }
         }
     }
 }
 
 /// A pooled connection within the pool timeout (waiting and connecting together).
-async fn checkout<C>(pool: &Pool<C>, settings: &DbSettings) -> Result<Object<C>, DbError>
+async fn checkout<C>(
+    pool: &Pool<C>,
+    settings: &DbSettings,
+) -> Result<Lease<AsyncDieselConnectionManager<C>>, DbError>
 where
     C: Send + 'static,
     AsyncDieselConnectionManager<C>:
@@ -176,7 +194,7 @@ where
     use diesel_async::pooled_connection::PoolError as Backend;
     let waited = tokio::time::timeout(settings.pool_timeout, pool.get()).await;
     match waited {
-        Ok(Ok(conn)) => Ok(conn),
+        Ok(Ok(conn)) => Ok(Lease(Some(conn))),
         Ok(Err(PoolError::Backend(Backend::ConnectionError(e)))) => {
             Err(DbError::Unavailable(connection_error_text(&e)))
         }
@@ -191,6 +209,84 @@ where
     }
 }
 
+/// A pooled connection that goes back to the pool only when the operation using it
+/// ran to its end ([`Lease::finish`]). One cancelled midway (its request dropped, its
+/// deadline passed, a panic) may have left a transaction open or, on SQLite, a
+/// statement still running on a blocking thread, whose connection panics on its next
+/// use: such a connection is dropped instead, and the pool makes a new one.
+pub(crate) struct Lease<M: deadpool::managed::Manager>(Option<deadpool::managed::Object<M>>);
+
+impl<M: deadpool::managed::Manager> Lease<M> {
+    /// The operation is over and left the connection as it found it.
+    pub(crate) fn finish(mut self) {
+        drop(self.0.take());
+    }
+}
+
+impl<M: deadpool::managed::Manager> Drop for Lease<M> {
+    fn drop(&mut self) {
+        if let Some(unfinished) = self.0.take() {
+            drop(deadpool::managed::Object::take(unfinished));
+        }
+    }
+}
+
+impl<M: deadpool::managed::Manager> std::ops::Deref for Lease<M> {
+    type Target = M::Type;
+    fn deref(&self) -> &M::Type {
+        self.0
+            .as_deref()
+            .unwrap_or_else(|| unreachable!("a lease holds its connection until dropped"))
+    }
+}
+
+impl<M: deadpool::managed::Manager> std::ops::DerefMut for Lease<M> {
+    fn deref_mut(&mut self) -> &mut M::Type {
+        self.0
+            .as_deref_mut()
+            .unwrap_or_else(|| unreachable!("a lease holds its connection until dropped"))
+    }
+}
+
+/// Awaits a SQLite read's task (see `sqlite_read!`) for at most the pool and the
+/// statement timeouts together; a panic in it goes on in the caller.
+async fn await_sqlite_read<T>(
+    read: tokio::task::JoinHandle<Result<T, DbError>>,
+    settings: &DbSettings,
+) -> Result<T, DbError> {
+    match tokio::time::timeout(settings.pool_timeout + settings.statement_timeout, read).await {
+        Ok(Ok(done)) => done,
+        Ok(Err(failed)) if failed.is_panic() => std::panic::resume_unwind(failed.into_panic()),
+        Ok(Err(failed)) => Err(DbError::Unavailable(failed.to_string())),
+        Err(_) => Err(DbError::Timeout(settings.statement_timeout)),
+    }
+}
+
+/// Test builds: stops a SQLite read on its blocking thread, inside the statement
+/// SQLite is running for it, at `Point::InsideSqliteCall` when a test armed it.
+#[cfg(feature = "test-hooks")]
+async fn pause_inside_sqlite(
+    conn: &mut SqliteConn,
+    hooks: &Arc<TestHooks>,
+) -> diesel::QueryResult<()> {
+    if !hooks.is_armed(crate::test_hooks::Point::InsideSqliteCall) {
+        return Ok(());
+    }
+    let hooks = hooks.clone();
+    let runtime = tokio::runtime::Handle::current();
+    conn.spawn_blocking(move |_| {
+        runtime.block_on(hooks.pause(crate::test_hooks::Point::InsideSqliteCall));
+        Ok(())
+    })
+    .await
+}
+
+#[cfg(not(feature = "test-hooks"))]
+#[inline(always)]
+async fn pause_inside_sqlite(_: &mut SqliteConn, _: &Arc<TestHooks>) -> diesel::QueryResult<()> {
+    Ok(())
+}
+
 /// diesel's messages, without its prefixes that repeat what the caller already says.
 fn connection_error_text(e: &diesel::ConnectionError) -> String {
     use diesel::ConnectionError as E;
@@ -202,8 +298,8 @@ fn connection_error_text(e: &diesel::ConnectionError) -> String {
 }
 
 /// Runs `work` on `conn` within the statement timeout, restarted by every `heartbeat`
-/// tick. A connection that missed its deadline is taken out of the pool and dropped: it
-/// may still be waiting for a frozen server, and its next user would wait too.
+/// tick. A connection that missed its deadline is dropped, never pooled again: it may
+/// still be waiting for a frozen server, and its next user would wait too.
 macro_rules! within_deadline {
     ($db:expr, $conn:ident, $heartbeat:expr, $work:expr) => {{
         let limit = $db.settings.statement_timeout;
@@ -212,11 +308,12 @@ macro_rules! within_deadline {
             () = $heartbeat.stalled(limit) => None,
         };
         match outcome {
-            Some(done) => Ok(done),
+            Some(done) => {
+                $conn.finish();
+                Ok(done)
+            }
             None => {
-                drop(diesel_async::pooled_connection::deadpool::Object::take(
-                    $conn,
-                ));
+                drop($conn);
                 Err(limit)
             }
         }
@@ -279,7 +376,24 @@ fn pg_manager_config(
     manager
 }
 
-fn sqlite_manager_config(settings: DbSettings, metrics: Arc<Metrics>) -> ManagerConfig<SqliteConn> {
+/// What a pooled SQLite connection is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum SqliteRole {
+    /// Reads only (`query_only`), so a bug cannot write behind the write pool's back.
+    Read,
+    Write,
+}
+
+/// Connections per process that write to a SQLite file. SQLite lets one writer in at a
+/// time anyway; one connection makes writers queue in the pool (bounded by the pool
+/// timeout) instead of in SQLite's busy handler.
+const SQLITE_WRITE_CONNECTIONS: usize = 1;
+
+fn sqlite_manager_config(
+    settings: DbSettings,
+    metrics: Arc<Metrics>,
+    role: SqliteRole,
+) -> ManagerConfig<SqliteConn> {
     let mut manager = ManagerConfig::default();
     manager.recycling_method = RecyclingMethod::Fast;
     manager.custom_setup = Box::new(move |url| {
@@ -287,12 +401,18 @@ fn sqlite_manager_config(settings: DbSettings, metrics: Arc<Metrics>) -> Manager
         let url = url.to_owned();
         async move {
             let mut conn = SqliteConn::establish(&url).await?;
-            conn.spawn_blocking(move |conn| connect::configure_sqlite(conn, &settings))
-                .await
-                .map_err(diesel::ConnectionError::CouldntSetupConfiguration)?;
-            register_unicode_lower(&mut conn)
-                .await
-                .map_err(diesel::ConnectionError::CouldntSetupConfiguration)?;
+            conn.spawn_blocking(move |conn| {
+                connect::configure_sqlite(conn, &settings)?;
+                if role == SqliteRole::Read {
+                    diesel::connection::SimpleConnection::batch_execute(
+                        conn,
+                        "PRAGMA query_only = ON;",
+                    )?;
+                }
+                Ok(())
+            })
+            .await
+            .map_err(diesel::ConnectionError::CouldntSetupConfiguration)?;
             conn.set_instrumentation(QueryCounter(metrics));
             Ok(conn)
         }
@@ -301,22 +421,17 @@ fn sqlite_manager_config(settings: DbSettings, metrics: Arc<Metrics>) -> Manager
     manager
 }
 
-/// SQLite's built-in `lower()` folds only ASCII; the filters lower-case with Rust's
-/// Unicode rules, so the column side must too (`Éldoret` matches `éldoret`).
-fn register_unicode_lower(conn: &mut SqliteConn) -> BoxFuture<'_, diesel::QueryResult<()>> {
-    conn.spawn_blocking(|conn| lower_utils::register_impl(conn, |text: String| text.to_lowercase()))
-}
-
 fn build_pool<C>(
     manager: AsyncDieselConnectionManager<C>,
     settings: &DbSettings,
+    size: usize,
 ) -> Result<Pool<C>, deadpool::managed::BuildError>
 where
     C: Send + 'static,
     AsyncDieselConnectionManager<C>: deadpool::managed::Manager<Type = C>,
 {
     Pool::builder(manager)
-        .max_size(settings.max_connections)
+        .max_size(size)
         .runtime(deadpool::Runtime::Tokio1)
         .wait_timeout(Some(settings.pool_timeout))
         .create_timeout(Some(settings.connect_timeout))

@@ -11,6 +11,7 @@ macro_rules! property_values {
             $p::description.eq(&$new.description),
             $p::price.eq(&$new.price),
             $p::location.eq(&$new.location),
+            $p::location_key.eq(crate::domain::text::match_key(&$new.location)),
         )
     };
 }
@@ -28,12 +29,30 @@ macro_rules! property_repository {
 
             type Conn = $conn;
 
-            /// The rows matching the query's filters, in no particular order. Text
-            /// filters arrive lower-cased and are compared with `lower(column)`.
+            /// The columns of [`Property`], in its order (the table has more).
+            const PROPERTY: (
+                p::id,
+                p::title,
+                p::description,
+                p::price,
+                p::location,
+                p::created_at,
+            ) = (
+                p::id,
+                p::title,
+                p::description,
+                p::price,
+                p::location,
+                p::created_at,
+            );
+
+            /// The rows matching the query's filters, in no particular order. A location
+            /// filter arrives as its match key and is compared with the stored one
+            /// (indexed); the search filter with `lower(column)`.
             fn matching(query: &PropertyQuery) -> p::BoxedQuery<'_, $backend> {
                 let mut rows = p::table.into_boxed();
                 if let Some(location) = &query.location {
-                    rows = rows.filter(lower(p::location).eq(location));
+                    rows = rows.filter(p::location_key.eq(location));
                 }
                 if let Some(min) = &query.min_price {
                     rows = rows.filter(p::price.ge(min));
@@ -82,6 +101,7 @@ macro_rules! property_repository {
                     SortOrder::IdDesc => matching(query).order(p::id.desc()),
                 };
                 let rows: Vec<Property> = ordered
+                    .select(PROPERTY)
                     .limit(i64::from(query.page_size))
                     .offset(query.offset())
                     .load(conn)
@@ -101,13 +121,18 @@ macro_rules! property_repository {
             }
 
             pub async fn find(conn: &mut Conn, property_id: i64) -> QueryResult<Property> {
-                let row: Property = p::table.find(property_id).first(conn).await?;
+                let row: Property = p::table
+                    .find(property_id)
+                    .select(PROPERTY)
+                    .first(conn)
+                    .await?;
                 Ok(row.normalized())
             }
 
             pub async fn insert(conn: &mut Conn, new: &NewProperty) -> QueryResult<Property> {
                 let row: Property = diesel::insert_into(p::table)
                     .values(crate::db::properties::property_values!(p, new))
+                    .returning(PROPERTY)
                     .get_result(conn)
                     .await?;
                 Ok(row.normalized())
@@ -128,7 +153,12 @@ macro_rules! property_repository {
                         changes.description.as_ref().map(|v| p::description.eq(v)),
                         changes.price.as_ref().map(|v| p::price.eq(v)),
                         changes.location.as_ref().map(|v| p::location.eq(v)),
+                        changes
+                            .location
+                            .as_deref()
+                            .map(|v| p::location_key.eq(crate::domain::text::match_key(v))),
                     ))
+                    .returning(PROPERTY)
                     .get_result(conn)
                     .await?;
                 Ok(row.normalized())
@@ -230,10 +260,44 @@ macro_rules! pg_read {
     }};
 }
 
+/// SQLite: runs `$body` on a read connection in a task of its own, awaited within the
+/// pool and statement timeouts. diesel-async's SQLite wrapper cannot be stopped midway:
+/// dropping its future blocks the thread until SQLite's statement is done, and panics
+/// on a single-threaded runtime, which left a connection that panicked on its next use.
+/// So a request that goes away, or gives up at its deadline, leaves its read to finish
+/// in the task, which then puts the connection back. `$body` owns what it uses.
+macro_rules! sqlite_read {
+    ($db:expr, $pool:expr, move |$conn:ident| $body:expr) => {{
+        let pool = $pool.clone();
+        let settings = $db.settings;
+        let read = tokio::spawn(tracing::Instrument::in_current_span(async move {
+            let mut lease = crate::db::checkout(&pool, &settings).await?;
+            let $conn = &mut *lease;
+            let done = $body;
+            lease.finish();
+            done.map_err(DbError::from)
+        }));
+        crate::db::await_sqlite_read(read, &settings).await
+    }};
+}
+
+/// SQLite: runs `$body` on the write connection. Its wait for the file's write lock is
+/// bounded by the busy timeout; a deadline could abandon a write that then commits
+/// unannounced, so there is none.
+macro_rules! sqlite_write {
+    ($db:expr, $pool:expr, |$conn:ident| $body:expr) => {{
+        let mut lease = crate::db::checkout($pool, &$db.settings).await?;
+        let $conn = &mut *lease;
+        let done = $body;
+        lease.finish();
+        done
+    }};
+}
+
 mod methods {
     use diesel_async::AsyncConnection as _;
 
-    use super::super::{Backend, Db, DbError, checkout, pg, sqlite};
+    use super::super::{Backend, Db, DbError, pg, sqlite};
     use crate::db::models::{Property, PropertyPage};
     use crate::domain::{NewProperty, PropertyChanges, PropertyQuery};
 
@@ -249,13 +313,15 @@ mod methods {
                         .run(async |tx| pg::properties::list_page(tx, query, &self.hooks).await)
                         .await
                 }),
-                Backend::Sqlite(pool) => {
-                    let mut conn = checkout(pool, &self.settings).await?;
-                    Ok(conn
-                        .transaction(async |tx| {
-                            sqlite::properties::list_page(tx, query, &self.hooks).await
+                Backend::Sqlite { read, .. } => {
+                    let (query, hooks) = (query.clone(), self.hooks.clone());
+                    sqlite_read!(self, read, move |conn| {
+                        conn.transaction(async |tx| {
+                            crate::db::pause_inside_sqlite(tx, &hooks).await?;
+                            sqlite::properties::list_page(tx, &query, &hooks).await
                         })
-                        .await?)
+                        .await
+                    })
                 }
             }
         }
@@ -265,9 +331,9 @@ mod methods {
                 Backend::Pg { pool, .. } => {
                     pg_read!(self, pool, |conn| pg::properties::find(conn, id).await)
                 }
-                Backend::Sqlite(pool) => {
-                    let mut conn = checkout(pool, &self.settings).await?;
-                    Ok(sqlite::properties::find(&mut conn, id).await?)
+                Backend::Sqlite { read, .. } => {
+                    sqlite_read!(self, read, move |conn| sqlite::properties::find(conn, id)
+                        .await)
                 }
             }
         }
@@ -279,10 +345,9 @@ mod methods {
                         pg::properties::insert(tx, new).await
                     })
                 }
-                Backend::Sqlite(pool) => {
-                    let mut conn = checkout(pool, &self.settings).await?;
-                    Ok(sqlite::properties::insert(&mut conn, new).await?)
-                }
+                Backend::Sqlite { write, .. } => Ok(sqlite_write!(self, write, |conn| {
+                    sqlite::properties::insert(conn, new).await
+                })?),
             }
         }
 
@@ -298,10 +363,9 @@ mod methods {
                         pg::properties::update(tx, id, changes).await
                     })
                 }
-                Backend::Sqlite(pool) => {
-                    let mut conn = checkout(pool, &self.settings).await?;
-                    Ok(sqlite::properties::update(&mut conn, id, changes).await?)
-                }
+                Backend::Sqlite { write, .. } => Ok(sqlite_write!(self, write, |conn| {
+                    sqlite::properties::update(conn, id, changes).await
+                })?),
             }
         }
 
@@ -313,10 +377,9 @@ mod methods {
                         pg::properties::delete(tx, id).await
                     })
                 }
-                Backend::Sqlite(pool) => {
-                    let mut conn = checkout(pool, &self.settings).await?;
-                    Ok(sqlite::properties::delete(&mut conn, id).await?)
-                }
+                Backend::Sqlite { write, .. } => Ok(sqlite_write!(self, write, |conn| {
+                    sqlite::properties::delete(conn, id).await
+                })?),
             }
         }
 
@@ -343,8 +406,7 @@ mod methods {
                         anyhow::Ok(total)
                     })
                 }
-                Backend::Sqlite(pool) => {
-                    let mut conn = checkout(pool, &self.settings).await?;
+                Backend::Sqlite { write, .. } => sqlite_write!(self, write, |conn| {
                     conn.transaction::<_, anyhow::Error, _>(async |tx| {
                         let mut total = 0;
                         while let Some(batch) = next_batch()? {
@@ -354,7 +416,7 @@ mod methods {
                         Ok(total)
                     })
                     .await
-                }
+                }),
             }
         }
 
@@ -365,7 +427,7 @@ mod methods {
                 Backend::Pg { pool, .. } => pg_read!(self, pool, |conn| {
                     crate::db::notify::announce_change(conn, table).await
                 }),
-                Backend::Sqlite(_) => Ok(()),
+                Backend::Sqlite { .. } => Ok(()),
             }
         }
     }

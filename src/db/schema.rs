@@ -10,6 +10,7 @@ pub mod pg {
             price -> Numeric,
             location -> Varchar,
             created_at -> Timestamptz,
+            location_key -> Text,
         }
     }
 }
@@ -23,6 +24,7 @@ pub mod sqlite {
             price -> Numeric,
             location -> Text,
             created_at -> TimestamptzSqlite,
+            location_key -> Text,
         }
     }
 }

@@ -120,7 +120,7 @@ fn text_filter(field: &'static str, value: &str) -> Result<Option<String>, Field
     } else if value.chars().count() > MAX_FILTER_CHARS {
         format!("must be at most {MAX_FILTER_CHARS} characters")
     } else {
-        return Ok(Some(text::trim(value).to_lowercase()));
+        return Ok(Some(text::match_key(text::trim(value))));
     };
     Err(FieldError { field, rule })
 }

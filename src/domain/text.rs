@@ -12,6 +12,13 @@
 //!
 //! Rules apply to the value as sent; lengths count its characters as sent.
 
+/// The form text filters compare: a stored location's `location_key` column holds it,
+/// and a `location` filter is turned into it, so both backends match alike and the
+/// filter can use an index.
+pub fn match_key(text: &str) -> String {
+    text.to_lowercase()
+}
+
 /// Control characters (Unicode category Cc).
 const CONTROLS: [(char, char); 2] = [('\u{0}', '\u{1F}'), ('\u{7F}', '\u{9F}')];
 

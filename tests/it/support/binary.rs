@@ -64,6 +64,15 @@ impl TestEnv {
         args.extend_from_slice(extra_args);
         Server::start(self.command(&args))
     }
+
+    /// [`TestEnv::serve`] with the write API on (the test's admin token).
+    pub fn serve_writable(&self, extra_args: &[&str]) -> Server {
+        let mut args = vec!["serve", "--bind", "127.0.0.1:0"];
+        args.extend_from_slice(extra_args);
+        let mut command = self.command(&args);
+        command.env("LISTINGS_ADMIN_TOKEN", super::ADMIN_TOKEN);
+        Server::start(command)
+    }
 }
 
 impl Server {
@@ -171,17 +180,33 @@ impl Server {
     /// A JSON write with the test's admin token over a fresh connection (the server
     /// must run with `LISTINGS_ADMIN_TOKEN` set to it): the status and the JSON body.
     pub fn post_json(&self, path: &str, body: &serde_json::Value) -> (u16, serde_json::Value) {
+        let (status, body) = self.send("POST", path, Some(body));
+        (status, serde_json::from_str(&body).expect("JSON body"))
+    }
+
+    /// A blocking request over a fresh connection, with the admin token (and a JSON
+    /// body when given): the status and the body as text.
+    pub fn send(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&serde_json::Value>,
+    ) -> (u16, String) {
         use std::io::{Read as _, Write as _};
         let mut stream = std::net::TcpStream::connect(self.address).expect("connect");
         stream
             .set_read_timeout(Some(Duration::from_secs(10)))
             .expect("timeout");
-        let body = body.to_string();
+        let body = body.map(|b| b.to_string()).unwrap_or_default();
+        let content_type = if body.is_empty() {
+            ""
+        } else {
+            "Content-Type: application/json\r\n"
+        };
         write!(
             stream,
-            "POST {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\
-             Authorization: Bearer {}\r\nContent-Type: application/json\r\n\
-             Content-Length: {}\r\n\r\n{body}",
+            "{method} {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\
+             Authorization: Bearer {}\r\n{content_type}Content-Length: {}\r\n\r\n{body}",
             super::ADMIN_TOKEN,
             body.len()
         )
@@ -194,7 +219,7 @@ impl Server {
             .nth(1)
             .and_then(|code| code.parse().ok())
             .expect("status code");
-        (status, serde_json::from_str(body).expect("JSON body"))
+        (status, body.to_owned())
     }
 
     /// Polls `path` (bounded: 2 s) until its titles satisfy `done`, for changes that
