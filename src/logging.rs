@@ -64,9 +64,12 @@ pub enum Failure {
     Accept,
     /// A committed write could not reach the cache to retire what it changed.
     Invalidation,
+    /// At its connection cap, the server closed a connection stalled on its first
+    /// request head to make room for a new client.
+    Displaced,
 }
 
-const KINDS: usize = 5;
+const KINDS: usize = 6;
 
 struct Gate {
     last: Option<Instant>,
