@@ -62,6 +62,8 @@ pub struct Metrics {
     change_notifications: AtomicU64,
     /// Times the PostgreSQL listener (re)connected; each one invalidates everything.
     listener_connects: AtomicU64,
+    /// Connections closed at the connection cap to make room for a new client.
+    connections_displaced: AtomicU64,
     /// How long each HTTP request on the main address took; its count is the number of
     /// requests answered.
     latency: LatencyHistogram,
@@ -210,12 +212,20 @@ impl Metrics {
         self.listener_connects.fetch_add(1, Ordering::Relaxed);
     }
 
+    pub fn record_connection_displaced(&self) {
+        self.connections_displaced.fetch_add(1, Ordering::Relaxed);
+    }
+
     pub fn change_notifications(&self) -> u64 {
         self.change_notifications.load(Ordering::Relaxed)
     }
 
     pub fn listener_connects(&self) -> u64 {
         self.listener_connects.load(Ordering::Relaxed)
+    }
+
+    pub fn connections_displaced(&self) -> u64 {
+        self.connections_displaced.load(Ordering::Relaxed)
     }
 
     pub fn cache(&self, kind: CacheKind) -> HitsMisses {
@@ -272,6 +282,11 @@ impl Metrics {
                 "listings_http_requests_total",
                 "HTTP requests answered on the main address.",
                 latency.count(),
+            ),
+            (
+                "listings_http_connections_displaced_total",
+                "Connections stalled on their first request head that were closed to make room for a new client at the connection cap.",
+                self.connections_displaced(),
             ),
             (
                 "listings_invalidations_total",
@@ -369,6 +384,7 @@ mod tests {
         );
         metrics.record_request(Duration::from_micros(120));
         metrics.record_invalidation(Cause::this_process("property 1 created"));
+        metrics.record_connection_displaced();
         let text = metrics.render_prometheus();
         assert_eq!(
             parse_prometheus_sample(&text, "listings_http_requests_total"),
@@ -390,6 +406,10 @@ mod tests {
         );
         assert_eq!(
             parse_prometheus_sample(&text, "listings_invalidations_total"),
+            Some(1)
+        );
+        assert_eq!(
+            parse_prometheus_sample(&text, "listings_http_connections_displaced_total"),
             Some(1)
         );
         assert_eq!(HitsMisses { hits: 0, misses: 0 }.hit_ratio(), 0.0);
