@@ -102,16 +102,25 @@ impl Application {
                 router,
                 limits,
                 ADMIN_CONNECTIONS,
+                self.app.metrics.clone(),
                 async move {
                     let _ = stopped.wait_for(|stop| *stop).await;
                 },
             ))
         });
+        let metrics = self.app.metrics.clone();
         let router = build_router(self.app);
-        server::serve(self.listener, router, limits, self.max_connections, async {
-            shutdown.await;
-            stop.send_replace(true);
-        })
+        server::serve(
+            self.listener,
+            router,
+            limits,
+            self.max_connections,
+            metrics,
+            async {
+                shutdown.await;
+                stop.send_replace(true);
+            },
+        )
         .await;
         if let Some(admin) = admin {
             let _ = admin.await;

@@ -4,7 +4,17 @@
 //!
 //! - At most `max_connections` connections at once, below the file-descriptor limit
 //!   (raised to its hard limit at start): past it, new clients wait in the kernel's
-//!   backlog instead of making `accept` fail for everyone.
+//!   backlog instead of making `accept` fail for everyone (the first of them accepted,
+//!   waiting for a slot).
+//! - At the cap, the next client displaces the connection that has waited longest for
+//!   its first request head, once that wait has lasted [`DISPLACE_AFTER`] (500 ms): that
+//!   connection is closed, logged (at most once per 5 s) and counted in `/metrics`
+//!   (`listings_http_connections_displaced_total`), and the new client takes its slot.
+//!   A client that means to send a request sends its head at once, so a burst of new
+//!   clients does not displace itself. Never displaced: a connection with a request in
+//!   flight, an idle keep-alive one, or one awaiting a later head, which may follow a
+//!   response still being written (see [`watchdog`]). With none to displace, the client
+//!   waits for a slot to free.
 //! - Each connection has a deadline that depends on what it is doing (see [`watchdog`]):
 //!   the request head must arrive within `header_read_timeout` of its first byte (of
 //!   the connection, for the first request), and an idle keep-alive connection is
@@ -17,19 +27,21 @@ mod watchdog;
 
 use std::convert::Infallible;
 use std::future::Future;
-use std::sync::Arc;
+use std::net::SocketAddr;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{AcquireError, OwnedSemaphorePermit, Semaphore, TryAcquireError};
 use tower::{Service, ServiceExt as _};
 
 use crate::config::human_duration;
 use crate::logging::{Failure, log_limited};
-use watchdog::{Activity, Watched};
+use crate::metrics::Metrics;
+use watchdog::{Activity, Moment, Watched};
 
 /// Timeouts and limits of the HTTP server.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -59,6 +71,17 @@ const LISTEN_BACKLOG: u32 = 4096;
 /// File descriptors kept for everything but client connections: the database pool, the
 /// change listener, Redis, the SQLite files, logs.
 const RESERVED_FDS: u64 = 128;
+
+/// How long a connection must have waited for its first request head before a client
+/// at the cap may displace it: far longer than a head takes from a client that sends
+/// one, so that new clients arriving together do not displace each other, and short
+/// enough that a client finding the cap filled by new stalled connections is still
+/// served within a second.
+const DISPLACE_AFTER: Duration = Duration::from_millis(500);
+
+/// How soon the accept loop looks again after asking a connection to make room, in case
+/// the connection had its head by the time it looked, and stayed.
+const DISPLACE_RETRY: Duration = Duration::from_millis(50);
 
 /// The largest request head (and read buffer) of a connection, so that a thousand slow
 /// clients cannot make the server hold a thousand large buffers.
@@ -122,6 +145,7 @@ pub async fn serve<S>(
     router: S,
     limits: HttpLimits,
     max_connections: usize,
+    metrics: Arc<Metrics>,
     shutdown: impl Future<Output = ()>,
 ) where
     S: Service<axum::extract::Request, Response = axum::response::Response, Error = Infallible>
@@ -131,30 +155,49 @@ pub async fn serve<S>(
     S::Future: Send + 'static,
 {
     let slots = Arc::new(Semaphore::new(max_connections));
+    let mut connections = Connections::default();
     let graceful = GracefulShutdown::new();
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
-        let slot = tokio::select! {
-            slot = slots.clone().acquire_owned() => slot,
-            () = &mut shutdown => break,
-        };
-        let Ok(slot) = slot else { break };
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
             () = &mut shutdown => break,
         };
-        match accepted {
-            Ok((stream, _peer)) => {
-                let watched = graceful.watcher();
-                tokio::spawn(connection(stream, router.clone(), limits, slot, watched));
-            }
+        let (stream, peer) = match accepted {
+            Ok(accepted) => accepted,
             Err(e) => {
                 // Out of file descriptors or memory, or a connection reset before it was
                 // accepted: keep accepting, without spinning on a persistent error.
                 log_limited!(warn, Failure::Accept, error = %e, "cannot accept a connection");
                 tokio::time::sleep(Duration::from_millis(20)).await;
+                continue;
             }
-        }
+        };
+        let slot = match slots.clone().try_acquire_owned() {
+            Ok(slot) => Ok(slot),
+            Err(TryAcquireError::Closed) => break,
+            Err(TryAcquireError::NoPermits) => tokio::select! {
+                slot = make_room(&slots, &mut connections) => slot,
+                () = &mut shutdown => break,
+            },
+        };
+        let Ok(slot) = slot else { break };
+        let activity = Arc::new(Activity::new());
+        connections.add(&activity, max_connections - slots.available_permits());
+        let client = Client {
+            stream,
+            peer,
+            slot,
+            activity,
+        };
+        let watched = graceful.watcher();
+        tokio::spawn(connection(
+            client,
+            router.clone(),
+            limits,
+            watched,
+            metrics.clone(),
+        ));
     }
     drop(listener);
     let open = graceful.count();
@@ -173,13 +216,97 @@ pub async fn serve<S>(
     }
 }
 
-/// One client connection, until it closes, its deadline passes, or shutdown ends it.
-async fn connection<S>(
+/// Waits for a free slot while the server is at its cap, displacing the connection that
+/// has waited longest for its first request head once that wait reaches
+/// [`DISPLACE_AFTER`].
+async fn make_room(
+    slots: &Arc<Semaphore>,
+    connections: &mut Connections,
+) -> Result<OwnedSemaphorePermit, AcquireError> {
+    loop {
+        // No connection starts while this waits, so those awaiting a first head only
+        // become fewer: once there are none, only a slot freeing can help.
+        let look_again = match connections.longest_waiting_head() {
+            Some((stalled, since)) => match DISPLACE_AFTER.checked_sub(since.elapsed()) {
+                Some(left) if !left.is_zero() => Some(left),
+                _ => {
+                    stalled.displace();
+                    Some(DISPLACE_RETRY)
+                }
+            },
+            None => None,
+        };
+        let look_again = async {
+            match look_again {
+                Some(wait) => tokio::time::sleep(wait).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            slot = slots.clone().acquire_owned() => return slot,
+            () = look_again => {}
+        }
+    }
+}
+
+/// The connections of one listener as the accept loop alone keeps them: it adds each one
+/// it starts and looks through them only at the cap, so the request path shares nothing
+/// with it (no lock, no registration per request).
+#[derive(Default)]
+struct Connections {
+    /// In the order they started; closed ones linger until the next look.
+    all: Vec<Weak<Activity>>,
+}
+
+impl Connections {
+    /// Adds a connection that starts now, `open` counting those open (it included).
+    fn add(&mut self, activity: &Arc<Activity>, open: usize) {
+        // Forgetting closed connections once the list is twice the open count (or 64)
+        // keeps it within that, at O(1) a connection.
+        if self.all.len() >= 2 * open.max(32) {
+            self.all.retain(|entry| entry.strong_count() > 0);
+        }
+        self.all.push(Arc::downgrade(activity));
+    }
+
+    /// The open connection that has waited longest for its first request head (the
+    /// first started of those that began waiting at the same moment), and since when;
+    /// forgets closed connections on the way.
+    fn longest_waiting_head(&mut self) -> Option<(Arc<Activity>, Moment)> {
+        let mut longest: Option<(Arc<Activity>, Moment)> = None;
+        self.all.retain(|entry| {
+            let Some(activity) = entry.upgrade() else {
+                return false;
+            };
+            if let Some(since) = activity.first_head_since()
+                && longest
+                    .as_ref()
+                    .is_none_or(|(_, earliest)| since < *earliest)
+            {
+                longest = Some((activity, since));
+            }
+            true
+        });
+        longest
+    }
+}
+
+/// A client connection with its slot.
+struct Client {
     stream: TcpStream,
+    peer: SocketAddr,
+    slot: OwnedSemaphorePermit,
+    activity: Arc<Activity>,
+}
+
+/// One client connection, until it closes, its deadline passes, it is displaced, or
+/// shutdown ends it.
+async fn connection<S>(
+    client: Client,
     router: S,
     limits: HttpLimits,
-    _slot: OwnedSemaphorePermit,
     graceful: hyper_util::server::graceful::Watcher,
+    metrics: Arc<Metrics>,
 ) where
     S: Service<axum::extract::Request, Response = axum::response::Response, Error = Infallible>
         + Clone
@@ -187,9 +314,14 @@ async fn connection<S>(
         + 'static,
     S::Future: Send + 'static,
 {
+    let Client {
+        stream,
+        peer,
+        slot,
+        activity,
+    } = client;
     // Responses are written whole; waiting for more bytes to coalesce only adds latency.
     let _ = stream.set_nodelay(true);
-    let activity = Arc::new(Activity::new());
     let io = TokioIo::new(Watched::new(stream, activity.clone()));
     let service = hyper::service::service_fn({
         let activity = activity.clone();
@@ -220,5 +352,140 @@ async fn connection<S>(
         () = activity.expired(&limits) => {
             tracing::debug!("connection closed: its client was too slow or idle too long");
         }
+        waited = activity.displaced() => {
+            metrics.record_connection_displaced();
+            log_limited!(
+                warn,
+                Failure::Displaced,
+                %peer,
+                waited = ?waited,
+                "at the connection cap: closed the connection that had waited longest for its first request head, to make room for a new client"
+            );
+        }
+    }
+    // A new client may take the slot only once the socket is closed (with the select's
+    // futures), so that open sockets stay within the cap, and once the accept loop can
+    // no longer pick this connection to make room.
+    drop(activity);
+    drop(slot);
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn the_connection_waiting_longest_for_its_first_head_is_picked() {
+        let mut connections = Connections::default();
+        let busy = Arc::new(Activity::new());
+        busy.request_started();
+        connections.add(&busy, 1);
+        tokio::time::advance(Duration::from_secs(1)).await;
+        let oldest = Arc::new(Activity::new());
+        connections.add(&oldest, 2);
+        // Started at the same moment: the first started goes first.
+        let twin = Arc::new(Activity::new());
+        connections.add(&twin, 3);
+        tokio::time::advance(Duration::from_secs(1)).await;
+        let younger = Arc::new(Activity::new());
+        connections.add(&younger, 4);
+        let idle = Arc::new(Activity::new());
+        idle.request_started();
+        idle.request_finished();
+        connections.add(&idle, 5);
+        tokio::time::advance(Duration::from_millis(500)).await;
+
+        let (picked, since) = connections.longest_waiting_head().expect("three waiting");
+        assert!(Arc::ptr_eq(&picked, &oldest));
+        assert_eq!(since.elapsed(), Duration::from_millis(1500));
+
+        drop((picked, oldest));
+        let (picked, _) = connections.longest_waiting_head().expect("two waiting");
+        assert!(Arc::ptr_eq(&picked, &twin));
+        assert_eq!(connections.all.len(), 4, "the closed one is forgotten");
+
+        twin.request_started();
+        let (picked, since) = connections.longest_waiting_head().expect("one waiting");
+        assert!(Arc::ptr_eq(&picked, &younger));
+        assert_eq!(since.elapsed(), Duration::from_millis(500));
+
+        younger.request_started();
+        assert!(connections.longest_waiting_head().is_none());
+    }
+
+    #[test]
+    fn closed_connections_do_not_pile_up() {
+        let mut connections = Connections::default();
+        let open = Arc::new(Activity::new());
+        connections.add(&open, 1);
+        for _ in 0..1000 {
+            connections.add(&Arc::new(Activity::new()), 2);
+        }
+        assert!(connections.all.len() <= 64, "{}", connections.all.len());
+        assert!(connections.all[0].strong_count() > 0, "the open one stays");
+    }
+
+    /// Real time and sockets, on one thread (the test clock is per thread).
+    #[tokio::test]
+    async fn at_the_cap_a_new_client_displaces_the_one_stalled_longest_on_its_head() {
+        let listener = listen("127.0.0.1:0".parse().expect("address")).expect("listen");
+        let address = listener.local_addr().expect("address");
+        let metrics = Arc::new(Metrics::default());
+        let router = tower::service_fn(|_: axum::extract::Request| async {
+            Ok::<_, Infallible>(axum::response::Response::new(axum::body::Body::from("ok")))
+        });
+        let server = tokio::spawn(serve(
+            listener,
+            router,
+            HttpLimits::default(),
+            2,
+            metrics.clone(),
+            std::future::pending(),
+        ));
+        let stalled = async || {
+            let mut stream = TcpStream::connect(address).await.expect("connect");
+            stream.write_all(b"GET / HTTP/1.1\r\n").await.expect("send");
+            stream
+        };
+        let start = tokio::time::Instant::now();
+        let mut oldest = stalled().await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let mut younger = stalled().await;
+
+        let mut client = TcpStream::connect(address).await.expect("connect");
+        client
+            .write_all(b"GET / HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n")
+            .await
+            .expect("send");
+        let mut response = Vec::new();
+        tokio::time::timeout(Duration::from_secs(5), client.read_to_end(&mut response))
+            .await
+            .expect("answered in time")
+            .expect("read");
+        let took = start.elapsed();
+        assert!(
+            response.starts_with(b"HTTP/1.1 200"),
+            "{}",
+            String::from_utf8_lossy(&response)
+        );
+        // Not before the oldest had waited DISPLACE_AFTER (from its accept, after `start`).
+        assert!(
+            took >= DISPLACE_AFTER - Duration::from_millis(5),
+            "{took:?}"
+        );
+        assert!(took < Duration::from_secs(3), "{took:?}");
+        assert_eq!(metrics.connections_displaced(), 1);
+
+        let mut buf = [0; 16];
+        let closed = tokio::time::timeout(Duration::from_secs(1), oldest.read(&mut buf)).await;
+        assert!(
+            matches!(closed, Ok(Ok(0) | Err(_))),
+            "the oldest was closed: {closed:?}"
+        );
+        let open = tokio::time::timeout(Duration::from_millis(200), younger.read(&mut buf)).await;
+        assert!(open.is_err(), "the younger one is still open: {open:?}");
+        server.abort();
     }
 }

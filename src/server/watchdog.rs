@@ -2,7 +2,8 @@
 //!
 //! | phase | entered when | may last |
 //! |---|---|---|
-//! | awaiting a request head | the connection opens, or a byte arrives while idle | `header_read_timeout` |
+//! | awaiting its first request head | the connection opens | `header_read_timeout` |
+//! | awaiting a later request head | a byte arrives while idle | `header_read_timeout` |
 //! | busy | hyper has the whole head and calls the application | no limit here: body and database have their own |
 //! | idle | the application has answered | `idle_timeout` since the last byte written or read |
 //!
@@ -10,6 +11,14 @@
 //! the header timeout, however steadily it sends; a client that reads its response
 //! slowly keeps the connection idle-but-progressing, and one that stops reading is cut
 //! at the idle timeout.
+//!
+//! At the connection cap, a connection still awaiting its first head may also be
+//! displaced: the accept loop asks it to close ([`Activity::displace`]) to make room
+//! (see the server's module documentation for who is picked). A later head does not
+//! qualify: a client may send it before it has read the previous response, which the
+//! connection may still be writing. The connection decides for itself whether it is
+//! still displaceable, because only its own task changes its phase (hyper reads, calls
+//! the service and writes inside it): when it looks, the answer cannot change under it.
 //!
 //! Phase changes cost the request path two atomic stores and nothing else: the watchdog
 //! is never woken by them. It sleeps at most the shorter of the two limits at a time
@@ -24,12 +33,14 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::sync::Notify;
 
 use super::HttpLimits;
 
-const AWAITING_HEAD: u8 = 0;
+const FIRST_HEAD: u8 = 0;
 const BUSY: u8 = 1;
 const IDLE: u8 = 2;
+const NEXT_HEAD: u8 = 3;
 
 /// A monotonic clock in milliseconds, read on every phase change, so cheap: the coarse
 /// clock (advanced every kernel tick, a few milliseconds, plenty for timeouts of
@@ -59,19 +70,33 @@ fn clock_ms() -> u64 {
     START.with(|start| u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX))
 }
 
+/// A moment on the watchdog's clock: moments taken one after another compare in that
+/// order, where durations computed one after another might not.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Moment(u64);
+
+impl Moment {
+    pub fn elapsed(self) -> Duration {
+        Duration::from_millis(clock_ms().saturating_sub(self.0))
+    }
+}
+
 pub struct Activity {
     opened: u64,
     phase: AtomicU8,
     /// Milliseconds after `opened` at which the current phase's clock started.
     since: AtomicU64,
+    /// Rung by the accept loop to ask the connection to make room.
+    displace: Notify,
 }
 
 impl Activity {
     pub fn new() -> Activity {
         Activity {
             opened: clock_ms(),
-            phase: AtomicU8::new(AWAITING_HEAD),
+            phase: AtomicU8::new(FIRST_HEAD),
             since: AtomicU64::new(0),
+            displace: Notify::new(),
         }
     }
 
@@ -95,7 +120,7 @@ impl Activity {
     fn bytes_read(&self) {
         if self
             .phase
-            .compare_exchange(IDLE, AWAITING_HEAD, Ordering::AcqRel, Ordering::Acquire)
+            .compare_exchange(IDLE, NEXT_HEAD, Ordering::AcqRel, Ordering::Acquire)
             .is_ok()
         {
             self.since.store(self.now(), Ordering::Release);
@@ -108,13 +133,38 @@ impl Activity {
         }
     }
 
+    /// When the connection began waiting for its first request head; `None` once it has
+    /// had one.
+    pub fn first_head_since(&self) -> Option<Moment> {
+        (self.phase.load(Ordering::Acquire) == FIRST_HEAD)
+            .then(|| Moment(self.opened + self.since.load(Ordering::Acquire)))
+    }
+
+    /// Asks the connection to close if it is still waiting for its first head. Asking
+    /// again before it looks is asking once.
+    pub fn displace(&self) {
+        self.displace.notify_one();
+    }
+
+    /// Resolves, with how long the connection waited for its head, when it was asked to
+    /// make room and is still waiting for its first head; a connection that has had a
+    /// head by then ignores the request.
+    pub async fn displaced(&self) -> Duration {
+        loop {
+            self.displace.notified().await;
+            if let Some(since) = self.first_head_since() {
+                return since.elapsed();
+            }
+        }
+    }
+
     /// Resolves when the current phase has lasted longer than it may.
     pub async fn expired(&self, limits: &HttpLimits) {
         let millis = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
         let look_again = millis(limits.header_read_timeout.min(limits.idle_timeout));
         loop {
             let limit = match self.phase.load(Ordering::Acquire) {
-                AWAITING_HEAD => Some(millis(limits.header_read_timeout)),
+                FIRST_HEAD | NEXT_HEAD => Some(millis(limits.header_read_timeout)),
                 IDLE => Some(millis(limits.idle_timeout)),
                 _ => None,
             };
@@ -252,6 +302,42 @@ mod tests {
         assert!(expired.as_mut().now_or_never().is_none(), "idle for 0.9 s");
         tokio::time::advance(Duration::from_millis(200)).await;
         assert!(expired.as_mut().now_or_never().is_some(), "idle for 1.1 s");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn only_a_connection_still_awaiting_its_first_head_is_displaced() {
+        let waiting = Activity::new();
+        tokio::time::advance(Duration::from_millis(1500)).await;
+        assert_eq!(
+            waiting.first_head_since().map(Moment::elapsed),
+            Some(Duration::from_millis(1500))
+        );
+        let displaced = waiting.displaced();
+        tokio::pin!(displaced);
+        assert!(displaced.as_mut().now_or_never().is_none(), "not asked");
+        waiting.displace();
+        assert_eq!(
+            displaced.as_mut().now_or_never(),
+            Some(Duration::from_millis(1500))
+        );
+
+        // Asked, but its head was complete before it looked: it stays.
+        let served = Activity::new();
+        served.displace();
+        served.request_started();
+        assert_eq!(served.first_head_since(), None);
+        let displaced = served.displaced();
+        tokio::pin!(displaced);
+        assert!(displaced.as_mut().now_or_never().is_none(), "busy");
+        // A later head may follow a response still being written: never displaced.
+        served.request_finished();
+        served.bytes_read();
+        assert_eq!(served.first_head_since(), None);
+        served.displace();
+        assert!(
+            displaced.as_mut().now_or_never().is_none(),
+            "awaiting a later head"
+        );
     }
 
     #[tokio::test(start_paused = true)]
