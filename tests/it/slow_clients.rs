@@ -1,8 +1,10 @@
 //! The server's connection limits, against the real binary over raw TCP: slow or silent
 //! request heads, idle keep-alive connections and slow bodies are cut at their timeouts;
 //! a thousand slow clients do not keep a normal one out; the connection cap queues
-//! clients instead of failing `accept`; the file-descriptor limit is raised at start;
-//! SIGTERM drains and exits 0 despite stuck clients.
+//! clients instead of failing `accept`, and at the cap a new client displaces the
+//! connection that has waited longest for its first request head (under a hard
+//! file-descriptor limit of 1,024, set for the server alone); the file-descriptor limit
+//! is raised at start; SIGTERM drains and exits 0 despite stuck clients.
 //!
 //! Timing: every wait has a generous upper bound (`BOUND`, for timeouts of 1-2 s) so a
 //! hang fails instead of blocking, and nothing asserts that the server is fast. Lower
@@ -11,6 +13,7 @@
 
 use std::io::{ErrorKind, Read as _, Write as _};
 use std::net::{SocketAddr, TcpStream};
+use std::os::unix::process::CommandExt as _;
 use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -187,6 +190,50 @@ impl Trickle {
     }
 }
 
+/// Writes the same endless head to each of `streams`, one byte a second, from a thread
+/// of its own until stopped; a stream the server closed is written to in vain.
+struct TrickleAll {
+    stop: Arc<AtomicBool>,
+    thread: JoinHandle<Vec<TcpStream>>,
+}
+
+impl TrickleAll {
+    fn start(mut streams: Vec<TcpStream>) -> TrickleAll {
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopped = stop.clone();
+        let thread = std::thread::spawn(move || {
+            for byte in endless_head() {
+                for stream in &mut streams {
+                    let _ = stream.write(&[byte]);
+                }
+                let next = Instant::now() + Duration::from_secs(1);
+                while Instant::now() < next {
+                    if stopped.load(Ordering::Relaxed) {
+                        return streams;
+                    }
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            }
+            streams
+        });
+        TrickleAll { stop, thread }
+    }
+
+    /// Stops writing; gives the streams back.
+    fn stop(self) -> Vec<TcpStream> {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.join().expect("trickle thread")
+    }
+}
+
+/// Whether the server has closed `stream` (end of stream or reset), without waiting.
+fn is_closed(stream: &TcpStream) -> bool {
+    stream.set_nonblocking(true).expect("nonblocking");
+    let closed = !matches!(stream.peek(&mut [0]), Err(e) if e.kind() == ErrorKind::WouldBlock);
+    stream.set_nonblocking(false).expect("blocking");
+    closed
+}
+
 /// The connection cap the server announced at start (`at most N connections`).
 fn logged_cap(server: &Server) -> usize {
     let log = server.log();
@@ -195,6 +242,16 @@ fn logged_cap(server: &Server) -> usize {
         .and_then(|rest| rest.split(" connections").next())
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("no connection cap in the start-up line:\n{log}"))
+}
+
+/// The soft and hard limits in the `Max open files` line of a `/proc/<pid>/limits`.
+fn open_files(limits: &str) -> (String, String) {
+    let line = limits
+        .lines()
+        .find(|line| line.starts_with("Max open files"))
+        .unwrap_or_else(|| panic!("no Max open files in:\n{limits}"));
+    let fields: Vec<&str> = line.split_whitespace().collect();
+    (fields[3].to_owned(), fields[4].to_owned())
 }
 
 /// A sample of the server's `/metrics`.
@@ -471,6 +528,104 @@ fn past_the_connection_cap_clients_wait_until_a_slot_frees() {
     assert!(!log.contains("cannot accept"), "{log}");
 }
 
+/// Under a hard limit of 1,024 file descriptors the cap is below 1,000, so a thousand
+/// clients sending their heads a byte a second fill it (and queue behind it); a normal
+/// client must still be served within about a second, not at the 10 s header timeout
+/// that would otherwise free the first slot.
+#[test]
+fn at_a_low_hard_limit_a_new_client_displaces_the_longest_stalled_head() {
+    const SLOW_CLIENTS: usize = 1000;
+    const HARD_LIMIT: u64 = 1024;
+    let limit = rlimit::increase_nofile_limit(u64::MAX).expect("raise the fd limit");
+    assert!(
+        limit >= SLOW_CLIENTS as u64 + 256,
+        "this test needs {} file descriptors; the hard limit allows {limit}",
+        SLOW_CLIENTS + 256
+    );
+    let env = TestEnv::embedded();
+    let mut command = env.command(&[
+        "serve",
+        "--bind",
+        "127.0.0.1:0",
+        "--header-read-timeout",
+        "10",
+    ]);
+    // SAFETY: between fork and exec the closure makes one system call and allocates
+    // nothing.
+    unsafe {
+        command.pre_exec(|| rlimit::setrlimit(rlimit::Resource::NOFILE, HARD_LIMIT, HARD_LIMIT));
+    }
+    let server = Server::start(command);
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", server.child.id()))
+        .expect("read limits");
+    assert_eq!(
+        open_files(&limits),
+        (HARD_LIMIT.to_string(), HARD_LIMIT.to_string())
+    );
+    let cap = logged_cap(&server);
+    assert!(
+        cap < SLOW_CLIENTS,
+        "cap {cap}: the slow clients must fill it"
+    );
+
+    let before = sockets(&server);
+    let start = Instant::now();
+    let slow = TrickleAll::start((0..SLOW_CLIENTS).map(|_| connect(server.address)).collect());
+    wait_for_sockets(&server, before + cap);
+    eprintln!(
+        "{SLOW_CLIENTS} slow clients connected, {cap} of them accepted, in {:?}",
+        start.elapsed()
+    );
+
+    // The stalled heads are new: the normal client waits until the oldest may be
+    // displaced, after the slow clients queued ahead of it in the backlog.
+    let asked = Instant::now();
+    let mut normal = connect(server.address);
+    keep_alive_get(&mut normal);
+    let took = asked.elapsed();
+    eprintln!("GET /health at the cap of {cap}: {took:?}");
+    assert!(
+        took < Duration::from_secs(3),
+        "{took:?}: not well before the 10 s header timeout"
+    );
+
+    // Its connection stays open, idle, in its slot. The heads keep trickling in, which
+    // does not spare them: the next client displaces one too.
+    std::thread::sleep(Duration::from_millis(1500));
+    let asked = Instant::now();
+    let displaced = metric(&server, "listings_http_connections_displaced_total");
+    let took = asked.elapsed();
+    eprintln!("GET /metrics at the cap, the heads 1.5 s older: {took:?}");
+    assert!(took < Duration::from_secs(3), "{took:?}");
+    // One displaced for each slow client past the cap, the normal client and this
+    // request: nothing else frees a slot this early.
+    assert_eq!(displaced, (SLOW_CLIENTS - cap + 2) as u64);
+    let displaced = usize::try_from(displaced).expect("a count");
+    let log = wait_for_log(&server, "to make room for a new client");
+    let lines = log.matches("to make room for a new client").count();
+    let allowed = 1 + start.elapsed().as_secs() / 5;
+    assert!(
+        lines as u64 <= allowed,
+        "{lines} displacement lines for {displaced} displacements: not throttled\n{log}"
+    );
+
+    // The displaced are those that had waited longest: the first accepted.
+    let mut slow = slow.stop();
+    for stream in &mut slow[..displaced] {
+        wait_closed(stream, "a displaced slow client");
+    }
+    let still_open = slow[displaced..]
+        .iter()
+        .filter(|stream| !is_closed(stream))
+        .count();
+    assert_eq!(
+        still_open,
+        SLOW_CLIENTS - displaced,
+        "after {:?}",
+        start.elapsed()
+    );
+}
+
 #[test]
 fn the_file_descriptor_limit_is_raised_to_the_hard_limit() {
     let (_, hard) = rlimit::getrlimit(rlimit::Resource::NOFILE).expect("getrlimit");
@@ -479,14 +634,6 @@ fn the_file_descriptor_limit_is_raised_to_the_hard_limit() {
         "this test needs a hard file-descriptor limit above 1024, not {hard}"
     );
     let lower_soft_limit = "ulimit -Sn 256 && exec \"$0\" \"$@\"";
-    let open_files = |limits: &str| -> (String, String) {
-        let line = limits
-            .lines()
-            .find(|line| line.starts_with("Max open files"))
-            .unwrap_or_else(|| panic!("no Max open files in:\n{limits}"));
-        let fields: Vec<&str> = line.split_whitespace().collect();
-        (fields[3].to_owned(), fields[4].to_owned())
-    };
     // The wrapper does lower the soft limit of what it runs.
     let control = Command::new("sh")
         .args(["-c", lower_soft_limit, "cat", "/proc/self/limits"])
@@ -517,13 +664,7 @@ fn the_file_descriptor_limit_is_raised_to_the_hard_limit() {
     let (soft, hard_now) = open_files(&limits);
     assert_eq!((soft, hard_now), (hard.to_string(), hard.to_string()));
 
-    let log = server.log();
-    let cap: u64 = log
-        .split("at most ")
-        .nth(1)
-        .and_then(|rest| rest.split(" connections").next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("no connection cap in the start-up line:\n{log}"));
+    let cap = logged_cap(&server) as u64;
     // Sized from the raised limit, not the 256 the process started with.
     assert!(cap > 256 && cap < hard, "cap {cap}, hard limit {hard}");
 }
