@@ -12,8 +12,10 @@
 //! - [`server`]: the accept loop, its timeouts and connection cap.
 //! - [`domain`]: validated input types; [`config`]: typed settings;
 //!   [`metrics`]: every counter; [`error`]: the HTTP error vocabulary;
-//!   [`logging`]: log formats and rate-limited failure lines.
+//!   [`logging`]: log formats and rate-limited failure lines; [`allocator`]: the heap's
+//!   arenas, bounded.
 
+pub mod allocator;
 pub mod app;
 pub mod application;
 pub mod cache;

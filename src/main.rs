@@ -4,6 +4,7 @@ use std::time::Duration;
 use clap::Parser as _;
 
 fn main() -> ExitCode {
+    listings::allocator::bound_arenas();
     // Only the working directory's .env, not one found in a parent directory.
     if let Err(e) = dotenvy::from_path(".env")
         && !e.not_found()

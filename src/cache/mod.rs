@@ -280,10 +280,11 @@ impl Cache {
             }
         };
         self.hooks.pause(Point::BeforeCacheStore).await;
-        self.store(&entry, generation, value.encode(), ttl).await;
+        let stored = value.encode();
+        self.store(&entry, generation, stored.clone(), ttl).await;
         self.metrics.record_miss(K::KIND);
         Ok(Fetched {
-            value,
+            value: value.kept_as(stored),
             status: CacheStatus::Miss,
             generation: Some(generation),
         })

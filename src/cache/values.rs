@@ -10,6 +10,15 @@ pub trait CacheValue: Sized + Send {
     /// `None` for bytes that are not a value of this type (a format change, corruption):
     /// the caller treats that as a miss.
     fn decode(bytes: Bytes) -> Option<Self>;
+
+    /// The value a loader made, once `stored` (its encoding) is in the cache, as the
+    /// caller should keep it. A response is decoded again, so that a copy kept in the
+    /// near-cache shares the cache's one allocation, exactly sized, instead of holding
+    /// a second copy in buffers that grew while it was rendered.
+    fn kept_as(self, stored: Bytes) -> Self {
+        let _ = stored;
+        self
+    }
 }
 
 /// Query results are stored as JSON.
@@ -17,7 +26,13 @@ macro_rules! json_value {
     ($($value:ty),+) => {$(
         impl CacheValue for $value {
             fn encode(&self) -> Bytes {
-                serde_json::to_vec(self).map(Bytes::from).unwrap_or_default()
+                // The cache weighs a value by its length: keep no spare capacity.
+                serde_json::to_vec(self)
+                    .map(|mut json| {
+                        json.shrink_to_fit();
+                        Bytes::from(json)
+                    })
+                    .unwrap_or_default()
             }
 
             fn decode(bytes: Bytes) -> Option<Self> {
@@ -175,6 +190,10 @@ impl CacheValue for CachedResponse {
         out.freeze()
     }
 
+    fn kept_as(self, stored: Bytes) -> Self {
+        CachedResponse::decode(stored).unwrap_or(self)
+    }
+
     /// The bodies are slices of `bytes`: decoding copies none of them.
     fn decode(mut bytes: Bytes) -> Option<Self> {
         if bytes.len() < 5 || bytes.get_u8() != ENVELOPE_VERSION {
@@ -251,6 +270,20 @@ mod tests {
         assert_eq!(CachedResponse::decode(response.encode()), Some(response));
         let small = CachedResponse::new(200, "application/json".into(), Bytes::from_static(b"{}"));
         assert_eq!(small.variant(Encoding::Gzip), None, "too small to pay");
+    }
+
+    #[test]
+    fn a_rendered_response_is_kept_in_the_bytes_the_cache_stores() {
+        let body = Bytes::from(r#"{"title":"Beach villa"}"#.repeat(100));
+        let rendered = CachedResponse::new(200, "application/json".into(), body);
+        let stored = rendered.encode();
+        let kept = rendered.clone().kept_as(stored.clone());
+        assert_eq!(kept, rendered);
+        let within = |part: &Bytes| {
+            let range = stored.as_ptr_range();
+            range.contains(&part.as_ptr()) || part.is_empty()
+        };
+        assert!(within(&kept.body) && within(&kept.gzip) && within(&kept.br));
     }
 
     #[test]

@@ -26,8 +26,8 @@ use crate::app::Settings;
 use crate::config::{ByteSize, DatabaseUrl, KeyPrefix, RedisUrl, Seconds};
 use crate::db::DbSettings;
 use crate::db::connect::{
-    DEFAULT_CONNECT_TIMEOUT, DEFAULT_KEEPALIVE, DEFAULT_MAX_CONNECTIONS, DEFAULT_POOL_TIMEOUT,
-    DEFAULT_STATEMENT_TIMEOUT,
+    DEFAULT_CONNECT_TIMEOUT, DEFAULT_KEEPALIVE, DEFAULT_POOL_TIMEOUT, DEFAULT_STATEMENT_TIMEOUT,
+    default_pool_size,
 };
 use crate::domain::PropertyInput;
 use crate::logging::LogFormat;
@@ -137,11 +137,11 @@ pub struct GlobalOpts {
           default_value_t = ByteSize::DEFAULT_NEAR_CACHE_SIZE)]
     pub near_cache_size: ByteSize,
 
-    /// Most database connections per process
+    /// Most database connections per process (on SQLite: read connections, beside one
+    /// for writes) [default: 10 on PostgreSQL; on SQLite one per core, at least 2]
     #[arg(long, env = "LISTINGS_DB_POOL_SIZE", value_name = "N", global = true,
-          default_value_t = DEFAULT_MAX_CONNECTIONS as u16,
           value_parser = clap::value_parser!(u16).range(1..=1000))]
-    pub db_pool_size: u16,
+    pub db_pool_size: Option<u16>,
 
     /// Seconds allowed to open one database connection
     #[arg(long, env = "LISTINGS_DB_CONNECT_TIMEOUT", value_name = "SECONDS", global = true,
@@ -183,7 +183,9 @@ impl GlobalOpts {
 
     pub fn db_settings(&self) -> DbSettings {
         DbSettings {
-            max_connections: usize::from(self.db_pool_size),
+            max_connections: self
+                .db_pool_size
+                .map_or_else(|| default_pool_size(&self.database_url()), usize::from),
             connect_timeout: self.db_connect_timeout.0,
             pool_timeout: self.db_pool_timeout.0,
             statement_timeout: self.db_statement_timeout.0,

@@ -319,8 +319,42 @@ impl Metrics {
                 "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}"
             );
         }
+        for (name, help, value) in [
+            (
+                "listings_sqlite_memory_bytes",
+                "Memory SQLite holds in this process: page caches, statements, sorts (0 on PostgreSQL).",
+                sqlite_memory_bytes(),
+            ),
+            (
+                "process_resident_memory_bytes",
+                "Resident memory of the process.",
+                resident_memory_bytes(),
+            ),
+        ] {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}"
+            );
+        }
         out
     }
+}
+
+fn sqlite_memory_bytes() -> u64 {
+    // SAFETY: reads SQLite's allocation counter; callable at any time, from any thread.
+    let used = unsafe { libsqlite3_sys::sqlite3_memory_used() };
+    u64::try_from(used).unwrap_or(0)
+}
+
+/// From `/proc/self/statm` (pages); 0 where there is none.
+fn resident_memory_bytes() -> u64 {
+    let pages = std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|statm| statm.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .unwrap_or(0);
+    // SAFETY: sysconf only reads a system constant.
+    let page_size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    pages * u64::try_from(page_size).unwrap_or(4096)
 }
 
 /// Reads one sample back from the text format (for `cache-metrics` and tests).

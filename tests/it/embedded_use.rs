@@ -196,3 +196,27 @@ async fn write_failures_to_reach_the_cache_are_logged_throttled() {
         "later lines count what was held back"
     );
 }
+
+/// What SQLite and the process hold is in `/metrics`, for the memory bounds the README
+/// states.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_show_sqlite_and_resident_memory() {
+    let env = TestEnv::embedded();
+    let app = env.app().await;
+    let router = router(&app);
+    assert_eq!(
+        get(&router, "/properties/?location=nairobi").await.status,
+        StatusCode::OK
+    );
+    let metrics = get(&router, "/metrics").await;
+    let text = String::from_utf8_lossy(&metrics.body);
+    for gauge in [
+        "listings_sqlite_memory_bytes",
+        "process_resident_memory_bytes",
+    ] {
+        let value = listings::metrics::parse_prometheus_sample(&text, gauge)
+            .unwrap_or_else(|| panic!("{gauge} in {text}"));
+        assert!(value > 0, "{gauge} = {value}");
+        assert!(text.contains(&format!("# TYPE {gauge} gauge")));
+    }
+}
