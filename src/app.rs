@@ -124,7 +124,7 @@ impl App {
         }
         let sqlite_writes = match (&settings.database_url, role) {
             (DatabaseUrl::Sqlite(path), Role::Server) => {
-                let probe = CommitWatch::open(path, &settings.db)?;
+                let probe = CommitWatch::open(path)?;
                 cache
                     .invalidate_everything(Cause::recovery(
                         "server started: what changed while it was down retired",

@@ -21,7 +21,12 @@ pub enum LogFormat {
 /// hook that logs through it: a panic while a request is handled then carries the
 /// request's id, in the log format the operator chose.
 pub fn init(format: LogFormat) {
-    std::panic::set_hook(Box::new(|info| {
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        if !tracing::enabled!(tracing::Level::ERROR) {
+            // Logs are filtered out: a panic still shows, on stderr.
+            return default_hook(info);
+        }
         let payload = info.payload();
         let message = payload
             .downcast_ref::<&str>()

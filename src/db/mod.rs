@@ -400,19 +400,23 @@ fn sqlite_manager_config(
         let metrics = metrics.clone();
         let url = url.to_owned();
         async move {
-            let mut conn = SqliteConn::establish(&url).await?;
-            conn.spawn_blocking(move |conn| {
-                connect::configure_sqlite(conn, &settings)?;
+            // Opened on a blocking thread of tokio's own, not through the wrapper: the
+            // pool gives up on a slow connect by dropping this future, and dropping the
+            // wrapper's blocking call would block (or, on one thread, panic).
+            let opened = tokio::task::spawn_blocking(move || {
+                let mut conn = connect::open_sqlite(&url, &settings)?;
                 if role == SqliteRole::Read {
                     diesel::connection::SimpleConnection::batch_execute(
-                        conn,
+                        &mut conn,
                         "PRAGMA query_only = ON;",
-                    )?;
+                    )
+                    .map_err(diesel::ConnectionError::CouldntSetupConfiguration)?;
                 }
-                Ok(())
+                Ok::<_, diesel::ConnectionError>(conn)
             })
             .await
-            .map_err(diesel::ConnectionError::CouldntSetupConfiguration)?;
+            .map_err(|e| diesel::ConnectionError::BadConnection(e.to_string()))??;
+            let mut conn = SqliteConn::new(opened);
             conn.set_instrumentation(QueryCounter(metrics));
             Ok(conn)
         }

@@ -344,6 +344,9 @@ async fn connection<S>(
         .max_buf_size(MAX_READ_BUFFER)
         .serve_connection(io, service);
     tokio::select! {
+        // The connection first: a head that has arrived is read before a displacement
+        // is considered, so a client that did send its head is not displaced.
+        biased;
         served = graceful.watch(conn) => {
             if let Err(e) = served {
                 tracing::debug!(error = %e, "connection ended with an error");

@@ -11,6 +11,7 @@ use listings::db::DbSettings;
 use listings::test_hooks::{PANIC_ONCE_ENV, Point};
 use serde_json::{Value, json};
 
+use crate::both_modes;
 use crate::support::binary::Server;
 use crate::support::{TestEnv, get, router, write};
 
@@ -219,4 +220,81 @@ async fn metrics_show_sqlite_and_resident_memory() {
         assert!(value > 0, "{gauge} = {value}");
         assert!(text.contains(&format!("# TYPE {gauge} gauge")));
     }
+}
+
+both_modes!(location_keys_follow_writes_from_elsewhere_and_keep_the_applications);
+
+/// Another program's writes (plain SQL, without `location_key`) get a key from the
+/// triggers, so location filters find them; a case-only rename by the application keeps
+/// the application's key.
+async fn location_keys_follow_writes_from_elsewhere_and_keep_the_applications(env: TestEnv) {
+    let app = env.app().await;
+    let router = router(&app);
+    let statements = [
+        "INSERT INTO properties (title, price, location) VALUES ('From elsewhere', 5, 'Nairobi')",
+        "UPDATE properties SET location = 'Mombasa' WHERE title = 'From elsewhere'",
+    ];
+    let created = write(
+        &router,
+        "POST",
+        "/properties/",
+        json!({"title": "Own", "price": "10.00", "location": "Éldoret"}),
+    )
+    .await;
+    assert_eq!(created.status, StatusCode::CREATED, "{:?}", created.body);
+    let id = created.json()["id"].as_i64().expect("id");
+    for (statement, location) in statements.into_iter().zip(["nairobi", "mombasa"]) {
+        run_sql_elsewhere(&env, statement).await;
+        app.notice_other_writers().await;
+        let page = wait_for_count(&router, &format!("/properties/?location={location}"), 1).await;
+        assert_eq!(page["data"][0]["title"], "From elsewhere", "{page}");
+    }
+    let renamed = write(
+        &router,
+        "PATCH",
+        &format!("/properties/{id}/"),
+        json!({"location": "ÉLDORET"}),
+    )
+    .await;
+    assert_eq!(renamed.status, StatusCode::OK, "{:?}", renamed.body);
+    let page = get(&router, "/properties/?location=%C3%A9ldoret").await;
+    assert_eq!(page.json()["count"], 1, "{:?}", page.body);
+}
+
+/// Runs `statement` as another program would: its own connection, no application
+/// settings (no `listings.origin`, SQLite's built-in `lower()`).
+async fn run_sql_elsewhere(env: &TestEnv, statement: &str) {
+    if env.is_postgres() {
+        use diesel_async::{AsyncConnection as _, RunQueryDsl as _};
+        let mut conn = diesel_async::AsyncPgConnection::establish(&env.database_url)
+            .await
+            .expect("connect");
+        diesel::sql_query(statement)
+            .execute(&mut conn)
+            .await
+            .expect(statement);
+    } else {
+        use diesel::{Connection as _, RunQueryDsl as _};
+        let mut conn = diesel::SqliteConnection::establish(&env.database_url).expect("open");
+        diesel::sql_query("PRAGMA busy_timeout = 3000")
+            .execute(&mut conn)
+            .expect("busy timeout");
+        diesel::sql_query(statement)
+            .execute(&mut conn)
+            .expect(statement);
+    }
+}
+
+/// Polls `path` (bounded: 2 s; PostgreSQL's notification may take a moment) until it
+/// counts `count` rows; returns the page.
+async fn wait_for_count(router: &listings::http::HttpService, path: &str, count: i64) -> Value {
+    let mut page = Value::Null;
+    for _ in 0..100 {
+        page = get(router, path).await.json();
+        if page["count"] == count {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    page
 }

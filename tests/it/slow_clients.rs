@@ -443,12 +443,7 @@ fn bodies_must_arrive_within_the_body_timeout() {
 #[test]
 fn a_thousand_slow_clients_do_not_keep_a_normal_one_out() {
     const SLOW_CLIENTS: usize = 1000;
-    let limit = rlimit::increase_nofile_limit(u64::MAX).expect("raise the fd limit");
-    assert!(
-        limit >= SLOW_CLIENTS as u64 + 256,
-        "this test needs {} file descriptors; the hard limit allows {limit}",
-        SLOW_CLIENTS + 256
-    );
+    raise_fd_limit_for(SLOW_CLIENTS);
     let env = TestEnv::embedded();
     let server = env.serve(&["--header-read-timeout", "30"]);
     let before = sockets(&server);
@@ -536,12 +531,7 @@ fn past_the_connection_cap_clients_wait_until_a_slot_frees() {
 fn at_a_low_hard_limit_a_new_client_displaces_the_longest_stalled_head() {
     const SLOW_CLIENTS: usize = 1000;
     const HARD_LIMIT: u64 = 1024;
-    let limit = rlimit::increase_nofile_limit(u64::MAX).expect("raise the fd limit");
-    assert!(
-        limit >= SLOW_CLIENTS as u64 + 256,
-        "this test needs {} file descriptors; the hard limit allows {limit}",
-        SLOW_CLIENTS + 256
-    );
+    raise_fd_limit_for(SLOW_CLIENTS);
     let env = TestEnv::embedded();
     let mut command = env.command(&[
         "serve",
@@ -695,4 +685,15 @@ fn sigterm_closes_stuck_and_idle_connections_and_exits_zero() {
     wait_for_log(&server, "shutting down");
     wait_closed(&mut stuck, "a client stuck mid-head");
     wait_closed(&mut idle, "an idle keep-alive connection");
+}
+
+/// Raises this process's soft file-descriptor limit so that `clients` connections fit,
+/// with room to spare; fails the test when the hard limit does not allow it.
+fn raise_fd_limit_for(clients: usize) {
+    let limit = rlimit::increase_nofile_limit(u64::MAX).expect("raise the fd limit");
+    assert!(
+        limit >= clients as u64 + 256,
+        "this test needs {} file descriptors; the hard limit allows {limit}",
+        clients + 256
+    );
 }
