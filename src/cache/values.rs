@@ -15,8 +15,7 @@ pub trait CacheValue: Sized + Send {
     /// caller should keep it. A response is decoded again, so that a copy kept in the
     /// near-cache shares the cache's one allocation, exactly sized, instead of holding
     /// a second copy in buffers that grew while it was rendered.
-    fn kept_as(self, stored: Bytes) -> Self {
-        let _ = stored;
+    fn kept_as(self, _stored: Bytes) -> Self {
         self
     }
 }

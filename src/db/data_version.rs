@@ -197,16 +197,24 @@ mod tests {
     use super::*;
     use crate::db::{DbSettings, connect};
 
-    #[test]
-    fn another_connections_commit_is_seen_once_acknowledged() {
+    const FILE: &str = "watched.sqlite3";
+
+    /// A fresh SQLite file with a table, a connection that writes to it, and its watch.
+    fn watched_file() -> (tempfile::TempDir, diesel::SqliteConnection, CommitWatch) {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("watched.sqlite3");
-        let settings = DbSettings::default();
-        let mut writer = connect::open_sqlite(path.to_str().unwrap(), &settings).expect("open");
+        let path = dir.path().join(FILE);
+        let mut writer =
+            connect::open_sqlite(path.to_str().unwrap(), &DbSettings::default()).expect("open");
         writer
             .batch_execute("CREATE TABLE t (x INTEGER)")
             .expect("create");
         let watch = CommitWatch::open(&path).expect("watch");
+        (dir, writer, watch)
+    }
+
+    #[test]
+    fn another_connections_commit_is_seen_once_acknowledged() {
+        let (_dir, mut writer, watch) = watched_file();
         assert!(watch.changed().is_none(), "nothing since it opened");
 
         writer
@@ -234,14 +242,7 @@ mod tests {
     /// rewrites the header with new salts).
     #[test]
     fn commits_are_seen_across_checkpoints() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("checkpointed.sqlite3");
-        let settings = DbSettings::default();
-        let mut writer = connect::open_sqlite(path.to_str().unwrap(), &settings).expect("open");
-        writer
-            .batch_execute("CREATE TABLE t (x INTEGER)")
-            .expect("create");
-        let watch = CommitWatch::open(&path).expect("watch");
+        let (_dir, mut writer, watch) = watched_file();
         for i in 0..300 {
             writer
                 .batch_execute(&format!("INSERT INTO t VALUES ({i})"))
@@ -267,15 +268,9 @@ mod tests {
     /// keeps it: nothing of this process closes a descriptor of SQLite's files.
     #[test]
     fn the_process_keeps_sqlites_lock_on_the_wal_index() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("locked.sqlite3");
-        let settings = DbSettings::default();
-        let mut writer = connect::open_sqlite(path.to_str().unwrap(), &settings).expect("open");
-        writer
-            .batch_execute("CREATE TABLE t (x INTEGER)")
-            .expect("create");
+        let (dir, writer, watch) = watched_file();
         drop(writer);
-        let watch = CommitWatch::open(&path).expect("watch");
+        let path = dir.path().join(FILE);
         for _ in 0..3 {
             let _ = watch.changed();
         }

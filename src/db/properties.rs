@@ -271,13 +271,21 @@ macro_rules! sqlite_read {
         let pool = $pool.clone();
         let settings = $db.settings;
         let read = tokio::spawn(tracing::Instrument::in_current_span(async move {
-            let mut lease = crate::db::checkout(&pool, &settings).await?;
-            let $conn = &mut *lease;
-            let done = $body;
-            lease.finish();
-            done.map_err(DbError::from)
+            on_connection!(settings, &pool, |$conn| $body).map_err(DbError::from)
         }));
         crate::db::await_sqlite_read(read, &settings).await
+    }};
+}
+
+/// Runs `$body` on a connection of `$pool`, which goes back to the pool once `$body`
+/// has run to its end (see `db::Lease`).
+macro_rules! on_connection {
+    ($settings:expr, $pool:expr, |$conn:ident| $body:expr) => {{
+        let mut lease = crate::db::checkout($pool, &$settings).await?;
+        let $conn = &mut *lease;
+        let done = $body;
+        lease.finish();
+        done
     }};
 }
 
@@ -285,13 +293,9 @@ macro_rules! sqlite_read {
 /// bounded by the busy timeout; a deadline could abandon a write that then commits
 /// unannounced, so there is none.
 macro_rules! sqlite_write {
-    ($db:expr, $pool:expr, |$conn:ident| $body:expr) => {{
-        let mut lease = crate::db::checkout($pool, &$db.settings).await?;
-        let $conn = &mut *lease;
-        let done = $body;
-        lease.finish();
-        done
-    }};
+    ($db:expr, $pool:expr, |$conn:ident| $body:expr) => {
+        on_connection!($db.settings, $pool, |$conn| $body)
+    };
 }
 
 mod methods {
