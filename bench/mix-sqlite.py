@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """bench/mix's SQLite ceiling for a miss: the statements of one cache miss (a page and
-its count in one read transaction, as src/db/properties.rs runs them) on random searches
+its count in one read transaction, as src/service/db/properties.rs runs them) on random searches
 of bench/mix's mix, from a few threads for a few seconds. Python's sqlite3 lets other
 threads run while SQLite works. SQLite's built-in lower() stands in for the server's
 Unicode one (the seeded locations are ASCII). Prints "SQLITE tps=... avg_ms=...".

@@ -38,12 +38,12 @@ pub async fn get(address: SocketAddr, path: &str) -> anyhow::Result<Response<Byt
         let (parts, body) = client
             .get(uri)
             .await
-            .map_err(|e| unreachable(crate::cause::root_cause(&e)))?
+            .map_err(|e| unreachable(crate::error_chain::root_cause(&e)))?
             .into_parts();
         let body = body
             .collect()
             .await
-            .map_err(|e| unreachable(crate::cause::root_cause(&e)))?
+            .map_err(|e| unreachable(crate::error_chain::root_cause(&e)))?
             .to_bytes();
         anyhow::Ok(Response::from_parts(parts, body))
     };

@@ -2,12 +2,32 @@
 //! waits until a request reaches it, acts (writes, reads), then releases the request.
 //!
 //! They exist only with the `test-hooks` feature, which the integration tests turn on
-//! (a dev-dependency of the crate on itself); in any other build `pause` is an empty
-//! inline function and nothing can arm a point.
+//! (a dev-dependency of the crate on itself); in any other build [`pause!`] expands to
+//! nothing and nothing can arm a point.
 
 #[cfg(feature = "test-hooks")]
 pub use armed::{PANIC_ONCE_ENV, Pause, TestHooks};
 
+/// `pause!(hooks, Point)`: the task stops there if a test armed the point. Without the
+/// `test-hooks` feature it expands to nothing, so release builds carry no hooks at all:
+/// no field, no parameter, no check.
+#[cfg(feature = "test-hooks")]
+macro_rules! pause {
+    ($hooks:expr, $point:ident) => {
+        $hooks.pause($crate::test_hooks::Point::$point).await
+    };
+}
+
+#[cfg(not(feature = "test-hooks"))]
+macro_rules! pause {
+    ($hooks:expr, $point:ident) => {
+        ()
+    };
+}
+
+pub(crate) use pause;
+
+#[cfg(feature = "test-hooks")]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Point {
     /// A reader has loaded from the database and is about to store in the cache.
@@ -27,21 +47,6 @@ pub enum Point {
     InsideSqliteCall,
     /// A request has reached the service layer (a read, or a write's own task).
     InService,
-}
-
-/// Without the `test-hooks` feature: nothing to arm, nothing to wait for.
-#[cfg(not(feature = "test-hooks"))]
-#[derive(Default)]
-pub struct TestHooks;
-
-#[cfg(not(feature = "test-hooks"))]
-impl TestHooks {
-    pub fn new() -> TestHooks {
-        TestHooks
-    }
-
-    #[inline(always)]
-    pub async fn pause(&self, _point: Point) {}
 }
 
 #[cfg(feature = "test-hooks")]

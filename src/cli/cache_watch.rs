@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use tokio::signal::unix::{SignalKind, signal};
 
-use crate::cli::cache_metrics::{Report, Source, percent};
+use crate::cli::cache_report::{Report, Source, percent};
 use crate::cli::terminal::{self, QuitKey, Screen};
 use crate::metrics::CacheKind;
 

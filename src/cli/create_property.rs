@@ -3,24 +3,21 @@
 use anyhow::Context as _;
 use clap::Args;
 
-use crate::app::App;
 use crate::cli::{GlobalOpts, flag_errors, settle_unconfirmed_writes};
+use crate::domain::field_help;
 use crate::domain::{NewProperty, PropertyInput};
-use crate::services;
+use crate::service;
+use crate::service::App;
 
 #[derive(Debug, Args)]
 pub struct Opts {
-    /// Title, at most 200 characters
-    #[arg(long)]
+    #[arg(long, help = field_help::title())]
     pub title: String,
-    /// Free text, at most 10000 characters
-    #[arg(long)]
+    #[arg(long, help = field_help::description())]
     pub description: Option<String>,
-    /// Price with at most 2 decimals, e.g. 500000.00
-    #[arg(long, allow_hyphen_values = true)]
+    #[arg(long, allow_hyphen_values = true, help = field_help::price())]
     pub price: String,
-    /// Location, at most 100 characters
-    #[arg(long)]
+    #[arg(long, help = field_help::location())]
     pub location: String,
 }
 
@@ -35,7 +32,7 @@ pub async fn run(opts: Opts, global: &GlobalOpts) -> anyhow::Result<()> {
     .map_err(flag_errors)
     .context("invalid property")?;
     let app = App::connect(global.settings()).await?;
-    let created = services::properties::create_property(&app, &new).await;
+    let created = service::properties::create_property(&app, &new).await;
     settle_unconfirmed_writes(&app).await;
     let created = created.context("cannot create the property")?;
     println!("{}", serde_json::to_string(&created)?);

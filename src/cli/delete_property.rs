@@ -3,9 +3,9 @@
 use anyhow::Context as _;
 use clap::Args;
 
-use crate::app::App;
 use crate::cli::{GlobalOpts, settle_unconfirmed_writes};
-use crate::services::{self, ServiceError};
+use crate::service::App;
+use crate::service::{self, ServiceError};
 
 #[derive(Debug, Args)]
 pub struct Opts {
@@ -15,7 +15,7 @@ pub struct Opts {
 
 pub async fn run(opts: Opts, global: &GlobalOpts) -> anyhow::Result<()> {
     let app = App::connect(global.settings()).await?;
-    let deleted = services::properties::delete_property(&app, opts.id).await;
+    let deleted = service::properties::delete_property(&app, opts.id).await;
     settle_unconfirmed_writes(&app).await;
     match deleted {
         Ok(()) => {

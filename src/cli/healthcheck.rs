@@ -9,7 +9,7 @@ use crate::http_client;
 #[derive(Debug, Args)]
 pub struct Opts {
     /// Address the server listens on (as `serve --bind`)
-    #[arg(long, env = "LISTINGS_BIND", default_value_t = crate::server::DEFAULT_BIND)]
+    #[arg(long, env = "LISTINGS_BIND", default_value_t = crate::config::DEFAULT_BIND)]
     pub bind: SocketAddr,
 }
 

@@ -3,11 +3,11 @@
 use anyhow::Context as _;
 use clap::Args;
 
-use crate::app::App;
 use crate::cli::GlobalOpts;
-use crate::db::models::Property;
+use crate::domain::Property;
 use crate::domain::PropertyQuery;
-use crate::services;
+use crate::service;
+use crate::service::App;
 
 #[derive(Debug, Args)]
 pub struct Opts {
@@ -56,7 +56,7 @@ pub async fn run(opts: Opts, global: &GlobalOpts) -> anyhow::Result<()> {
     let query = PropertyQuery::from_pairs(pairs)
         .map_err(|e| anyhow::anyhow!("--{}: {}", e.field.replace('_', "-"), e.rule))?;
     let app = App::connect(global.settings()).await?;
-    let page = services::properties::list_properties(&app, &query)
+    let page = service::properties::list_properties(&app, &query)
         .await
         .context("cannot list properties")?;
     app.flush_counts().await;

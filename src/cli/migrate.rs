@@ -4,7 +4,7 @@
 use clap::Args;
 
 use crate::cli::GlobalOpts;
-use crate::db::migrations;
+use crate::service::migrations;
 
 #[derive(Debug, Args)]
 pub struct Opts {

@@ -2,6 +2,7 @@
 //! its `Opts` and `run`. Doc comments are the `--help` text.
 
 pub mod cache_metrics;
+mod cache_report;
 mod cache_watch;
 pub mod completions;
 pub mod create_property;
@@ -22,14 +23,13 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::app::Settings;
+use crate::config::Settings;
 use crate::config::{ByteSize, DatabaseUrl, KeyPrefix, RedisUrl, Seconds};
-use crate::db::DbSettings;
-use crate::db::connect::{
+use crate::config::{
     DEFAULT_CONNECT_TIMEOUT, DEFAULT_KEEPALIVE, DEFAULT_POOL_TIMEOUT, DEFAULT_STATEMENT_TIMEOUT,
-    default_pool_size,
+    DbSettings, default_pool_size,
 };
-use crate::domain::PropertyInput;
+use crate::domain::{PropertyInput, field_help};
 use crate::logging::LogFormat;
 
 /// Property listings with two cache levels that are never stale.
@@ -145,24 +145,24 @@ pub struct GlobalOpts {
 
     /// Seconds allowed to open one database connection
     #[arg(long, env = "LISTINGS_DB_CONNECT_TIMEOUT", value_name = "SECONDS", global = true,
-          default_value_t = Seconds(DEFAULT_CONNECT_TIMEOUT))]
+          default_value_t = DEFAULT_CONNECT_TIMEOUT)]
     pub db_connect_timeout: Seconds,
 
     /// Seconds a request waits for a pooled database connection
     #[arg(long, env = "LISTINGS_DB_POOL_TIMEOUT", value_name = "SECONDS", global = true,
-          default_value_t = Seconds(DEFAULT_POOL_TIMEOUT))]
+          default_value_t = DEFAULT_POOL_TIMEOUT)]
     pub db_pool_timeout: Seconds,
 
     /// Seconds a statement may run (PostgreSQL statement_timeout; SQLite busy timeout);
     /// a request waits no longer for the database's answers
     #[arg(long, env = "LISTINGS_DB_STATEMENT_TIMEOUT", value_name = "SECONDS", global = true,
-          default_value_t = Seconds(DEFAULT_STATEMENT_TIMEOUT))]
+          default_value_t = DEFAULT_STATEMENT_TIMEOUT)]
     pub db_statement_timeout: Seconds,
 
     /// Seconds of silence before TCP keepalive probes a PostgreSQL connection, and
     /// between probes
     #[arg(long, env = "LISTINGS_DB_KEEPALIVE", value_name = "SECONDS", global = true,
-          default_value_t = Seconds(DEFAULT_KEEPALIVE))]
+          default_value_t = DEFAULT_KEEPALIVE)]
     pub db_keepalive: Seconds,
 
     /// Threads that run requests and background work [default: one per core]
@@ -186,10 +186,10 @@ impl GlobalOpts {
             max_connections: self
                 .db_pool_size
                 .map_or_else(|| default_pool_size(&self.database_url()), usize::from),
-            connect_timeout: self.db_connect_timeout.0,
-            pool_timeout: self.db_pool_timeout.0,
-            statement_timeout: self.db_statement_timeout.0,
-            keepalive: self.db_keepalive.0,
+            connect_timeout: self.db_connect_timeout.duration(),
+            pool_timeout: self.db_pool_timeout.duration(),
+            statement_timeout: self.db_statement_timeout.duration(),
+            keepalive: self.db_keepalive.duration(),
         }
     }
 
@@ -214,7 +214,7 @@ const SETTLE_UNCONFIRMED_WRITES: Duration = Duration::from_secs(30);
 
 /// Called by write commands before they exit: the task that would tell the servers
 /// about a late commit dies with the process.
-pub async fn settle_unconfirmed_writes(app: &crate::app::App) {
+pub async fn settle_unconfirmed_writes(app: &crate::service::App) {
     if !app
         .settle_unconfirmed_writes(SETTLE_UNCONFIRMED_WRITES)
         .await
@@ -229,17 +229,13 @@ pub async fn settle_unconfirmed_writes(app: &crate::app::App) {
 /// the command applies the API's rules.
 #[derive(Debug, Clone, Args)]
 pub struct PropertyFieldOpts {
-    /// Title, at most 200 characters
-    #[arg(long)]
+    #[arg(long, help = field_help::title())]
     pub title: Option<String>,
-    /// Free text, at most 10000 characters
-    #[arg(long)]
+    #[arg(long, help = field_help::description())]
     pub description: Option<String>,
-    /// Price with at most 2 decimals, e.g. 500000.00
-    #[arg(long, allow_hyphen_values = true)]
+    #[arg(long, allow_hyphen_values = true, help = field_help::price())]
     pub price: Option<String>,
-    /// Location, at most 100 characters
-    #[arg(long)]
+    #[arg(long, help = field_help::location())]
     pub location: Option<String>,
 }
 

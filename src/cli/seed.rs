@@ -6,11 +6,11 @@ use clap::Args;
 use rand::rngs::StdRng;
 use rand::{Rng as _, SeedableRng as _};
 
-use crate::app::App;
 use crate::cli::progress::Progress;
 use crate::cli::{GlobalOpts, settle_unconfirmed_writes};
 use crate::domain::{NewProperty, PropertyInput};
-use crate::services;
+use crate::service;
+use crate::service::App;
 
 #[derive(Debug, Args)]
 pub struct Opts {
@@ -119,7 +119,7 @@ pub async fn run(opts: Opts, global: &GlobalOpts) -> anyhow::Result<()> {
         Ok((!batch.is_empty()).then_some(batch))
     };
     let mut progress = Progress::new(u64::from(opts.count), "seeding");
-    let inserted = services::properties::import_properties(&app, next_batch, |done| {
+    let inserted = service::properties::import_properties(&app, next_batch, |done| {
         progress.update(done as u64)
     })
     .await;

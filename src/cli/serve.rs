@@ -5,28 +5,28 @@ use std::net::SocketAddr;
 
 use clap::Args;
 
-use crate::app::{DEFAULT_DATA_TTL, DEFAULT_VIEW_TTL, Settings};
-use crate::application::Application;
 use crate::cli::GlobalOpts;
 use crate::cli::secret;
+use crate::config::{self, HttpLimits};
 use crate::config::{AdminToken, Seconds, Ttl};
-use crate::server::{self, HttpLimits};
+use crate::config::{DEFAULT_DATA_TTL, DEFAULT_VIEW_TTL, Settings};
+use crate::startup::BoundServer;
 
 #[derive(Debug, Args)]
 pub struct Opts {
     /// Address to listen on; port 0 picks a free port (the log line names it)
-    #[arg(long, env = "LISTINGS_BIND", default_value_t = crate::server::DEFAULT_BIND)]
+    #[arg(long, env = "LISTINGS_BIND", default_value_t = crate::config::DEFAULT_BIND)]
     pub bind: SocketAddr,
     /// Address of the operator's dashboard (/dashboard) and /metrics; off unless set
     #[arg(long, env = "LISTINGS_ADMIN_BIND", value_name = "ADDRESS")]
     pub admin_bind: Option<SocketAddr>,
     /// Seconds a whole response stays cached (writes retire it sooner)
     #[arg(long, env = "LISTINGS_VIEW_TTL", value_name = "SECONDS",
-          default_value_t = Ttl(DEFAULT_VIEW_TTL))]
+          default_value_t = DEFAULT_VIEW_TTL)]
     pub view_ttl: Ttl,
     /// Seconds a query result stays cached (writes retire it sooner)
     #[arg(long, env = "LISTINGS_DATA_TTL", value_name = "SECONDS",
-          default_value_t = Ttl(DEFAULT_DATA_TTL))]
+          default_value_t = DEFAULT_DATA_TTL)]
     pub data_ttl: Ttl,
     /// Bearer token required by POST/PUT/PATCH/DELETE; without it the write API is off
     #[arg(long, env = "LISTINGS_ADMIN_TOKEN", value_name = "TOKEN", hide_env_values = true,
@@ -35,20 +35,20 @@ pub struct Opts {
     /// Seconds a client has to send a request's head (line and headers), from its first
     /// byte or from the connection's start
     #[arg(long, env = "LISTINGS_HEADER_READ_TIMEOUT", value_name = "SECONDS",
-          default_value_t = Seconds(server::DEFAULT_HEADER_READ_TIMEOUT))]
+          default_value_t = config::DEFAULT_HEADER_READ_TIMEOUT)]
     pub header_read_timeout: Seconds,
     /// Seconds a client has to send a request's body (else 408)
     #[arg(long, env = "LISTINGS_BODY_TIMEOUT", value_name = "SECONDS",
-          default_value_t = Seconds(server::DEFAULT_BODY_TIMEOUT))]
+          default_value_t = config::DEFAULT_BODY_TIMEOUT)]
     pub body_timeout: Seconds,
     /// Seconds an idle keep-alive connection stays open
     #[arg(long, env = "LISTINGS_IDLE_TIMEOUT", value_name = "SECONDS",
-          default_value_t = Seconds(server::DEFAULT_IDLE_TIMEOUT))]
+          default_value_t = config::DEFAULT_IDLE_TIMEOUT)]
     pub idle_timeout: Seconds,
     /// Seconds requests in flight may take to finish after SIGTERM or Ctrl-C; then the
     /// remaining connections are closed and the server exits 0
     #[arg(long, env = "LISTINGS_SHUTDOWN_TIMEOUT", value_name = "SECONDS",
-          default_value_t = Seconds(server::DEFAULT_SHUTDOWN_TIMEOUT))]
+          default_value_t = config::DEFAULT_SHUTDOWN_TIMEOUT)]
     pub shutdown_timeout: Seconds,
     /// Most client connections at once [default: what the file-descriptor limit allows]
     #[arg(long, env = "LISTINGS_MAX_CONNECTIONS", value_name = "N",
@@ -58,23 +58,23 @@ pub struct Opts {
 
 pub async fn run(opts: Opts, global: &GlobalOpts) -> anyhow::Result<()> {
     let settings = Settings {
-        view_ttl: opts.view_ttl.0,
-        data_ttl: opts.data_ttl.0,
+        view_ttl: opts.view_ttl.duration(),
+        data_ttl: opts.data_ttl.duration(),
         admin_token: opts.admin_token,
         http: HttpLimits {
-            header_read_timeout: opts.header_read_timeout.0,
-            body_timeout: opts.body_timeout.0,
-            idle_timeout: opts.idle_timeout.0,
-            shutdown_timeout: opts.shutdown_timeout.0,
+            header_read_timeout: opts.header_read_timeout.duration(),
+            body_timeout: opts.body_timeout.duration(),
+            idle_timeout: opts.idle_timeout.duration(),
+            shutdown_timeout: opts.shutdown_timeout.duration(),
             max_connections: opts.max_connections.map(|n| n as usize),
         },
         ..global.settings()
     };
-    let mut application = Application::build(settings, opts.bind).await?;
+    let mut server = BoundServer::build(settings, opts.bind).await?;
     if let Some(admin) = opts.admin_bind {
-        application = application.with_admin(admin)?;
+        server = server.with_admin(admin)?;
     }
-    application.run_until_stopped(shutdown_signal()).await;
+    server.run_until_stopped(shutdown_signal()).await;
     tracing::info!("stopped");
     Ok(())
 }

@@ -3,10 +3,10 @@
 use anyhow::Context as _;
 use clap::Args;
 
-use crate::app::App;
 use crate::cli::{GlobalOpts, PropertyFieldOpts, flag_errors, settle_unconfirmed_writes};
 use crate::domain::PropertyChanges;
-use crate::services::{self, ServiceError};
+use crate::service::App;
+use crate::service::{self, ServiceError};
 
 #[derive(Debug, Args)]
 pub struct Opts {
@@ -21,7 +21,7 @@ pub async fn run(opts: Opts, global: &GlobalOpts) -> anyhow::Result<()> {
         .map_err(flag_errors)
         .context("invalid changes")?;
     let app = App::connect(global.settings()).await?;
-    let updated = services::properties::update_property(&app, opts.id, &changes).await;
+    let updated = service::properties::update_property(&app, opts.id, &changes).await;
     settle_unconfirmed_writes(&app).await;
     match updated {
         Ok(updated) => {

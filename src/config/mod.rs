@@ -8,6 +8,8 @@ use std::time::Duration;
 
 mod redis_url;
 pub use redis_url::{Credentials, RedisDeployment, RedisNode, RedisUrl};
+mod settings;
+pub use settings::*;
 
 /// Where the data lives, chosen from the URL scheme.
 #[derive(Clone, PartialEq, Eq)]
@@ -46,7 +48,7 @@ impl FromStr for DatabaseUrl {
                 let config = tokio_postgres::Config::from_str(raw).map_err(|e| {
                     format!(
                         "is not a valid PostgreSQL URL: {}",
-                        crate::cause::root_cause(&e)
+                        crate::error_chain::root_cause(&e)
                     )
                 })?;
                 if !same_target(raw, &config) {
@@ -268,7 +270,13 @@ impl fmt::Debug for AdminToken {
 /// A positive duration given in seconds, with up to 3 decimals (`10`, `0.5`), for
 /// timeout flags.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Seconds(pub Duration);
+pub struct Seconds(Duration);
+
+impl Seconds {
+    pub fn duration(self) -> Duration {
+        self.0
+    }
+}
 
 impl FromStr for Seconds {
     type Err = String;
@@ -323,7 +331,13 @@ pub fn human_duration(duration: Duration) -> String {
 
 /// A positive number of seconds, for TTL flags.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Ttl(pub Duration);
+pub struct Ttl(Duration);
+
+impl Ttl {
+    pub fn duration(self) -> Duration {
+        self.0
+    }
+}
 
 impl FromStr for Ttl {
     type Err = String;
@@ -403,7 +417,13 @@ impl fmt::Display for ByteSize {
 /// A cache key prefix: printable ASCII without spaces, so keys stay greppable, and
 /// without braces, which would change the hash slots of a Redis Cluster (see `keys`).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct KeyPrefix(pub String);
+pub struct KeyPrefix(String);
+
+impl KeyPrefix {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
 
 impl FromStr for KeyPrefix {
     type Err = String;

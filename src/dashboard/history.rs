@@ -8,10 +8,10 @@ use std::time::{Duration, Instant, SystemTime};
 
 use serde::Serialize;
 
-use crate::app::App;
 use crate::metrics::events::{KEPT_FOR, unix_ms};
 use crate::metrics::latency::LatencySnapshot;
 use crate::metrics::{CacheKind, Counts};
+use crate::service::App;
 
 pub const SAMPLE_EVERY: Duration = Duration::from_secs(1);
 const SAMPLES_KEPT: usize = (KEPT_FOR.as_secs() / SAMPLE_EVERY.as_secs()) as usize;

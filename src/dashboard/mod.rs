@@ -15,11 +15,11 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde::Serialize;
 
-use crate::app::App;
-use crate::cache::CacheBackendStatus;
-use crate::error::{ApiError, bad_request, not_found};
+use crate::http::error::{ApiError, bad_request, not_found};
 use crate::metrics::events::{Invalidation, KEPT_FOR, unix_ms};
 use crate::metrics::{CacheKind, Counts, HitsMisses};
+use crate::service::App;
+use crate::service::CacheBackendStatus;
 use history::{History, Sample};
 
 const PAGE: &str = include_str!("page.html");

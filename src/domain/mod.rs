@@ -4,8 +4,10 @@
 mod fields;
 mod property;
 pub mod query;
+mod record;
 pub mod text;
 
 pub use fields::{FIELD_NAMES, FieldsError, PropertyFields, unknown_fields_error};
 pub use property::*;
 pub use query::{PropertyQuery, SortOrder};
+pub use record::{Property, PropertyPage};

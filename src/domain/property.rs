@@ -19,6 +19,27 @@ pub const PRICE_MAX_INTEGER_DIGITS: usize = 8;
 /// [`parse_amount`]'s rules as a JSON-Schema pattern (no `$`: see `text`).
 pub const PRICE_PATTERN: &str = r"^(?:\+?(?:0*[1-9][0-9]{0,7}|0+)(?:\.[0-9]{0,2})?|\+?\.[0-9]{1,2}|-(?:0+(?:\.0{0,2})?|\.0{1,2}))(?![\s\S])";
 
+/// Each field's rules in a few words, as the CLI's help says them.
+pub mod field_help {
+    use super::{DESCRIPTION_MAX_CHARS, LOCATION_MAX_CHARS, TITLE_MAX_CHARS};
+
+    pub fn title() -> String {
+        format!("Title, at most {TITLE_MAX_CHARS} characters")
+    }
+
+    pub fn description() -> String {
+        format!("Free text, at most {DESCRIPTION_MAX_CHARS} characters")
+    }
+
+    pub fn price() -> String {
+        "Price with at most 2 decimals, e.g. 500000.00".to_owned()
+    }
+
+    pub fn location() -> String {
+        format!("Location, at most {LOCATION_MAX_CHARS} characters")
+    }
+}
+
 /// One rule broken by one field.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FieldError {

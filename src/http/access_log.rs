@@ -95,7 +95,7 @@ where
         Box::pin(async move {
             let mut response = match response.await {
                 Ok(Ok(response)) => response,
-                Err(_panicked) => crate::error::internal_error().into_response(),
+                Err(_panicked) => crate::http::error::internal_error().into_response(),
             };
             let latency = started.elapsed();
             metrics.record_request(latency);

@@ -6,8 +6,8 @@ use axum::extract::FromRequestParts;
 use axum::http::header;
 use axum::http::request::Parts;
 
-use crate::app::AppState;
-use crate::error::{ApiError, forbidden, unauthorized};
+use crate::http::error::{ApiError, forbidden, unauthorized};
+use crate::service::AppState;
 
 /// Present in a handler's arguments: the request carried the admin token.
 pub struct Admin;

@@ -2,12 +2,12 @@
 //! (413), received within the body timeout (408), well-formed (400), an object of known
 //! fields (see `domain::PropertyFields`), else 422 naming each field.
 
-use crate::app::AppState;
 use crate::domain::{FieldsError, PropertyFields};
-use crate::error::{
+use crate::http::error::{
     ApiError, bad_request, payload_too_large, request_timeout, unprocessable,
     unsupported_media_type,
 };
+use crate::service::AppState;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{FromRequest, Request};

@@ -5,6 +5,7 @@
 pub mod access_log;
 pub mod auth;
 pub mod body;
+pub mod error;
 pub mod ops;
 pub mod properties;
 pub mod schemas;
@@ -19,8 +20,8 @@ use utoipa::{Modify, OpenApi};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::app::AppState;
-use crate::error::{ApiError, method_not_allowed, not_found};
+use crate::http::error::{ApiError, method_not_allowed, not_found};
+use crate::service::AppState;
 use access_log::AccessLog;
 use view_cache::ViewCache;
 

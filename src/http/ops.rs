@@ -9,7 +9,7 @@ use axum::{Extension, Json};
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use crate::app::AppState;
+use crate::service::AppState;
 
 #[derive(Serialize, ToSchema)]
 pub struct Health {

@@ -9,17 +9,17 @@ use serde::Serialize;
 use tracing::Instrument as _;
 use utoipa::ToSchema;
 
-use crate::app::AppState;
-use crate::db::models::Property;
+use crate::domain::Property;
 use crate::domain::{NewProperty, PropertyChanges, PropertyQuery};
-use crate::error::{
-    ApiError, ErrorBody, internal_error, invalid_parameter, not_found, unprocessable,
-};
 use crate::http::auth::Admin;
 use crate::http::body::PropertyJson;
+use crate::http::error::{
+    ApiError, ErrorBody, internal_error, invalid_parameter, not_found, unprocessable,
+};
 use crate::http::schemas::{ListParams, NewPropertyBody, PropertyChangesBody};
-use crate::services::ServiceError;
-use crate::services::properties as service;
+use crate::service::AppState;
+use crate::service::ServiceError;
+use crate::service::properties as service;
 
 /// A page of properties.
 #[derive(Serialize, ToSchema)]

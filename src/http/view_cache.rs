@@ -17,13 +17,13 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use tower::{Service, ServiceExt as _};
 
-use crate::app::AppState;
-use crate::cache::CacheStatus;
-use crate::cache::near::ReadyView;
-use crate::cache::values::{CachedResponse, Encoding};
 use crate::domain::PropertyQuery;
-use crate::error::internal_error;
-use crate::services::views;
+use crate::http::error::internal_error;
+use crate::service::AppState;
+use crate::service::CacheStatus;
+use crate::service::views;
+use crate::view::ReadyView;
+use crate::view::{CachedResponse, Encoding};
 
 const NO_CACHE: HeaderValue = HeaderValue::from_static("no-cache");
 const VARY: HeaderValue = HeaderValue::from_static("accept-encoding");

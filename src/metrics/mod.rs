@@ -5,8 +5,10 @@
 
 pub mod events;
 pub mod latency;
+mod prometheus;
 
-use std::fmt::Write as _;
+pub use prometheus::{counts_from_text as counts_from_prometheus, parse_prometheus_sample};
+
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -245,129 +247,8 @@ impl Metrics {
 
     /// The Prometheus text exposition format, served at `GET /metrics`.
     pub fn render_prometheus(&self) -> String {
-        let mut out = String::new();
-        let name = "listings_http_request_duration_seconds";
-        let _ = writeln!(
-            out,
-            "# HELP {name} Time from a request's arrival to its response, on the main address.\n# TYPE {name} histogram"
-        );
-        let latency = self.latency();
-        for (bound, count) in latency.cumulative() {
-            let le = bound.map_or_else(|| "+Inf".to_owned(), latency::seconds_label);
-            let _ = writeln!(out, "{name}_bucket{{le=\"{le}\"}} {count}");
-        }
-        let _ = writeln!(out, "{name}_sum {}", latency.sum().as_secs_f64());
-        let _ = writeln!(out, "{name}_count {}", latency.count());
-        for (name, help, pick) in [
-            (
-                "listings_cache_hits_total",
-                "Cache hits since the process started.",
-                true,
-            ),
-            (
-                "listings_cache_misses_total",
-                "Cache misses since the process started.",
-                false,
-            ),
-        ] {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
-            for kind in CacheKind::ALL {
-                let counts = self.cache(kind);
-                let value = if pick { counts.hits } else { counts.misses };
-                let _ = writeln!(out, "{name}{{kind=\"{}\"}} {value}", kind.name());
-            }
-        }
-        for (name, help, value) in [
-            (
-                "listings_http_requests_total",
-                "HTTP requests answered on the main address.",
-                latency.count(),
-            ),
-            (
-                "listings_http_connections_displaced_total",
-                "Connections stalled on their first request head that were closed to make room for a new client at the connection cap.",
-                self.connections_displaced(),
-            ),
-            (
-                "listings_invalidations_total",
-                "Times this process retired the cache (its writes, others' changes, recoveries).",
-                self.invalidations.total(),
-            ),
-            (
-                "listings_db_queries_total",
-                "Statements sent to the database.",
-                self.db_queries(),
-            ),
-            (
-                "listings_cache_errors_total",
-                "Cache operations that failed and fell back to the database.",
-                self.cache_errors(),
-            ),
-            (
-                "listings_change_notifications_total",
-                "Change notifications received from PostgreSQL.",
-                self.change_notifications(),
-            ),
-            (
-                "listings_listener_connects_total",
-                "Times the PostgreSQL change listener connected (each retires every cache entry).",
-                self.listener_connects(),
-            ),
-        ] {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}"
-            );
-        }
-        for (name, help, value) in [
-            (
-                "listings_sqlite_memory_bytes",
-                "Memory SQLite holds in this process: page caches, statements, sorts (0 on PostgreSQL).",
-                sqlite_memory_bytes(),
-            ),
-            (
-                "process_resident_memory_bytes",
-                "Resident memory of the process.",
-                resident_memory_bytes(),
-            ),
-        ] {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}"
-            );
-        }
-        out
+        prometheus::render(self)
     }
-}
-
-fn sqlite_memory_bytes() -> u64 {
-    // SAFETY: reads SQLite's allocation counter; callable at any time, from any thread.
-    let used = unsafe { libsqlite3_sys::sqlite3_memory_used() };
-    u64::try_from(used).unwrap_or(0)
-}
-
-/// From `/proc/self/statm` (pages); 0 where there is none.
-fn resident_memory_bytes() -> u64 {
-    let pages = std::fs::read_to_string("/proc/self/statm")
-        .ok()
-        .and_then(|statm| statm.split_whitespace().nth(1)?.parse::<u64>().ok())
-        .unwrap_or(0);
-    // SAFETY: sysconf only reads a system constant.
-    let page_size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-    pages * u64::try_from(page_size).unwrap_or(4096)
-}
-
-/// Reads one sample back from the text format (for `cache-metrics` and tests).
-pub fn parse_prometheus_sample(text: &str, name_with_labels: &str) -> Option<u64> {
-    text.lines()
-        .filter(|line| !line.starts_with('#'))
-        .find_map(|line| {
-            line.strip_prefix(name_with_labels)?
-                .strip_prefix(' ')?
-                .trim()
-                .parse()
-                .ok()
-        })
 }
 
 #[cfg(test)]

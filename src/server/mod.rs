@@ -38,30 +38,10 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{AcquireError, OwnedSemaphorePermit, Semaphore, TryAcquireError};
 use tower::{Service, ServiceExt as _};
 
-use crate::config::human_duration;
+use crate::config::{HttpLimits, human_duration};
 use crate::logging::{Failure, log_limited};
 use crate::metrics::Metrics;
 use watchdog::{Activity, Moment, Watched};
-
-/// Timeouts and limits of the HTTP server.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct HttpLimits {
-    pub header_read_timeout: Duration,
-    pub body_timeout: Duration,
-    pub idle_timeout: Duration,
-    pub shutdown_timeout: Duration,
-    /// `None`: as many as the file-descriptor limit allows (see [`connection_cap`]).
-    pub max_connections: Option<usize>,
-}
-
-/// Where `serve` listens, and where `cache-metrics` and `healthcheck` look for it.
-pub const DEFAULT_BIND: std::net::SocketAddr = std::net::SocketAddr::V4(
-    std::net::SocketAddrV4::new(std::net::Ipv4Addr::LOCALHOST, 8000),
-);
-pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
-pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(10);
-pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
-pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Connections the kernel completes and queues before the server accepts them: room for
 /// a burst, and for clients waiting while the server is at its connection cap. The
@@ -86,18 +66,6 @@ const DISPLACE_RETRY: Duration = Duration::from_millis(50);
 /// The largest request head (and read buffer) of a connection, so that a thousand slow
 /// clients cannot make the server hold a thousand large buffers.
 const MAX_READ_BUFFER: usize = 64 * 1024;
-
-impl Default for HttpLimits {
-    fn default() -> Self {
-        HttpLimits {
-            header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
-            body_timeout: DEFAULT_BODY_TIMEOUT,
-            idle_timeout: DEFAULT_IDLE_TIMEOUT,
-            shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
-            max_connections: None,
-        }
-    }
-}
 
 /// Binds `address` with a backlog of [`LISTEN_BACKLOG`] (tokio's default is 1024 at
 /// most, and the platform's often 128).

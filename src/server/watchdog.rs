@@ -35,7 +35,7 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::Notify;
 
-use super::HttpLimits;
+use crate::config::HttpLimits;
 
 const FIRST_HEAD: u8 = 0;
 const BUSY: u8 = 1;

@@ -1,7 +1,7 @@
 //! Reading over HTTP: filters, order, pages, single properties, the parameter rules,
 //! cache keys that ignore noise, and conditional GET.
 
-use listings::services::properties;
+use listings::service::properties;
 
 use crate::both_modes;
 use crate::support::{TestEnv, get, new_property, request, router};
@@ -16,7 +16,7 @@ both_modes!(
     conditional_get_with_strong_etags
 );
 
-async fn seed_three(app: &listings::app::App) -> Vec<i64> {
+async fn seed_three(app: &listings::service::App) -> Vec<i64> {
     let mut ids = Vec::new();
     for (title, price, location) in [
         ("Sea villa", "900000.00", "Malindi"),

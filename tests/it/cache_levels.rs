@@ -3,7 +3,7 @@
 
 use listings::domain::{PropertyChanges, PropertyInput};
 use listings::metrics::CacheKind;
-use listings::services::properties;
+use listings::service::properties;
 
 use crate::both_modes;
 use crate::support::{TestEnv, create, get, router};
@@ -75,11 +75,11 @@ async fn every_write_invalidates_both_levels(env: TestEnv) {
     // Writes to missing rows change nothing and say so.
     assert!(matches!(
         properties::delete_property(&app, flat.id).await,
-        Err(listings::services::ServiceError::NotFound)
+        Err(listings::service::ServiceError::NotFound)
     ));
     assert!(matches!(
         properties::update_property(&app, 999_999, &changes).await,
-        Err(listings::services::ServiceError::NotFound)
+        Err(listings::service::ServiceError::NotFound)
     ));
     assert_eq!(get(&router, "/properties/").await.x_cache(), "HIT");
 }

@@ -2,8 +2,8 @@
 
 use std::time::Duration;
 
-use listings::app::App;
 use listings::metrics::CacheKind;
+use listings::service::App;
 use listings::test_hooks::Point;
 
 use crate::every_redis;
@@ -63,7 +63,7 @@ async fn invalidation_runs_after_commit(env: TestEnv) {
     uncached.redis_url = None;
     let other_reader = App::connect(uncached).await.expect("reader app");
     let in_database =
-        listings::services::properties::list_properties(&other_reader, &Default::default())
+        listings::service::properties::list_properties(&other_reader, &Default::default())
             .await
             .expect("list");
     let titles: Vec<_> = in_database.data.iter().map(|p| p.title.as_str()).collect();

@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::http::StatusCode;
-use listings::app::Settings;
-use listings::db::DbSettings;
+use listings::config::DbSettings;
+use listings::config::Settings;
 use listings::test_hooks::{PANIC_ONCE_ENV, Point};
 use serde_json::{Value, json};
 

@@ -3,8 +3,8 @@
 
 use std::sync::Arc;
 
-use listings::app::App;
 use listings::http::HttpService;
+use listings::service::App;
 use tokio::task::JoinSet;
 
 use crate::every_redis;
@@ -71,7 +71,7 @@ async fn one_load_after_an_invalidation(env: TestEnv) {
     );
 }
 
-/// Two applications stand for two server processes. With Redis the load lease makes
+/// Two applications stand for two server processes. With Redis the fill lock makes
 /// one of them load while the other waits for its value; in-process caches load once
 /// each.
 async fn one_load_across_processes_with_redis(env: TestEnv) {

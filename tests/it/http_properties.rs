@@ -21,7 +21,7 @@ async fn list_is_newest_first_with_exact_fields(env: TestEnv) {
     );
 
     let first = create(&app, "First").await;
-    let second = listings::services::properties::create_property(
+    let second = listings::service::properties::create_property(
         &app,
         &crate::support::new_property("Second", "19.99", "Nairobi"),
     )

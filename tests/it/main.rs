@@ -17,6 +17,7 @@ mod frozen_database;
 mod herd;
 mod hostile_input;
 mod http_properties;
+mod layers;
 mod logging;
 mod multi_process;
 mod near_cache;

@@ -10,7 +10,7 @@
 
 use std::time::{Duration, Instant};
 
-use listings::cache::near_lease::LEASE;
+use listings::service::NEAR_LEASE as LEASE;
 use listings::test_hooks::Point;
 
 use crate::support::binary::stderr;
@@ -154,10 +154,10 @@ async fn a_redis_restart_that_loses_the_generation_serves_nothing_old() {
     until_served_from_memory(&server_router).await;
 
     redis.restart();
-    let writer = listings::app::App::connect(env.settings())
+    let writer = listings::service::App::connect(env.settings())
         .await
         .expect("writer");
-    listings::services::properties::create_property(
+    listings::service::properties::create_property(
         &writer,
         &crate::support::new_property("New", "2.00", "Lamu"),
     )

@@ -3,7 +3,7 @@
 
 use diesel::sql_query;
 use diesel_async::{AsyncConnection as _, AsyncPgConnection, RunQueryDsl as _};
-use listings::db::connect::LISTENER_APPLICATION_NAME as APPLICATION_NAME;
+use listings::service::change_listener::APPLICATION_NAME;
 use listings::test_hooks::Point;
 
 use crate::support::{TestEnv, create, get, router, wait_until};

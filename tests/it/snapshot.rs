@@ -4,9 +4,9 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use listings::db::models::PropertyPage;
+use listings::domain::PropertyPage;
 use listings::domain::PropertyQuery;
-use listings::services::properties;
+use listings::service::properties;
 use listings::test_hooks::Point;
 use rand::Rng as _;
 use tokio::task::JoinSet;
@@ -67,7 +67,7 @@ async fn count_and_rows_agree_under_concurrent_writes(env: TestEnv) {
             while writing.load(Ordering::Relaxed) {
                 let created = create(&app, &format!("Writer {writer} step {step}")).await;
                 if step % 2 == 0 {
-                    listings::services::properties::delete_property(&app, created.id)
+                    listings::service::properties::delete_property(&app, created.id)
                         .await
                         .expect("delete");
                 }

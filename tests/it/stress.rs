@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use listings::metrics::CacheKind;
-use listings::services::properties;
+use listings::service::properties;
 use rand::Rng as _;
 use tokio::task::JoinSet;
 

@@ -12,11 +12,11 @@ use std::path::{Path, PathBuf};
 use anyhow::Context as _;
 use clap::Args;
 
-use crate::app::App;
 use crate::cli::progress::Progress;
 use crate::cli::{GlobalOpts, settle_unconfirmed_writes};
 use crate::domain::NewProperty;
-use crate::services;
+use crate::service;
+use crate::service::App;
 pub use rows::{Format, MAX_ROW_BYTES};
 
 #[derive(Debug, Args)]
@@ -119,7 +119,7 @@ pub async fn run(opts: Opts, global: &GlobalOpts) -> anyhow::Result<()> {
         Ok((!batch.is_empty()).then_some(batch))
     };
     let mut progress = Progress::new(valid, "importing");
-    let imported = services::properties::import_properties(&app, next_batch, |done| {
+    let imported = service::properties::import_properties(&app, next_batch, |done| {
         progress.update(done as u64)
     })
     .await;

@@ -277,7 +277,7 @@ async fn create_database_from_template(admin_url: &str, database: &str) {
             .await
             .expect("create template");
         let url: DatabaseUrl = with_database(admin_url, &building).parse().expect("URL");
-        listings::db::migrations::run_pending(&url, &Default::default())
+        listings::service::migrations::run_pending(&url, &Default::default())
             .await
             .expect("migrate template");
         sql_query(format!(

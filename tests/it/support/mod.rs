@@ -11,14 +11,15 @@ use std::time::Duration;
 use axum::body::{Body, to_bytes};
 use axum::http::{Request, StatusCode};
 use bytes::Bytes;
-use listings::app::{App, Settings};
-use listings::application::Application;
+use listings::BoundServer;
+use listings::config::DbSettings;
+use listings::config::Settings;
 use listings::config::{DatabaseUrl, KeyPrefix, RedisUrl};
-use listings::db::DbSettings;
-use listings::db::models::Property;
+use listings::domain::Property;
 use listings::domain::{NewProperty, PropertyInput};
 use listings::http::HttpService;
 use listings::http::build_router;
+use listings::service::App;
 use tower::ServiceExt as _;
 
 pub use backends::TestEnv;
@@ -91,7 +92,10 @@ impl TestEnv {
                 .redis_url
                 .as_ref()
                 .map(|u| u.parse::<RedisUrl>().expect("test Redis URL")),
-            cache_prefix: KeyPrefix(self.cache_prefix.clone()),
+            cache_prefix: self
+                .cache_prefix
+                .parse::<KeyPrefix>()
+                .expect("a test's key prefix is valid"),
             db: DbSettings {
                 max_connections: 8,
                 ..DbSettings::default()
@@ -101,7 +105,7 @@ impl TestEnv {
         }
     }
 
-    /// An application as `serve` builds it (`Application::build`): migrated, watching
+    /// An application as `serve` builds it (`BoundServer::build`): migrated, watching
     /// SQLite writes or listening for PostgreSQL notifications. Tests drive its router
     /// in-process.
     pub async fn app(&self) -> Arc<App> {
@@ -111,7 +115,7 @@ impl TestEnv {
     pub async fn app_with(&self, settings: Settings) -> Arc<App> {
         init_test_log();
         let localhost = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
-        Application::build(settings, localhost)
+        BoundServer::build(settings, localhost)
             .await
             .expect("build the application")
             .app()
@@ -219,7 +223,7 @@ pub fn new_property(title: &str, price: &str, location: &str) -> NewProperty {
 
 /// Creates through the service layer, as every write path does.
 pub async fn create(app: &App, title: &str) -> Property {
-    listings::services::properties::create_property(
+    listings::service::properties::create_property(
         app,
         &new_property(title, "100000.00", "Malindi"),
     )

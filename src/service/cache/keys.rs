@@ -12,16 +12,17 @@
 //!   - `{prefix}stats:{kind}:hits` / `:misses`, `{prefix}stats:requests`,
 //!     `{prefix}stats:db_queries`: counters shared by every process;
 //! - entries, spread over every master by a hash tag of their own:
-//!   `{prefix}{resource}:{g{generation}:{kind}:{name}}`, and their load lease
-//!   `…}:lease` in the same slot. An entry is valid while the counter still holds its
+//!   `{prefix}{resource}:{g{generation}:{kind}:{name}}`, and their fill lock
+//!   `…}:fill` in the same slot. An entry is valid while the counter still holds its
 //!   generation: a bump retires every entry of the resource at once; retired entries
 //!   expire by TTL. Since the generation is part of the key, no script needs the counter
 //!   and an entry together.
 
-use crate::cache::values::{CacheValue, CachedResponse};
-use crate::db::models::{Property, PropertyPage};
 use crate::domain::PropertyQuery;
+use crate::domain::{Property, PropertyPage};
 use crate::metrics::{CacheKind, Counts};
+use crate::service::cache::values::CacheValue;
+use crate::view::CachedResponse;
 
 /// A set of entries retired together by one generation bump.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -36,6 +37,11 @@ impl Resource {
         match self {
             Resource::Properties => "properties",
         }
+    }
+
+    /// The resource of a name [`Resource::name`] gave (its table's name, too).
+    pub fn named(name: &str) -> Option<Resource> {
+        Resource::ALL.into_iter().find(|r| r.name() == name)
     }
 }
 
@@ -148,6 +154,12 @@ pub struct EntryKey {
 }
 
 impl EntryKey {
+    /// The key of the lock one process holds while it loads the entry, so that the
+    /// others wait for its value instead of loading too; in the entry's slot.
+    pub fn fill_lock(&self, generation: u64) -> String {
+        format!("{}:fill", self.at(generation))
+    }
+
     pub fn at(&self, generation: u64) -> String {
         format!("{}{generation}{}", self.head, self.tail)
     }
@@ -195,14 +207,6 @@ impl KeySpace {
         format!("{}generations", self.prefix)
     }
 
-    pub fn hits(&self, kind: CacheKind) -> String {
-        self.control(&format!("stats:{}:hits", kind.name()))
-    }
-
-    pub fn misses(&self, kind: CacheKind) -> String {
-        self.control(&format!("stats:{}:misses", kind.name()))
-    }
-
     /// The shared counters' keys, in the order of [`Counts::names`].
     pub fn shared_counters(&self) -> Vec<String> {
         Counts::names()
@@ -232,10 +236,9 @@ mod tests {
             keys.entry(&view).at(7),
             "listings:properties:{g7:view:GET /properties/?a=1}"
         );
-        assert_eq!(keys.hits(CacheKind::View), "{listings:}stats:view:hits");
         let shared = keys.shared_counters();
-        assert_eq!(shared[0], keys.hits(CacheKind::View));
-        assert_eq!(shared[1], keys.misses(CacheKind::View));
+        assert_eq!(shared[0], "{listings:}stats:view:hits");
+        assert_eq!(shared[1], "{listings:}stats:view:misses");
         assert_eq!(
             shared.last().map(String::as_str),
             Some("{listings:}stats:db_queries")
@@ -245,7 +248,7 @@ mod tests {
 
     #[test]
     fn control_keys_share_a_slot_and_entries_spread() {
-        use crate::cache::redis_link::key_slot;
+        use crate::redis_link::key_slot;
         let keys = KeySpace::new("listings:");
         let control = key_slot(keys.generation(Resource::Properties).as_bytes());
         assert_eq!(key_slot(keys.near_registry().as_bytes()), control);
@@ -253,7 +256,9 @@ mod tests {
             key_slot(keys.master(Resource::Properties).as_bytes()),
             control
         );
-        assert_eq!(key_slot(keys.misses(CacheKind::Items).as_bytes()), control);
+        for counter in keys.shared_counters() {
+            assert_eq!(key_slot(counter.as_bytes()), control, "{counter}");
+        }
         let slots: std::collections::HashSet<u16> = (0..64)
             .map(|id| key_slot(keys.entry(&PropertyKey(id)).at(3).as_bytes()))
             .collect();
@@ -262,13 +267,11 @@ mod tests {
             "entries spread over slots: {}",
             slots.len()
         );
-        let entry = keys
-            .entry(&ViewKey::new("/properties/?q=}{x", Resource::Properties))
-            .at(3);
+        let entry = keys.entry(&ViewKey::new("/properties/?q=}{x", Resource::Properties));
         assert_eq!(
-            key_slot(entry.as_bytes()),
-            key_slot(format!("{entry}:lease").as_bytes()),
-            "an entry and its lease share a slot, whatever the name holds"
+            key_slot(entry.at(3).as_bytes()),
+            key_slot(entry.fill_lock(3).as_bytes()),
+            "an entry and its fill lock share a slot, whatever the name holds"
         );
     }
 }

@@ -14,7 +14,7 @@ use diesel_async::{AsyncPgConnection, RunQueryDsl as _};
 use tokio::task::JoinHandle;
 
 use super::{Db, connect};
-use crate::db::notify;
+use crate::service::db::notify;
 
 /// How long the fate of one transaction is sought before giving up (with an error log:
 /// entries cached before it then live until their TTL).

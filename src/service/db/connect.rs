@@ -14,42 +14,8 @@ use diesel::connection::SimpleConnection as _;
 use diesel::{Connection as _, SqliteConnection};
 use diesel_async::AsyncPgConnection;
 
-use crate::cause::root_cause;
-
-/// Limits on the database, shared by the server and every command.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct DbSettings {
-    /// Most pooled connections per process.
-    pub max_connections: usize,
-    /// How long making one connection may take.
-    pub connect_timeout: Duration,
-    /// How long a request waits for a pooled connection (making one included).
-    pub pool_timeout: Duration,
-    /// PostgreSQL's `statement_timeout`, and how long a request waits for the answers
-    /// of its statements before giving up on the connection. SQLite's busy timeout.
-    pub statement_timeout: Duration,
-    /// TCP keepalive idle time and probe interval of PostgreSQL connections.
-    pub keepalive: Duration,
-}
-
-pub const DEFAULT_MAX_CONNECTIONS: usize = 10;
-
-/// The pool size when none is set. SQLite's reads run on this machine's cores, each
-/// connection with a page cache of its own: more readers than cores only contend for
-/// the CPU and add memory (measured with bench/mix: 2 readers on 2 cores serve more
-/// misses, with a far shorter tail, than 10, in 40 MB less).
-pub fn default_pool_size(url: &crate::config::DatabaseUrl) -> usize {
-    match url {
-        crate::config::DatabaseUrl::Postgres(_) => DEFAULT_MAX_CONNECTIONS,
-        crate::config::DatabaseUrl::Sqlite(_) => std::thread::available_parallelism()
-            .map_or(2, std::num::NonZeroUsize::get)
-            .max(2),
-    }
-}
-pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
-pub const DEFAULT_POOL_TIMEOUT: Duration = Duration::from_secs(2);
-pub const DEFAULT_STATEMENT_TIMEOUT: Duration = Duration::from_secs(3);
-pub const DEFAULT_KEEPALIVE: Duration = Duration::from_secs(5);
+use crate::config::DbSettings;
+use crate::error_chain::root_cause;
 
 /// How the change listener's connection shows in `pg_stat_activity`.
 pub const LISTENER_APPLICATION_NAME: &str = "listings-listener";
@@ -58,18 +24,6 @@ pub const LISTENER_APPLICATION_NAME: &str = "listings-listener";
 const IDLE_IN_TRANSACTION_TIMEOUT: Duration = Duration::from_secs(60);
 /// Unanswered keepalive probes before the kernel gives up on a connection.
 const KEEPALIVE_PROBES: u32 = 3;
-
-impl Default for DbSettings {
-    fn default() -> Self {
-        DbSettings {
-            max_connections: DEFAULT_MAX_CONNECTIONS,
-            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
-            pool_timeout: DEFAULT_POOL_TIMEOUT,
-            statement_timeout: DEFAULT_STATEMENT_TIMEOUT,
-            keepalive: DEFAULT_KEEPALIVE,
-        }
-    }
-}
 
 /// What a PostgreSQL connection is for; each use gets its own session settings.
 #[derive(Clone, Copy, Debug)]
@@ -187,7 +141,7 @@ pub fn configure_sqlite(
     conn: &mut SqliteConnection,
     settings: &DbSettings,
 ) -> diesel::QueryResult<()> {
-    crate::db::lower_utils::register_impl(conn, |text: String| {
+    crate::service::db::lower_utils::register_impl(conn, |text: String| {
         crate::domain::text::match_key(&text)
     })?;
     let pragmas = sqlite_pragmas(settings);

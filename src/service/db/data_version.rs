@@ -114,7 +114,7 @@ impl CommitWatch {
             }
             fence(Ordering::SeqCst);
         }
-        (copies[0] == copies[1]).then(|| crate::cache::fnv1a64(&copies[0]))
+        (copies[0] == copies[1]).then(|| crate::stable_hash::fnv1a64(&copies[0]))
     }
 
     fn execute(&self, sql: &std::ffi::CStr) -> anyhow::Result<()> {
@@ -195,7 +195,7 @@ mod tests {
     use diesel::connection::SimpleConnection as _;
 
     use super::*;
-    use crate::db::{DbSettings, connect};
+    use crate::service::db::{DbSettings, connect};
 
     const FILE: &str = "watched.sqlite3";
 

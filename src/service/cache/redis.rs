@@ -8,7 +8,7 @@
 //! a moment (circuit breaker) and requests go to the database. A failure may have eaten
 //! an invalidation, so before Redis is trusted again every generation is bumped. A new
 //! master (after a failover or a restart) may lack the last bumps: Redis itself retires
-//! every generation the first time a script runs on it (see `GENERATION_FUNCTION`).
+//! every generation the first time a script runs on it (see `lua`).
 //!
 //! Servers keep ready responses in their near-cache and serve them without asking Redis
 //! (see `near_lease`). A bump therefore also publishes the new generation, and the
@@ -22,156 +22,33 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use redis::{RedisResult, Script};
+use redis::RedisResult;
 
-use crate::cache::breaker::Health;
-use crate::cache::keys::{EntryKey, KeySpace, Resource};
-use crate::cache::near_lease::{self, NearLease};
-use crate::cache::redis_link::{
-    CONNECT_TIMEOUT, RESPONSE_TIMEOUT, RedisConnection, RedisLink, key_slot,
-};
 use crate::config::{RedisDeployment, RedisUrl};
 use crate::logging::{Failure, log_limited};
 use crate::metrics::events::Cause;
 use crate::metrics::{Counts, HitsMisses, Metrics};
-
-/// Lua, put before each script that reads a generation: `generation(counter, master,
-/// registry, initial)` returns the current generation of a resource.
-/// - A replica refuses (a demoted master still answers reads): the caller asks for the
-///   master again.
-/// - A master that did not write the counter itself inherited it (a failover, a restart
-///   from disk, a slot moved to it) and may lack the last bumps, whose writes were
-///   acknowledged: it retires every generation first. So does a lost counter. The new
-///   generation must be above any the old master handed out, which is the counter plus
-///   the bumps it lost: it is the largest of the counter, the caller's clock and
-///   Redis's (in microseconds), plus 2^32, far more bumps than any failover loses (and
-///   an hour of clock error).
-/// - Leases renewed on the old master after the last renewal this one received may
-///   still be trusted by their servers: a master that inherited anything records when
-///   (`inherited_at` in the registry), and writers wait a whole lease from then.
-pub(crate) const GENERATION_FUNCTION: &str = r"
-local function generation(counter, master, registry, initial)
-  if string.match(redis.call('INFO', 'replication'), 'role:(%a+)') ~= 'master' then
-    error({err = 'READONLY a replica holds no generation: ask for the master'})
-  end
-  local me = string.match(redis.call('INFO', 'server'), 'run_id:(%x+)')
-  local g = redis.call('GET', counter)
-  local stored = redis.call('GET', master)
-  if g and stored == me then
-    return tonumber(g)
-  end
-  local t = redis.call('TIME')
-  local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-  if g or stored or redis.call('EXISTS', registry) == 1 then
-    redis.call('HSET', registry, 'inherited_at', string.format('%.0f', math.floor(now / 1000)))
-  end
-  local next = math.max(tonumber(g or '0'), tonumber(initial), now) + 4294967296
-  -- Lua's own conversion would write a large generation as 1.79e+15.
-  redis.call('SET', counter, string.format('%.0f', next))
-  redis.call('SET', master, me)
-  return next
-end
-";
-
-/// KEYS: counter, master, registry. ARGV: initial generation.
-const GENERATION: &str = r"
-return generation(KEYS[1], KEYS[2], KEYS[3], ARGV[1])
-";
-
-/// KEYS: entry, its load lease. ARGV: lease ms (0: ask for none). Returns {value or
-/// nil, 1 if the caller now holds the load lease}. A miss with a lease held by someone
-/// else returns 0.
-const FETCH: &str = r"
-local v = redis.call('GET', KEYS[1])
-if v then
-  return {v, 0}
-end
-if ARGV[1] ~= '0' and redis.call('SET', KEYS[2], '1', 'NX', 'PX', ARGV[1]) then
-  return {false, 1}
-end
-return {false, 0}
-";
-
-/// KEYS: entry, its load lease. ARGV: value, ttl ms. Stores, and ends the load lease.
-const STORE: &str = r"
-redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-redis.call('DEL', KEYS[2])
-return 1
-";
-
-/// KEYS: counter, master, registry. ARGV: initial generation, channel, resource, news.
-/// Publishes `resource:generation:news` to the servers (see `near_lease::News`).
-const BUMP: &str = r"
-generation(KEYS[1], KEYS[2], KEYS[3], ARGV[1])
-local g = redis.call('INCR', KEYS[1])
-redis.call('PUBLISH', ARGV[2], ARGV[3] .. ':' .. string.format('%.0f', g) .. ':' .. ARGV[4])
-return g
-";
-
-/// KEYS: the near-cache registry (a hash of `lease:<server>` = expiry in Redis time,
-/// ms, `ack:<server>` = the generation the server has confirmed, and `inherited_at`).
-/// ARGV: a generation, lease ms. Forgets expired leases; returns {how many live ones
-/// have not confirmed the generation yet, ms until no lease from before the master
-/// inherited the registry can still be trusted}.
-const PENDING_ACKS: &str = r"
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local fields = redis.call('HGETALL', KEYS[1])
-local registry = {}
-for i = 1, #fields, 2 do
-  registry[fields[i]] = fields[i + 1]
-end
-local wanted = tonumber(ARGV[1])
-local pending = 0
-local inherited_at = tonumber(registry['inherited_at'] or '0')
-local inherited_wait = math.max(0, inherited_at + tonumber(ARGV[2]) - now)
-for i = 1, #fields, 2 do
-  local field = fields[i]
-  if string.sub(field, 1, 6) == 'lease:' then
-    local server = string.sub(field, 7)
-    if tonumber(fields[i + 1]) < now then
-      redis.call('HDEL', KEYS[1], field, 'ack:' .. server)
-    else
-      -- A live lease's ack is never among what this loop deletes.
-      local acked = tonumber(registry['ack:' .. server] or '0')
-      if acked < wanted then pending = pending + 1 end
-    end
-  end
-end
-return {pending, inherited_wait}
-";
+use crate::redis_link::{CONNECT_TIMEOUT, RESPONSE_TIMEOUT, RedisConnection, RedisLink, key_slot};
+use crate::service::cache::backend::{
+    CacheBackend, CacheBackendStatus, Lookup, Pending, RedisStats, RedisStatus,
+};
+use crate::service::cache::breaker::Health;
+use crate::service::cache::keys::{EntryKey, KeySpace, Resource};
+use crate::service::cache::lua::{Scripts, initial_generation};
+use crate::service::cache::near_lease::{self, NearLease};
 
 pub struct RedisCache {
     link: RedisLink,
     url: RedisUrl,
     keys: KeySpace,
     metrics: Arc<Metrics>,
-    generation: Script,
-    fetch: Script,
-    store: Script,
-    bump: Script,
-    pending_acks: Script,
+    scripts: Arc<Scripts>,
     health: Health,
     /// This server's lease on serving from its near-cache; never valid in a command.
     near: Arc<NearLease>,
     /// Set in a server (which holds a lease), never in a command.
     serving: AtomicBool,
     resync: tokio::sync::Mutex<()>,
-}
-
-/// Outcome of a lookup.
-pub enum Lookup {
-    Hit {
-        generation: u64,
-        value: Bytes,
-    },
-    /// `leased`: this caller holds the key's load lease (or asked for none).
-    Miss {
-        generation: u64,
-        leased: bool,
-    },
-    /// Redis is failing or not yet trusted again: go to the database.
-    Unavailable,
 }
 
 impl RedisCache {
@@ -188,11 +65,7 @@ impl RedisCache {
             url: url.clone(),
             keys,
             metrics,
-            generation: with_generation_function(GENERATION),
-            fetch: Script::new(FETCH),
-            store: Script::new(STORE),
-            bump: with_generation_function(BUMP),
-            pending_acks: Script::new(PENDING_ACKS),
+            scripts: Arc::new(Scripts::default()),
             health,
             near: Arc::new(NearLease::default()),
             serving: AtomicBool::new(false),
@@ -202,13 +75,15 @@ impl RedisCache {
 
     /// Starts what a server runs beside its requests: the near-cache lease (it learns
     /// every new generation and confirms it) and the flushing of hit and miss counts.
-    pub fn start_server_tasks(&self, hooks: Arc<crate::test_hooks::TestHooks>) {
+    fn start_tasks(&self, #[cfg(feature = "test-hooks")] hooks: Arc<crate::test_hooks::TestHooks>) {
         self.serving.store(true, Ordering::Release);
         tokio::spawn(near_lease::keep(near_lease::Context {
             link: self.link.clone(),
             keys: self.keys.clone(),
             lease: self.near.clone(),
+            scripts: self.scripts.clone(),
             metrics: self.metrics.clone(),
+            #[cfg(feature = "test-hooks")]
             hooks,
         }));
         tokio::spawn(flush_counts_forever(
@@ -220,7 +95,7 @@ impl RedisCache {
 
     /// The generation this server may serve ready responses of without asking Redis:
     /// `None` unless its lease is live and it hears every new generation.
-    pub fn near_generation(&self, resource: Resource) -> Option<u64> {
+    fn near_generation_now(&self, resource: Resource) -> Option<u64> {
         // A failure may have eaten an invalidation this server's lease never heard of.
         if self.health.owed() {
             return None;
@@ -228,20 +103,9 @@ impl RedisCache {
         self.near.generation(resource)
     }
 
-    /// Adds this process's counts to the shared ones now (a command, before it exits).
-    pub async fn flush_counts(&self) {
-        Flushed::new(&self.keys)
-            .flush(&mut self.link.conn(), &self.metrics)
-            .await;
-    }
-
-    pub fn url(&self) -> &RedisUrl {
-        &self.url
-    }
-
-    /// With `lease`, a miss also tries to take the key's load lease for that long, so
-    /// that one process loads while the others wait for its value.
-    pub async fn lookup(&self, key: &EntryKey, lease: Option<Duration>) -> Lookup {
+    /// With `fill_lock`, a miss also tries to take the key's fill lock for that long,
+    /// so that one process loads while the others wait for its value.
+    async fn read_entry(&self, key: &EntryKey, fill_lock: Option<Duration>) -> Lookup {
         if !self.ready().await {
             return Lookup::Unavailable;
         }
@@ -250,19 +114,19 @@ impl RedisCache {
         };
         let entry = key.at(generation);
         let mut conn = self.link.conn();
-        let mut invocation = self.fetch.key(&entry);
+        let mut invocation = self.scripts.fetch.key(&entry);
         let call = invocation
-            .key(lease_key(&entry))
-            .arg(lease.map_or(0, millis))
+            .key(key.fill_lock(generation))
+            .arg(fill_lock.map_or(0, millis))
             .invoke_async::<(Option<Vec<u8>>, u8)>(&mut conn);
         match self.guarded_entry(&entry, "lookup", call).await {
             Some((Some(value), _)) => Lookup::Hit {
                 generation,
                 value: Bytes::from(value),
             },
-            Some((None, leased)) => Lookup::Miss {
+            Some((None, locked)) => Lookup::Miss {
                 generation,
-                leased: lease.is_none() || leased == 1,
+                may_fill: fill_lock.is_none() || locked == 1,
             },
             None => Lookup::Unavailable,
         }
@@ -281,7 +145,7 @@ impl RedisCache {
             return None;
         }
         let mut conn = self.link.conn();
-        let mut invocation = self.generation.key(self.keys.generation(resource));
+        let mut invocation = self.scripts.generation.key(self.keys.generation(resource));
         let call = invocation
             .key(self.keys.master(resource))
             .key(self.keys.near_registry())
@@ -290,22 +154,24 @@ impl RedisCache {
         self.guarded("read the generation", call).await
     }
 
-    /// Ends a load lease early (the load failed), so others need not wait it out.
-    pub async fn release_lease(&self, key: &EntryKey, generation: u64) {
+    async fn release_fill_lock_now(&self, key: &EntryKey, generation: u64) {
         let entry = key.at(generation);
         let mut conn = self.link.conn();
         let mut command = redis::cmd("DEL");
-        let call = command.arg(lease_key(&entry)).query_async::<()>(&mut conn);
-        self.guarded_entry(&entry, "release lease", call).await;
+        let call = command
+            .arg(key.fill_lock(generation))
+            .query_async::<()>(&mut conn);
+        self.guarded_entry(&entry, "release the fill lock", call)
+            .await;
     }
 
     /// Stores `value` under `generation`. A store under a generation a write has
     /// retired meanwhile is harmless: no reader asks for that key any more.
-    pub async fn store(
+    async fn write_entry(
         &self,
         key: &EntryKey,
         generation: u64,
-        value: &[u8],
+        value: Bytes,
         ttl: Duration,
     ) -> bool {
         if !self.ready().await {
@@ -320,10 +186,10 @@ impl RedisCache {
         }
         let entry = key.at(generation);
         let mut conn = self.link.conn();
-        let mut invocation = self.store.key(&entry);
+        let mut invocation = self.scripts.store.key(&entry);
         let call = invocation
-            .key(lease_key(&entry))
-            .arg(value)
+            .key(key.fill_lock(generation))
+            .arg(&value[..])
             .arg(millis(ttl))
             .invoke_async::<i64>(&mut conn);
         self.guarded_entry(&entry, "store", call).await == Some(1)
@@ -333,7 +199,7 @@ impl RedisCache {
     /// its near-cache has confirmed that (or lost its lease). False when Redis could not
     /// be reached: the resync flag then makes sure nothing from before is served by this
     /// process until a later bump succeeds, and the caller must tell the others.
-    pub async fn bump(&self, resource: Resource, cause: Cause<'_>) -> bool {
+    async fn retire(&self, resource: Resource, cause: Cause<'_>) -> bool {
         if !self.ready().await {
             return false;
         }
@@ -350,7 +216,7 @@ impl RedisCache {
                 .await?;
         }
         let mut conn = self.link.conn();
-        let mut invocation = self.bump.key(self.keys.generation(resource));
+        let mut invocation = self.scripts.bump.key(self.keys.generation(resource));
         let call = invocation
             .key(self.keys.master(resource))
             .key(self.keys.near_registry())
@@ -370,7 +236,7 @@ impl RedisCache {
         let mut poll = Duration::from_micros(200);
         loop {
             let mut conn = self.link.conn();
-            let mut invocation = self.pending_acks.key(self.keys.near_registry());
+            let mut invocation = self.scripts.pending_acks.key(self.keys.near_registry());
             let call = invocation
                 .arg(generation)
                 .arg(millis(near_lease::LEASE))
@@ -399,7 +265,7 @@ impl RedisCache {
 
     /// Redis server-wide keyspace hits and misses, and the service's shared counters.
     /// Not guarded: `cache-metrics` reports an unreachable Redis as an error.
-    pub async fn stats(&self) -> RedisResult<RedisStats> {
+    async fn read_stats(&self) -> RedisResult<RedisStats> {
         let per_master = self.link.info_stats().await?;
         let sum = |field: &str| -> u64 {
             per_master
@@ -418,7 +284,7 @@ impl RedisCache {
 
     /// The sums of every process's counters, as last flushed (each process flushes once
     /// a second); `None` when Redis does not answer.
-    pub async fn shared_counts(&self) -> Option<Counts> {
+    async fn read_shared_counts_now(&self) -> Option<Counts> {
         // `is_open`, not `skipping`: the dashboard must never take the one try a request
         // makes to close the breaker, since this read reports neither success nor failure.
         if self.health.is_open() {
@@ -433,8 +299,7 @@ impl RedisCache {
             .ok()
     }
 
-    /// What the dashboard shows of this backend.
-    pub fn status(&self) -> RedisStatus {
+    fn redis_status(&self) -> RedisStatus {
         let state = if self.health.is_open() {
             "circuit open"
         } else if self.health.owed() {
@@ -591,42 +456,98 @@ async fn flush_counts_forever(mut conn: RedisConnection, keys: KeySpace, metrics
     }
 }
 
-#[derive(Clone, Debug, serde::Serialize)]
-pub struct RedisStatus {
-    /// Without its password.
-    pub url: String,
-    /// `connected`, `connecting`, `circuit open` (skipped after a failure) or
-    /// `resyncing` (answering again, everything to be retired first).
-    pub state: &'static str,
-    /// This server serves ready responses from its memory.
-    pub near_lease: bool,
-    #[serde(flatten)]
-    pub topology: crate::cache::redis_link::Topology,
-}
-
-pub struct RedisStats {
-    /// Server-wide, from `INFO stats` (every master's, in a cluster).
-    pub keyspace: HitsMisses,
-    /// Every `listings` process's counters summed, as last flushed.
-    pub shared: Counts,
-}
-
-pub(crate) fn with_generation_function(script: &str) -> Script {
-    Script::new(&format!("{GENERATION_FUNCTION}{script}"))
-}
-
-fn lease_key(entry: &str) -> String {
-    format!("{entry}:lease")
-}
-
 fn millis(duration: Duration) -> u64 {
     u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }
 
-/// Microseconds since the epoch: above every generation a lost counter could have had.
-pub(crate) fn initial_generation() -> u64 {
-    let since_epoch = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    u64::try_from(since_epoch.as_micros()).unwrap_or(u64::MAX / 2)
+impl CacheBackend for RedisCache {
+    fn describe(&self) -> String {
+        format!("Redis at {} (key prefix {})", self.url, self.keys.prefix())
+    }
+
+    fn origin_tag(&self) -> String {
+        // The shown URL: the password says nothing about which cache this is.
+        let identity = format!("{}\n{}", self.url, self.keys.prefix());
+        format!(
+            "redis-{:016x}",
+            crate::stable_hash::fnv1a64(identity.as_bytes())
+        )
+    }
+
+    fn is_shared(&self) -> bool {
+        true
+    }
+
+    fn status(&self) -> CacheBackendStatus {
+        CacheBackendStatus {
+            kind: "redis",
+            redis: Some(self.redis_status()),
+        }
+    }
+
+    fn near_generation(&self, resource: Resource) -> Option<u64> {
+        self.near_generation_now(resource)
+    }
+
+    fn start_server_tasks(
+        &self,
+        #[cfg(feature = "test-hooks")] hooks: Arc<crate::test_hooks::TestHooks>,
+    ) {
+        self.start_tasks(
+            #[cfg(feature = "test-hooks")]
+            hooks,
+        );
+    }
+
+    /// Adds this process's counts to the shared ones now (a command, before it exits).
+    fn flush_counts(&self) -> Pending<'_, ()> {
+        Box::pin(async {
+            Flushed::new(&self.keys)
+                .flush(&mut self.link.conn(), &self.metrics)
+                .await;
+        })
+    }
+
+    fn lookup<'a>(
+        &'a self,
+        entry: &'a EntryKey,
+        fill_lock: Option<Duration>,
+    ) -> Pending<'a, Lookup> {
+        Box::pin(self.read_entry(entry, fill_lock))
+    }
+
+    fn release_fill_lock<'a>(&'a self, entry: &'a EntryKey, generation: u64) -> Pending<'a, ()> {
+        Box::pin(self.release_fill_lock_now(entry, generation))
+    }
+
+    fn store<'a>(
+        &'a self,
+        entry: &'a EntryKey,
+        generation: u64,
+        value: Bytes,
+        ttl: Duration,
+    ) -> Pending<'a, bool> {
+        Box::pin(self.write_entry(entry, generation, value, ttl))
+    }
+
+    fn bump<'a>(&'a self, resource: Resource, cause: Cause<'a>) -> Pending<'a, bool> {
+        Box::pin(self.retire(resource, cause))
+    }
+
+    fn shared_counts(&self) -> Pending<'_, Option<Counts>> {
+        Box::pin(self.read_shared_counts_now())
+    }
+
+    /// Not guarded: `cache-metrics` reports an unreachable Redis as an error.
+    fn shared_stats(&self) -> Pending<'_, anyhow::Result<Option<RedisStats>>> {
+        Box::pin(async {
+            self.read_stats().await.map(Some).map_err(|e| {
+                anyhow::anyhow!(
+                    "cannot read metrics from Redis at {}: {}",
+                    self.url.target(),
+                    crate::error_chain::root_cause(&e)
+                )
+            })
+        })
+    }
 }

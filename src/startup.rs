@@ -10,14 +10,16 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use tokio::net::TcpListener;
 
-use crate::app::{App, AppState, Role, Settings};
+use crate::config::Settings;
 use crate::http::build_router;
-use crate::{dashboard, server, services};
+use crate::service::change_listener;
+use crate::service::{App, AppState};
+use crate::{dashboard, server};
 
 /// The admin address serves a few operators, not the public.
 const ADMIN_CONNECTIONS: usize = 64;
 
-pub struct Application {
+pub struct BoundServer {
     app: AppState,
     listener: TcpListener,
     address: SocketAddr,
@@ -40,11 +42,11 @@ fn listen(bind: SocketAddr, role: Option<&str>) -> anyhow::Result<(TcpListener, 
     Ok((listener, address))
 }
 
-impl Application {
-    /// Binds `bind` (port 0 picks a free port, see [`Application::address`]) and starts
-    /// the background work; nothing is served until [`Application::run_until_stopped`].
-    pub async fn build(settings: Settings, bind: SocketAddr) -> anyhow::Result<Application> {
-        let app = App::connect_as(settings, Role::Server).await?;
+impl BoundServer {
+    /// Binds `bind` (port 0 picks a free port, see [`BoundServer::address`]) and starts
+    /// the background work; nothing is served until [`BoundServer::run_until_stopped`].
+    pub async fn build(settings: Settings, bind: SocketAddr) -> anyhow::Result<BoundServer> {
+        let app = App::connect_server(settings).await?;
         let max_connections = server::connection_cap(
             app.settings.http.max_connections,
             app.settings.db.max_connections,
@@ -53,8 +55,8 @@ impl Application {
         let app = Arc::new(app);
         // Listen for database changes before serving: the listener's first connect
         // retires the shared cache, which must not happen under requests being served.
-        services::change_listener::start(app.clone()).await?;
-        Ok(Application {
+        change_listener::start(app.clone()).await?;
+        Ok(BoundServer {
             app,
             listener,
             address,
@@ -64,7 +66,7 @@ impl Application {
     }
 
     /// Also serves the dashboard and `/metrics` on `bind` (see `dashboard`).
-    pub fn with_admin(mut self, bind: SocketAddr) -> anyhow::Result<Application> {
+    pub fn with_admin(mut self, bind: SocketAddr) -> anyhow::Result<BoundServer> {
         self.admin = Some(listen(bind, Some("admin"))?);
         Ok(self)
     }

@@ -10,10 +10,9 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
-use crate::db::DbError;
 use crate::domain::{FieldError, ValidationErrors};
 use crate::logging::{Failure, log_limited};
-use crate::services::ServiceError;
+use crate::service::ServiceError;
 
 #[derive(Debug)]
 pub struct ApiError {
@@ -139,38 +138,21 @@ impl From<ServiceError> for ApiError {
     fn from(e: ServiceError) -> Self {
         match e {
             ServiceError::NotFound => not_found(),
-            ServiceError::Invalid(errors) => unprocessable(errors),
-            ServiceError::Db(e @ DbError::OutcomeUnknown(_)) => {
+            ServiceError::OutcomeUnknown(e) => {
                 log_limited!(error, Failure::Database, error = %e, "database unavailable");
                 error(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "the database did not confirm the write in time; it may still be applied, so read the property before retrying",
                 )
             }
-            ServiceError::Db(e @ (DbError::Unavailable(_) | DbError::Timeout(_))) => {
+            ServiceError::Unavailable(e) => {
                 log_limited!(error, Failure::Database, error = %e, "database unavailable");
                 service_unavailable()
             }
-            ServiceError::Db(DbError::Query(e)) if is_unavailable(&e) => {
-                log_limited!(error, Failure::Database, error = %e, "database unavailable");
-                service_unavailable()
-            }
-            ServiceError::Db(DbError::Query(e)) => {
+            ServiceError::Failed(e) => {
                 log_limited!(error, Failure::DatabaseQuery, error = %e, "database query failed");
                 internal_error()
             }
         }
-    }
-}
-
-/// Query errors that say the database cannot serve now (a dropped connection, SQLite
-/// still locked after its busy timeout), not that the request or the data is wrong.
-fn is_unavailable(e: &diesel::result::Error) -> bool {
-    use diesel::result::{DatabaseErrorKind, Error};
-    match e {
-        Error::DatabaseError(DatabaseErrorKind::ClosedConnection, _)
-        | Error::BrokenTransactionManager => true,
-        Error::DatabaseError(_, info) => info.message().contains("database is locked"),
-        _ => false,
     }
 }

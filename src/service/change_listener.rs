@@ -13,13 +13,15 @@ use diesel_async::{AsyncPgConnection, RunQueryDsl as _};
 use futures_util::{FutureExt as _, StreamExt as _};
 use tokio::task::JoinHandle;
 
-use crate::app::App;
-use crate::cache::keys::Resource;
 use crate::config::DatabaseUrl;
-use crate::db::connect::{self, PgSession};
-use crate::db::notify::CHANNEL;
 use crate::metrics::events::{Cause, Origin};
-use crate::test_hooks::Point;
+use crate::service::App;
+use crate::service::cache::keys::Resource;
+/// How the listener's connection shows in `pg_stat_activity`.
+pub use crate::service::db::connect::LISTENER_APPLICATION_NAME as APPLICATION_NAME;
+use crate::service::db::connect::{self, PgSession};
+use crate::service::db::notify::CHANNEL;
+use crate::test_hooks::pause;
 
 /// A silent connection is probed this often, so a dead one is noticed and replaced.
 const HEARTBEAT_EVERY: Duration = Duration::from_secs(5);
@@ -58,7 +60,7 @@ async fn listen_forever(
             );
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(MAX_BACKOFF);
-            app.cache().hooks().pause(Point::BeforeListen).await;
+            pause!(app.cache().hooks(), BeforeListen);
             match connect_and_listen(&app, &config).await {
                 Ok(new_conn) => {
                     conn = new_conn;
@@ -141,7 +143,7 @@ async fn receive(app: &App, conn: &mut AsyncPgConnection) -> anyhow::Error {
 /// other writes need acting on; an in-process cache must act on all.
 async fn invalidate_changed(app: &App, payloads: &[String]) {
     let own_origin = app.cache().origin_tag();
-    let shared_cache = app.cache().redis_backend().is_some();
+    let shared_cache = app.cache().is_shared();
     let mut changed = Vec::new();
     let mut cause = Cause {
         what: "change committed by another process",
@@ -158,7 +160,7 @@ async fn invalidate_changed(app: &App, payloads: &[String]) {
                 origin: Origin::OutOfBand,
             };
         }
-        match Resource::ALL.into_iter().find(|r| r.name() == table) {
+        match Resource::named(table) {
             Some(resource) if !changed.contains(&resource) => changed.push(resource),
             Some(_) => {}
             None => changed = Resource::ALL.to_vec(),

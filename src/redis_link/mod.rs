@@ -9,6 +9,8 @@
 //! - the near-cache subscribes on the node that holds the control keys, so losing that
 //!   node ends the subscription and with it the server's lease.
 
+mod tls;
+
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -19,7 +21,6 @@ use redis::{
     RedisResult, TlsCertificates, Value,
 };
 
-use crate::cache::tls;
 use crate::config::{Credentials, RedisDeployment, RedisNode, RedisUrl};
 
 /// A dead Redis must cost milliseconds, not seconds.

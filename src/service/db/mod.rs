@@ -11,7 +11,6 @@
 pub mod connect;
 pub mod data_version;
 pub mod migrations;
-pub mod models;
 pub mod notify;
 mod properties;
 pub mod schema;
@@ -30,31 +29,32 @@ use diesel_async::sync_connection_wrapper::SyncConnectionWrapper;
 use diesel_async::{AsyncConnection, AsyncPgConnection};
 use futures_util::FutureExt as _;
 
-pub use connect::DbSettings;
+use crate::config::DbSettings;
 
 use crate::config::{DatabaseUrl, human_duration};
 use crate::metrics::Metrics;
+#[cfg(feature = "test-hooks")]
 use crate::test_hooks::TestHooks;
 
 pub type SqliteConn = SyncConnectionWrapper<SqliteConnection>;
 
 /// Repository functions compiled against the PostgreSQL schema.
 mod pg {
-    crate::db::properties::property_repository!(
+    crate::service::db::properties::property_repository!(
         diesel_async::AsyncPgConnection,
         diesel::pg::Pg,
         pg,
-        crate::db::properties::bulk::pg_insert_batch
+        crate::service::db::properties::bulk::pg_insert_batch
     );
 }
 
 /// Repository functions compiled against the SQLite schema.
 mod sqlite {
-    crate::db::properties::property_repository!(
-        crate::db::SqliteConn,
+    crate::service::db::properties::property_repository!(
+        crate::service::db::SqliteConn,
         diesel::sqlite::Sqlite,
         sqlite,
-        crate::db::properties::bulk::sqlite_insert_batch
+        crate::service::db::properties::bulk::sqlite_insert_batch
     );
 }
 
@@ -84,12 +84,48 @@ pub enum DbError {
     Query(#[from] diesel::result::Error),
 }
 
+/// How a caller should take a [`DbError`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fault {
+    /// The row asked for does not exist.
+    NotFound,
+    /// The database cannot serve now (down, too slow, still locked): retry later.
+    Unavailable,
+    /// A write's COMMIT was sent but not confirmed: it may still be applied.
+    OutcomeUnknown,
+    /// The database refused a statement: a fault of this program, not of the request.
+    Failed,
+}
+
+impl DbError {
+    pub fn fault(&self) -> Fault {
+        use diesel::result::{DatabaseErrorKind, Error};
+        match self {
+            DbError::Unavailable(_) | DbError::Timeout(_) => Fault::Unavailable,
+            DbError::OutcomeUnknown(_) => Fault::OutcomeUnknown,
+            DbError::Query(Error::NotFound) => Fault::NotFound,
+            // A dropped connection, or SQLite still locked after its busy timeout.
+            DbError::Query(
+                Error::DatabaseError(DatabaseErrorKind::ClosedConnection, _)
+                | Error::BrokenTransactionManager,
+            ) => Fault::Unavailable,
+            DbError::Query(Error::DatabaseError(_, info))
+                if info.message().contains("database is locked") =>
+            {
+                Fault::Unavailable
+            }
+            DbError::Query(_) => Fault::Failed,
+        }
+    }
+}
+
 #[derive(Clone)]
 pub struct Db {
     pool: Backend,
     settings: DbSettings,
     /// Tasks learning the fate of writes whose commit was not confirmed.
     unconfirmed: write_fate::Pending,
+    #[cfg(feature = "test-hooks")]
     hooks: Arc<TestHooks>,
 }
 
@@ -117,7 +153,6 @@ impl Db {
         settings: DbSettings,
         metrics: Arc<Metrics>,
         write_origin: &str,
-        hooks: Arc<TestHooks>,
     ) -> Result<Db, DbError> {
         let unavailable = |e: &dyn std::fmt::Display| DbError::Unavailable(e.to_string());
         let pool = match url {
@@ -160,12 +195,15 @@ impl Db {
             pool,
             settings,
             unconfirmed: Default::default(),
-            hooks,
+            #[cfg(feature = "test-hooks")]
+            hooks: Arc::default(),
         })
     }
 
-    pub fn settings(&self) -> &DbSettings {
-        &self.settings
+    /// Shares the cache's pause points (race tests).
+    #[cfg(feature = "test-hooks")]
+    pub fn with_hooks(self, hooks: Arc<TestHooks>) -> Db {
+        Db { hooks, ..self }
     }
 
     /// Takes one connection, so that an unreachable database is reported at start-up.
@@ -199,7 +237,7 @@ where
             Err(DbError::Unavailable(connection_error_text(&e)))
         }
         Ok(Err(PoolError::Backend(Backend::QueryError(e)))) => {
-            Err(DbError::Unavailable(crate::cause::root_cause(&e)))
+            Err(DbError::Unavailable(crate::error_chain::root_cause(&e)))
         }
         Ok(Err(PoolError::Timeout(_))) | Err(_) => Err(DbError::Unavailable(format!(
             "no connection within {}",
@@ -281,18 +319,12 @@ async fn pause_inside_sqlite(
     .await
 }
 
-#[cfg(not(feature = "test-hooks"))]
-#[inline(always)]
-async fn pause_inside_sqlite(_: &mut SqliteConn, _: &Arc<TestHooks>) -> diesel::QueryResult<()> {
-    Ok(())
-}
-
 /// diesel's messages, without its prefixes that repeat what the caller already says.
 fn connection_error_text(e: &diesel::ConnectionError) -> String {
     use diesel::ConnectionError as E;
     match e {
         E::BadConnection(why) | E::InvalidConnectionUrl(why) => why.clone(),
-        E::CouldntSetupConfiguration(query) => crate::cause::root_cause(query),
+        E::CouldntSetupConfiguration(query) => crate::error_chain::root_cause(query),
         other => other.to_string(),
     }
 }

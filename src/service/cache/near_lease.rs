@@ -22,12 +22,13 @@ use futures_util::StreamExt as _;
 use redis::Script;
 use tokio::time::Instant;
 
-use crate::cache::keys::{KeySpace, Resource};
-use crate::cache::redis_link::RedisLink;
 use crate::config::RedisNode;
 use crate::metrics::Metrics;
 use crate::metrics::events::{Cause, Origin};
-use crate::test_hooks::Point;
+use crate::redis_link::RedisLink;
+use crate::service::cache::keys::{KeySpace, Resource};
+use crate::service::cache::lua::{Scripts, initial_generation};
+use crate::test_hooks::pause;
 
 /// How long a lease lasts in Redis: the longest a writer waits for a server that
 /// stopped confirming.
@@ -38,25 +39,6 @@ const RENEW_EVERY: Duration = Duration::from_millis(600);
 const CALL_TIMEOUT: Duration = Duration::from_millis(500);
 const MIN_BACKOFF: Duration = Duration::from_millis(50);
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
-
-/// KEYS: the registry, the counter, the master (one hash slot). ARGV: server id, lease
-/// ms, the generation the server has confirmed, initial generation, 1 if the lease is
-/// registered already. Renews the lease, records the confirmed generation (never
-/// lowering it), and returns {current generation, 1 if the registration was missing
-/// (the registry was lost or the lease ran out: it must start over)}.
-const RENEW: &str = r"
-local g = generation(KEYS[2], KEYS[3], KEYS[1], ARGV[4])
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local lost = 0
-if ARGV[5] == '1' and redis.call('HEXISTS', KEYS[1], 'lease:' .. ARGV[1]) == 0 then
-  lost = 1
-end
-local acked = tonumber(redis.call('HGET', KEYS[1], 'ack:' .. ARGV[1]) or '0')
-if tonumber(ARGV[3]) > acked then acked = tonumber(ARGV[3]) end
-redis.call('HSET', KEYS[1], 'lease:' .. ARGV[1], now + tonumber(ARGV[2]), 'ack:' .. ARGV[1], string.format('%.0f', acked))
-return {string.format('%.0f', g), lost}
-";
 
 /// This server's lease and the generation it serves ready responses of.
 pub struct NearLease {
@@ -107,6 +89,8 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     pub keys: KeySpace,
     pub lease: Arc<NearLease>,
+    pub scripts: Arc<Scripts>,
+    #[cfg(feature = "test-hooks")]
     pub hooks: Arc<crate::test_hooks::TestHooks>,
 }
 
@@ -143,7 +127,7 @@ async fn hold(context: &Context, registered: &mut bool) -> String {
         Err(_) => return "cannot subscribe: timed out".to_owned(),
     };
     let (mut sink, mut messages) = pubsub.split();
-    let renew = crate::cache::redis::with_generation_function(RENEW);
+    let renew = &context.scripts.renew;
     let mut next_renewal = Instant::now();
     loop {
         tokio::select! {
@@ -155,7 +139,7 @@ async fn hold(context: &Context, registered: &mut bool) -> String {
                     continue;
                 };
                 if let Some((resource, generation, news)) = parse(&payload) {
-                    context.hooks.pause(Point::BeforeNearConfirm).await;
+                    pause!(context.hooks, BeforeNearConfirm);
                     lease.learn(resource, generation);
                     if let Some(news) = news.filter(|news| news.is_a_write_elsewhere(lease)) {
                         context.metrics.record_invalidation(Cause {
@@ -163,7 +147,7 @@ async fn hold(context: &Context, registered: &mut bool) -> String {
                             origin: Origin::OtherProcess,
                         });
                     }
-                    if let Err(e) = confirm(context, &renew, master.as_ref(), registered).await {
+                    if let Err(e) = confirm(context, renew, master.as_ref(), registered).await {
                         return e;
                     }
                 }
@@ -175,7 +159,7 @@ async fn hold(context: &Context, registered: &mut bool) -> String {
                     Ok(Ok(_)) => {}
                     _ => return "the subscription does not answer".to_owned(),
                 }
-                if let Err(e) = confirm(context, &renew, master.as_ref(), registered).await {
+                if let Err(e) = confirm(context, renew, master.as_ref(), registered).await {
                     return e;
                 }
                 next_renewal = Instant::now() + RENEW_EVERY;
@@ -239,7 +223,7 @@ async fn renew_once(
         .arg(&context.lease.id)
         .arg(u64::try_from(LEASE.as_millis()).unwrap_or(u64::MAX))
         .arg(confirmed)
-        .arg(crate::cache::redis::initial_generation())
+        .arg(initial_generation())
         .arg(u8::from(registered))
         .invoke_async::<(u64, u8)>(&mut conn);
     match tokio::time::timeout(CALL_TIMEOUT, call).await {
@@ -277,7 +261,7 @@ impl News<'_> {
 fn parse(payload: &str) -> Option<(Resource, u64, Option<News<'_>>)> {
     let mut parts = payload.splitn(5, ':');
     let name = parts.next()?;
-    let resource = Resource::ALL.into_iter().find(|r| r.name() == name)?;
+    let resource = Resource::named(name)?;
     let generation = parts.next()?.parse().ok()?;
     let news = match (parts.next(), parts.next(), parts.next()) {
         (Some(process), Some(origin), Some(what)) => Some(News {

@@ -2,16 +2,16 @@
 //! update, replace, delete and import commit first and invalidate after, so no reader
 //! can refill the cache with the pre-commit state.
 
-use crate::app::App;
-use crate::cache::CacheStatus;
-use crate::cache::keys::{AllPropertiesKey, PropertyKey, PropertyQueryKey, Resource};
-use crate::db::DbError;
-use crate::db::models::{Property, PropertyPage};
 use crate::domain::{NewProperty, PropertyChanges, PropertyQuery};
+use crate::domain::{Property, PropertyPage};
 use crate::logging::{Failure, log_limited};
 use crate::metrics::events::Cause;
-use crate::services::{ServiceError, catch_up_with_other_writers};
-use crate::test_hooks::Point;
+use crate::service::App;
+use crate::service::cache::CacheStatus;
+use crate::service::cache::keys::{AllPropertiesKey, PropertyKey, PropertyQueryKey, Resource};
+use crate::service::db::DbError;
+use crate::service::{ServiceError, catch_up_with_other_writers};
+use crate::test_hooks::pause;
 
 /// One page of a search. The first page of the default listing is the logical entry
 /// `all_properties`; every other search has an entry of its own.
@@ -19,7 +19,7 @@ pub async fn list_properties(
     app: &App,
     query: &PropertyQuery,
 ) -> Result<PropertyPage, ServiceError> {
-    app.cache().hooks().pause(Point::InService).await;
+    pause!(app.cache().hooks(), InService);
     catch_up_with_other_writers(app).await;
     let load = || async { Ok::<_, ServiceError>(app.db().list_page(query).await?) };
     let ttl = app.settings.data_ttl;
@@ -57,7 +57,7 @@ pub async fn find_property(app: &App, id: i64) -> Result<Property, ServiceError>
 }
 
 pub async fn create_property(app: &App, new: &NewProperty) -> Result<Property, ServiceError> {
-    app.cache().hooks().pause(Point::InService).await;
+    pause!(app.cache().hooks(), InService);
     let created = after_write(app, app.db().insert(new).await).await?;
     invalidate_after_commit(app, &format!("property {} created", created.id)).await;
     Ok(created)
@@ -142,11 +142,10 @@ async fn after_write<T>(app: &App, result: Result<T, DbError>) -> Result<T, Serv
 /// Each write above has committed when this runs; only then is the cache told, so no
 /// reader can cache the state from before the commit afterwards.
 async fn invalidate_after_commit(app: &App, what: &str) {
-    app.cache().hooks().pause(Point::BeforeInvalidate).await;
+    pause!(app.cache().hooks(), BeforeInvalidate);
     // A SQLite server sees its own commits in the WAL index too: what it reads there
     // now, before invalidating, this invalidation covers.
     let seen = app
-        .backends
         .sqlite_writes
         .as_ref()
         .map(|watch| (watch, watch.changed()));

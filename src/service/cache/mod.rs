@@ -5,18 +5,18 @@
 //!   that generation is still current: a slow reader's late store can never be read
 //!   after an invalidation (its key is retired), and is not even written;
 //! - concurrent misses for one key share one load: within a process by single flight,
-//!   across processes (Redis) by a short load lease per key;
+//!   across processes (Redis) by a short fill lock per key;
 //! - a cache failure never fails a read: it is counted, logged and the value is loaded.
 
+mod backend;
 mod breaker;
 pub mod keys;
+mod lua;
 pub mod memory;
 pub mod near;
 pub mod near_lease;
 pub mod redis;
-pub mod redis_link;
 pub mod single_flight;
-mod tls;
 pub mod values;
 
 use std::future::Future;
@@ -25,16 +25,21 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use crate::cache::keys::{CacheKey, EntryKey, KeySpace, Resource};
-use crate::cache::memory::MemoryCache;
-use crate::cache::near::{NearCache, ReadyView};
-use crate::cache::redis::{Lookup, RedisCache};
-use crate::cache::single_flight::SingleFlight;
-use crate::cache::values::CacheValue;
 use crate::config::RedisUrl;
 use crate::metrics::events::Cause;
-use crate::metrics::{CacheKind, Metrics};
-use crate::test_hooks::{Point, TestHooks};
+use crate::metrics::{CacheKind, Counts, Metrics};
+use crate::service::cache::backend::{CacheBackend, Lookup};
+pub use crate::service::cache::backend::{CacheBackendStatus, RedisStats};
+use crate::service::cache::keys::{CacheKey, EntryKey, KeySpace, Resource};
+use crate::service::cache::memory::MemoryCache;
+use crate::service::cache::near::NearCache;
+use crate::service::cache::redis::RedisCache;
+use crate::service::cache::single_flight::SingleFlight;
+use crate::service::cache::values::CacheValue;
+#[cfg(feature = "test-hooks")]
+use crate::test_hooks::TestHooks;
+use crate::test_hooks::pause;
+use crate::view::ReadyView;
 
 /// Bounds of the caches held in process.
 #[derive(Clone, Copy, Debug)]
@@ -47,30 +52,22 @@ pub struct Sizes {
     pub near_ttl: Duration,
 }
 
-/// How long a Redis load lease lasts: a crashed loader blocks others at most this long.
-const LEASE_TTL: Duration = Duration::from_secs(2);
+/// How long a Redis fill lock lasts: a crashed loader blocks others at most this long.
+const FILL_LOCK_TTL: Duration = Duration::from_secs(2);
 /// How long a process waits for another's load before loading itself; longer than the
-/// lease so an abandoned lease has expired by then.
-const LEASE_WAIT: Duration = Duration::from_millis(2500);
+/// lock so an abandoned lock has expired by then.
+const FILL_WAIT: Duration = Duration::from_millis(2500);
 /// How often a waiting process looks for the value.
-const LEASE_POLL: Duration = Duration::from_millis(10);
+const FILL_POLL: Duration = Duration::from_millis(10);
 
 pub struct Cache {
-    backend: Backend,
+    backend: Box<dyn CacheBackend>,
     keys: KeySpace,
     metrics: Arc<Metrics>,
     flights: SingleFlight,
+    #[cfg(feature = "test-hooks")]
     hooks: Arc<TestHooks>,
     near: NearCache,
-}
-
-#[allow(
-    clippy::large_enum_variant,
-    reason = "one per process, never moved after start-up"
-)]
-enum Backend {
-    Memory(MemoryCache),
-    Redis(RedisCache),
 }
 
 /// Whether a value came from the cache or was loaded.
@@ -92,7 +89,7 @@ impl Cache {
     /// A cache in this process, holding at most `sizes.cache` bytes of data and pages,
     /// and `sizes.near` of ready responses.
     pub fn in_process(keys: KeySpace, sizes: Sizes, metrics: Arc<Metrics>) -> Cache {
-        let backend = Backend::Memory(MemoryCache::new(sizes.cache));
+        let backend = Box::new(MemoryCache::new(sizes.cache));
         Cache::with_backend(backend, keys, sizes, metrics)
     }
 
@@ -102,12 +99,12 @@ impl Cache {
         sizes: Sizes,
         metrics: Arc<Metrics>,
     ) -> anyhow::Result<Cache> {
-        let backend = Backend::Redis(RedisCache::new(url, keys.clone(), metrics.clone())?);
+        let backend = Box::new(RedisCache::new(url, keys.clone(), metrics.clone())?);
         Ok(Cache::with_backend(backend, keys, sizes, metrics))
     }
 
     fn with_backend(
-        backend: Backend,
+        backend: Box<dyn CacheBackend>,
         keys: KeySpace,
         sizes: Sizes,
         metrics: Arc<Metrics>,
@@ -117,6 +114,7 @@ impl Cache {
             keys,
             metrics,
             flights: SingleFlight::default(),
+            #[cfg(feature = "test-hooks")]
             hooks: Arc::new(TestHooks::new()),
             near: NearCache::new(sizes.near, sizes.near_ttl),
         }
@@ -126,25 +124,21 @@ impl Cache {
     /// without asking anyone: in process, the current one; with Redis, the one its
     /// near-cache lease vouches for, if the lease is live.
     fn near_generation(&self, resource: Resource) -> Option<u64> {
-        match &self.backend {
-            Backend::Memory(memory) => Some(memory.generation_of(resource)),
-            Backend::Redis(redis) => redis.near_generation(resource),
-        }
+        self.backend.near_generation(resource)
     }
 
     /// A server's background work: with Redis, the near-cache lease and the flushing
     /// of counts to the shared counters. Nothing in process.
     pub fn start_server_tasks(&self) {
-        if let Backend::Redis(redis) = &self.backend {
-            redis.start_server_tasks(self.hooks.clone());
-        }
+        self.backend.start_server_tasks(
+            #[cfg(feature = "test-hooks")]
+            self.hooks.clone(),
+        );
     }
 
     /// A command's counts, added to the shared ones before it exits (Redis only).
     pub async fn flush_counts(&self) {
-        if let Backend::Redis(redis) = &self.backend {
-            redis.flush_counts().await;
-        }
+        self.backend.flush_counts().await;
     }
 
     /// The ready response for the view `key` (a normalized URL), if this process holds
@@ -164,55 +158,40 @@ impl Cache {
     }
 
     /// Pause points for race tests (see `test_hooks`), shared with the database layer.
+    #[cfg(feature = "test-hooks")]
     pub fn hooks(&self) -> &Arc<TestHooks> {
         &self.hooks
     }
 
     /// For the start-up log line; no secrets.
     pub fn describe(&self) -> String {
-        match &self.backend {
-            Backend::Memory(_) => "in-process".to_owned(),
-            Backend::Redis(redis) => format!(
-                "Redis at {} (key prefix {})",
-                redis.url(),
-                self.keys.prefix()
-            ),
-        }
+        self.backend.describe()
     }
 
-    /// Names the cache this process invalidates, for tagging its database writes:
-    /// processes with equal tags share a cache, so a write one of them invalidated
-    /// needs nothing more from the others. In-process caches are never shared.
+    /// Names the cache this process invalidates, for tagging its database writes (see
+    /// [`CacheBackend::origin_tag`]).
     pub fn origin_tag(&self) -> String {
-        match &self.backend {
-            Backend::Memory(_) => "local".to_owned(),
-            Backend::Redis(redis) => {
-                // The shown URL: the password says nothing about which cache this is.
-                let identity = format!("{}\n{}", redis.url(), self.keys.prefix());
-                format!("redis-{:016x}", fnv1a64(identity.as_bytes()))
-            }
-        }
+        self.backend.origin_tag()
+    }
+
+    /// Whether other processes use this cache too (Redis).
+    pub fn is_shared(&self) -> bool {
+        self.backend.is_shared()
     }
 
     /// `in-process`, or the Redis backend's state.
     pub fn status(&self) -> CacheBackendStatus {
-        match &self.backend {
-            Backend::Memory(_) => CacheBackendStatus {
-                kind: "in-process",
-                redis: None,
-            },
-            Backend::Redis(redis) => CacheBackendStatus {
-                kind: "redis",
-                redis: Some(redis.status()),
-            },
-        }
+        self.backend.status()
     }
 
-    pub fn redis_backend(&self) -> Option<&RedisCache> {
-        match &self.backend {
-            Backend::Redis(redis) => Some(redis),
-            Backend::Memory(_) => None,
-        }
+    /// With Redis, the sums of every process's counters, as last flushed.
+    pub async fn shared_counts(&self) -> Option<Counts> {
+        self.backend.shared_counts().await
+    }
+
+    /// With Redis, the numbers `cache-metrics` reports; `None` in process.
+    pub async fn shared_stats(&self) -> anyhow::Result<Option<RedisStats>> {
+        self.backend.shared_stats().await
     }
 
     /// Cache-aside: the cached value, or `load`'s, stored for `ttl` unless a write
@@ -252,18 +231,23 @@ impl Cache {
         };
         // One loader per key and generation in this process; the others wait for it.
         let (flight, waited) = self.flights.lock(&entry.at(generation)).await;
-        // Across processes, the load lease: wait while another process loads.
-        let give_up_waiting = Instant::now() + LEASE_WAIT;
-        let (generation, leased) = loop {
-            match self.lookup::<K::Value>(&entry, Some(LEASE_TTL)).await {
+        // Across processes, the fill lock: wait while another process loads.
+        let give_up_waiting = Instant::now() + FILL_WAIT;
+        let (generation, locked) = loop {
+            match self.lookup::<K::Value>(&entry, Some(FILL_LOCK_TTL)).await {
                 Found::Value { value, generation } => {
                     return Ok(self.hit(K::KIND, value, generation));
                 }
                 Found::Unavailable => return self.load_uncached(K::KIND, load).await,
-                Found::Nothing { leased: false, .. } if Instant::now() < give_up_waiting => {
-                    tokio::time::sleep(LEASE_POLL).await;
+                Found::Nothing {
+                    may_fill: false, ..
+                } if Instant::now() < give_up_waiting => {
+                    tokio::time::sleep(FILL_POLL).await;
                 }
-                Found::Nothing { generation, leased } => break (generation, leased),
+                Found::Nothing {
+                    generation,
+                    may_fill,
+                } => break (generation, may_fill),
             }
         };
         if waited {
@@ -273,13 +257,13 @@ impl Cache {
         let value = match load().await {
             Ok(value) => value,
             Err(e) => {
-                if leased {
-                    self.release_lease(&entry, generation).await;
+                if locked {
+                    self.backend.release_fill_lock(&entry, generation).await;
                 }
                 return Err(e);
             }
         };
-        self.hooks.pause(Point::BeforeCacheStore).await;
+        pause!(self.hooks, BeforeCacheStore);
         let stored = value.encode();
         self.store(&entry, generation, stored.clone(), ttl).await;
         self.metrics.record_miss(K::KIND);
@@ -309,13 +293,7 @@ impl Cache {
     }
 
     async fn retire(&self, resource: Resource, cause: Cause<'_>) -> bool {
-        match &self.backend {
-            Backend::Memory(memory) => {
-                memory.bump(resource);
-                true
-            }
-            Backend::Redis(redis) => redis.bump(resource, cause).await,
-        }
+        self.backend.bump(resource, cause).await
     }
 
     /// Every resource, recorded as one invalidation.
@@ -348,62 +326,43 @@ impl Cache {
         })
     }
 
-    /// With `lease`, a miss also says whether this caller may load (see `LEASE_TTL`);
-    /// the in-process backend needs no lease: single flight already covers the process.
-    async fn lookup<V: CacheValue>(&self, entry: &EntryKey, lease: Option<Duration>) -> Found<V> {
-        let (generation, bytes, leased) = match &self.backend {
-            Backend::Memory(memory) => {
-                let (generation, bytes) = memory.lookup(entry);
-                (generation, bytes, true)
-            }
-            Backend::Redis(redis) => match redis.lookup(entry, lease).await {
-                Lookup::Hit { generation, value } => (generation, Some(value), true),
-                Lookup::Miss { generation, leased } => (generation, None, leased),
-                Lookup::Unavailable => return Found::Unavailable,
-            },
+    /// With `fill_lock`, a miss also says whether this caller may load (see
+    /// `FILL_LOCK_TTL`).
+    async fn lookup<V: CacheValue>(
+        &self,
+        entry: &EntryKey,
+        fill_lock: Option<Duration>,
+    ) -> Found<V> {
+        let (generation, bytes, may_fill) = match self.backend.lookup(entry, fill_lock).await {
+            Lookup::Hit { generation, value } => (generation, Some(value), true),
+            Lookup::Miss {
+                generation,
+                may_fill,
+            } => (generation, None, may_fill),
+            Lookup::Unavailable => return Found::Unavailable,
         };
         match bytes.map(V::decode) {
             Some(Some(value)) => Found::Value { value, generation },
             Some(None) => {
                 tracing::warn!(key = %entry.at(generation), "cached value does not decode; reloading it");
-                Found::Nothing { generation, leased }
+                Found::Nothing {
+                    generation,
+                    may_fill,
+                }
             }
-            None => Found::Nothing { generation, leased },
-        }
-    }
-
-    async fn release_lease(&self, entry: &EntryKey, generation: u64) {
-        if let Backend::Redis(redis) = &self.backend {
-            redis.release_lease(entry, generation).await;
+            None => Found::Nothing {
+                generation,
+                may_fill,
+            },
         }
     }
 
     async fn store(&self, entry: &EntryKey, generation: u64, value: Bytes, ttl: Duration) {
-        let stored = match &self.backend {
-            Backend::Memory(memory) => memory.store_if_current(entry, generation, value, ttl),
-            Backend::Redis(redis) => redis.store(entry, generation, &value, ttl).await,
-        };
+        let stored = self.backend.store(entry, generation, value, ttl).await;
         if !stored {
             tracing::debug!(key = %entry.at(generation), "not cached: a write retired this generation, or the cache is unavailable");
         }
     }
-}
-
-#[derive(Clone, Debug, serde::Serialize)]
-pub struct CacheBackendStatus {
-    pub kind: &'static str,
-    pub redis: Option<redis::RedisStatus>,
-}
-
-/// FNV-1a, 64 bits: a stable hash (unlike `DefaultHasher`) for tags shared between
-/// processes and versions.
-pub(crate) fn fnv1a64(bytes: &[u8]) -> u64 {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for byte in bytes {
-        hash ^= u64::from(*byte);
-        hash = hash.wrapping_mul(0x0100_0000_01b3);
-    }
-    hash
 }
 
 enum Found<V> {
@@ -411,10 +370,10 @@ enum Found<V> {
         value: V,
         generation: u64,
     },
-    /// `leased`: this caller may load now.
+    /// `may_fill`: this caller may load now.
     Nothing {
         generation: u64,
-        leased: bool,
+        may_fill: bool,
     },
     Unavailable,
 }

@@ -1,47 +1,9 @@
-//! How cached values are stored. A view entry is a compact binary envelope so that a hit
-//! sends the stored body bytes as they are, without JSON work.
+//! A rendered response as the view level caches it: status, content type, a strong ETag
+//! and the body, with gzip and brotli variants made once when it was rendered, and the
+//! compact binary envelope it is stored in, so that a hit sends the stored body bytes
+//! as they are, without JSON work.
 
 use bytes::{Buf as _, BufMut as _, Bytes, BytesMut};
-
-use crate::db::models::{Property, PropertyPage};
-
-pub trait CacheValue: Sized + Send {
-    fn encode(&self) -> Bytes;
-    /// `None` for bytes that are not a value of this type (a format change, corruption):
-    /// the caller treats that as a miss.
-    fn decode(bytes: Bytes) -> Option<Self>;
-
-    /// The value a loader made, once `stored` (its encoding) is in the cache, as the
-    /// caller should keep it. A response is decoded again, so that a copy kept in the
-    /// near-cache shares the cache's one allocation, exactly sized, instead of holding
-    /// a second copy in buffers that grew while it was rendered.
-    fn kept_as(self, _stored: Bytes) -> Self {
-        self
-    }
-}
-
-/// Query results are stored as JSON.
-macro_rules! json_value {
-    ($($value:ty),+) => {$(
-        impl CacheValue for $value {
-            fn encode(&self) -> Bytes {
-                // The cache weighs a value by its length: keep no spare capacity.
-                serde_json::to_vec(self)
-                    .map(|mut json| {
-                        json.shrink_to_fit();
-                        Bytes::from(json)
-                    })
-                    .unwrap_or_default()
-            }
-
-            fn decode(bytes: Bytes) -> Option<Self> {
-                serde_json::from_slice(&bytes).ok()
-            }
-        }
-    )+};
-}
-
-json_value!(PropertyPage, Property);
 
 /// What a response needs to be sent again: its status, content type, strong ETag and
 /// body, with gzip and brotli variants made once, when it was rendered.
@@ -156,16 +118,20 @@ fn brotli(body: &[u8]) -> Bytes {
 /// `"<length>-<FNV-1a 64>"`: stable across processes and versions, so servers sharing
 /// Redis, or rendering the same bytes separately, agree on it.
 fn strong_etag(body: &[u8]) -> String {
-    format!("\"{:x}-{:016x}\"", body.len(), crate::cache::fnv1a64(body))
+    format!(
+        "\"{:x}-{:016x}\"",
+        body.len(),
+        crate::stable_hash::fnv1a64(body)
+    )
 }
 
 /// Bumped whenever the envelope layout changes, so old entries read as misses.
 const ENVELOPE_VERSION: u8 = 3;
 
-impl CacheValue for CachedResponse {
+impl CachedResponse {
     /// `[version][status: u16][content-type length: u8][content type][etag length: u8]
     /// [etag][body length: u32][body][gzip length: u32][gzip][brotli]`
-    fn encode(&self) -> Bytes {
+    pub fn to_bytes(&self) -> Bytes {
         let content_type = short(&self.content_type);
         let etag = short(&self.etag);
         let mut out = BytesMut::with_capacity(
@@ -189,12 +155,9 @@ impl CacheValue for CachedResponse {
         out.freeze()
     }
 
-    fn kept_as(self, stored: Bytes) -> Self {
-        CachedResponse::decode(stored).unwrap_or(self)
-    }
-
-    /// The bodies are slices of `bytes`: decoding copies none of them.
-    fn decode(mut bytes: Bytes) -> Option<Self> {
+    /// `None` for bytes that are no envelope of this version. The bodies are slices of
+    /// `bytes`: decoding copies none of them.
+    pub fn from_bytes(mut bytes: Bytes) -> Option<Self> {
         if bytes.len() < 5 || bytes.get_u8() != ENVELOPE_VERSION {
             return None;
         }
@@ -266,23 +229,12 @@ mod tests {
             "{etags:?}"
         );
         assert_ne!(etags[0], etags[1]);
-        assert_eq!(CachedResponse::decode(response.encode()), Some(response));
+        assert_eq!(
+            CachedResponse::from_bytes(response.to_bytes()),
+            Some(response)
+        );
         let small = CachedResponse::new(200, "application/json".into(), Bytes::from_static(b"{}"));
         assert_eq!(small.variant(Encoding::Gzip), None, "too small to pay");
-    }
-
-    #[test]
-    fn a_rendered_response_is_kept_in_the_bytes_the_cache_stores() {
-        let body = Bytes::from(r#"{"title":"Beach villa"}"#.repeat(100));
-        let rendered = CachedResponse::new(200, "application/json".into(), body);
-        let stored = rendered.encode();
-        let kept = rendered.clone().kept_as(stored.clone());
-        assert_eq!(kept, rendered);
-        let within = |part: &Bytes| {
-            let range = stored.as_ptr_range();
-            range.contains(&part.as_ptr()) || part.is_empty()
-        };
-        assert!(within(&kept.body) && within(&kept.gzip) && within(&kept.br));
     }
 
     #[test]
@@ -303,13 +255,16 @@ mod tests {
             Bytes::from_static(br#"{"data":[1]}"#),
         );
         assert_ne!(other.etag, response.etag);
-        assert_eq!(CachedResponse::decode(response.encode()), Some(response));
         assert_eq!(
-            CachedResponse::decode(Bytes::from_static(b"{\"x\":1}")),
+            CachedResponse::from_bytes(response.to_bytes()),
+            Some(response)
+        );
+        assert_eq!(
+            CachedResponse::from_bytes(Bytes::from_static(b"{\"x\":1}")),
             None
         );
         assert_eq!(
-            CachedResponse::decode(Bytes::from_static(&[3, 0, 200, 9, b'a'])),
+            CachedResponse::from_bytes(Bytes::from_static(&[3, 0, 200, 9, b'a'])),
             None
         );
     }

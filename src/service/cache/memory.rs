@@ -13,7 +13,9 @@ use bytes::Bytes;
 use moka::Expiry;
 use moka::sync::Cache;
 
-use crate::cache::keys::{EntryKey, Resource};
+use crate::metrics::events::Cause;
+use crate::service::cache::backend::{CacheBackend, CacheBackendStatus, Lookup, Pending};
+use crate::service::cache::keys::{EntryKey, Resource};
 
 /// Per-entry bookkeeping moka keeps besides the bytes, for the weigher.
 const ENTRY_OVERHEAD_BYTES: usize = 64;
@@ -55,12 +57,12 @@ impl MemoryCache {
     }
 
     /// The current generation of `resource`.
-    pub fn generation_of(&self, resource: Resource) -> u64 {
+    fn generation_of(&self, resource: Resource) -> u64 {
         self.generations[resource as usize].load(Ordering::Acquire)
     }
 
     /// The current generation and, when present and fresh, the entry stored under it.
-    pub fn lookup(&self, key: &EntryKey) -> (u64, Option<Bytes>) {
+    fn get_current(&self, key: &EntryKey) -> (u64, Option<Bytes>) {
         let generation = self.generation_of(key.resource);
         let value = self
             .entries
@@ -70,7 +72,7 @@ impl MemoryCache {
     }
 
     /// Stores only if no write bumped the generation since the caller's lookup.
-    pub fn store_if_current(
+    fn store_if_current(
         &self,
         key: &EntryKey,
         generation: u64,
@@ -86,7 +88,7 @@ impl MemoryCache {
     }
 
     /// Retires every entry of `resource`.
-    pub fn bump(&self, resource: Resource) -> u64 {
+    fn bump_generation(&self, resource: Resource) -> u64 {
         self.generations[resource as usize].fetch_add(1, Ordering::AcqRel) + 1
     }
 
@@ -98,10 +100,71 @@ impl MemoryCache {
     }
 }
 
+/// Single flight already keeps one loader per key in the process: no fill lock.
+impl CacheBackend for MemoryCache {
+    fn describe(&self) -> String {
+        "in-process".to_owned()
+    }
+
+    /// In-process caches are never shared.
+    fn origin_tag(&self) -> String {
+        "local".to_owned()
+    }
+
+    fn is_shared(&self) -> bool {
+        false
+    }
+
+    fn status(&self) -> CacheBackendStatus {
+        CacheBackendStatus {
+            kind: "in-process",
+            redis: None,
+        }
+    }
+
+    /// Always the current one: every bump happens in this process.
+    fn near_generation(&self, resource: Resource) -> Option<u64> {
+        Some(self.generation_of(resource))
+    }
+
+    fn lookup<'a>(
+        &'a self,
+        entry: &'a EntryKey,
+        _fill_lock: Option<Duration>,
+    ) -> Pending<'a, Lookup> {
+        let (generation, value) = self.get_current(entry);
+        let found = match value {
+            Some(value) => Lookup::Hit { generation, value },
+            None => Lookup::Miss {
+                generation,
+                may_fill: true,
+            },
+        };
+        Box::pin(std::future::ready(found))
+    }
+
+    fn store<'a>(
+        &'a self,
+        entry: &'a EntryKey,
+        generation: u64,
+        value: Bytes,
+        ttl: Duration,
+    ) -> Pending<'a, bool> {
+        Box::pin(std::future::ready(
+            self.store_if_current(entry, generation, value, ttl),
+        ))
+    }
+
+    fn bump<'a>(&'a self, resource: Resource, _cause: Cause<'a>) -> Pending<'a, bool> {
+        self.bump_generation(resource);
+        Box::pin(std::future::ready(true))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cache::keys::{AllPropertiesKey, KeySpace, PropertyKey};
+    use crate::service::cache::keys::{AllPropertiesKey, KeySpace, PropertyKey};
 
     const TTL: Duration = Duration::from_secs(60);
 
@@ -110,15 +173,18 @@ mod tests {
         let cache = MemoryCache::new(1 << 20);
         let keys = KeySpace::new("t:");
         let entry = keys.entry(&AllPropertiesKey);
-        let (generation, value) = cache.lookup(&entry);
+        let (generation, value) = cache.get_current(&entry);
         assert_eq!(value, None);
-        cache.bump(Resource::Properties);
+        cache.bump_generation(Resource::Properties);
         assert!(!cache.store_if_current(&entry, generation, Bytes::from_static(b"old"), TTL));
-        let (generation, _) = cache.lookup(&entry);
+        let (generation, _) = cache.get_current(&entry);
         assert!(cache.store_if_current(&entry, generation, Bytes::from_static(b"new"), TTL));
-        assert_eq!(cache.lookup(&entry).1, Some(Bytes::from_static(b"new")));
-        cache.bump(Resource::Properties);
-        assert_eq!(cache.lookup(&entry).1, None, "retired by the bump");
+        assert_eq!(
+            cache.get_current(&entry).1,
+            Some(Bytes::from_static(b"new"))
+        );
+        cache.bump_generation(Resource::Properties);
+        assert_eq!(cache.get_current(&entry).1, None, "retired by the bump");
     }
 
     #[test]
@@ -129,7 +195,7 @@ mod tests {
         let value = Bytes::from(vec![b'x'; 1000]);
         for id in 0..1000 {
             let entry = keys.entry(&PropertyKey(id));
-            let (generation, _) = cache.lookup(&entry);
+            let (generation, _) = cache.get_current(&entry);
             assert!(cache.store_if_current(&entry, generation, value.clone(), TTL));
         }
         assert!(
@@ -138,8 +204,12 @@ mod tests {
             cache.weighted_size()
         );
         let last = keys.entry(&PropertyKey(999));
-        let (generation, _) = cache.lookup(&last);
+        let (generation, _) = cache.get_current(&last);
         assert!(cache.store_if_current(&last, generation, value.clone(), TTL));
-        assert_eq!(cache.lookup(&last).1, Some(value), "eviction makes room");
+        assert_eq!(
+            cache.get_current(&last).1,
+            Some(value),
+            "eviction makes room"
+        );
     }
 }

@@ -22,10 +22,10 @@ macro_rules! property_repository {
             use diesel::prelude::*;
             use diesel_async::RunQueryDsl;
 
-            use crate::db::lower;
-            use crate::db::models::{Property, PropertyPage};
-            use crate::db::schema::$schema::properties as p;
+            use crate::domain::Property;
             use crate::domain::{NewProperty, PropertyChanges, PropertyQuery, SortOrder};
+            use crate::service::db::lower;
+            use crate::service::db::schema::$schema::properties as p;
 
             type Conn = $conn;
 
@@ -80,14 +80,13 @@ macro_rules! property_repository {
                     .replace('_', "\\_")
             }
 
-            /// One page of the matching rows and how many match in all. Ties in the
-            /// sort column are broken by id, in the same direction. Run it inside a read
-            /// transaction so that the page and the count agree.
-            pub async fn list_page(
+            /// One page of the matching rows. Ties in the sort column are broken by id,
+            /// in the same direction. Run it and [`count_matches`] in one read
+            /// transaction, so that the page and the count agree.
+            pub async fn page_rows(
                 conn: &mut Conn,
                 query: &PropertyQuery,
-                hooks: &crate::test_hooks::TestHooks,
-            ) -> QueryResult<PropertyPage> {
+            ) -> QueryResult<Vec<Property>> {
                 let ordered = match query.ordering {
                     SortOrder::PriceAsc => matching(query).order((p::price.asc(), p::id.asc())),
                     SortOrder::PriceDesc => matching(query).order((p::price.desc(), p::id.desc())),
@@ -106,18 +105,14 @@ macro_rules! property_repository {
                     .offset(query.offset())
                     .load(conn)
                     .await?;
-                hooks
-                    .pause(crate::test_hooks::Point::BetweenRowsAndCount)
-                    .await;
-                // A separate count is cheaper than `COUNT(*) OVER ()`, which must
-                // materialize every matching row instead of walking the price index
-                // for one page (measured with bench/run). Callers run both statements
-                // in one read transaction, so they see one snapshot.
-                let count: i64 = matching(query).count().get_result(conn).await?;
-                Ok(PropertyPage {
-                    count,
-                    data: rows.into_iter().map(Property::normalized).collect(),
-                })
+                Ok(rows.into_iter().map(Property::normalized).collect())
+            }
+
+            /// How many rows match in all. A separate count is cheaper than
+            /// `COUNT(*) OVER ()`, which must materialize every matching row instead of
+            /// walking the price index for one page (measured with bench/run).
+            pub async fn count_matches(conn: &mut Conn, query: &PropertyQuery) -> QueryResult<i64> {
+                matching(query).count().get_result(conn).await
             }
 
             pub async fn find(conn: &mut Conn, property_id: i64) -> QueryResult<Property> {
@@ -131,7 +126,7 @@ macro_rules! property_repository {
 
             pub async fn insert(conn: &mut Conn, new: &NewProperty) -> QueryResult<Property> {
                 let row: Property = diesel::insert_into(p::table)
-                    .values(crate::db::properties::property_values!(p, new))
+                    .values(crate::service::db::properties::property_values!(p, new))
                     .returning(PROPERTY)
                     .get_result(conn)
                     .await?;
@@ -183,9 +178,9 @@ pub mod bulk {
     use diesel::{ExpressionMethods as _, QueryResult};
     use diesel_async::{AsyncPgConnection, RunQueryDsl as _};
 
-    use crate::db::SqliteConn;
-    use crate::db::schema;
     use crate::domain::NewProperty;
+    use crate::service::db::SqliteConn;
+    use crate::service::db::schema;
 
     pub async fn pg_insert_batch(
         conn: &mut AsyncPgConnection,
@@ -219,19 +214,17 @@ pub mod bulk {
 /// which case `write_fate` learns later what happened and tells every server.
 macro_rules! pg_write {
     ($db:expr, $pool:expr, $config:expr, $error:ty, |$tx:ident, $heartbeat:ident| $body:expr) => {{
-        let mut conn = crate::db::checkout($pool, &$db.settings).await?;
-        let $heartbeat = crate::db::Heartbeat::default();
+        let mut conn = crate::service::db::checkout($pool, &$db.settings).await?;
+        let $heartbeat = crate::service::db::Heartbeat::default();
         let committing = std::sync::OnceLock::<String>::new();
         let work = conn.transaction::<_, $error, _>(async |$tx| {
-            let xid = crate::db::write_fate::current_transaction($tx).await?;
+            let xid = crate::service::db::write_fate::current_transaction($tx).await?;
             let value = $body?;
             let _ = committing.set(xid);
-            $db.hooks
-                .pause(crate::test_hooks::Point::BeforeCommit)
-                .await;
+            crate::test_hooks::pause!($db.hooks, BeforeCommit);
             Ok(value)
         });
-        match crate::db::within_deadline!($db, conn, $heartbeat, work) {
+        match crate::service::db::within_deadline!($db, conn, $heartbeat, work) {
             Ok(result) => result,
             Err(limit) => Err(match committing.into_inner() {
                 Some(xid) => {
@@ -247,13 +240,13 @@ macro_rules! pg_write {
 /// PostgreSQL: runs `$body` on a pooled connection within the statement deadline.
 macro_rules! pg_read {
     ($db:expr, $pool:expr, |$conn:ident| $body:expr) => {{
-        let mut conn = crate::db::checkout($pool, &$db.settings).await?;
-        let heartbeat = crate::db::Heartbeat::default();
+        let mut conn = crate::service::db::checkout($pool, &$db.settings).await?;
+        let heartbeat = crate::service::db::Heartbeat::default();
         let work = async {
             let $conn = &mut *conn;
             $body
         };
-        match crate::db::within_deadline!($db, conn, heartbeat, work) {
+        match crate::service::db::within_deadline!($db, conn, heartbeat, work) {
             Ok(result) => result.map_err(DbError::from),
             Err(limit) => Err(DbError::Timeout(limit)),
         }
@@ -273,7 +266,7 @@ macro_rules! sqlite_read {
         let read = tokio::spawn(tracing::Instrument::in_current_span(async move {
             on_connection!(settings, &pool, |$conn| $body).map_err(DbError::from)
         }));
-        crate::db::await_sqlite_read(read, &settings).await
+        crate::service::db::await_sqlite_read(read, &settings).await
     }};
 }
 
@@ -281,7 +274,7 @@ macro_rules! sqlite_read {
 /// has run to its end (see `db::Lease`).
 macro_rules! on_connection {
     ($settings:expr, $pool:expr, |$conn:ident| $body:expr) => {{
-        let mut lease = crate::db::checkout($pool, &$settings).await?;
+        let mut lease = crate::service::db::checkout($pool, &$settings).await?;
         let $conn = &mut *lease;
         let done = $body;
         lease.finish();
@@ -302,8 +295,8 @@ mod methods {
     use diesel_async::AsyncConnection as _;
 
     use super::super::{Backend, Db, DbError, pg, sqlite};
-    use crate::db::models::{Property, PropertyPage};
     use crate::domain::{NewProperty, PropertyChanges, PropertyQuery};
+    use crate::domain::{Property, PropertyPage};
 
     impl Db {
         /// One page of a search and the number of matches, from one snapshot: a read-only
@@ -314,15 +307,26 @@ mod methods {
                     conn.build_transaction()
                         .read_only()
                         .repeatable_read()
-                        .run(async |tx| pg::properties::list_page(tx, query, &self.hooks).await)
+                        .run(async |tx| -> diesel::QueryResult<PropertyPage> {
+                            let rows = pg::properties::page_rows(tx, query).await?;
+                            crate::test_hooks::pause!(self.hooks, BetweenRowsAndCount);
+                            let count = pg::properties::count_matches(tx, query).await?;
+                            Ok(PropertyPage { count, data: rows })
+                        })
                         .await
                 }),
                 Backend::Sqlite { read, .. } => {
-                    let (query, hooks) = (query.clone(), self.hooks.clone());
+                    let query = query.clone();
+                    #[cfg(feature = "test-hooks")]
+                    let hooks = self.hooks.clone();
                     sqlite_read!(self, read, move |conn| {
-                        conn.transaction(async |tx| {
-                            crate::db::pause_inside_sqlite(tx, &hooks).await?;
-                            sqlite::properties::list_page(tx, &query, &hooks).await
+                        conn.transaction(async |tx| -> diesel::QueryResult<PropertyPage> {
+                            #[cfg(feature = "test-hooks")]
+                            crate::service::db::pause_inside_sqlite(tx, &hooks).await?;
+                            let rows = sqlite::properties::page_rows(tx, &query).await?;
+                            crate::test_hooks::pause!(hooks, BetweenRowsAndCount);
+                            let count = sqlite::properties::count_matches(tx, &query).await?;
+                            Ok(PropertyPage { count, data: rows })
                         })
                         .await
                     })
@@ -429,7 +433,7 @@ mod methods {
         pub async fn announce_unconfirmed_change(&self, table: &str) -> Result<(), DbError> {
             match &self.pool {
                 Backend::Pg { pool, .. } => pg_read!(self, pool, |conn| {
-                    crate::db::notify::announce_change(conn, table).await
+                    crate::service::db::notify::announce_change(conn, table).await
                 }),
                 Backend::Sqlite { .. } => Ok(()),
             }

@@ -5,12 +5,12 @@
 use std::future::Future;
 use std::sync::Arc;
 
-use crate::app::App;
-use crate::cache::CacheStatus;
-use crate::cache::keys::{Resource, ViewKey};
-use crate::cache::near::ReadyView;
-use crate::cache::values::CachedResponse;
-use crate::services::catch_up_with_other_writers;
+use crate::service::App;
+use crate::service::cache::CacheStatus;
+use crate::service::cache::keys::{Resource, ViewKey};
+use crate::service::catch_up_with_other_writers;
+use crate::view::CachedResponse;
+use crate::view::ReadyView;
 
 /// Responses are cached per resource; every view so far shows properties.
 const VIEWS_OF: Resource = Resource::Properties;

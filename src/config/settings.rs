@@ -1,0 +1,128 @@
+//! Settings every command shares, and every default of them: the one place a default
+//! is written (the CLI's flags and `Settings::default()` both read these).
+
+use std::time::Duration;
+
+use super::{AdminToken, ByteSize, DatabaseUrl, KeyPrefix, RedisUrl, Seconds, Ttl};
+
+/// What every command needs to reach the data and the cache.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub database_url: DatabaseUrl,
+    /// `None`: the in-process cache.
+    pub redis_url: Option<RedisUrl>,
+    pub cache_prefix: KeyPrefix,
+    /// Most bytes the in-process cache holds.
+    pub cache_size: ByteSize,
+    /// Most bytes of ready responses each server keeps in its memory.
+    pub near_cache_size: ByteSize,
+    /// How long whole responses stay cached (a write retires them sooner).
+    pub view_ttl: Duration,
+    /// How long query results stay cached (a write retires them sooner).
+    pub data_ttl: Duration,
+    /// Pool size and timeouts of the database.
+    pub db: DbSettings,
+    /// Timeouts and limits of the HTTP server.
+    pub http: HttpLimits,
+    /// Turns the write API on; `None` answers writes with 403.
+    pub admin_token: Option<AdminToken>,
+}
+
+pub const DEFAULT_VIEW_TTL: Ttl = Ttl(Duration::from_secs(900));
+pub const DEFAULT_DATA_TTL: Ttl = Ttl(Duration::from_secs(3600));
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            database_url: DatabaseUrl::default(),
+            redis_url: None,
+            cache_prefix: KeyPrefix::default(),
+            cache_size: ByteSize::DEFAULT_CACHE_SIZE,
+            near_cache_size: ByteSize::DEFAULT_NEAR_CACHE_SIZE,
+            view_ttl: DEFAULT_VIEW_TTL.duration(),
+            data_ttl: DEFAULT_DATA_TTL.duration(),
+            db: DbSettings::default(),
+            http: HttpLimits::default(),
+            admin_token: None,
+        }
+    }
+}
+
+/// Limits on the database, shared by the server and every command.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DbSettings {
+    /// Most pooled connections per process.
+    pub max_connections: usize,
+    /// How long making one connection may take.
+    pub connect_timeout: Duration,
+    /// How long a request waits for a pooled connection (making one included).
+    pub pool_timeout: Duration,
+    /// PostgreSQL's `statement_timeout`, and how long a request waits for the answers
+    /// of its statements before giving up on the connection. SQLite's busy timeout.
+    pub statement_timeout: Duration,
+    /// TCP keepalive idle time and probe interval of PostgreSQL connections.
+    pub keepalive: Duration,
+}
+
+pub const DEFAULT_MAX_CONNECTIONS: usize = 10;
+
+/// The pool size when none is set. SQLite's reads run on this machine's cores, each
+/// connection with a page cache of its own: more readers than cores only contend for
+/// the CPU and add memory (measured with bench/mix: 2 readers on 2 cores serve more
+/// misses, with a far shorter tail, than 10, in 40 MB less).
+pub fn default_pool_size(url: &DatabaseUrl) -> usize {
+    match url {
+        DatabaseUrl::Postgres(_) => DEFAULT_MAX_CONNECTIONS,
+        DatabaseUrl::Sqlite(_) => std::thread::available_parallelism()
+            .map_or(2, std::num::NonZeroUsize::get)
+            .max(2),
+    }
+}
+pub const DEFAULT_CONNECT_TIMEOUT: Seconds = Seconds(Duration::from_secs(2));
+pub const DEFAULT_POOL_TIMEOUT: Seconds = Seconds(Duration::from_secs(2));
+pub const DEFAULT_STATEMENT_TIMEOUT: Seconds = Seconds(Duration::from_secs(3));
+pub const DEFAULT_KEEPALIVE: Seconds = Seconds(Duration::from_secs(5));
+
+impl Default for DbSettings {
+    fn default() -> Self {
+        DbSettings {
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT.duration(),
+            pool_timeout: DEFAULT_POOL_TIMEOUT.duration(),
+            statement_timeout: DEFAULT_STATEMENT_TIMEOUT.duration(),
+            keepalive: DEFAULT_KEEPALIVE.duration(),
+        }
+    }
+}
+
+/// Timeouts and limits of the HTTP server.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HttpLimits {
+    pub header_read_timeout: Duration,
+    pub body_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub shutdown_timeout: Duration,
+    /// `None`: as many as the file-descriptor limit allows (see `server::connection_cap`).
+    pub max_connections: Option<usize>,
+}
+
+/// Where `serve` listens, and where `cache-metrics` and `healthcheck` look for it.
+pub const DEFAULT_BIND: std::net::SocketAddr = std::net::SocketAddr::V4(
+    std::net::SocketAddrV4::new(std::net::Ipv4Addr::LOCALHOST, 8000),
+);
+pub const DEFAULT_HEADER_READ_TIMEOUT: Seconds = Seconds(Duration::from_secs(10));
+pub const DEFAULT_BODY_TIMEOUT: Seconds = Seconds(Duration::from_secs(10));
+pub const DEFAULT_IDLE_TIMEOUT: Seconds = Seconds(Duration::from_secs(60));
+pub const DEFAULT_SHUTDOWN_TIMEOUT: Seconds = Seconds(Duration::from_secs(30));
+
+impl Default for HttpLimits {
+    fn default() -> Self {
+        HttpLimits {
+            header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT.duration(),
+            body_timeout: DEFAULT_BODY_TIMEOUT.duration(),
+            idle_timeout: DEFAULT_IDLE_TIMEOUT.duration(),
+            shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT.duration(),
+            max_connections: None,
+        }
+    }
+}

@@ -1,0 +1,195 @@
+//! The Prometheus text of `GET /metrics`: every metric's name, written once, the
+//! rendering, and the reading back that `cache-metrics` does (with a round-trip test).
+
+use std::fmt::Write as _;
+
+use super::{CacheKind, Counts, HitsMisses, Metrics};
+
+/// The names of the exposed metrics.
+pub mod names {
+    pub const REQUEST_DURATION: &str = "listings_http_request_duration_seconds";
+    pub const CACHE_HITS: &str = "listings_cache_hits_total";
+    pub const CACHE_MISSES: &str = "listings_cache_misses_total";
+    pub const HTTP_REQUESTS: &str = "listings_http_requests_total";
+    pub const CONNECTIONS_DISPLACED: &str = "listings_http_connections_displaced_total";
+    pub const INVALIDATIONS: &str = "listings_invalidations_total";
+    pub const DB_QUERIES: &str = "listings_db_queries_total";
+    pub const CACHE_ERRORS: &str = "listings_cache_errors_total";
+    pub const CHANGE_NOTIFICATIONS: &str = "listings_change_notifications_total";
+    pub const LISTENER_CONNECTS: &str = "listings_listener_connects_total";
+    pub const SQLITE_MEMORY: &str = "listings_sqlite_memory_bytes";
+    pub const RESIDENT_MEMORY: &str = "process_resident_memory_bytes";
+}
+
+/// The sample name of a per-kind cache counter.
+fn per_kind(name: &str, kind: CacheKind) -> String {
+    format!("{name}{{kind=\"{}\"}}", kind.name())
+}
+
+pub fn render(metrics: &Metrics) -> String {
+    let mut out = String::new();
+    let name = names::REQUEST_DURATION;
+    let _ = writeln!(
+        out,
+        "# HELP {name} Time from a request's arrival to its response, on the main address.\n# TYPE {name} histogram"
+    );
+    let latency = metrics.latency();
+    for (bound, count) in latency.cumulative() {
+        let le = bound.map_or_else(|| "+Inf".to_owned(), super::latency::seconds_label);
+        let _ = writeln!(out, "{name}_bucket{{le=\"{le}\"}} {count}");
+    }
+    let _ = writeln!(out, "{name}_sum {}", latency.sum().as_secs_f64());
+    let _ = writeln!(out, "{name}_count {}", latency.count());
+    for (name, help, pick) in [
+        (
+            names::CACHE_HITS,
+            "Cache hits since the process started.",
+            true,
+        ),
+        (
+            names::CACHE_MISSES,
+            "Cache misses since the process started.",
+            false,
+        ),
+    ] {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+        for kind in CacheKind::ALL {
+            let counts = metrics.cache(kind);
+            let value = if pick { counts.hits } else { counts.misses };
+            let _ = writeln!(out, "{} {value}", per_kind(name, kind));
+        }
+    }
+    for (name, help, value) in [
+        (
+            names::HTTP_REQUESTS,
+            "HTTP requests answered on the main address.",
+            latency.count(),
+        ),
+        (
+            names::CONNECTIONS_DISPLACED,
+            "Connections stalled on their first request head that were closed to make room for a new client at the connection cap.",
+            metrics.connections_displaced(),
+        ),
+        (
+            names::INVALIDATIONS,
+            "Times this process retired the cache (its writes, others' changes, recoveries).",
+            metrics.invalidations.total(),
+        ),
+        (
+            names::DB_QUERIES,
+            "Statements sent to the database.",
+            metrics.db_queries(),
+        ),
+        (
+            names::CACHE_ERRORS,
+            "Cache operations that failed and fell back to the database.",
+            metrics.cache_errors(),
+        ),
+        (
+            names::CHANGE_NOTIFICATIONS,
+            "Change notifications received from PostgreSQL.",
+            metrics.change_notifications(),
+        ),
+        (
+            names::LISTENER_CONNECTS,
+            "Times the PostgreSQL change listener connected (each retires every cache entry).",
+            metrics.listener_connects(),
+        ),
+    ] {
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}"
+        );
+    }
+    for (name, help, value) in [
+        (
+            names::SQLITE_MEMORY,
+            "Memory SQLite holds in this process: page caches, statements, sorts (0 on PostgreSQL).",
+            sqlite_memory_bytes(),
+        ),
+        (
+            names::RESIDENT_MEMORY,
+            "Resident memory of the process.",
+            resident_memory_bytes(),
+        ),
+    ] {
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}"
+        );
+    }
+    out
+}
+
+/// The counters that add up across processes, read back from a server's `/metrics`
+/// text; a sample that is missing counts as 0.
+pub fn counts_from_text(text: &str) -> Counts {
+    let sample = |name: &str| parse_prometheus_sample(text, name).unwrap_or_default();
+    Counts {
+        cache: CacheKind::ALL.map(|kind| HitsMisses {
+            hits: sample(&per_kind(names::CACHE_HITS, kind)),
+            misses: sample(&per_kind(names::CACHE_MISSES, kind)),
+        }),
+        requests: sample(names::HTTP_REQUESTS),
+        db_queries: sample(names::DB_QUERIES),
+    }
+}
+
+fn sqlite_memory_bytes() -> u64 {
+    // SAFETY: reads SQLite's allocation counter; callable at any time, from any thread.
+    let used = unsafe { libsqlite3_sys::sqlite3_memory_used() };
+    u64::try_from(used).unwrap_or(0)
+}
+
+/// From `/proc/self/statm` (pages); 0 where there is none.
+fn resident_memory_bytes() -> u64 {
+    let pages = std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|statm| statm.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .unwrap_or(0);
+    // SAFETY: sysconf only reads a system constant.
+    let page_size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    pages * u64::try_from(page_size).unwrap_or(4096)
+}
+
+/// Reads one sample back from the text format (for `cache-metrics` and tests).
+pub fn parse_prometheus_sample(text: &str, name_with_labels: &str) -> Option<u64> {
+    text.lines()
+        .filter(|line| !line.starts_with('#'))
+        .find_map(|line| {
+            line.strip_prefix(name_with_labels)?
+                .strip_prefix(' ')?
+                .trim()
+                .parse()
+                .ok()
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn the_counts_read_back_are_the_counts_rendered() {
+        let metrics = Metrics::default();
+        for (n, kind) in CacheKind::ALL.into_iter().enumerate() {
+            for _ in 0..=n {
+                metrics.record_hit(kind);
+            }
+            for _ in 0..2 * n + 3 {
+                metrics.record_miss(kind);
+            }
+        }
+        for _ in 0..5 {
+            metrics.record_request(Duration::from_micros(300));
+        }
+        for _ in 0..11 {
+            metrics.record_db_query();
+        }
+        let counts = counts_from_text(&render(&metrics));
+        assert_eq!(counts, metrics.counts());
+        assert_ne!(counts, Counts::default());
+    }
+}

@@ -1,0 +1,123 @@
+//! What a cache backend does, whichever it is (the in-process one or Redis): `Cache`
+//! holds one as a trait object and never asks which, as svix's `CacheBehavior`.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use crate::metrics::events::Cause;
+use crate::metrics::{Counts, HitsMisses};
+use crate::service::cache::keys::{EntryKey, Resource};
+
+/// A backend's answer, still to come.
+pub type Pending<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Outcome of a lookup.
+pub enum Lookup {
+    Hit {
+        generation: u64,
+        value: Bytes,
+    },
+    /// `may_fill`: this caller holds the key's fill lock (or needs none), so it loads.
+    Miss {
+        generation: u64,
+        may_fill: bool,
+    },
+    /// The backend is failing or not yet trusted again: go to the database.
+    Unavailable,
+}
+
+pub trait CacheBackend: Send + Sync {
+    /// For the start-up log line; no secrets.
+    fn describe(&self) -> String;
+
+    /// Names the cache, for tagging database writes: processes with equal tags share a
+    /// cache, so a write one of them invalidated needs nothing more from the others.
+    fn origin_tag(&self) -> String;
+
+    /// Whether other processes use the same cache (and retire its entries themselves).
+    fn is_shared(&self) -> bool;
+
+    /// What the dashboard shows of the backend.
+    fn status(&self) -> CacheBackendStatus;
+
+    /// The generation whose ready responses this process may serve from its memory
+    /// without asking anyone, if any.
+    fn near_generation(&self, resource: Resource) -> Option<u64>;
+
+    /// A server's background work beside its requests.
+    fn start_server_tasks(
+        &self,
+        #[cfg(feature = "test-hooks")] _hooks: std::sync::Arc<crate::test_hooks::TestHooks>,
+    ) {
+    }
+
+    /// A command's counts, added to the shared ones before it exits.
+    fn flush_counts(&self) -> Pending<'_, ()> {
+        Box::pin(async {})
+    }
+
+    /// The current generation of `entry`'s resource and the entry stored under it. With
+    /// `fill_lock`, a miss also tries to take the key's fill lock for that long.
+    fn lookup<'a>(
+        &'a self,
+        entry: &'a EntryKey,
+        fill_lock: Option<Duration>,
+    ) -> Pending<'a, Lookup>;
+
+    /// Ends a fill lock early (the load failed), so that others need not wait it out.
+    fn release_fill_lock<'a>(&'a self, _entry: &'a EntryKey, _generation: u64) -> Pending<'a, ()> {
+        Box::pin(async {})
+    }
+
+    /// Stores `value` under `generation` unless a write has retired it; true if stored.
+    fn store<'a>(
+        &'a self,
+        entry: &'a EntryKey,
+        generation: u64,
+        value: Bytes,
+        ttl: Duration,
+    ) -> Pending<'a, bool>;
+
+    /// Retires every entry of `resource`; false when that could not reach the cache.
+    fn bump<'a>(&'a self, resource: Resource, cause: Cause<'a>) -> Pending<'a, bool>;
+
+    /// The sums of every process's counters, when they are shared and readable now.
+    fn shared_counts(&self) -> Pending<'_, Option<Counts>> {
+        Box::pin(async { None })
+    }
+
+    /// The numbers `cache-metrics` reports, read from another process: `None` when the
+    /// cache is not shared.
+    fn shared_stats(&self) -> Pending<'_, anyhow::Result<Option<RedisStats>>> {
+        Box::pin(async { Ok(None) })
+    }
+}
+
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct CacheBackendStatus {
+    pub kind: &'static str,
+    pub redis: Option<RedisStatus>,
+}
+
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct RedisStatus {
+    /// Without its password.
+    pub url: String,
+    /// `connected`, `connecting`, `circuit open` (skipped after a failure) or
+    /// `resyncing` (answering again, everything to be retired first).
+    pub state: &'static str,
+    /// This server serves ready responses from its memory.
+    pub near_lease: bool,
+    #[serde(flatten)]
+    pub topology: crate::redis_link::Topology,
+}
+
+pub struct RedisStats {
+    /// Server-wide, from `INFO stats` (every master's, in a cluster).
+    pub keyspace: HitsMisses,
+    /// Every `listings` process's counters summed, as last flushed.
+    pub shared: Counts,
+}

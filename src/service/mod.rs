@@ -1,0 +1,232 @@
+//! The only layer that touches the database and the cache: [`App`] owns both, privately,
+//! and its services are the only way to them. Cache-aware reads, writes that commit and
+//! then invalidate, the view level's whole responses, the shared statistics.
+//!
+//! The compiler keeps the rule: `db` and `cache` are private modules here, so `http`,
+//! `cli` and `dashboard` cannot name the database, the cache or their errors; every
+//! mutation path goes through a service and so invalidates by construction.
+
+mod cache;
+pub mod change_listener;
+mod db;
+pub mod properties;
+mod stats;
+pub mod views;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::config::{DatabaseUrl, Settings};
+use crate::metrics::Metrics;
+use crate::metrics::events::{Cause, Origin};
+use cache::keys::KeySpace;
+use cache::{Cache, Sizes};
+use db::data_version::CommitWatch;
+use db::{Db, DbError, Fault};
+
+pub use cache::CacheStatus;
+/// How long a server's near-cache lease lasts, for tests that freeze Redis past it.
+#[cfg(feature = "test-hooks")]
+pub use cache::near_lease::LEASE as NEAR_LEASE;
+
+/// Schema migrations, for `listings migrate` and for tests that prepare a database.
+pub mod migrations {
+    pub use super::db::migrations::{MigrationStatus, run_pending, status};
+}
+pub use stats::{CacheBackendStatus, RedisStats, SharedCacheStats};
+
+/// What a server or a command works with. Its database and cache are reachable only
+/// through `services` (see `services::Backends`).
+pub struct App {
+    pub settings: Settings,
+    /// Per-process counters, served at `/metrics`.
+    pub metrics: Arc<Metrics>,
+    db: Db,
+    cache: Cache,
+    /// Embedded mode, server only: how this process learns that another process (the
+    /// CLI, a second server) committed to the SQLite file.
+    sqlite_writes: Option<CommitWatch>,
+}
+
+pub type AppState = Arc<App>;
+
+/// What the process is: a server watches for other processes' writes; a command does
+/// not (its cache starts empty and lives as long as one write).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Role {
+    Server,
+    Command,
+}
+
+impl App {
+    /// For commands: migrates a fresh SQLite file (or checks that PostgreSQL has no
+    /// pending migrations), builds the pool and the cache, and checks that the database
+    /// answers. An unreachable Redis is not an error: the cache connects lazily.
+    pub async fn connect(settings: Settings) -> anyhow::Result<App> {
+        App::connect_as(settings, Role::Command).await
+    }
+
+    /// For `serve` (see `BoundServer::build`): watches for other processes' writes.
+    pub async fn connect_server(settings: Settings) -> anyhow::Result<App> {
+        App::connect_as(settings, Role::Server).await
+    }
+
+    /// A server also learns of commits by other processes to a SQLite file. What was
+    /// committed before it started watching cannot be known (the server was down, or a
+    /// writer could not reach Redis), so the cache is retired once here.
+    async fn connect_as(settings: Settings, role: Role) -> anyhow::Result<App> {
+        db::migrations::prepare(&settings.database_url, &settings.db).await?;
+        let metrics = Arc::new(Metrics::default());
+        let keys = KeySpace::new(settings.cache_prefix.as_str());
+        let sizes = Sizes {
+            cache: settings.cache_size.bytes(),
+            near: settings.near_cache_size.bytes(),
+            near_ttl: settings.view_ttl,
+        };
+        let cache = match &settings.redis_url {
+            Some(url) => Cache::redis(url, keys, sizes, metrics.clone())?,
+            None => Cache::in_process(keys, sizes, metrics.clone()),
+        };
+        let cannot_connect = |e: DbError| {
+            let cause = match e {
+                DbError::Unavailable(cause) => cause,
+                other => other.to_string(),
+            };
+            anyhow::anyhow!(
+                "cannot connect to {} at {}: {cause}",
+                settings.database_url.backend_name(),
+                settings.database_url.target()
+            )
+        };
+        let db = Db::connect(
+            &settings.database_url,
+            settings.db,
+            metrics.clone(),
+            &cache.origin_tag(),
+        )
+        .map_err(cannot_connect)?;
+        #[cfg(feature = "test-hooks")]
+        let db = db.with_hooks(cache.hooks().clone());
+        db.check().await.map_err(cannot_connect)?;
+        if role == Role::Server {
+            cache.start_server_tasks();
+        }
+        let sqlite_writes = match (&settings.database_url, role) {
+            (DatabaseUrl::Sqlite(path), Role::Server) => {
+                let probe = CommitWatch::open(path)?;
+                cache
+                    .invalidate_everything(Cause::recovery(
+                        "server started: what changed while it was down retired",
+                    ))
+                    .await;
+                Some(probe)
+            }
+            _ => None,
+        };
+        Ok(App {
+            settings,
+            metrics,
+            db,
+            cache,
+            sqlite_writes,
+        })
+    }
+}
+
+impl App {
+    fn db(&self) -> &Db {
+        &self.db
+    }
+
+    fn cache(&self) -> &Cache {
+        &self.cache
+    }
+
+    /// Where the cache is, for the start-up line; no secrets.
+    pub fn cache_description(&self) -> String {
+        self.cache().describe()
+    }
+
+    pub fn cache_status(&self) -> crate::service::cache::CacheBackendStatus {
+        self.cache().status()
+    }
+
+    /// Every process's counters summed (Redis mode); `None` with the in-process cache
+    /// or when Redis does not answer.
+    pub async fn shared_counts(&self) -> Option<crate::metrics::Counts> {
+        self.cache().shared_counts().await
+    }
+
+    /// Adds this process's hit and miss counts to the shared ones (Redis), for a
+    /// command about to exit; servers do it once a second.
+    pub async fn flush_counts(&self) {
+        self.cache().flush_counts().await;
+    }
+
+    /// Waits (at most `limit`) to learn whether writes the database did not confirm were
+    /// applied, and to tell the servers if they were; false if some are still unknown.
+    pub async fn settle_unconfirmed_writes(&self, limit: Duration) -> bool {
+        self.db().settle_unconfirmed_writes(limit).await
+    }
+
+    /// Pause points for race tests, shared by the cache and the database layer.
+    #[cfg(feature = "test-hooks")]
+    pub fn hooks(&self) -> &crate::test_hooks::TestHooks {
+        self.cache().hooks()
+    }
+
+    /// For tests that need a settled cache: does now what the next read would do about
+    /// other processes' commits to a SQLite file.
+    #[cfg(feature = "test-hooks")]
+    pub async fn notice_other_writers(&self) {
+        catch_up_with_other_writers(self).await;
+    }
+}
+
+/// How a service call failed, as its callers tell failures apart.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    #[error("not found")]
+    NotFound,
+    /// The database cannot serve now (down, too slow, still locked): retry later.
+    #[error("{0}")]
+    Unavailable(String),
+    /// A write's COMMIT was sent but not confirmed: it may still be applied.
+    #[error("{0}")]
+    OutcomeUnknown(String),
+    /// The database refused a statement: a fault of this program, not of the request.
+    #[error("{0}")]
+    Failed(String),
+}
+
+impl From<DbError> for ServiceError {
+    fn from(e: DbError) -> Self {
+        match e.fault() {
+            Fault::NotFound => ServiceError::NotFound,
+            Fault::Unavailable => ServiceError::Unavailable(e.to_string()),
+            Fault::OutcomeUnknown => ServiceError::OutcomeUnknown(e.to_string()),
+            Fault::Failed => ServiceError::Failed(e.to_string()),
+        }
+    }
+}
+
+/// Embedded mode: if another process committed to the SQLite file since the last
+/// check, retire everything cached before this read can be served from the cache.
+async fn catch_up_with_other_writers(app: &App) {
+    let Some(watch) = &app.sqlite_writes else {
+        return;
+    };
+    // No lock: every request that finds the change retires the cache itself, and the
+    // change counts as seen only once the cache is retired, so no request can read
+    // the cache between a commit and its invalidation.
+    if let Some(change) = watch.changed() {
+        app.cache()
+            .invalidate_everything(Cause {
+                what: "change committed by another process",
+                origin: Origin::OtherProcess,
+            })
+            .await;
+        watch.acknowledge(change);
+        tracing::debug!("cache invalidated: the database changed since the last request");
+    }
+}
