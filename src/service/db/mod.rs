@@ -121,7 +121,7 @@ impl DbError {
 
 #[derive(Clone)]
 pub struct Db {
-    pool: Backend,
+    pools: Pools,
     settings: DbSettings,
     /// Tasks learning the fate of writes whose commit was not confirmed.
     unconfirmed: write_fate::Pending,
@@ -130,7 +130,7 @@ pub struct Db {
 }
 
 #[derive(Clone)]
-enum Backend {
+enum Pools {
     Pg {
         pool: Pool<AsyncPgConnection>,
         /// For the connections that learn the fate of unconfirmed writes.
@@ -155,7 +155,7 @@ impl Db {
         write_origin: &str,
     ) -> Result<Db, DbError> {
         let unavailable = |e: &dyn std::fmt::Display| DbError::Unavailable(e.to_string());
-        let pool = match url {
+        let pools = match url {
             DatabaseUrl::Postgres(raw) => {
                 let config = connect::pg_config(
                     raw.expose(),
@@ -168,7 +168,7 @@ impl Db {
                     raw.expose(),
                     pg_manager_config(config.clone(), settings, metrics),
                 );
-                Backend::Pg {
+                Pools::Pg {
                     pool: build_pool(manager, &settings, settings.max_connections)
                         .map_err(|e| unavailable(&e))?,
                     config,
@@ -185,14 +185,14 @@ impl Db {
                     );
                     build_pool(manager, &settings, size).map_err(|e| unavailable(&e))
                 };
-                Backend::Sqlite {
+                Pools::Sqlite {
                     read: pool(SqliteRole::Read, settings.max_connections)?,
                     write: pool(SqliteRole::Write, SQLITE_WRITE_CONNECTIONS)?,
                 }
             }
         };
         Ok(Db {
-            pool,
+            pools,
             settings,
             unconfirmed: Default::default(),
             #[cfg(feature = "test-hooks")]
@@ -208,11 +208,11 @@ impl Db {
 
     /// Takes one connection, so that an unreachable database is reported at start-up.
     pub async fn check(&self) -> Result<(), DbError> {
-        match &self.pool {
-            Backend::Pg { pool, .. } => checkout(pool, &self.settings).await.map(Lease::finish),
-            Backend::Sqlite { read, write } => {
-                checkout(read, &self.settings).await.map(Lease::finish)?;
-                checkout(write, &self.settings).await.map(Lease::finish)
+        match &self.pools {
+            Pools::Pg { pool, .. } => checkout(pool, &self.settings).await.map(Checkout::finish),
+            Pools::Sqlite { read, write } => {
+                checkout(read, &self.settings).await.map(Checkout::finish)?;
+                checkout(write, &self.settings).await.map(Checkout::finish)
             }
         }
     }
@@ -222,21 +222,21 @@ impl Db {
 async fn checkout<C>(
     pool: &Pool<C>,
     settings: &DbSettings,
-) -> Result<Lease<AsyncDieselConnectionManager<C>>, DbError>
+) -> Result<Checkout<AsyncDieselConnectionManager<C>>, DbError>
 where
     C: Send + 'static,
     AsyncDieselConnectionManager<C>:
         deadpool::managed::Manager<Type = C, Error = diesel_async::pooled_connection::PoolError>,
 {
     use deadpool::managed::PoolError;
-    use diesel_async::pooled_connection::PoolError as Backend;
+    use diesel_async::pooled_connection::PoolError as ManagerError;
     let waited = tokio::time::timeout(settings.pool_timeout, pool.get()).await;
     match waited {
-        Ok(Ok(conn)) => Ok(Lease(Some(conn))),
-        Ok(Err(PoolError::Backend(Backend::ConnectionError(e)))) => {
+        Ok(Ok(conn)) => Ok(Checkout(Some(conn))),
+        Ok(Err(PoolError::Backend(ManagerError::ConnectionError(e)))) => {
             Err(DbError::Unavailable(connection_error_text(&e)))
         }
-        Ok(Err(PoolError::Backend(Backend::QueryError(e)))) => {
+        Ok(Err(PoolError::Backend(ManagerError::QueryError(e)))) => {
             Err(DbError::Unavailable(crate::error_chain::root_cause(&e)))
         }
         Ok(Err(PoolError::Timeout(_))) | Err(_) => Err(DbError::Unavailable(format!(
@@ -248,20 +248,20 @@ where
 }
 
 /// A pooled connection that goes back to the pool only when the operation using it
-/// ran to its end ([`Lease::finish`]). One cancelled midway (its request dropped, its
+/// ran to its end ([`Checkout::finish`]). One cancelled midway (its request dropped, its
 /// deadline passed, a panic) may have left a transaction open or, on SQLite, a
 /// statement still running on a blocking thread, whose connection panics on its next
 /// use: such a connection is dropped instead, and the pool makes a new one.
-pub(crate) struct Lease<M: deadpool::managed::Manager>(Option<deadpool::managed::Object<M>>);
+pub(crate) struct Checkout<M: deadpool::managed::Manager>(Option<deadpool::managed::Object<M>>);
 
-impl<M: deadpool::managed::Manager> Lease<M> {
+impl<M: deadpool::managed::Manager> Checkout<M> {
     /// The operation is over and left the connection as it found it.
     pub(crate) fn finish(mut self) {
         drop(self.0.take());
     }
 }
 
-impl<M: deadpool::managed::Manager> Drop for Lease<M> {
+impl<M: deadpool::managed::Manager> Drop for Checkout<M> {
     fn drop(&mut self) {
         if let Some(unfinished) = self.0.take() {
             drop(deadpool::managed::Object::take(unfinished));
@@ -269,20 +269,20 @@ impl<M: deadpool::managed::Manager> Drop for Lease<M> {
     }
 }
 
-impl<M: deadpool::managed::Manager> std::ops::Deref for Lease<M> {
+impl<M: deadpool::managed::Manager> std::ops::Deref for Checkout<M> {
     type Target = M::Type;
     fn deref(&self) -> &M::Type {
         self.0
             .as_deref()
-            .unwrap_or_else(|| unreachable!("a lease holds its connection until dropped"))
+            .unwrap_or_else(|| unreachable!("a checkout holds its connection until dropped"))
     }
 }
 
-impl<M: deadpool::managed::Manager> std::ops::DerefMut for Lease<M> {
+impl<M: deadpool::managed::Manager> std::ops::DerefMut for Checkout<M> {
     fn deref_mut(&mut self) -> &mut M::Type {
         self.0
             .as_deref_mut()
-            .unwrap_or_else(|| unreachable!("a lease holds its connection until dropped"))
+            .unwrap_or_else(|| unreachable!("a checkout holds its connection until dropped"))
     }
 }
 

@@ -271,13 +271,13 @@ macro_rules! sqlite_read {
 }
 
 /// Runs `$body` on a connection of `$pool`, which goes back to the pool once `$body`
-/// has run to its end (see `db::Lease`).
+/// has run to its end (see `db::Checkout`).
 macro_rules! on_connection {
     ($settings:expr, $pool:expr, |$conn:ident| $body:expr) => {{
-        let mut lease = crate::service::db::checkout($pool, &$settings).await?;
-        let $conn = &mut *lease;
+        let mut pooled = crate::service::db::checkout($pool, &$settings).await?;
+        let $conn = &mut *pooled;
         let done = $body;
-        lease.finish();
+        pooled.finish();
         done
     }};
 }
@@ -294,7 +294,7 @@ macro_rules! sqlite_write {
 mod methods {
     use diesel_async::AsyncConnection as _;
 
-    use super::super::{Backend, Db, DbError, pg, sqlite};
+    use super::super::{Db, DbError, Pools, pg, sqlite};
     use crate::domain::{NewProperty, PropertyChanges, PropertyQuery};
     use crate::domain::{Property, PropertyPage};
 
@@ -302,8 +302,8 @@ mod methods {
         /// One page of a search and the number of matches, from one snapshot: a read-only
         /// REPEATABLE READ transaction on PostgreSQL, one read transaction on SQLite.
         pub async fn list_page(&self, query: &PropertyQuery) -> Result<PropertyPage, DbError> {
-            match &self.pool {
-                Backend::Pg { pool, .. } => pg_read!(self, pool, |conn| {
+            match &self.pools {
+                Pools::Pg { pool, .. } => pg_read!(self, pool, |conn| {
                     conn.build_transaction()
                         .read_only()
                         .repeatable_read()
@@ -315,7 +315,7 @@ mod methods {
                         })
                         .await
                 }),
-                Backend::Sqlite { read, .. } => {
+                Pools::Sqlite { read, .. } => {
                     let query = query.clone();
                     #[cfg(feature = "test-hooks")]
                     let hooks = self.hooks.clone();
@@ -335,11 +335,11 @@ mod methods {
         }
 
         pub async fn find(&self, id: i64) -> Result<Property, DbError> {
-            match &self.pool {
-                Backend::Pg { pool, .. } => {
+            match &self.pools {
+                Pools::Pg { pool, .. } => {
                     pg_read!(self, pool, |conn| pg::properties::find(conn, id).await)
                 }
-                Backend::Sqlite { read, .. } => {
+                Pools::Sqlite { read, .. } => {
                     sqlite_read!(self, read, move |conn| sqlite::properties::find(conn, id)
                         .await)
                 }
@@ -347,13 +347,13 @@ mod methods {
         }
 
         pub async fn insert(&self, new: &NewProperty) -> Result<Property, DbError> {
-            match &self.pool {
-                Backend::Pg { pool, config } => {
+            match &self.pools {
+                Pools::Pg { pool, config } => {
                     pg_write!(self, pool, config, DbError, |tx, _heartbeat| {
                         pg::properties::insert(tx, new).await
                     })
                 }
-                Backend::Sqlite { write, .. } => Ok(sqlite_write!(self, write, |conn| {
+                Pools::Sqlite { write, .. } => Ok(sqlite_write!(self, write, |conn| {
                     sqlite::properties::insert(conn, new).await
                 })?),
             }
@@ -365,13 +365,13 @@ mod methods {
             id: i64,
             changes: &PropertyChanges,
         ) -> Result<Property, DbError> {
-            match &self.pool {
-                Backend::Pg { pool, config } => {
+            match &self.pools {
+                Pools::Pg { pool, config } => {
                     pg_write!(self, pool, config, DbError, |tx, _heartbeat| {
                         pg::properties::update(tx, id, changes).await
                     })
                 }
-                Backend::Sqlite { write, .. } => Ok(sqlite_write!(self, write, |conn| {
+                Pools::Sqlite { write, .. } => Ok(sqlite_write!(self, write, |conn| {
                     sqlite::properties::update(conn, id, changes).await
                 })?),
             }
@@ -379,13 +379,13 @@ mod methods {
 
         /// True when a row was deleted.
         pub async fn delete(&self, id: i64) -> Result<bool, DbError> {
-            match &self.pool {
-                Backend::Pg { pool, config } => {
+            match &self.pools {
+                Pools::Pg { pool, config } => {
                     pg_write!(self, pool, config, DbError, |tx, _heartbeat| {
                         pg::properties::delete(tx, id).await
                     })
                 }
-                Backend::Sqlite { write, .. } => Ok(sqlite_write!(self, write, |conn| {
+                Pools::Sqlite { write, .. } => Ok(sqlite_write!(self, write, |conn| {
                     sqlite::properties::delete(conn, id).await
                 })?),
             }
@@ -402,8 +402,8 @@ mod methods {
         where
             F: FnMut(usize) + Send,
         {
-            match &self.pool {
-                Backend::Pg { pool, config } => {
+            match &self.pools {
+                Pools::Pg { pool, config } => {
                     pg_write!(self, pool, config, anyhow::Error, |tx, heartbeat| {
                         let mut total = 0;
                         while let Some(batch) = next_batch()? {
@@ -414,7 +414,7 @@ mod methods {
                         anyhow::Ok(total)
                     })
                 }
-                Backend::Sqlite { write, .. } => sqlite_write!(self, write, |conn| {
+                Pools::Sqlite { write, .. } => sqlite_write!(self, write, |conn| {
                     conn.transaction::<_, anyhow::Error, _>(async |tx| {
                         let mut total = 0;
                         while let Some(batch) = next_batch()? {
@@ -431,11 +431,11 @@ mod methods {
         /// Tells every listening server that `table` changed, with an origin none of them
         /// skips. Nothing to do on SQLite, where servers notice every commit themselves.
         pub async fn announce_unconfirmed_change(&self, table: &str) -> Result<(), DbError> {
-            match &self.pool {
-                Backend::Pg { pool, .. } => pg_read!(self, pool, |conn| {
+            match &self.pools {
+                Pools::Pg { pool, .. } => pg_read!(self, pool, |conn| {
                     crate::service::db::notify::announce_change(conn, table).await
                 }),
-                Backend::Sqlite { .. } => Ok(()),
+                Pools::Sqlite { .. } => Ok(()),
             }
         }
     }
