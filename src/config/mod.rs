@@ -334,6 +334,9 @@ pub fn human_duration(duration: Duration) -> String {
 pub struct Ttl(Duration);
 
 impl Ttl {
+    /// Thirty days: longer would outlive any reason to cache a page.
+    const MAX_SECONDS: u64 = 30 * 24 * 3600;
+
     pub fn duration(self) -> Duration {
         self.0
     }
@@ -347,8 +350,11 @@ impl FromStr for Ttl {
             .trim()
             .parse()
             .map_err(|_| format!("`{raw}` is not a whole number of seconds"))?;
-        if seconds == 0 || seconds > 30 * 24 * 3600 {
-            return Err("must be between 1 and 2592000 seconds (30 days)".into());
+        if seconds == 0 || seconds > Ttl::MAX_SECONDS {
+            return Err(format!(
+                "must be between 1 and {} seconds (30 days)",
+                Ttl::MAX_SECONDS
+            ));
         }
         Ok(Ttl(Duration::from_secs(seconds)))
     }

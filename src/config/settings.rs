@@ -65,6 +65,10 @@ pub struct DbSettings {
 }
 
 pub const DEFAULT_MAX_CONNECTIONS: usize = 10;
+pub const DEFAULT_CONNECT_TIMEOUT: Seconds = Seconds(Duration::from_secs(2));
+pub const DEFAULT_POOL_TIMEOUT: Seconds = Seconds(Duration::from_secs(2));
+pub const DEFAULT_STATEMENT_TIMEOUT: Seconds = Seconds(Duration::from_secs(3));
+pub const DEFAULT_KEEPALIVE: Seconds = Seconds(Duration::from_secs(5));
 
 /// The pool size when none is set. SQLite's reads run on this machine's cores, each
 /// connection with a page cache of its own: more readers than cores only contend for
@@ -78,10 +82,6 @@ pub fn default_pool_size(url: &DatabaseUrl) -> usize {
             .max(2),
     }
 }
-pub const DEFAULT_CONNECT_TIMEOUT: Seconds = Seconds(Duration::from_secs(2));
-pub const DEFAULT_POOL_TIMEOUT: Seconds = Seconds(Duration::from_secs(2));
-pub const DEFAULT_STATEMENT_TIMEOUT: Seconds = Seconds(Duration::from_secs(3));
-pub const DEFAULT_KEEPALIVE: Seconds = Seconds(Duration::from_secs(5));
 
 impl Default for DbSettings {
     fn default() -> Self {

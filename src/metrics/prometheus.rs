@@ -5,20 +5,13 @@ use std::fmt::Write as _;
 
 use super::{CacheKind, Counts, HitsMisses, Metrics};
 
-/// The names of the exposed metrics.
-pub mod names {
-    pub const REQUEST_DURATION: &str = "listings_http_request_duration_seconds";
+/// The names both the rendering and the reading back use (the others are written once,
+/// in `render`).
+mod names {
     pub const CACHE_HITS: &str = "listings_cache_hits_total";
     pub const CACHE_MISSES: &str = "listings_cache_misses_total";
     pub const HTTP_REQUESTS: &str = "listings_http_requests_total";
-    pub const CONNECTIONS_DISPLACED: &str = "listings_http_connections_displaced_total";
-    pub const INVALIDATIONS: &str = "listings_invalidations_total";
     pub const DB_QUERIES: &str = "listings_db_queries_total";
-    pub const CACHE_ERRORS: &str = "listings_cache_errors_total";
-    pub const CHANGE_NOTIFICATIONS: &str = "listings_change_notifications_total";
-    pub const LISTENER_CONNECTS: &str = "listings_listener_connects_total";
-    pub const SQLITE_MEMORY: &str = "listings_sqlite_memory_bytes";
-    pub const RESIDENT_MEMORY: &str = "process_resident_memory_bytes";
 }
 
 /// The sample name of a per-kind cache counter.
@@ -28,7 +21,7 @@ fn per_kind(name: &str, kind: CacheKind) -> String {
 
 pub fn render(metrics: &Metrics) -> String {
     let mut out = String::new();
-    let name = names::REQUEST_DURATION;
+    let name = "listings_http_request_duration_seconds";
     let _ = writeln!(
         out,
         "# HELP {name} Time from a request's arrival to its response, on the main address.\n# TYPE {name} histogram"
@@ -66,12 +59,12 @@ pub fn render(metrics: &Metrics) -> String {
             latency.count(),
         ),
         (
-            names::CONNECTIONS_DISPLACED,
+            "listings_http_connections_displaced_total",
             "Connections stalled on their first request head that were closed to make room for a new client at the connection cap.",
             metrics.connections_displaced(),
         ),
         (
-            names::INVALIDATIONS,
+            "listings_invalidations_total",
             "Times this process retired the cache (its writes, others' changes, recoveries).",
             metrics.invalidations.total(),
         ),
@@ -81,17 +74,17 @@ pub fn render(metrics: &Metrics) -> String {
             metrics.db_queries(),
         ),
         (
-            names::CACHE_ERRORS,
+            "listings_cache_errors_total",
             "Cache operations that failed and fell back to the database.",
             metrics.cache_errors(),
         ),
         (
-            names::CHANGE_NOTIFICATIONS,
+            "listings_change_notifications_total",
             "Change notifications received from PostgreSQL.",
             metrics.change_notifications(),
         ),
         (
-            names::LISTENER_CONNECTS,
+            "listings_listener_connects_total",
             "Times the PostgreSQL change listener connected (each retires every cache entry).",
             metrics.listener_connects(),
         ),
@@ -103,12 +96,12 @@ pub fn render(metrics: &Metrics) -> String {
     }
     for (name, help, value) in [
         (
-            names::SQLITE_MEMORY,
+            "listings_sqlite_memory_bytes",
             "Memory SQLite holds in this process: page caches, statements, sorts (0 on PostgreSQL).",
             sqlite_memory_bytes(),
         ),
         (
-            names::RESIDENT_MEMORY,
+            "process_resident_memory_bytes",
             "Resident memory of the process.",
             resident_memory_bytes(),
         ),

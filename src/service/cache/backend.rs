@@ -29,6 +29,14 @@ pub enum Lookup {
     Unavailable,
 }
 
+/// A value loaded for an entry, to be stored under the generation it was loaded at.
+pub struct Fill<'a> {
+    pub entry: &'a EntryKey,
+    pub generation: u64,
+    pub value: Bytes,
+    pub ttl: Duration,
+}
+
 pub trait CacheBackend: Send + Sync {
     /// For the start-up log line; no secrets.
     fn describe(&self) -> String;
@@ -72,14 +80,8 @@ pub trait CacheBackend: Send + Sync {
         Box::pin(async {})
     }
 
-    /// Stores `value` under `generation` unless a write has retired it; true if stored.
-    fn store<'a>(
-        &'a self,
-        entry: &'a EntryKey,
-        generation: u64,
-        value: Bytes,
-        ttl: Duration,
-    ) -> Pending<'a, bool>;
+    /// Stores the fill unless a write has retired its generation; true if stored.
+    fn store<'a>(&'a self, fill: Fill<'a>) -> Pending<'a, bool>;
 
     /// Retires every entry of `resource`; false when that could not reach the cache.
     fn bump<'a>(&'a self, resource: Resource, cause: Cause<'a>) -> Pending<'a, bool>;

@@ -14,7 +14,7 @@ use moka::Expiry;
 use moka::sync::Cache;
 
 use crate::metrics::events::Cause;
-use crate::service::cache::backend::{CacheBackend, CacheBackendStatus, Lookup, Pending};
+use crate::service::cache::backend::{CacheBackend, CacheBackendStatus, Fill, Lookup, Pending};
 use crate::service::cache::keys::{EntryKey, Resource};
 
 /// Per-entry bookkeeping moka keeps besides the bytes, for the weigher.
@@ -143,16 +143,9 @@ impl CacheBackend for MemoryCache {
         Box::pin(std::future::ready(found))
     }
 
-    fn store<'a>(
-        &'a self,
-        entry: &'a EntryKey,
-        generation: u64,
-        value: Bytes,
-        ttl: Duration,
-    ) -> Pending<'a, bool> {
-        Box::pin(std::future::ready(
-            self.store_if_current(entry, generation, value, ttl),
-        ))
+    fn store<'a>(&'a self, fill: Fill<'a>) -> Pending<'a, bool> {
+        let stored = self.store_if_current(fill.entry, fill.generation, fill.value, fill.ttl);
+        Box::pin(std::future::ready(stored))
     }
 
     fn bump<'a>(&'a self, resource: Resource, _cause: Cause<'a>) -> Pending<'a, bool> {

@@ -28,7 +28,7 @@ use bytes::Bytes;
 use crate::config::RedisUrl;
 use crate::metrics::events::Cause;
 use crate::metrics::{CacheKind, Counts, Metrics};
-use crate::service::cache::backend::{CacheBackend, Lookup};
+use crate::service::cache::backend::{CacheBackend, Fill, Lookup};
 pub use crate::service::cache::backend::{CacheBackendStatus, RedisStats};
 use crate::service::cache::keys::{CacheKey, EntryKey, KeySpace, Resource};
 use crate::service::cache::memory::MemoryCache;
@@ -358,7 +358,13 @@ impl Cache {
     }
 
     async fn store(&self, entry: &EntryKey, generation: u64, value: Bytes, ttl: Duration) {
-        let stored = self.backend.store(entry, generation, value, ttl).await;
+        let fill = Fill {
+            entry,
+            generation,
+            value,
+            ttl,
+        };
+        let stored = self.backend.store(fill).await;
         if !stored {
             tracing::debug!(key = %entry.at(generation), "not cached: a write retired this generation, or the cache is unavailable");
         }

@@ -30,7 +30,7 @@ use crate::metrics::events::Cause;
 use crate::metrics::{Counts, HitsMisses, Metrics};
 use crate::redis_link::{CONNECT_TIMEOUT, RESPONSE_TIMEOUT, RedisConnection, RedisLink, key_slot};
 use crate::service::cache::backend::{
-    CacheBackend, CacheBackendStatus, Lookup, Pending, RedisStats, RedisStatus,
+    CacheBackend, CacheBackendStatus, Fill, Lookup, Pending, RedisStats, RedisStatus,
 };
 use crate::service::cache::breaker::Health;
 use crate::service::cache::keys::{EntryKey, KeySpace, Resource};
@@ -167,13 +167,8 @@ impl RedisCache {
 
     /// Stores `value` under `generation`. A store under a generation a write has
     /// retired meanwhile is harmless: no reader asks for that key any more.
-    async fn write_entry(
-        &self,
-        key: &EntryKey,
-        generation: u64,
-        value: Bytes,
-        ttl: Duration,
-    ) -> bool {
+    async fn write_entry(&self, fill: Fill<'_>) -> bool {
+        let (key, generation) = (fill.entry, fill.generation);
         if !self.ready().await {
             return false;
         }
@@ -189,8 +184,8 @@ impl RedisCache {
         let mut invocation = self.scripts.store.key(&entry);
         let call = invocation
             .key(key.fill_lock(generation))
-            .arg(&value[..])
-            .arg(millis(ttl))
+            .arg(&fill.value[..])
+            .arg(millis(fill.ttl))
             .invoke_async::<i64>(&mut conn);
         self.guarded_entry(&entry, "store", call).await == Some(1)
     }
@@ -520,14 +515,8 @@ impl CacheBackend for RedisCache {
         Box::pin(self.release_fill_lock_now(entry, generation))
     }
 
-    fn store<'a>(
-        &'a self,
-        entry: &'a EntryKey,
-        generation: u64,
-        value: Bytes,
-        ttl: Duration,
-    ) -> Pending<'a, bool> {
-        Box::pin(self.write_entry(entry, generation, value, ttl))
+    fn store<'a>(&'a self, fill: Fill<'a>) -> Pending<'a, bool> {
+        Box::pin(self.write_entry(fill))
     }
 
     fn bump<'a>(&'a self, resource: Resource, cause: Cause<'a>) -> Pending<'a, bool> {

@@ -30,21 +30,11 @@ macro_rules! property_repository {
             type Conn = $conn;
 
             /// The columns of [`Property`], in its order (the table has more).
-            const PROPERTY: (
-                p::id,
-                p::title,
-                p::description,
-                p::price,
-                p::location,
-                p::created_at,
-            ) = (
-                p::id,
-                p::title,
-                p::description,
-                p::price,
-                p::location,
-                p::created_at,
-            );
+            #[rustfmt::skip]
+            type Columns = (p::id, p::title, p::description, p::price, p::location, p::created_at);
+            #[rustfmt::skip]
+            const PROPERTY: Columns =
+                (p::id, p::title, p::description, p::price, p::location, p::created_at);
 
             /// The rows matching the query's filters, in no particular order. A location
             /// filter arrives as its match key and is compared with the stored one
@@ -291,6 +281,29 @@ macro_rules! sqlite_write {
     };
 }
 
+/// A write, written once for both backends: `$repo` names the backend's repository and
+/// `$tx` a connection inside the write's transaction; `$heartbeat` restarts the
+/// statement deadline (an import ticks after each batch). `$body` evaluates to a
+/// `Result` whose error converts into `$error`.
+macro_rules! write_on_either {
+    ($db:expr, $error:ty, |$tx:ident, $repo:ident, $heartbeat:ident| $body:expr) => {
+        match &$db.pools {
+            Pools::Pg { pool, config } => {
+                use pg::properties as $repo;
+                pg_write!($db, pool, config, $error, |$tx, $heartbeat| $body)
+            }
+            Pools::Sqlite { write, .. } => {
+                use sqlite::properties as $repo;
+                let $heartbeat = crate::service::db::Heartbeat::default();
+                sqlite_write!($db, write, |conn| {
+                    conn.transaction::<_, $error, _>(async |$tx| Ok($body?))
+                        .await
+                })
+            }
+        }
+    };
+}
+
 mod methods {
     use diesel_async::AsyncConnection as _;
 
@@ -347,16 +360,8 @@ mod methods {
         }
 
         pub async fn insert(&self, new: &NewProperty) -> Result<Property, DbError> {
-            match &self.pools {
-                Pools::Pg { pool, config } => {
-                    pg_write!(self, pool, config, DbError, |tx, _heartbeat| {
-                        pg::properties::insert(tx, new).await
-                    })
-                }
-                Pools::Sqlite { write, .. } => Ok(sqlite_write!(self, write, |conn| {
-                    sqlite::properties::insert(conn, new).await
-                })?),
-            }
+            write_on_either!(self, DbError, |tx, repo, _heartbeat| repo::insert(tx, new)
+                .await)
         }
 
         /// Changes the given fields; `NotFound` when there is no such row.
@@ -365,30 +370,15 @@ mod methods {
             id: i64,
             changes: &PropertyChanges,
         ) -> Result<Property, DbError> {
-            match &self.pools {
-                Pools::Pg { pool, config } => {
-                    pg_write!(self, pool, config, DbError, |tx, _heartbeat| {
-                        pg::properties::update(tx, id, changes).await
-                    })
-                }
-                Pools::Sqlite { write, .. } => Ok(sqlite_write!(self, write, |conn| {
-                    sqlite::properties::update(conn, id, changes).await
-                })?),
-            }
+            write_on_either!(self, DbError, |tx, repo, _heartbeat| {
+                repo::update(tx, id, changes).await
+            })
         }
 
         /// True when a row was deleted.
         pub async fn delete(&self, id: i64) -> Result<bool, DbError> {
-            match &self.pools {
-                Pools::Pg { pool, config } => {
-                    pg_write!(self, pool, config, DbError, |tx, _heartbeat| {
-                        pg::properties::delete(tx, id).await
-                    })
-                }
-                Pools::Sqlite { write, .. } => Ok(sqlite_write!(self, write, |conn| {
-                    sqlite::properties::delete(conn, id).await
-                })?),
-            }
+            write_on_either!(self, DbError, |tx, repo, _heartbeat| repo::delete(tx, id)
+                .await)
         }
 
         /// Inserts every batch `next_batch` yields, all in one transaction or none.
@@ -402,30 +392,15 @@ mod methods {
         where
             F: FnMut(usize) + Send,
         {
-            match &self.pools {
-                Pools::Pg { pool, config } => {
-                    pg_write!(self, pool, config, anyhow::Error, |tx, heartbeat| {
-                        let mut total = 0;
-                        while let Some(batch) = next_batch()? {
-                            total += pg::properties::insert_batch(tx, batch).await?;
-                            heartbeat.tick();
-                            progress(total);
-                        }
-                        anyhow::Ok(total)
-                    })
+            write_on_either!(self, anyhow::Error, |tx, repo, heartbeat| {
+                let mut total = 0;
+                while let Some(batch) = next_batch()? {
+                    total += repo::insert_batch(tx, batch).await?;
+                    heartbeat.tick();
+                    progress(total);
                 }
-                Pools::Sqlite { write, .. } => sqlite_write!(self, write, |conn| {
-                    conn.transaction::<_, anyhow::Error, _>(async |tx| {
-                        let mut total = 0;
-                        while let Some(batch) = next_batch()? {
-                            total += sqlite::properties::insert_batch(tx, batch).await?;
-                            progress(total);
-                        }
-                        Ok(total)
-                    })
-                    .await
-                }),
-            }
+                anyhow::Ok(total)
+            })
         }
 
         /// Tells every listening server that `table` changed, with an origin none of them
