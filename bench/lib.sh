@@ -83,7 +83,7 @@ start_listings() {
     server_log=$work/$3.log
     shift 3
     read -ra settings <<<"$(mode_env "$name" "$mode")"
-    (cd "$work" && exec env "${settings[@]}" RUST_LOG=warn,listings::application=info "$binary" serve "$@" --bind 127.0.0.1:0 2>"$server_log") &
+    (cd "$work" && exec env "${settings[@]}" RUST_LOG=warn,listings::startup=info "$binary" serve "$@" --bind 127.0.0.1:0 2>"$server_log") &
     server_pid=$!
     pids+=("$server_pid")
     port=""
