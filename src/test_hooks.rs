@@ -45,6 +45,8 @@ pub enum Point {
     BeforeNearConfirm,
     /// A SQLite read is on its blocking thread, inside its read transaction.
     InsideSqliteCall,
+    /// A SQLite write is inside its transaction, before its statements.
+    InsideSqliteWrite,
     /// A request has reached the service layer (a read, or a write's own task).
     InService,
 }

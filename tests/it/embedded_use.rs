@@ -82,6 +82,54 @@ async fn a_read_cancelled_inside_sqlite_leaves_nothing_broken_on_one_thread() {
     a_read_cancelled_inside_sqlite_leaves_nothing_broken().await;
 }
 
+/// A SQLite write stuck inside its transaction past its deadline (the pool timeout, the
+/// busy timeout and the statement timeout) is answered 503 at the deadline, and rolls
+/// back when it goes on: it was never acknowledged, so it must not land. The write
+/// connection is then free for the next write.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_sqlite_write_past_its_deadline_is_answered_503_and_rolls_back() {
+    let env = TestEnv::embedded();
+    let settings = Settings {
+        db: DbSettings {
+            pool_timeout: Duration::from_millis(200),
+            statement_timeout: Duration::from_millis(300),
+            ..env.settings().db
+        },
+        ..env.settings()
+    };
+    let app = env.app_with(settings).await;
+    let router = Arc::new(router(&app));
+    let body = json!({"title": "Flat", "price": "10.00", "location": "Nairobi"});
+    let pause = app.hooks().arm(Point::InsideSqliteWrite);
+    let stuck = tokio::spawn({
+        let (router, body) = (router.clone(), body.clone());
+        async move { write(&router, "POST", "/properties/", body).await }
+    });
+    pause.reached().await;
+    let answered = tokio::time::timeout(Duration::from_secs(5), stuck)
+        .await
+        .expect("answered at the deadline, not when the write goes on")
+        .expect("the request task");
+    assert_eq!(
+        answered.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{:?}",
+        answered.body
+    );
+    assert!(answered.json()["error"].is_string(), "{:?}", answered.body);
+    pause.release();
+
+    let created = write(&router, "POST", "/properties/", body).await;
+    assert_eq!(created.status, StatusCode::CREATED, "{:?}", created.body);
+    let page = get(&router, "/properties/").await;
+    assert_eq!(
+        page.json()["count"],
+        1,
+        "the abandoned write rolled back: {:?}",
+        page.body
+    );
+}
+
 /// A write task that panics (before it writes) is answered 500 with the JSON error
 /// body, writes nothing, and the next request is served as usual.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -10,6 +10,7 @@
 
 pub mod connect;
 pub mod data_version;
+mod dispatch;
 pub mod migrations;
 pub mod notify;
 mod properties;
@@ -286,20 +287,6 @@ impl<M: deadpool::managed::Manager> std::ops::DerefMut for Checkout<M> {
     }
 }
 
-/// Awaits a SQLite read's task (see `sqlite_read!`) for at most the pool and the
-/// statement timeouts together; a panic in it goes on in the caller.
-async fn await_sqlite_read<T>(
-    read: tokio::task::JoinHandle<Result<T, DbError>>,
-    settings: &DbSettings,
-) -> Result<T, DbError> {
-    match tokio::time::timeout(settings.pool_timeout + settings.statement_timeout, read).await {
-        Ok(Ok(done)) => done,
-        Ok(Err(failed)) if failed.is_panic() => std::panic::resume_unwind(failed.into_panic()),
-        Ok(Err(failed)) => Err(DbError::Unavailable(failed.to_string())),
-        Err(_) => Err(DbError::Timeout(settings.statement_timeout)),
-    }
-}
-
 /// Test builds: stops a SQLite read on its blocking thread, inside the statement
 /// SQLite is running for it, at `Point::InsideSqliteCall` when a test armed it.
 #[cfg(feature = "test-hooks")]
@@ -328,30 +315,6 @@ fn connection_error_text(e: &diesel::ConnectionError) -> String {
         other => other.to_string(),
     }
 }
-
-/// Runs `work` on `conn` within the statement timeout, restarted by every `heartbeat`
-/// tick. A connection that missed its deadline is dropped, never pooled again: it may
-/// still be waiting for a frozen server, and its next user would wait too.
-macro_rules! within_deadline {
-    ($db:expr, $conn:ident, $heartbeat:expr, $work:expr) => {{
-        let limit = $db.settings.statement_timeout;
-        let outcome = tokio::select! {
-            done = $work => Some(done),
-            () = $heartbeat.stalled(limit) => None,
-        };
-        match outcome {
-            Some(done) => {
-                $conn.finish();
-                Ok(done)
-            }
-            None => {
-                drop($conn);
-                Err(limit)
-            }
-        }
-    }};
-}
-pub(crate) use within_deadline;
 
 /// Progress of one database operation: each tick restarts its deadline (an import
 /// ticks after every batch; a single statement never ticks).

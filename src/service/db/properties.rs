@@ -197,171 +197,43 @@ pub mod bulk {
     }
 }
 
-/// PostgreSQL: runs `$body` on a pooled connection inside a transaction that remembers
-/// its id, within the statement deadline. Evaluates to the body's result, or to the
-/// deadline's error: `Timeout` when the COMMIT was never sent (the server rolls back
-/// when the dropped connection reaches it), `OutcomeUnknown` when it may have been, in
-/// which case `write_fate` learns later what happened and tells every server.
-macro_rules! pg_write {
-    ($db:expr, $pool:expr, $config:expr, $error:ty, |$tx:ident, $heartbeat:ident| $body:expr) => {{
-        let mut conn = crate::service::db::checkout($pool, &$db.settings).await?;
-        let $heartbeat = crate::service::db::Heartbeat::default();
-        let committing = std::sync::OnceLock::<String>::new();
-        let work = conn.transaction::<_, $error, _>(async |$tx| {
-            let xid = crate::service::db::write_fate::current_transaction($tx).await?;
-            let value = $body?;
-            let _ = committing.set(xid);
-            crate::test_hooks::pause!($db.hooks, BeforeCommit);
-            Ok(value)
-        });
-        match crate::service::db::within_deadline!($db, conn, $heartbeat, work) {
-            Ok(result) => result,
-            Err(limit) => Err(match committing.into_inner() {
-                Some(xid) => {
-                    $db.learn_fate_later(&$config, xid);
-                    DbError::OutcomeUnknown(limit).into()
-                }
-                None => DbError::Timeout(limit).into(),
-            }),
-        }
-    }};
-}
-
-/// PostgreSQL: runs `$body` on a pooled connection within the statement deadline.
-macro_rules! pg_read {
-    ($db:expr, $pool:expr, |$conn:ident| $body:expr) => {{
-        let mut conn = crate::service::db::checkout($pool, &$db.settings).await?;
-        let heartbeat = crate::service::db::Heartbeat::default();
-        let work = async {
-            let $conn = &mut *conn;
-            $body
-        };
-        match crate::service::db::within_deadline!($db, conn, heartbeat, work) {
-            Ok(result) => result.map_err(DbError::from),
-            Err(limit) => Err(DbError::Timeout(limit)),
-        }
-    }};
-}
-
-/// SQLite: runs `$body` on a read connection in a task of its own, awaited within the
-/// pool and statement timeouts. diesel-async's SQLite wrapper cannot be stopped midway:
-/// dropping its future blocks the thread until SQLite's statement is done, and panics
-/// on a single-threaded runtime, which left a connection that panicked on its next use.
-/// So a request that goes away, or gives up at its deadline, leaves its read to finish
-/// in the task, which then puts the connection back. `$body` owns what it uses.
-macro_rules! sqlite_read {
-    ($db:expr, $pool:expr, move |$conn:ident| $body:expr) => {{
-        let pool = $pool.clone();
-        let settings = $db.settings;
-        let read = tokio::spawn(tracing::Instrument::in_current_span(async move {
-            on_connection!(settings, &pool, |$conn| $body).map_err(DbError::from)
-        }));
-        crate::service::db::await_sqlite_read(read, &settings).await
-    }};
-}
-
-/// Runs `$body` on a connection of `$pool`, which goes back to the pool once `$body`
-/// has run to its end (see `db::Checkout`).
-macro_rules! on_connection {
-    ($settings:expr, $pool:expr, |$conn:ident| $body:expr) => {{
-        let mut pooled = crate::service::db::checkout($pool, &$settings).await?;
-        let $conn = &mut *pooled;
-        let done = $body;
-        pooled.finish();
-        done
-    }};
-}
-
-/// SQLite: runs `$body` on the write connection. Its wait for the file's write lock is
-/// bounded by the busy timeout; a deadline could abandon a write that then commits
-/// unannounced, so there is none.
-macro_rules! sqlite_write {
-    ($db:expr, $pool:expr, |$conn:ident| $body:expr) => {
-        on_connection!($db.settings, $pool, |$conn| $body)
-    };
-}
-
-/// A write, written once for both backends: `$repo` names the backend's repository and
-/// `$tx` a connection inside the write's transaction; `$heartbeat` restarts the
-/// statement deadline (an import ticks after each batch). `$body` evaluates to a
-/// `Result` whose error converts into `$error`.
-macro_rules! write_on_either {
-    ($db:expr, $error:ty, |$tx:ident, $repo:ident, $heartbeat:ident| $body:expr) => {
-        match &$db.pools {
-            Pools::Pg { pool, config } => {
-                use pg::properties as $repo;
-                pg_write!($db, pool, config, $error, |$tx, $heartbeat| $body)
-            }
-            Pools::Sqlite { write, .. } => {
-                use sqlite::properties as $repo;
-                let $heartbeat = crate::service::db::Heartbeat::default();
-                sqlite_write!($db, write, |conn| {
-                    conn.transaction::<_, $error, _>(async |$tx| Ok($body?))
-                        .await
-                })
-            }
-        }
-    };
-}
-
 mod methods {
-    use diesel_async::AsyncConnection as _;
-
-    use super::super::{Db, DbError, Pools, pg, sqlite};
+    use super::super::dispatch::dispatch;
+    use super::super::{Db, DbError};
     use crate::domain::{NewProperty, PropertyChanges, PropertyQuery};
     use crate::domain::{Property, PropertyPage};
 
+    /// What a SQLite import's task hears from the reader of its rows.
+    enum ImportStep {
+        /// Insert these, then answer with the running total.
+        Batch(Vec<NewProperty>, tokio::sync::oneshot::Sender<usize>),
+        /// Every batch was sent: commit.
+        Done,
+    }
+
     impl Db {
-        /// One page of a search and the number of matches, from one snapshot: a read-only
-        /// REPEATABLE READ transaction on PostgreSQL, one read transaction on SQLite.
+        /// One page of a search and the number of matches, from one snapshot.
         pub async fn list_page(&self, query: &PropertyQuery) -> Result<PropertyPage, DbError> {
-            match &self.pools {
-                Pools::Pg { pool, .. } => pg_read!(self, pool, |conn| {
-                    conn.build_transaction()
-                        .read_only()
-                        .repeatable_read()
-                        .run(async |tx| -> diesel::QueryResult<PropertyPage> {
-                            let rows = pg::properties::page_rows(tx, query).await?;
-                            crate::test_hooks::pause!(self.hooks, BetweenRowsAndCount);
-                            let count = pg::properties::count_matches(tx, query).await?;
-                            Ok(PropertyPage { count, data: rows })
-                        })
-                        .await
-                }),
-                Pools::Sqlite { read, .. } => {
-                    let query = query.clone();
-                    #[cfg(feature = "test-hooks")]
-                    let hooks = self.hooks.clone();
-                    sqlite_read!(self, read, move |conn| {
-                        conn.transaction(async |tx| -> diesel::QueryResult<PropertyPage> {
-                            #[cfg(feature = "test-hooks")]
-                            crate::service::db::pause_inside_sqlite(tx, &hooks).await?;
-                            let rows = sqlite::properties::page_rows(tx, &query).await?;
-                            crate::test_hooks::pause!(hooks, BetweenRowsAndCount);
-                            let count = sqlite::properties::count_matches(tx, &query).await?;
-                            Ok(PropertyPage { count, data: rows })
-                        })
-                        .await
-                    })
-                }
-            }
+            let query = query.clone();
+            #[cfg(feature = "test-hooks")]
+            let hooks = self.hooks.clone();
+            dispatch!(self, snapshot, move |tx, repo| {
+                let rows = repo::page_rows(tx, &query).await?;
+                crate::test_hooks::pause!(hooks, BetweenRowsAndCount);
+                let count = repo::count_matches(tx, &query).await?;
+                Ok(PropertyPage { count, data: rows })
+            })
         }
 
         pub async fn find(&self, id: i64) -> Result<Property, DbError> {
-            match &self.pools {
-                Pools::Pg { pool, .. } => {
-                    pg_read!(self, pool, |conn| pg::properties::find(conn, id).await)
-                }
-                Pools::Sqlite { read, .. } => {
-                    sqlite_read!(self, read, move |conn| sqlite::properties::find(conn, id)
-                        .await)
-                }
-            }
+            dispatch!(self, read, move |conn, repo| repo::find(conn, id).await)
         }
 
         pub async fn insert(&self, new: &NewProperty) -> Result<Property, DbError> {
-            write_on_either!(self, DbError, |tx, repo, _heartbeat| repo::insert(tx, new)
-                .await)
+            let new = new.clone();
+            dispatch!(self, write, DbError, move |tx, repo, _heartbeat| {
+                repo::insert(tx, &new).await
+            })
         }
 
         /// Changes the given fields; `NotFound` when there is no such row.
@@ -370,20 +242,23 @@ mod methods {
             id: i64,
             changes: &PropertyChanges,
         ) -> Result<Property, DbError> {
-            write_on_either!(self, DbError, |tx, repo, _heartbeat| {
-                repo::update(tx, id, changes).await
+            let changes = changes.clone();
+            dispatch!(self, write, DbError, move |tx, repo, _heartbeat| {
+                repo::update(tx, id, &changes).await
             })
         }
 
         /// True when a row was deleted.
         pub async fn delete(&self, id: i64) -> Result<bool, DbError> {
-            write_on_either!(self, DbError, |tx, repo, _heartbeat| repo::delete(tx, id)
-                .await)
+            dispatch!(self, write, DbError, move |tx, repo, _heartbeat| {
+                repo::delete(tx, id).await
+            })
         }
 
         /// Inserts every batch `next_batch` yields, all in one transaction or none.
         /// `progress` hears the running total after each batch; the statement deadline
-        /// applies to each batch, not to the whole import.
+        /// applies to each batch, not to the whole import. The batches are read here
+        /// and sent to the write, which may run in a task of its own (SQLite).
         pub async fn import<F>(
             &self,
             mut next_batch: impl FnMut() -> anyhow::Result<Option<Vec<NewProperty>>> + Send,
@@ -392,25 +267,61 @@ mod methods {
         where
             F: FnMut(usize) + Send,
         {
-            write_on_either!(self, anyhow::Error, |tx, repo, heartbeat| {
-                let mut total = 0;
+            let (steps, mut received) = tokio::sync::mpsc::channel::<ImportStep>(1);
+            let write = async {
+                dispatch!(self, write, anyhow::Error, move |tx, repo, heartbeat| {
+                    let mut total = 0;
+                    loop {
+                        match received.recv().await {
+                            Some(ImportStep::Batch(batch, inserted)) => {
+                                total += repo::insert_batch(tx, batch).await?;
+                                heartbeat.tick();
+                                let _ = inserted.send(total);
+                            }
+                            Some(ImportStep::Done) => break anyhow::Ok(total),
+                            // The reader failed: roll back.
+                            None => {
+                                break Err(anyhow::anyhow!("the import stopped before its end"));
+                            }
+                        }
+                    }
+                })
+            };
+            let read = async move {
                 while let Some(batch) = next_batch()? {
-                    total += repo::insert_batch(tx, batch).await?;
-                    heartbeat.tick();
-                    progress(total);
+                    let (inserted, total) = tokio::sync::oneshot::channel();
+                    // A write that stopped has its own error to tell.
+                    if steps
+                        .send(ImportStep::Batch(batch, inserted))
+                        .await
+                        .is_err()
+                    {
+                        return Ok(());
+                    }
+                    match total.await {
+                        Ok(total) => progress(total),
+                        Err(_) => return Ok(()),
+                    }
                 }
-                anyhow::Ok(total)
-            })
+                let _ = steps.send(ImportStep::Done).await;
+                anyhow::Ok(())
+            };
+            let (written, read) = tokio::join!(write, read);
+            read?;
+            written
         }
 
         /// Tells every listening server that `table` changed, with an origin none of them
         /// skips. Nothing to do on SQLite, where servers notice every commit themselves.
         pub async fn announce_unconfirmed_change(&self, table: &str) -> Result<(), DbError> {
             match &self.pools {
-                Pools::Pg { pool, .. } => pg_read!(self, pool, |conn| {
-                    crate::service::db::notify::announce_change(conn, table).await
-                }),
-                Pools::Sqlite { .. } => Ok(()),
+                super::super::Pools::Pg { pool, .. } => {
+                    let db = self;
+                    dispatch!(@pg_read db, pool, |conn| {
+                        crate::service::db::notify::announce_change(conn, table).await
+                    })
+                }
+                super::super::Pools::Sqlite { .. } => Ok(()),
             }
         }
     }
