@@ -10,6 +10,7 @@ mod cache;
 pub mod change_listener;
 mod db;
 pub mod properties;
+mod property_rows;
 mod stats;
 pub mod views;
 

@@ -6,10 +6,10 @@ use crate::domain::{NewProperty, PropertyChanges, PropertyQuery};
 use crate::domain::{Property, PropertyPage};
 use crate::logging::{Failure, log_limited};
 use crate::metrics::events::Cause;
-use crate::service::App;
 use crate::service::cache::CacheStatus;
 use crate::service::cache::keys::{AllPropertiesKey, PropertyKey, PropertyQueryKey, Resource};
 use crate::service::db::DbError;
+use crate::service::{App, property_rows};
 use crate::service::{ServiceError, catch_up_with_other_writers};
 use crate::test_hooks::pause;
 
@@ -21,7 +21,7 @@ pub async fn list_properties(
 ) -> Result<PropertyPage, ServiceError> {
     pause!(app.cache().hooks(), InService);
     catch_up_with_other_writers(app).await;
-    let load = || async { Ok::<_, ServiceError>(app.db().list_page(query).await?) };
+    let load = || async { Ok::<_, ServiceError>(property_rows::list_page(app.db(), query).await?) };
     let ttl = app.settings.data_ttl;
     if !query.is_default_listing() {
         let (page, _) = app
@@ -50,7 +50,7 @@ pub async fn find_property(app: &App, id: i64) -> Result<Property, ServiceError>
     let (property, _) = app
         .cache()
         .get_or_load(&PropertyKey(id), app.settings.data_ttl, || async {
-            Ok::<_, ServiceError>(app.db().find(id).await?)
+            Ok::<_, ServiceError>(property_rows::find(app.db(), id).await?)
         })
         .await?;
     Ok(property)
@@ -58,7 +58,7 @@ pub async fn find_property(app: &App, id: i64) -> Result<Property, ServiceError>
 
 pub async fn create_property(app: &App, new: &NewProperty) -> Result<Property, ServiceError> {
     pause!(app.cache().hooks(), InService);
-    let created = after_write(app, app.db().insert(new).await).await?;
+    let created = after_write(app, property_rows::insert(app.db(), new).await).await?;
     invalidate_after_commit(app, &format!("property {} created", created.id)).await;
     Ok(created)
 }
@@ -68,7 +68,7 @@ pub async fn update_property(
     id: i64,
     changes: &PropertyChanges,
 ) -> Result<Property, ServiceError> {
-    let updated = after_write(app, app.db().update(id, changes).await).await?;
+    let updated = after_write(app, property_rows::update(app.db(), id, changes).await).await?;
     invalidate_after_commit(app, &format!("property {id} updated")).await;
     Ok(updated)
 }
@@ -89,7 +89,7 @@ pub async fn replace_property(
 }
 
 pub async fn delete_property(app: &App, id: i64) -> Result<(), ServiceError> {
-    let deleted = after_write(app, app.db().delete(id).await).await?;
+    let deleted = after_write(app, property_rows::delete(app.db(), id).await).await?;
     if !deleted {
         return Err(ServiceError::NotFound);
     }
@@ -107,7 +107,7 @@ pub async fn import_properties<F>(
 where
     F: FnMut(usize) + Send,
 {
-    let imported = app.db().import(next_batch, progress).await;
+    let imported = property_rows::import(app.db(), next_batch, progress).await;
     if let Err(e) = &imported
         && let Some(DbError::OutcomeUnknown(_)) = e.downcast_ref::<DbError>()
     {

@@ -1,6 +1,7 @@
-//! The repository layer: one pool per backend behind [`Db`], whose methods (in
-//! `properties.rs`) are the only way to the data. Each runs one repository body, written
-//! once and expanded per backend, inside the limits of [`DbSettings`]:
+//! The repository layer: one pool per backend behind [`Db`], the repository functions
+//! (`properties.rs`, expanded per backend), and `dispatch!`, the only way the services
+//! run them: a body written once, in the transaction the service chose, inside the
+//! limits of [`DbSettings`]:
 //!
 //! - a request waits at most `pool_timeout` for a connection and `statement_timeout`
 //!   for its answers; a PostgreSQL connection that missed its deadline is discarded,
@@ -10,12 +11,12 @@
 
 pub mod connect;
 pub mod data_version;
-mod dispatch;
+pub(super) mod dispatch;
 pub mod migrations;
 pub mod notify;
 mod properties;
 pub mod schema;
-mod write_fate;
+pub(super) mod write_fate;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -40,7 +41,7 @@ use crate::test_hooks::TestHooks;
 pub type SqliteConn = SyncConnectionWrapper<SqliteConnection>;
 
 /// Repository functions compiled against the PostgreSQL schema.
-mod pg {
+pub(super) mod pg {
     crate::service::db::properties::property_repository!(
         diesel_async::AsyncPgConnection,
         diesel::pg::Pg,
@@ -50,7 +51,7 @@ mod pg {
 }
 
 /// Repository functions compiled against the SQLite schema.
-mod sqlite {
+pub(super) mod sqlite {
     crate::service::db::properties::property_repository!(
         crate::service::db::SqliteConn,
         diesel::sqlite::Sqlite,
@@ -122,16 +123,16 @@ impl DbError {
 
 #[derive(Clone)]
 pub struct Db {
-    pools: Pools,
-    settings: DbSettings,
+    pub(super) pools: Pools,
+    pub(super) settings: DbSettings,
     /// Tasks learning the fate of writes whose commit was not confirmed.
     unconfirmed: write_fate::Pending,
     #[cfg(feature = "test-hooks")]
-    hooks: Arc<TestHooks>,
+    pub(super) hooks: Arc<TestHooks>,
 }
 
 #[derive(Clone)]
-enum Pools {
+pub(super) enum Pools {
     Pg {
         pool: Pool<AsyncPgConnection>,
         /// For the connections that learn the fate of unconfirmed writes.
@@ -207,6 +208,20 @@ impl Db {
         Db { hooks, ..self }
     }
 
+    /// Tells every listening server that `table` changed, with an origin none of them
+    /// skips. Nothing to do on SQLite, where servers notice every commit themselves.
+    pub async fn announce_unconfirmed_change(&self, table: &str) -> Result<(), DbError> {
+        match &self.pools {
+            Pools::Pg { pool, .. } => {
+                let db = self;
+                dispatch::dispatch!(@pg_read db, pool, |conn| {
+                    crate::service::db::notify::announce_change(conn, table).await
+                })
+            }
+            Pools::Sqlite { .. } => Ok(()),
+        }
+    }
+
     /// Takes one connection, so that an unreachable database is reported at start-up.
     pub async fn check(&self) -> Result<(), DbError> {
         match &self.pools {
@@ -220,7 +235,7 @@ impl Db {
 }
 
 /// A pooled connection within the pool timeout (waiting and connecting together).
-async fn checkout<C>(
+pub(super) async fn checkout<C>(
     pool: &Pool<C>,
     settings: &DbSettings,
 ) -> Result<Checkout<AsyncDieselConnectionManager<C>>, DbError>
@@ -290,7 +305,7 @@ impl<M: deadpool::managed::Manager> std::ops::DerefMut for Checkout<M> {
 /// Test builds: stops a SQLite read on its blocking thread, inside the statement
 /// SQLite is running for it, at `Point::InsideSqliteCall` when a test armed it.
 #[cfg(feature = "test-hooks")]
-async fn pause_inside_sqlite(
+pub(super) async fn pause_inside_sqlite(
     conn: &mut SqliteConn,
     hooks: &Arc<TestHooks>,
 ) -> diesel::QueryResult<()> {
@@ -319,12 +334,12 @@ fn connection_error_text(e: &diesel::ConnectionError) -> String {
 /// Progress of one database operation: each tick restarts its deadline (an import
 /// ticks after every batch; a single statement never ticks).
 #[derive(Default)]
-struct Heartbeat {
+pub(super) struct Heartbeat {
     last: std::sync::Mutex<Option<tokio::time::Instant>>,
 }
 
 impl Heartbeat {
-    fn tick(&self) {
+    pub(super) fn tick(&self) {
         *self
             .last
             .lock()

@@ -29,7 +29,7 @@ struct Row {
 }
 
 /// The id of the current transaction, as text (`xid8`).
-pub(super) async fn current_transaction(
+pub(in crate::service) async fn current_transaction(
     conn: &mut AsyncPgConnection,
 ) -> diesel::QueryResult<String> {
     diesel::sql_query("SELECT pg_current_xact_id()::text AS value")
@@ -42,7 +42,11 @@ pub(super) async fn current_transaction(
 pub(super) type Pending = Arc<std::sync::Mutex<Vec<JoinHandle<()>>>>;
 
 impl Db {
-    pub(super) fn learn_fate_later(&self, config: &Arc<tokio_postgres::Config>, xid: String) {
+    pub(in crate::service) fn learn_fate_later(
+        &self,
+        config: &Arc<tokio_postgres::Config>,
+        xid: String,
+    ) {
         tracing::warn!(
             transaction = %xid,
             "a write's commit was not confirmed in time; finding out whether it was applied"

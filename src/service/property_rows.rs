@@ -1,0 +1,115 @@
+//! The property service's statements and the transactions they share: a page and its
+//! count in one snapshot, each write in a transaction of its own, an import in one
+//! transaction or none. Bodies are written once for both backends (see `dispatch!`).
+
+use crate::domain::{NewProperty, PropertyChanges, PropertyQuery};
+use crate::domain::{Property, PropertyPage};
+use crate::service::db::dispatch::dispatch;
+use crate::service::db::{Db, DbError};
+
+/// What a SQLite import's task hears from the reader of its rows.
+enum ImportStep {
+    /// Insert these, then answer with the running total.
+    Batch(Vec<NewProperty>, tokio::sync::oneshot::Sender<usize>),
+    /// Every batch was sent: commit.
+    Done,
+}
+
+/// One page of a search and the number of matches, from one snapshot.
+pub(super) async fn list_page(db: &Db, query: &PropertyQuery) -> Result<PropertyPage, DbError> {
+    let query = query.clone();
+    #[cfg(feature = "test-hooks")]
+    let hooks = db.hooks.clone();
+    dispatch!(db, snapshot, move |tx, repo| {
+        let rows = repo::page_rows(tx, &query).await?;
+        crate::test_hooks::pause!(hooks, BetweenRowsAndCount);
+        let count = repo::count_matches(tx, &query).await?;
+        Ok(PropertyPage { count, data: rows })
+    })
+}
+
+pub(super) async fn find(db: &Db, id: i64) -> Result<Property, DbError> {
+    dispatch!(db, read, move |conn, repo| repo::find(conn, id).await)
+}
+
+pub(super) async fn insert(db: &Db, new: &NewProperty) -> Result<Property, DbError> {
+    let new = new.clone();
+    dispatch!(db, write, DbError, move |tx, repo, _heartbeat| {
+        repo::insert(tx, &new).await
+    })
+}
+
+/// Changes the given fields; `NotFound` when there is no such row.
+pub(super) async fn update(
+    db: &Db,
+    id: i64,
+    changes: &PropertyChanges,
+) -> Result<Property, DbError> {
+    let changes = changes.clone();
+    dispatch!(db, write, DbError, move |tx, repo, _heartbeat| {
+        repo::update(tx, id, &changes).await
+    })
+}
+
+/// True when a row was deleted.
+pub(super) async fn delete(db: &Db, id: i64) -> Result<bool, DbError> {
+    dispatch!(db, write, DbError, move |tx, repo, _heartbeat| {
+        repo::delete(tx, id).await
+    })
+}
+
+/// Inserts every batch `next_batch` yields, all in one transaction or none.
+/// `progress` hears the running total after each batch; the statement deadline
+/// applies to each batch, not to the whole import. The batches are read here
+/// and sent to the write, which may run in a task of its own (SQLite).
+pub(super) async fn import<F>(
+    db: &Db,
+    mut next_batch: impl FnMut() -> anyhow::Result<Option<Vec<NewProperty>>> + Send,
+    mut progress: F,
+) -> anyhow::Result<usize>
+where
+    F: FnMut(usize) + Send,
+{
+    let (steps, mut received) = tokio::sync::mpsc::channel::<ImportStep>(1);
+    let write = async {
+        dispatch!(db, write, anyhow::Error, move |tx, repo, heartbeat| {
+            let mut total = 0;
+            loop {
+                match received.recv().await {
+                    Some(ImportStep::Batch(batch, inserted)) => {
+                        total += repo::insert_batch(tx, batch).await?;
+                        heartbeat.tick();
+                        let _ = inserted.send(total);
+                    }
+                    Some(ImportStep::Done) => break anyhow::Ok(total),
+                    // The reader failed: roll back.
+                    None => {
+                        break Err(anyhow::anyhow!("the import stopped before its end"));
+                    }
+                }
+            }
+        })
+    };
+    let read = async move {
+        while let Some(batch) = next_batch()? {
+            let (inserted, total) = tokio::sync::oneshot::channel();
+            // A write that stopped has its own error to tell.
+            if steps
+                .send(ImportStep::Batch(batch, inserted))
+                .await
+                .is_err()
+            {
+                return Ok(());
+            }
+            match total.await {
+                Ok(total) => progress(total),
+                Err(_) => return Ok(()),
+            }
+        }
+        let _ = steps.send(ImportStep::Done).await;
+        anyhow::Ok(())
+    };
+    let (written, read) = tokio::join!(write, read);
+    read?;
+    written
+}
