@@ -8,6 +8,7 @@ use crate::support::TestEnv;
 use crate::support::binary::{stderr, stdout};
 
 both_modes!(
+    an_import_whose_reader_fails_midway_leaves_nothing,
     list_update_delete,
     import_is_all_or_nothing,
     seed_adds_realistic_listings
@@ -222,4 +223,46 @@ fn completions_for_each_shell() {
         );
     }
     assert!(!env.run(&["completions", "tcsh"]).status.success());
+}
+
+/// The rows are read beside the write (on SQLite the write runs in a task of its own and
+/// hears each batch through a channel): a reader that fails after a batch was inserted
+/// must roll the whole import back, and its error is the one reported.
+async fn an_import_whose_reader_fails_midway_leaves_nothing(env: TestEnv) {
+    use listings::domain::{NewProperty, PropertyInput};
+    use listings::service::properties::import_properties;
+
+    let app = env.app().await;
+    let row = |i: usize| {
+        NewProperty::parse(PropertyInput {
+            title: Some(&format!("House {i}")),
+            description: None,
+            price: Some("10.00"),
+            location: Some("Lamu"),
+        })
+        .expect("a valid row")
+    };
+    let mut batches = 0;
+    let mut heard = Vec::new();
+    let imported = import_properties(
+        &app,
+        || {
+            batches += 1;
+            match batches {
+                1 | 2 => Ok(Some((0..50).map(row).collect())),
+                _ => anyhow::bail!("the file changed while importing"),
+            }
+        },
+        |total| heard.push(total),
+    )
+    .await;
+    let error = imported.expect_err("the reader failed");
+    assert!(error.to_string().contains("the file changed"), "{error:#}");
+    assert_eq!(
+        heard,
+        [50, 100],
+        "both batches were inserted before the failure"
+    );
+    let page = crate::support::get(&crate::support::router(&app), "/properties/").await;
+    assert_eq!(page.json()["count"], 0, "rolled back: {:?}", page.body);
 }
