@@ -16,6 +16,7 @@ pub mod memory;
 pub mod near;
 pub mod near_lease;
 pub mod redis;
+mod shared_counts;
 pub mod single_flight;
 pub mod values;
 

@@ -13,8 +13,8 @@
 //! Servers keep ready responses in their near-cache and serve them without asking Redis
 //! (see `near_lease`). A bump therefore also publishes the new generation, and the
 //! writer waits until every server holding a live lease has confirmed it (or its lease
-//! has run out) before its write is acknowledged. Hit and miss counts are kept in
-//! process and added to Redis once a second, so that a hit writes nothing.
+//! has run out) before its write is acknowledged. Hit and miss counts go to Redis
+//! through `shared_counts`.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -28,7 +28,7 @@ use crate::config::{RedisDeployment, RedisUrl};
 use crate::logging::{Failure, log_limited};
 use crate::metrics::events::Cause;
 use crate::metrics::{Counts, HitsMisses, Metrics};
-use crate::redis_link::{CONNECT_TIMEOUT, RESPONSE_TIMEOUT, RedisConnection, RedisLink, key_slot};
+use crate::redis_link::{CONNECT_TIMEOUT, RESPONSE_TIMEOUT, RedisLink, key_slot};
 use crate::service::cache::backend::{
     CacheBackend, CacheBackendStatus, Fill, Lookup, Pending, RedisStats, RedisStatus,
 };
@@ -36,6 +36,7 @@ use crate::service::cache::breaker::Health;
 use crate::service::cache::keys::{EntryKey, KeySpace, Resource};
 use crate::service::cache::lua::{Scripts, initial_generation};
 use crate::service::cache::near_lease::{self, NearLease};
+use crate::service::cache::shared_counts;
 
 pub struct RedisCache {
     link: RedisLink,
@@ -86,7 +87,7 @@ impl RedisCache {
             #[cfg(feature = "test-hooks")]
             hooks,
         }));
-        tokio::spawn(flush_counts_forever(
+        tokio::spawn(shared_counts::flush_forever(
             self.link.conn(),
             self.keys.clone(),
             self.metrics.clone(),
@@ -273,7 +274,7 @@ impl RedisCache {
             misses: sum("keyspace_misses"),
         };
         let mut conn = self.link.conn();
-        let shared = read_shared_counts(&mut conn, &self.keys).await?;
+        let shared = shared_counts::read(&mut conn, &self.keys).await?;
         Ok(RedisStats { keyspace, shared })
     }
 
@@ -287,7 +288,7 @@ impl RedisCache {
         }
         // Only the dashboard reads these: a failure here is no cache failure.
         let mut conn = self.link.conn();
-        let read = read_shared_counts(&mut conn, &self.keys);
+        let read = shared_counts::read(&mut conn, &self.keys);
         tokio::time::timeout(RESPONSE_TIMEOUT, read)
             .await
             .ok()?
@@ -395,62 +396,6 @@ async fn deadline<T>(call: impl Future<Output = RedisResult<T>>) -> Result<T, St
     }
 }
 
-/// The counts already added to Redis, so each flush adds only what is new.
-struct Flushed {
-    /// The shared counters' keys, in the order of `Counts::values`.
-    keys: Vec<String>,
-    counts: Counts,
-}
-
-impl Flushed {
-    fn new(keys: &KeySpace) -> Flushed {
-        Flushed {
-            keys: keys.shared_counters(),
-            counts: Counts::default(),
-        }
-    }
-
-    async fn flush(&mut self, conn: &mut RedisConnection, metrics: &Metrics) {
-        let now = metrics.counts();
-        let new = now.since(&self.counts);
-        if new == Counts::default() {
-            return;
-        }
-        let mut pipe = redis::pipe();
-        for (key, count) in self.keys.iter().zip(new.values()) {
-            if count > 0 {
-                pipe.incr(key, count).ignore();
-            }
-        }
-        let sent = tokio::time::timeout(RESPONSE_TIMEOUT, pipe.query_async::<()>(conn)).await;
-        if let Ok(Ok(())) = sent {
-            self.counts = now;
-        }
-    }
-}
-
-async fn read_shared_counts(conn: &mut RedisConnection, keys: &KeySpace) -> RedisResult<Counts> {
-    let values: Vec<Option<u64>> = redis::cmd("MGET")
-        .arg(keys.shared_counters())
-        .query_async(conn)
-        .await?;
-    Ok(Counts::from_values(&values))
-}
-
-/// How often a server adds its counts to the shared ones (`cache-metrics` lags by at
-/// most this much).
-const FLUSH_COUNTS_EVERY: Duration = Duration::from_secs(1);
-
-async fn flush_counts_forever(mut conn: RedisConnection, keys: KeySpace, metrics: Arc<Metrics>) {
-    let mut flushed = Flushed::new(&keys);
-    let mut every = tokio::time::interval(FLUSH_COUNTS_EVERY);
-    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        every.tick().await;
-        flushed.flush(&mut conn, &metrics).await;
-    }
-}
-
 fn millis(duration: Duration) -> u64 {
     u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }
@@ -497,7 +442,7 @@ impl CacheBackend for RedisCache {
     /// Adds this process's counts to the shared ones now (a command, before it exits).
     fn flush_counts(&self) -> Pending<'_, ()> {
         Box::pin(async {
-            Flushed::new(&self.keys)
+            shared_counts::Flushed::new(&self.keys)
                 .flush(&mut self.link.conn(), &self.metrics)
                 .await;
         })
