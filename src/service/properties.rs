@@ -121,8 +121,25 @@ where
     let inserted = imported?;
     if inserted > 0 {
         invalidate_after_commit(app, &format!("{inserted} properties imported")).await;
+        settle_after_bulk_load(app).await;
     }
     Ok(inserted)
+}
+
+/// The import is in; making its rows cheap to count is worth a wait, but not a failure.
+async fn settle_after_bulk_load(app: &App) {
+    let started = std::time::Instant::now();
+    match app.db().settle_after_bulk_load().await {
+        Ok(true) => tracing::info!(
+            elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+            "vacuumed and analyzed properties: counts and filtered pages are index-only scans"
+        ),
+        Ok(false) => {}
+        Err(e) => tracing::warn!(
+            error = %e,
+            "cannot VACUUM (ANALYZE) properties after the import; autovacuum will, later"
+        ),
+    }
 }
 
 /// A write whose commit was not confirmed may be visible already: retire the cache now

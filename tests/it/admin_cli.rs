@@ -266,3 +266,40 @@ async fn an_import_whose_reader_fails_midway_leaves_nothing(env: TestEnv) {
     let page = crate::support::get(&crate::support::router(&app), "/properties/").await;
     assert_eq!(page.json()["count"], 0, "rolled back: {:?}", page.body);
 }
+
+/// A bulk load leaves PostgreSQL ready for cheap counts: `import` vacuums and analyzes
+/// the table before it exits, so that counts and filtered pages are index-only scans at
+/// once instead of after autovacuum's next round.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(not(listings_test_services), ignore = "needs PostgreSQL and Redis")]
+async fn an_import_on_postgres_leaves_the_table_vacuumed_and_analyzed() {
+    use diesel::sql_types::Bool;
+    use diesel_async::{AsyncConnection as _, AsyncPgConnection, RunQueryDsl as _};
+
+    let env = TestEnv::postgres_redis().await;
+    migrate(&env);
+    let mut csv = String::from("title,price,location\n");
+    for i in 0..200 {
+        let _ = writeln!(csv, "House {i},{i}00.00,Lamu");
+    }
+    let file = env.dir.path().join("rows.csv");
+    std::fs::write(&file, csv).expect("write");
+    let imported = env.run(&["import", file.to_str().expect("path")]);
+    assert!(imported.status.success(), "{}", stderr(&imported));
+    assert!(
+        stderr(&imported).contains("vacuumed and analyzed properties"),
+        "{}",
+        stderr(&imported)
+    );
+    let mut conn = AsyncPgConnection::establish(&env.database_url)
+        .await
+        .expect("connect");
+    let settled = diesel::select(diesel::dsl::sql::<Bool>(
+        "(SELECT last_vacuum IS NOT NULL AND last_analyze IS NOT NULL \
+         FROM pg_stat_user_tables WHERE relname = 'properties')",
+    ))
+    .get_result::<bool>(&mut conn)
+    .await
+    .expect("the table's statistics");
+    assert!(settled, "VACUUM (ANALYZE) ran on properties");
+}

@@ -31,10 +31,12 @@ pub enum PgSession<'a> {
     /// Pooled connections for requests and commands: bounded statements, and the tag
     /// of the cache this process invalidates (see `Cache::origin_tag`).
     Pooled { write_origin: &'a str },
-    /// The LISTEN connection of `services::change_listener`.
+    /// The LISTEN connection of `service::change_listener`.
     Listener,
     /// Migrations: DDL on a large table may take long, so no statement timeout.
     Migrations,
+    /// `VACUUM` after a bulk load: as long as the table needs, so no statement timeout.
+    Maintenance,
 }
 
 /// The connection parameters of `url` (already validated by `DatabaseUrl`) with this
@@ -76,6 +78,9 @@ pub fn pg_config(
         }
         PgSession::Migrations => {
             config.application_name("listings-migrate");
+        }
+        PgSession::Maintenance => {
+            config.application_name("listings-maintenance");
         }
     }
     // Options the operator put in the URL come last, so they win.

@@ -72,7 +72,7 @@ macro_rules! dispatch {
         use diesel_async::AsyncConnection as _;
         let db: &crate::service::db::Db = $db;
         match &db.pools {
-            crate::service::db::Pools::Pg { pool, config } => {
+            crate::service::db::Pools::Pg { pool, config, .. } => {
                 use crate::service::db::pg::properties as $repo;
                 let mut conn = crate::service::db::checkout(pool, &db.settings).await?;
                 let $heartbeat = crate::service::db::Heartbeat::default();
