@@ -36,8 +36,8 @@ pub mod migrations {
 }
 pub use stats::{CacheBackendStatus, RedisStats, SharedCacheStats};
 
-/// What a server or a command works with. Its database and cache are reachable only
-/// through `services` (see `services::Backends`).
+/// What a server or a command works with. Its database and cache are private fields:
+/// only the services in this module reach them.
 pub struct App {
     pub settings: Settings,
     /// Per-process counters, served at `/metrics`.

@@ -1,5 +1,5 @@
 //! PostgreSQL change notifications sent by the application itself (the trigger sends
-//! the usual ones; see the `notify_changes` migration and `services::change_listener`).
+//! the usual ones; see the `notify_changes` migration and `service::change_listener`).
 
 use diesel::sql_types::Text;
 use diesel_async::{AsyncPgConnection, RunQueryDsl as _};
