@@ -146,10 +146,8 @@ impl RedisCache {
             return None;
         }
         let mut conn = self.link.conn();
-        let mut invocation = self.scripts.generation.key(self.keys.generation(resource));
+        let mut invocation = self.on_control_keys(&self.scripts.generation, resource);
         let call = invocation
-            .key(self.keys.master(resource))
-            .key(self.keys.near_registry())
             .arg(initial_generation())
             .invoke_async::<u64>(&mut conn);
         self.guarded("read the generation", call).await
@@ -212,10 +210,8 @@ impl RedisCache {
                 .await?;
         }
         let mut conn = self.link.conn();
-        let mut invocation = self.scripts.bump.key(self.keys.generation(resource));
+        let mut invocation = self.on_control_keys(&self.scripts.bump, resource);
         let call = invocation
-            .key(self.keys.master(resource))
-            .key(self.keys.near_registry())
             .arg(initial_generation())
             .arg(self.keys.generations_channel())
             .arg(resource.name())
@@ -311,6 +307,20 @@ impl RedisCache {
             near_lease: self.near.generation(Resource::Properties).is_some(),
             topology: self.link.topology(),
         }
+    }
+
+    /// `script` with the KEYS every script that reads a generation takes: `resource`'s
+    /// counter, the master that wrote it, and the registry (see `lua`).
+    fn on_control_keys<'s>(
+        &self,
+        script: &'s redis::Script,
+        resource: Resource,
+    ) -> redis::ScriptInvocation<'s> {
+        let mut invocation = script.key(self.keys.generation(resource));
+        invocation
+            .key(self.keys.master(resource))
+            .key(self.keys.near_registry());
+        invocation
     }
 
     /// False while the breaker is open, or while a resync is owed and cannot be paid.
