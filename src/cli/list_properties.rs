@@ -56,7 +56,7 @@ pub async fn run(opts: Opts, global: &GlobalOpts) -> anyhow::Result<()> {
     let query = PropertyQuery::from_pairs(pairs)
         .map_err(|e| anyhow::anyhow!("--{}: {}", e.field.replace('_', "-"), e.rule))?;
     let app = App::connect(global.settings()).await?;
-    let page = service::properties::list_properties(&app, &query)
+    let (page, _) = service::properties::list_properties(&app, &query)
         .await
         .context("cannot list properties")?;
     app.flush_counts().await;

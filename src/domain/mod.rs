@@ -10,4 +10,4 @@ pub mod text;
 pub use fields::{FIELD_NAMES, FieldsError, PropertyFields, unknown_fields_error};
 pub use property::*;
 pub use query::{PropertyQuery, SortOrder};
-pub use record::{Property, PropertyPage};
+pub use record::{Property, PropertyPage, RowChange, RowFacts};

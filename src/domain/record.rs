@@ -33,6 +33,37 @@ pub struct PropertyPage {
     pub data: Vec<Property>,
 }
 
+/// What cache invalidation needs to know of a row as it was before a write, or as a
+/// write left it: where it is (its location key, as location filters compare it, and
+/// its price) and which row it is.
+#[derive(Clone, Debug, PartialEq, Eq, Queryable)]
+pub struct RowFacts {
+    pub id: i64,
+    /// `None`: a row written by another program whose key is not set yet, which no
+    /// location filter matches.
+    pub location_key: Option<String>,
+    pub price: BigDecimal,
+}
+
+impl RowFacts {
+    /// As [`Property::normalized`]: SQLite's floats rounded back to the column's scale.
+    pub fn normalized(mut self) -> Self {
+        self.price = self.price.with_scale_round(2, RoundingMode::HalfEven);
+        self
+    }
+}
+
+/// What one write did to one row, as a process that did not make it learns it (the
+/// database's notification or change log): the row before (`None` for an insert) and
+/// after (`None` for a delete).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RowChange {
+    pub before: Option<RowFacts>,
+    pub after: Option<RowFacts>,
+    /// `created_at` changed too (only a program other than `listings` does that).
+    pub created_at_changed: bool,
+}
+
 impl Property {
     /// The price as it is sent to clients: exactly two decimals.
     pub fn price_text(&self) -> String {

@@ -1,10 +1,10 @@
 //! Property handlers: parse the request, call the service, shape the response. The
 //! `#[utoipa::path]` on each is what `/openapi.json` is generated from.
 
-use axum::Json;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
+use axum::{Extension, Json};
 use serde::Serialize;
 use tracing::Instrument as _;
 use utoipa::ToSchema;
@@ -17,9 +17,9 @@ use crate::http::error::{
     ApiError, ErrorBody, internal_error, invalid_parameter, not_found, unprocessable,
 };
 use crate::http::schemas::{ListParams, NewPropertyBody, PropertyChangesBody};
-use crate::service::AppState;
 use crate::service::ServiceError;
 use crate::service::properties as service;
+use crate::service::{AppState, Dependencies};
 
 /// A page of properties.
 #[derive(Serialize, ToSchema)]
@@ -49,17 +49,18 @@ pub struct PropertyList {
 pub async fn list_properties(
     State(app): State<AppState>,
     RawQuery(query): RawQuery,
-) -> Result<Json<PropertyList>, ApiError> {
+) -> Result<(Extension<Dependencies>, Json<PropertyList>), ApiError> {
     let query = PropertyQuery::from_query_string(query.as_deref().unwrap_or_default())
         .map_err(invalid_parameter)?;
-    let page = service::list_properties(&app, &query).await?;
+    let (page, dependencies) = service::list_properties(&app, &query).await?;
     let (previous, next) = query.neighbours(page.count);
-    Ok(Json(PropertyList {
+    let list = PropertyList {
         count: page.count,
         next,
         previous,
         data: page.data,
-    }))
+    };
+    Ok((Extension(dependencies), Json(list)))
 }
 
 /// The same list without the trailing slash.
@@ -78,7 +79,7 @@ pub async fn list_properties(
 pub async fn list_properties_no_slash(
     state: State<AppState>,
     query: RawQuery,
-) -> Result<Json<PropertyList>, ApiError> {
+) -> Result<(Extension<Dependencies>, Json<PropertyList>), ApiError> {
     list_properties(state, query).await
 }
 
@@ -149,8 +150,9 @@ fn parse_id(raw: &str) -> Result<i64, ApiError> {
 pub async fn find_property(
     State(app): State<AppState>,
     Path(id): Path<String>,
-) -> Result<Json<Property>, ApiError> {
-    Ok(Json(service::find_property(&app, parse_id(&id)?).await?))
+) -> Result<(Extension<Dependencies>, Json<Property>), ApiError> {
+    let (property, dependencies) = service::find_property(&app, parse_id(&id)?).await?;
+    Ok((Extension(dependencies), Json(property)))
 }
 
 #[utoipa::path(

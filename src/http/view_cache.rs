@@ -19,9 +19,9 @@ use tower::{Service, ServiceExt as _};
 
 use crate::domain::PropertyQuery;
 use crate::http::error::internal_error;
-use crate::service::AppState;
 use crate::service::CacheStatus;
 use crate::service::views;
+use crate::service::{AppState, Dependencies};
 use crate::view::ReadyView;
 use crate::view::{CachedResponse, Encoding};
 
@@ -133,15 +133,17 @@ fn view_key(request: &Request) -> Option<Cow<'static, str>> {
     )))
 }
 
-/// Runs the handler; a 200 becomes a cacheable value, anything else is passed through.
-async fn render<S>(inner: S, request: Request) -> Result<CachedResponse, Response>
+/// Runs the handler; a 200 that says what it depends on becomes a cacheable value,
+/// anything else is passed through.
+async fn render<S>(inner: S, request: Request) -> Result<(CachedResponse, Dependencies), Response>
 where
     S: Service<Request, Response = Response, Error = Infallible>,
 {
-    let response = inner.oneshot(request).await.unwrap_or_else(|e| match e {});
-    if response.status() != StatusCode::OK {
+    let mut response = inner.oneshot(request).await.unwrap_or_else(|e| match e {});
+    let dependencies = response.extensions_mut().remove::<Dependencies>();
+    let (Some(dependencies), StatusCode::OK) = (dependencies, response.status()) else {
         return Err(response);
-    }
+    };
     let (parts, body) = response.into_parts();
     let Ok(body) = to_bytes(body, usize::MAX).await else {
         tracing::error!("response body could not be read for the view cache");
@@ -154,11 +156,12 @@ where
         .unwrap_or("application/octet-stream")
         .to_owned();
     // Compressing a large page takes a moment: not on the runtime's threads.
-    tokio::task::spawn_blocking(move || {
+    let rendered = tokio::task::spawn_blocking(move || {
         CachedResponse::new(parts.status.as_u16(), content_type, body)
     })
     .await
-    .map_err(|_| internal_error().into_response())
+    .map_err(|_| internal_error().into_response())?;
+    Ok((rendered, dependencies))
 }
 
 /// The encodings the client accepts, best first: brotli, gzip, then none.

@@ -66,6 +66,11 @@ pub struct Metrics {
     listener_connects: AtomicU64,
     /// Connections closed at the connection cap to make room for a new client.
     connections_displaced: AtomicU64,
+    /// Pages loaded from the database that counted their matches themselves.
+    counts_computed: AtomicU64,
+    /// Pages loaded from the database that took a count another page of the search had
+    /// made (and the database confirmed current).
+    counts_shared: AtomicU64,
     /// How long each HTTP request on the main address took; its count is the number of
     /// requests answered.
     latency: LatencyHistogram,
@@ -216,6 +221,25 @@ impl Metrics {
 
     pub fn record_connection_displaced(&self) {
         self.connections_displaced.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A page loaded from the database counted its matches (`shared`: took a count
+    /// another page of its search had made).
+    pub fn record_count(&self, shared: bool) {
+        let counter = if shared {
+            &self.counts_shared
+        } else {
+            &self.counts_computed
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn counts_computed(&self) -> u64 {
+        self.counts_computed.load(Ordering::Relaxed)
+    }
+
+    pub fn counts_shared(&self) -> u64 {
+        self.counts_shared.load(Ordering::Relaxed)
     }
 
     pub fn change_notifications(&self) -> u64 {

@@ -88,6 +88,16 @@ pub fn render(metrics: &Metrics) -> String {
             "Times the PostgreSQL change listener connected (each retires every cache entry).",
             metrics.listener_connects(),
         ),
+        (
+            "listings_db_counts_computed_total",
+            "Pages loaded from the database that counted their matches.",
+            metrics.counts_computed(),
+        ),
+        (
+            "listings_db_counts_shared_total",
+            "Pages loaded from the database that took the count of their search another page had made, confirmed current by the database.",
+            metrics.counts_shared(),
+        ),
     ] {
         let _ = writeln!(
             out,

@@ -17,10 +17,11 @@ use crate::config::DatabaseUrl;
 use crate::metrics::events::{Cause, Origin};
 use crate::service::App;
 use crate::service::cache::keys::Resource;
+use crate::service::cache::tags::{TagSet, change_tags};
 /// How the listener's connection shows in `pg_stat_activity`.
 pub use crate::service::db::connect::LISTENER_APPLICATION_NAME as APPLICATION_NAME;
 use crate::service::db::connect::{self, PgSession};
-use crate::service::db::notify::CHANNEL;
+use crate::service::db::notify::{CHANNEL, Notification};
 use crate::test_hooks::pause;
 
 /// A silent connection is probed this often, so a dead one is noticed and replaced.
@@ -137,39 +138,42 @@ async fn receive(app: &App, conn: &mut AsyncPgConnection) -> anyhow::Error {
     }
 }
 
-/// Payloads are `table:origin`, the origin being the writer's `Cache::origin_tag` (set
-/// on every pooled connection; empty for psql and other programs). A writer sharing
-/// this server's Redis and prefix has already retired the generation itself, so only
-/// other writes need acting on; an in-process cache must act on all.
+/// Each payload names the writer's cache (`Cache::origin_tag`, set on every pooled
+/// connection; empty for psql and other programs) and, when it can, the rows the
+/// statement changed (see `Notification`). A writer sharing this server's Redis and
+/// prefix has already retired what it changed, so only other writes need acting on; an
+/// in-process cache must act on all. A notification that does not say which rows
+/// changed retires everything.
 async fn invalidate_changed(app: &App, payloads: &[String]) {
     let own_origin = app.cache().origin_tag();
     let shared_cache = app.cache().is_shared();
-    let mut changed = Vec::new();
+    let mut changed: Option<TagSet> = None;
     let mut cause = Cause {
         what: "change committed by another process",
         origin: Origin::OtherProcess,
     };
     for payload in payloads {
-        let (table, origin) = payload.split_once(':').unwrap_or((payload, ""));
-        if shared_cache && origin == own_origin {
+        let notification = Notification::parse(payload);
+        if shared_cache && notification.origin == own_origin {
             continue;
         }
-        if origin.is_empty() {
+        if notification.origin.is_empty() {
             cause = Cause {
                 what: "out-of-band change (made outside listings)",
                 origin: Origin::OutOfBand,
             };
         }
-        match Resource::named(table) {
-            Some(resource) if !changed.contains(&resource) => changed.push(resource),
-            Some(_) => {}
-            None => changed = Resource::ALL.to_vec(),
-        }
+        let tags = match (Resource::named(notification.table), notification.changes) {
+            (Some(_), Some(changes)) => changes.iter().flat_map(change_tags).collect(),
+            _ => TagSet::all(),
+        };
+        changed = Some(match changed {
+            Some(before) => before.union(&tags),
+            None => tags,
+        });
     }
-    for &resource in &changed {
-        app.cache().invalidate(resource, cause).await;
-    }
-    if !changed.is_empty() {
+    if let Some(changed) = changed {
+        app.cache().invalidate(&changed, cause).await;
         tracing::debug!(
             ?payloads,
             "cache invalidated: the database notified a committed change"

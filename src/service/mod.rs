@@ -8,9 +8,11 @@
 
 mod cache;
 pub mod change_listener;
+mod count_memo;
 mod db;
 pub mod properties;
 mod property_rows;
+mod sqlite_writes;
 mod stats;
 pub mod views;
 
@@ -22,10 +24,16 @@ use crate::metrics::Metrics;
 use crate::metrics::events::{Cause, Origin};
 use cache::keys::KeySpace;
 use cache::{Cache, Sizes};
-use db::data_version::CommitWatch;
+use count_memo::CountMemo;
 use db::{Db, DbError, Fault};
+use sqlite_writes::SqliteWrites;
 
 pub use cache::CacheStatus;
+
+/// What a response depends on, for the view level to keep with it; opaque outside this
+/// layer. A handler's response that carries none is never cached.
+#[derive(Clone, Debug)]
+pub struct Dependencies(cache::tags::TagSet);
 /// How long a server's near-cache lease lasts, for tests that freeze Redis past it.
 #[cfg(feature = "test-hooks")]
 pub use cache::near_lease::LEASE as NEAR_LEASE;
@@ -44,9 +52,11 @@ pub struct App {
     pub metrics: Arc<Metrics>,
     db: Db,
     cache: Cache,
-    /// Embedded mode, server only: how this process learns that another process (the
-    /// CLI, a second server) committed to the SQLite file.
-    sqlite_writes: Option<CommitWatch>,
+    /// The counts pages of one search share (see `count_memo`).
+    counts: CountMemo,
+    /// Embedded mode, server only: how this process learns what was committed to the
+    /// SQLite file, by another process (the CLI, a second server) or by itself.
+    sqlite_writes: Option<SqliteWrites>,
 }
 
 pub type AppState = Arc<App>;
@@ -114,7 +124,7 @@ impl App {
         }
         let sqlite_writes = match (&settings.database_url, role) {
             (DatabaseUrl::Sqlite(path), Role::Server) => {
-                let probe = CommitWatch::open(path)?;
+                let probe = SqliteWrites::open(path, &db).await?;
                 cache
                     .invalidate_everything(Cause::recovery(
                         "server started: what changed while it was down retired",
@@ -125,6 +135,7 @@ impl App {
             _ => None,
         };
         Ok(App {
+            counts: CountMemo::new(settings.data_ttl),
             settings,
             metrics,
             db,
@@ -211,23 +222,14 @@ impl From<DbError> for ServiceError {
     }
 }
 
-/// Embedded mode: if another process committed to the SQLite file since the last
-/// check, retire everything cached before this read can be served from the cache.
+/// Embedded mode: if anything was committed to the SQLite file since the last check,
+/// retire what it changed before this read can be served from the cache.
 async fn catch_up_with_other_writers(app: &App) {
-    let Some(watch) = &app.sqlite_writes else {
-        return;
-    };
-    // No lock: every request that finds the change retires the cache itself, and the
-    // change counts as seen only once the cache is retired, so no request can read
-    // the cache between a commit and its invalidation.
-    if let Some(change) = watch.changed() {
-        app.cache()
-            .invalidate_everything(Cause {
-                what: "change committed by another process",
-                origin: Origin::OtherProcess,
-            })
-            .await;
-        watch.acknowledge(change);
-        tracing::debug!("cache invalidated: the database changed since the last request");
+    if let Some(writes) = &app.sqlite_writes {
+        let cause = Cause {
+            what: "change committed by another process",
+            origin: Origin::OtherProcess,
+        };
+        writes.catch_up(app.db(), app.cache(), cause).await;
     }
 }

@@ -3,63 +3,73 @@
 //! can refill the cache with the pre-commit state.
 
 use crate::domain::{NewProperty, PropertyChanges, PropertyQuery};
-use crate::domain::{Property, PropertyPage};
+use crate::domain::{Property, PropertyPage, RowFacts};
 use crate::logging::{Failure, log_limited};
 use crate::metrics::events::Cause;
 use crate::service::cache::CacheStatus;
 use crate::service::cache::keys::{AllPropertiesKey, PropertyKey, PropertyQueryKey, Resource};
+use crate::service::cache::tags::{self, TagSet};
 use crate::service::db::DbError;
-use crate::service::{App, property_rows};
+use crate::service::{App, Dependencies, property_rows};
 use crate::service::{ServiceError, catch_up_with_other_writers};
 use crate::test_hooks::pause;
 
-/// One page of a search. The first page of the default listing is the logical entry
-/// `all_properties`; every other search has an entry of its own.
+/// One page of a search, and what it depends on. The first page of the default listing
+/// is the logical entry `all_properties`; every other search has an entry of its own.
 pub async fn list_properties(
     app: &App,
     query: &PropertyQuery,
-) -> Result<PropertyPage, ServiceError> {
+) -> Result<(PropertyPage, Dependencies), ServiceError> {
     pause!(app.cache().hooks(), InService);
     catch_up_with_other_writers(app).await;
-    let load = || async { Ok::<_, ServiceError>(property_rows::list_page(app.db(), query).await?) };
+    let load = || async {
+        let known = app.counts.get(query);
+        let sharing = known.is_some();
+        let (page, counted) = property_rows::list_page(app.db(), query, known).await?;
+        app.metrics.record_count(sharing && counted.is_none());
+        if let Some(counted) = counted {
+            app.counts.insert(query, counted);
+        }
+        let tags = tags::page_tags(query, &page);
+        Ok::<_, ServiceError>((page, tags))
+    };
     let ttl = app.settings.data_ttl;
     if !query.is_default_listing() {
-        let (page, _) = app
+        let fetched = app
             .cache()
-            .get_or_load(&PropertyQueryKey::new(query), ttl, load)
+            .fetch(&PropertyQueryKey::new(query), ttl, load)
             .await?;
-        return Ok(page);
+        return Ok((fetched.value, Dependencies(fetched.tags)));
     }
-    let (page, status) = app
-        .cache()
-        .get_or_load(&AllPropertiesKey, ttl, load)
-        .await?;
-    match status {
+    let fetched = app.cache().fetch(&AllPropertiesKey, ttl, load).await?;
+    match fetched.status {
         CacheStatus::Hit => tracing::info!("all_properties cache hit"),
         CacheStatus::Miss => tracing::info!(
             "all_properties cache miss: loaded {} properties from database",
-            page.data.len()
+            fetched.value.data.len()
         ),
     }
-    Ok(page)
+    Ok((fetched.value, Dependencies(fetched.tags)))
 }
 
-/// One property, through the cache. `NotFound` is not cached.
-pub async fn find_property(app: &App, id: i64) -> Result<Property, ServiceError> {
+/// One property, through the cache, and what it depends on. `NotFound` is not cached.
+pub async fn find_property(app: &App, id: i64) -> Result<(Property, Dependencies), ServiceError> {
     catch_up_with_other_writers(app).await;
-    let (property, _) = app
+    let fetched = app
         .cache()
-        .get_or_load(&PropertyKey(id), app.settings.data_ttl, || async {
-            Ok::<_, ServiceError>(property_rows::find(app.db(), id).await?)
+        .fetch(&PropertyKey(id), app.settings.data_ttl, || async {
+            let property = property_rows::find(app.db(), id).await?;
+            Ok::<_, ServiceError>((property, tags::item_tags(id)))
         })
         .await?;
-    Ok(property)
+    Ok((fetched.value, Dependencies(fetched.tags)))
 }
 
 pub async fn create_property(app: &App, new: &NewProperty) -> Result<Property, ServiceError> {
     pause!(app.cache().hooks(), InService);
-    let created = after_write(app, property_rows::insert(app.db(), new).await).await?;
-    invalidate_after_commit(app, &format!("property {} created", created.id)).await;
+    let (created, facts) = after_write(app, property_rows::insert(app.db(), new).await).await?;
+    let what = format!("property {} created", created.id);
+    invalidate_after_commit(app, &tags::write_tags(None, Some(&facts)), &what).await;
     Ok(created)
 }
 
@@ -68,8 +78,10 @@ pub async fn update_property(
     id: i64,
     changes: &PropertyChanges,
 ) -> Result<Property, ServiceError> {
-    let updated = after_write(app, property_rows::update(app.db(), id, changes).await).await?;
-    invalidate_after_commit(app, &format!("property {id} updated")).await;
+    let written = property_rows::update(app.db(), id, changes).await;
+    let (before, updated, after) = after_write(app, written).await?;
+    let changed = tags::write_tags(Some(&before), Some(&after));
+    invalidate_after_commit(app, &changed, &format!("property {id} updated")).await;
     Ok(updated)
 }
 
@@ -89,11 +101,13 @@ pub async fn replace_property(
 }
 
 pub async fn delete_property(app: &App, id: i64) -> Result<(), ServiceError> {
-    let deleted = after_write(app, property_rows::delete(app.db(), id).await).await?;
-    if !deleted {
+    let deleted: Option<RowFacts> =
+        after_write(app, property_rows::delete(app.db(), id).await).await?;
+    let Some(facts) = deleted else {
         return Err(ServiceError::NotFound);
-    }
-    invalidate_after_commit(app, &format!("property {id} deleted")).await;
+    };
+    let what = format!("property {id} deleted");
+    invalidate_after_commit(app, &tags::write_tags(Some(&facts), None), &what).await;
     Ok(())
 }
 
@@ -112,15 +126,14 @@ where
         && let Some(DbError::OutcomeUnknown(_)) = e.downcast_ref::<DbError>()
     {
         app.cache()
-            .invalidate(
-                Resource::Properties,
-                Cause::this_process("an import the database did not confirm"),
-            )
+            .invalidate_everything(Cause::this_process(
+                "an import the database did not confirm",
+            ))
             .await;
     }
-    let inserted = imported?;
+    let (inserted, changed) = imported?;
     if inserted > 0 {
-        invalidate_after_commit(app, &format!("{inserted} properties imported")).await;
+        invalidate_after_commit(app, &changed, &format!("{inserted} properties imported")).await;
         settle_after_bulk_load(app).await;
     }
     Ok(inserted)
@@ -144,35 +157,28 @@ async fn settle_after_bulk_load(app: &App) {
 
 /// A write whose commit was not confirmed may be visible already: retire the cache now
 /// as well (the database layer tells every server again if the commit lands later).
+/// Which rows it changed is not known: everything.
 async fn after_write<T>(app: &App, result: Result<T, DbError>) -> Result<T, ServiceError> {
     if let Err(DbError::OutcomeUnknown(_)) = &result {
         app.cache()
-            .invalidate(
-                Resource::Properties,
-                Cause::this_process("a write the database did not confirm"),
-            )
+            .invalidate_everything(Cause::this_process("a write the database did not confirm"))
             .await;
     }
     Ok(result?)
 }
 
-/// Each write above has committed when this runs; only then is the cache told, so no
-/// reader can cache the state from before the commit afterwards.
-async fn invalidate_after_commit(app: &App, what: &str) {
+/// Each write above has committed when this runs; only then is the cache told what it
+/// changed, so no reader can cache the state from before the commit afterwards.
+async fn invalidate_after_commit(app: &App, changed: &TagSet, what: &str) {
     pause!(app.cache().hooks(), BeforeInvalidate);
-    // A SQLite server sees its own commits in the WAL index too: what it reads there
-    // now, before invalidating, this invalidation covers.
-    let seen = app
-        .sqlite_writes
-        .as_ref()
-        .map(|watch| (watch, watch.changed()));
-    let invalidated = app
-        .cache()
-        .invalidate(Resource::Properties, Cause::this_process(what))
-        .await;
-    if let Some((watch, Some(change))) = seen {
-        watch.acknowledge(change);
-    }
+    let cause = Cause::this_process(what);
+    let invalidated = match &app.sqlite_writes {
+        // A SQLite server reads its own commit back from the change log, with whatever
+        // other processes committed since its last look: none of them is then taken as
+        // seen without being retired.
+        Some(writes) => writes.catch_up(app.db(), app.cache(), cause).await,
+        None => app.cache().invalidate(changed, cause).await,
+    };
     if invalidated {
         tracing::info!("cache invalidated: {what}");
     } else {

@@ -1,9 +1,13 @@
 //! The property service's statements and the transactions they share: a page and its
-//! count in one snapshot, each write in a transaction of its own, an import in one
-//! transaction or none. Bodies are written once for both backends (see `dispatch!`).
+//! count in one snapshot (the count possibly another page's, confirmed current there),
+//! each write in a transaction of its own, an import in one transaction or none. Bodies
+//! are written once for both backends (see `dispatch!`).
 
 use crate::domain::{NewProperty, PropertyChanges, PropertyQuery};
-use crate::domain::{Property, PropertyPage};
+use crate::domain::{Property, PropertyPage, RowFacts};
+use crate::service::cache::tags::{TagSet, write_tags};
+use crate::service::count_memo::KnownCount;
+use crate::service::db::count_nodes;
 use crate::service::db::dispatch::dispatch;
 use crate::service::db::{Db, DbError};
 
@@ -15,16 +19,35 @@ enum ImportStep {
     Done,
 }
 
-/// One page of a search and the number of matches, from one snapshot.
-pub(super) async fn list_page(db: &Db, query: &PropertyQuery) -> Result<PropertyPage, DbError> {
+/// One page of a search and the number of matches, from one snapshot. The count is
+/// `known`'s when the snapshot shows the versions it was made under; otherwise it is
+/// counted, and returned as well, for other pages of the search to share.
+pub(super) async fn list_page(
+    db: &Db,
+    query: &PropertyQuery,
+    known: Option<std::sync::Arc<KnownCount>>,
+) -> Result<(PropertyPage, Option<KnownCount>), DbError> {
     let query = query.clone();
+    let nodes = count_nodes(&query);
     #[cfg(feature = "test-hooks")]
     let hooks = db.hooks.clone();
     dispatch!(db, snapshot, move |tx, repo| {
         let rows = repo::page_rows(tx, &query).await?;
         crate::test_hooks::pause!(hooks, BetweenRowsAndCount);
+        let versions = match &nodes {
+            Some(nodes) => Some(repo::count_versions(tx, nodes.as_slice()).await?),
+            None => None,
+        };
+        let shared = known
+            .as_deref()
+            .filter(|known| Some(&known.versions) == versions.as_ref());
+        if let Some(known) = shared {
+            let count = known.count;
+            return Ok((PropertyPage { count, data: rows }, None));
+        }
         let count = repo::count_matches(tx, &query).await?;
-        Ok(PropertyPage { count, data: rows })
+        let counted = versions.map(|versions| KnownCount { versions, count });
+        Ok((PropertyPage { count, data: rows }, counted))
     })
 }
 
@@ -32,41 +55,44 @@ pub(super) async fn find(db: &Db, id: i64) -> Result<Property, DbError> {
     dispatch!(db, read, move |conn, repo| repo::find(conn, id).await)
 }
 
-pub(super) async fn insert(db: &Db, new: &NewProperty) -> Result<Property, DbError> {
+/// The new row and its facts.
+pub(super) async fn insert(db: &Db, new: &NewProperty) -> Result<(Property, RowFacts), DbError> {
     let new = new.clone();
     dispatch!(db, write, DbError, move |tx, repo, _heartbeat| {
         repo::insert(tx, &new).await
     })
 }
 
-/// Changes the given fields; `NotFound` when there is no such row.
+/// Changes the given fields: the row's facts before, the row and its facts after;
+/// `NotFound` when there is no such row.
 pub(super) async fn update(
     db: &Db,
     id: i64,
     changes: &PropertyChanges,
-) -> Result<Property, DbError> {
+) -> Result<(RowFacts, Property, RowFacts), DbError> {
     let changes = changes.clone();
     dispatch!(db, write, DbError, move |tx, repo, _heartbeat| {
         repo::update(tx, id, &changes).await
     })
 }
 
-/// True when a row was deleted.
-pub(super) async fn delete(db: &Db, id: i64) -> Result<bool, DbError> {
+/// The deleted row's facts, if there was one.
+pub(super) async fn delete(db: &Db, id: i64) -> Result<Option<RowFacts>, DbError> {
     dispatch!(db, write, DbError, move |tx, repo, _heartbeat| {
         repo::delete(tx, id).await
     })
 }
 
-/// Inserts every batch `next_batch` yields, all in one transaction or none.
-/// `progress` hears the running total after each batch; the statement deadline
-/// applies to each batch, not to the whole import. The batches are read here
-/// and sent to the write, which may run in a task of its own (SQLite).
+/// Inserts every batch `next_batch` yields, all in one transaction or none; returns how
+/// many, and what they changed for the cache. `progress` hears the running total after
+/// each batch; the statement deadline applies to each batch, not to the whole import.
+/// The batches are read here and sent to the write, which may run in a task of its own
+/// (SQLite).
 pub(super) async fn import<F>(
     db: &Db,
     mut next_batch: impl FnMut() -> anyhow::Result<Option<Vec<NewProperty>>> + Send,
     mut progress: F,
-) -> anyhow::Result<usize>
+) -> anyhow::Result<(usize, TagSet)>
 where
     F: FnMut(usize) + Send,
 {
@@ -74,14 +100,21 @@ where
     let write = async {
         dispatch!(db, write, anyhow::Error, move |tx, repo, heartbeat| {
             let mut total = 0;
+            let mut changed = TagSet::default();
             loop {
                 match received.recv().await {
                     Some(ImportStep::Batch(batch, inserted)) => {
-                        total += repo::insert_batch(tx, batch).await?;
+                        let created = repo::insert_batch(tx, batch).await?;
+                        total += created.len();
+                        let batch: TagSet = created
+                            .iter()
+                            .flat_map(|row| write_tags(None, Some(row)))
+                            .collect();
+                        changed = changed.union(&batch);
                         heartbeat.tick();
                         let _ = inserted.send(total);
                     }
-                    Some(ImportStep::Done) => break anyhow::Ok(total),
+                    Some(ImportStep::Done) => break anyhow::Ok((total, changed)),
                     // The reader failed: roll back.
                     None => {
                         break Err(anyhow::anyhow!("the import stopped before its end"));

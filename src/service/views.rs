@@ -5,10 +5,10 @@
 use std::future::Future;
 use std::sync::Arc;
 
-use crate::service::App;
 use crate::service::cache::CacheStatus;
 use crate::service::cache::keys::{Resource, ViewKey};
 use crate::service::catch_up_with_other_writers;
+use crate::service::{App, Dependencies};
 use crate::view::CachedResponse;
 use crate::view::ReadyView;
 
@@ -19,11 +19,12 @@ const VIEWS_OF: Resource = Resource::Properties;
 /// Other writers are caught up with first.
 async fn near(app: &App, key: &str) -> Option<Arc<ReadyView>> {
     catch_up_with_other_writers(app).await;
-    app.cache().near_get(VIEWS_OF, key)
+    app.cache().near_get(key)
 }
 
-/// The response for `key`: ready in this process, from the cache, or `render`'s, stored
-/// unless a write came first and kept ready in this process as well.
+/// The response for `key`: ready in this process, from the cache, or `render`'s (with
+/// what it depends on), stored unless a write came first and kept ready in this
+/// process as well.
 pub async fn cached<E, F, Fut>(
     app: &App,
     key: &str,
@@ -31,20 +32,23 @@ pub async fn cached<E, F, Fut>(
 ) -> Result<(Arc<ReadyView>, CacheStatus), E>
 where
     F: FnOnce() -> Fut,
-    Fut: Future<Output = Result<CachedResponse, E>>,
+    Fut: Future<Output = Result<(CachedResponse, Dependencies), E>>,
 {
     if let Some(ready) = near(app, key).await {
         return Ok((ready, CacheStatus::Hit));
     }
     let view_key = ViewKey::new(key, VIEWS_OF);
+    let rendered = || async {
+        let (response, Dependencies(tags)) = render().await?;
+        Ok((response, tags))
+    };
     let fetched = app
         .cache()
-        .fetch(&view_key, app.settings.view_ttl, render)
+        .fetch(&view_key, app.settings.view_ttl, rendered)
         .await?;
     let ready = Arc::new(ReadyView::from_cached(&fetched.value));
-    if let Some(generation) = fetched.generation {
-        app.cache()
-            .near_store(VIEWS_OF, key, generation, ready.clone());
+    if let Some(stamp) = &fetched.stamp {
+        app.cache().near_store(key, stamp, ready.clone());
     }
     Ok((ready, fetched.status))
 }

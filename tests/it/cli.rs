@@ -66,7 +66,7 @@ async fn create_property_rejects_bad_input_and_writes_nothing(env: TestEnv) {
         stderr(&missing)
     );
     let app = env.app().await;
-    let rows = listings::service::properties::list_properties(&app, &Default::default())
+    let (rows, _) = listings::service::properties::list_properties(&app, &Default::default())
         .await
         .expect("list");
     assert!(rows.data.is_empty(), "nothing was inserted: {rows:?}");

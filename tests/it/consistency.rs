@@ -17,7 +17,7 @@ every_redis!(
 );
 
 /// A reader loads the list, a write commits and invalidates, then the reader stores its
-/// (now old) result. The generation check must refuse that store.
+/// (now old) result. Its stamp must keep that store from being served.
 async fn slow_reader_cannot_store_pre_write_data(env: TestEnv) {
     let app = env.app().await;
     let router = router(&app);
@@ -62,7 +62,7 @@ async fn invalidation_runs_after_commit(env: TestEnv) {
     let mut uncached = env.settings();
     uncached.redis_url = None;
     let other_reader = App::connect(uncached).await.expect("reader app");
-    let in_database =
+    let (in_database, _) =
         listings::service::properties::list_properties(&other_reader, &Default::default())
             .await
             .expect("list");
@@ -112,7 +112,7 @@ async fn unreachable_redis_only_slows_requests() {
 /// A Redis of the test's own, frozen and thawed: a write whose invalidation could not
 /// reach Redis must not let the entries cached before the outage be served after it.
 /// With a Sentinel set the master is frozen (the sentinel may fail over meanwhile); in
-/// a cluster, the master holding the generations.
+/// a cluster, the master holding the clock.
 mod entries_from_before_a_redis_outage_are_not_served_after_it {
     use super::*;
     use crate::support::redis_server::{RedisCluster, SentinelSet};
@@ -142,12 +142,12 @@ mod entries_from_before_a_redis_outage_are_not_served_after_it {
             .await
             .expect("Redis Cluster");
         let url = cluster.url();
-        let pid = cluster.node_of(&generation_key()).pid();
+        let pid = cluster.node_of(&clock_key()).pid();
         outage(url, pid).await;
     }
 
-    fn generation_key() -> String {
-        format!("{{{}}}properties:generation", PREFIX)
+    fn clock_key() -> String {
+        format!("{{{}}}properties:clock", PREFIX)
     }
 
     const PREFIX: &str = "outage-test:";

@@ -1,8 +1,8 @@
 //! The near-cache in front of Redis: a server serves ready responses from its memory
 //! only while its lease says no acknowledged write has retired them. Its failure modes,
 //! each with a Redis of the test's own so it can be frozen, killed or restarted: a
-//! server that cannot renew its lease, one that does not confirm a new generation, one
-//! that died, and a Redis restart that loses the generation.
+//! server that cannot renew its lease, one that does not confirm a bump, one that died,
+//! and a Redis restart that loses the clock.
 //!
 //! PostgreSQL servers sharing one Redis and prefix skip each other's change
 //! notifications (the writer already retired the shared cache), so these tests see the
@@ -62,7 +62,7 @@ async fn a_server_that_cannot_renew_its_lease_stops_serving_from_memory() {
     redis.signal("-CONT");
 }
 
-/// A server that does not confirm a new generation (paused where it would) holds up
+/// A server that does not confirm a bump (paused where it would) holds up
 /// the writer's acknowledgement until its lease runs out, and by then it has stopped
 /// serving from memory: no request after the acknowledgement sees the old page.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -141,11 +141,11 @@ async fn a_writer_does_not_wait_for_ever_on_a_server_that_died() {
 }
 
 /// Redis restarted empty: the servers' subscriptions break, so they stop serving from
-/// memory at once, and the generation starts again above every earlier one; a write
+/// memory at once, and the clock's sequence starts again above every earlier one; a write
 /// right after is seen by the next request.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 #[cfg_attr(not(listings_test_services), ignore = "needs PostgreSQL and Redis")]
-async fn a_redis_restart_that_loses_the_generation_serves_nothing_old() {
+async fn a_redis_restart_that_loses_the_clock_serves_nothing_old() {
     let mut redis = OwnRedis::start();
     let env = env_with(&redis).await;
     let server = env.app().await;

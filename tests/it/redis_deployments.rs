@@ -175,7 +175,7 @@ async fn a_killed_sentinel_master_under_load_fails_no_request() {
 
 /// Replication is asynchronous: here the replica is cut off (stopped, its link killed)
 /// when a write's invalidation reaches the master, and the master dies before it could
-/// send it. The promoted replica still holds the generation from before the write, and
+/// send it. The promoted replica still holds the clock from before the write, and
 /// entries cached under it; the first script on the new master must retire them, so
 /// that even a fresh process (the CLI, which hears of nothing) reads the write.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -206,17 +206,17 @@ async fn an_invalidation_the_new_master_never_received_loses_no_write() {
         .position(|server| server.port() != master_port)
         .expect("a replica");
     let master = 1 - replica;
-    // The list is cached under the current generation, and replicated.
+    // The list is cached, and replicated.
     let prefix = env.cache_prefix.clone();
-    let counter = format!("{{{prefix}}}properties:generation");
-    let generation_of = |server: &crate::support::redis_server::OwnRedis| -> u64 {
+    let clock = format!("{{{prefix}}}properties:clock");
+    let sequence_of = |server: &crate::support::redis_server::OwnRedis| -> u64 {
         server
-            .command(&["GET", &counter])
+            .command(&["HGET", &clock, "seq"])
             .and_then(|g| g.parse().ok())
-            .expect("a generation")
+            .expect("a sequence")
     };
-    let before = generation_of(&set.servers[replica]);
-    let stale_entry = format!("{prefix}properties:{{g{before}:all_properties:all_properties}}");
+    let before = sequence_of(&set.servers[replica]);
+    let stale_entry = format!("{prefix}properties:{{all_properties:all_properties}}");
     assert_eq!(
         set.servers[replica]
             .command(&["EXISTS", &stale_entry])
@@ -247,18 +247,20 @@ async fn an_invalidation_the_new_master_never_received_loses_no_write() {
         ["New", "Old"],
         "a fresh process after the failover reads the acknowledged write"
     );
-    // Not by luck: the old list is still there under the old generation, which the new
-    // master retired on its first script.
+    // Not by luck: the old list was still there, with a stamp from before the write,
+    // which the new master retired on its first script (its sequence moved past every
+    // number the old one could have used, and everything was retired at that number).
     let promoted = &set.servers[replica];
-    assert_eq!(
-        promoted.command(&["EXISTS", &stale_entry]).as_deref(),
-        Some("1")
-    );
-    let after = generation_of(promoted);
+    let after = sequence_of(promoted);
     assert!(
         after >= before + (1 << 32),
-        "the new master moved the generation past every one the old could have used: {before} -> {after}"
+        "the new master moved the sequence past every number the old could have used: {before} -> {after}"
     );
+    let everything_retired_at: u64 = promoted
+        .command(&["HGET", &clock, "0"])
+        .and_then(|at| at.parse().ok())
+        .expect("everything retired");
+    assert!(everything_retired_at >= before + (1 << 32));
     let run_id = promoted
         .command(&["INFO", "server"])
         .and_then(|info| {
@@ -300,8 +302,8 @@ async fn a_cluster_master_killed_without_a_replica_fails_no_request() {
         "entries on every master: {counts:?}"
     );
 
-    // A master that does not hold the generations: theirs keep working.
-    let control = format!("{{{}}}properties:generation", env.cache_prefix);
+    // A master that does not hold the clock: theirs keep working.
+    let control = format!("{{{}}}properties:clock", env.cache_prefix);
     let control_port = cluster.node_of(&control).port();
     let victim = cluster
         .nodes
@@ -340,8 +342,8 @@ async fn a_cluster_master_killed_without_a_replica_fails_no_request() {
 }
 
 /// The control keys' slot moved to another master while a server runs: clients follow
-/// ASK and MOVED, the new owner (another run id) retires every generation before it
-/// answers, a write after the move is on the next request, and hits resume.
+/// ASK and MOVED, the new owner (another run id) retires everything before it answers,
+/// a write after the move is on the next request, and hits resume.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 #[cfg_attr(not(listings_test_services), ignore = "needs PostgreSQL and Redis")]
 async fn the_control_slot_moved_to_another_master_serves_nothing_old() {
@@ -355,7 +357,7 @@ async fn the_control_slot_moved_to_another_master_serves_nothing_old() {
     until_hit(&server, "/properties/", Duration::from_secs(5)).await;
     let load = Load::start(&[&server], &["/properties/"], Duration::from_secs(30));
 
-    let control = format!("{{{}}}properties:generation", env.cache_prefix);
+    let control = format!("{{{}}}properties:clock", env.cache_prefix);
     let from = cluster.node_of(&control).port();
     let to = cluster
         .nodes
@@ -369,33 +371,33 @@ async fn the_control_slot_moved_to_another_master_serves_nothing_old() {
     })
     .await
     .expect("move the slot");
-    let moved = format!("{{{}}}properties:generation", env.cache_prefix);
+    let moved = format!("{{{}}}properties:clock", env.cache_prefix);
     let nodes_holding: Vec<u16> = cluster
         .nodes
         .iter()
         .filter(|node| node.command(&["EXISTS", &moved]).as_deref() == Some("1"))
         .map(|node| node.port())
         .collect();
-    assert_eq!(nodes_holding, [to], "the counter moved with its slot");
+    assert_eq!(nodes_holding, [to], "the clock moved with its slot");
     let new_owner = cluster
         .nodes
         .iter()
         .find(|node| node.port() == to)
         .expect("the new owner");
-    let generation = || -> u64 {
+    let sequence = || -> u64 {
         new_owner
-            .command(&["GET", &moved])
+            .command(&["HGET", &moved, "seq"])
             .and_then(|g| g.parse().ok())
-            .expect("a generation")
+            .expect("a sequence")
     };
-    let moved_with = generation();
+    let moved_with = sequence();
     // A fresh process, before any write: its first script on the new owner retires
     // what the slot brought along.
     let listed = env.run(&["list-properties"]);
     assert!(listed.status.success(), "{}", stderr(&listed));
     assert!(
-        generation() >= moved_with + (1 << 32),
-        "the new owner retired the generation it inherited"
+        sequence() >= moved_with + (1 << 32),
+        "the new owner retired everything it inherited"
     );
 
     create(&env, "After");
@@ -456,7 +458,7 @@ async fn cluster_keys_control_in_one_slot_entries_everywhere() {
     let prefix = &env.cache_prefix;
     let control_node = cluster.node_of(&format!("{{{prefix}}}near")).port();
     for key in [
-        format!("{{{prefix}}}properties:generation"),
+        format!("{{{prefix}}}properties:clock"),
         format!("{{{prefix}}}properties:master"),
         format!("{{{prefix}}}stats:view:misses"),
     ] {

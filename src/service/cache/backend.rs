@@ -9,30 +9,28 @@ use bytes::Bytes;
 
 use crate::metrics::events::Cause;
 use crate::metrics::{Counts, HitsMisses};
-use crate::service::cache::keys::{EntryKey, Resource};
+use crate::service::cache::clock::{Stamp, TagClock};
+use crate::service::cache::keys::EntryKey;
+use crate::service::cache::tags::TagSet;
 
 /// A backend's answer, still to come.
 pub type Pending<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// Outcome of a lookup.
 pub enum Lookup {
-    Hit {
-        generation: u64,
-        value: Bytes,
-    },
-    /// `may_fill`: this caller holds the key's fill lock (or needs none), so it loads.
-    Miss {
-        generation: u64,
-        may_fill: bool,
-    },
+    /// A current entry.
+    Hit { value: Bytes, stamp: Stamp },
+    /// `seq`: what a value loaded now is stamped with. `may_fill`: this caller holds the
+    /// key's fill lock (or needs none), so it loads.
+    Miss { seq: u64, may_fill: bool },
     /// The backend is failing or not yet trusted again: go to the database.
     Unavailable,
 }
 
-/// A value loaded for an entry, to be stored under the generation it was loaded at.
+/// A value loaded for an entry, with the stamp of its load.
 pub struct Fill<'a> {
     pub entry: &'a EntryKey,
-    pub generation: u64,
+    pub stamp: Stamp,
     pub value: Bytes,
     pub ttl: Duration,
 }
@@ -51,9 +49,9 @@ pub trait CacheBackend: Send + Sync {
     /// What the dashboard shows of the backend.
     fn status(&self) -> CacheBackendStatus;
 
-    /// The generation whose ready responses this process may serve from its memory
-    /// without asking anyone, if any.
-    fn near_generation(&self, resource: Resource) -> Option<u64>;
+    /// The clock that says which ready responses this process may serve from its
+    /// memory without asking anyone, if any.
+    fn near_clock(&self) -> Option<&TagClock>;
 
     /// A server's background work beside its requests.
     fn start_server_tasks(
@@ -67,8 +65,8 @@ pub trait CacheBackend: Send + Sync {
         Box::pin(async {})
     }
 
-    /// The current generation of `entry`'s resource and the entry stored under it. With
-    /// `fill_lock`, a miss also tries to take the key's fill lock for that long.
+    /// The entry if it is current. With `fill_lock`, a miss also tries to take the key's
+    /// fill lock for that long.
     fn lookup<'a>(
         &'a self,
         entry: &'a EntryKey,
@@ -76,15 +74,16 @@ pub trait CacheBackend: Send + Sync {
     ) -> Pending<'a, Lookup>;
 
     /// Ends a fill lock early (the load failed), so that others need not wait it out.
-    fn release_fill_lock<'a>(&'a self, _entry: &'a EntryKey, _generation: u64) -> Pending<'a, ()> {
+    fn release_fill_lock<'a>(&'a self, _entry: &'a EntryKey) -> Pending<'a, ()> {
         Box::pin(async {})
     }
 
-    /// Stores the fill unless a write has retired its generation; true if stored.
+    /// Stores the fill unless a write has already retired it; true if stored.
     fn store<'a>(&'a self, fill: Fill<'a>) -> Pending<'a, bool>;
 
-    /// Retires every entry of `resource`; false when that could not reach the cache.
-    fn bump<'a>(&'a self, resource: Resource, cause: Cause<'a>) -> Pending<'a, bool>;
+    /// Retires every entry that shares a tag with `tags`; false when that could not
+    /// reach the cache.
+    fn bump<'a>(&'a self, tags: &'a TagSet, cause: Cause<'a>) -> Pending<'a, bool>;
 
     /// The sums of every process's counters, when they are shared and readable now.
     fn shared_counts(&self) -> Pending<'_, Option<Counts>> {

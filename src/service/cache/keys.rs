@@ -5,18 +5,18 @@
 //! server:
 //! - control keys, all in one hash slot (the hash tag `{prefix}`), because the scripts
 //!   that keep the promise touch several of them at once:
-//!   - `{prefix}{resource}:generation`: the generation counter; never expires;
-//!   - `{prefix}{resource}:master`: the run id of the master that wrote the counter: any
-//!     other master inherited it and retires every generation first;
-//!   - `{prefix}near`: near-cache leases and the generations servers confirmed;
+//!   - `{prefix}{resource}:clock`: a hash of the bump sequence (`seq`) and, by tag, the
+//!     number of its latest bump (see `clock`); never expires;
+//!   - `{prefix}{resource}:master`: the run id of the master that wrote the clock: any
+//!     other master inherited it and retires everything first;
+//!   - `{prefix}near`: near-cache leases and the bumps servers confirmed;
 //!   - `{prefix}stats:{kind}:hits` / `:misses`, `{prefix}stats:requests`,
 //!     `{prefix}stats:db_queries`: counters shared by every process;
 //! - entries, spread over every master by a hash tag of their own:
-//!   `{prefix}{resource}:{g{generation}:{kind}:{name}}`, and their fill lock
-//!   `…}:fill` in the same slot. An entry is valid while the counter still holds its
-//!   generation: a bump retires every entry of the resource at once; retired entries
-//!   expire by TTL. Since the generation is part of the key, no script needs the counter
-//!   and an entry together.
+//!   `{prefix}{resource}:{{kind}:{name}}`, and their fill lock `…}:fill` in the same
+//!   slot. An entry's value opens with its stamp, which says whether it is still
+//!   current, so no script needs the clock and an entry together; an entry a write
+//!   retired is replaced by the next load, or expires by TTL.
 
 use crate::domain::PropertyQuery;
 use crate::domain::{Property, PropertyPage};
@@ -24,7 +24,7 @@ use crate::metrics::{CacheKind, Counts};
 use crate::service::cache::values::CacheValue;
 use crate::view::CachedResponse;
 
-/// A set of entries retired together by one generation bump.
+/// The entries of one table (the clock's tags name its rows and their filters).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Resource {
     Properties,
@@ -92,9 +92,7 @@ impl CacheKey for PropertyQueryKey {
 }
 
 /// One property by id. Misses for ids that do not exist are not stored, so random
-/// ids cannot fill the cache. Items share the resource generation: every write retires
-/// them all, since a point read is cheap to redo and one counter keeps the stale-set
-/// guarantee simple.
+/// ids cannot fill the cache.
 pub struct PropertyKey(pub i64);
 
 impl CacheKey for PropertyKey {
@@ -144,24 +142,25 @@ pub struct KeySpace {
     prefix: String,
 }
 
-/// An entry's key with the generation left open: `head + generation + tail`, where
-/// head ends with `{g` and tail with `}`, so the tag holds the generation and the name.
+/// An entry's key; its hash tag holds the kind and the name.
 #[derive(Clone, Debug)]
-pub struct EntryKey {
-    pub resource: Resource,
-    pub head: String,
-    pub tail: String,
-}
+pub struct EntryKey(String);
 
 impl EntryKey {
-    /// The key of the lock one process holds while it loads the entry, so that the
-    /// others wait for its value instead of loading too; in the entry's slot.
-    pub fn fill_lock(&self, generation: u64) -> String {
-        format!("{}:fill", self.at(generation))
+    pub fn as_str(&self) -> &str {
+        &self.0
     }
 
-    pub fn at(&self, generation: u64) -> String {
-        format!("{}{generation}{}", self.head, self.tail)
+    /// The key of the lock one process holds while it loads the entry, so that the
+    /// others wait for its value instead of loading too; in the entry's slot.
+    pub fn fill_lock(&self) -> String {
+        format!("{}:fill", self.0)
+    }
+}
+
+impl std::fmt::Display for EntryKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
     }
 }
 
@@ -180,31 +179,34 @@ impl KeySpace {
         format!("{{{}}}{name}", self.prefix)
     }
 
-    pub fn generation(&self, resource: Resource) -> String {
-        self.control(&format!("{}:generation", resource.name()))
+    /// The bump sequence and each tag's latest bump.
+    pub fn clock(&self, resource: Resource) -> String {
+        self.control(&format!("{}:clock", resource.name()))
     }
 
-    /// The run id of the Redis master that last vouched for the counter.
+    /// The run id of the Redis master that last vouched for the clock.
     pub fn master(&self, resource: Resource) -> String {
         self.control(&format!("{}:master", resource.name()))
     }
 
     pub fn entry<K: CacheKey>(&self, key: &K) -> EntryKey {
-        EntryKey {
-            resource: key.resource(),
-            head: format!("{}{}:{{g", self.prefix, key.resource().name()),
-            tail: format!(":{}:{}}}", K::KIND.name(), key.name()),
-        }
+        EntryKey(format!(
+            "{}{}:{{{}:{}}}",
+            self.prefix,
+            key.resource().name(),
+            K::KIND.name(),
+            key.name()
+        ))
     }
 
-    /// The hash of near-cache leases and the generations servers confirmed.
+    /// The hash of near-cache leases and the bumps servers confirmed.
     pub fn near_registry(&self) -> String {
         self.control("near")
     }
 
-    /// The channel new generations are published on (a channel, not a key).
-    pub fn generations_channel(&self) -> String {
-        format!("{}generations", self.prefix)
+    /// The channel bumps are published on (a channel, not a key).
+    pub fn bumps_channel(&self) -> String {
+        format!("{}bumps", self.prefix)
     }
 
     /// The shared counters' keys, in the order of [`Counts::names`].
@@ -224,17 +226,17 @@ mod tests {
     fn key_formats_are_stable() {
         let keys = KeySpace::new("listings:");
         assert_eq!(
-            keys.generation(Resource::Properties),
-            "{listings:}properties:generation"
+            keys.clock(Resource::Properties),
+            "{listings:}properties:clock"
         );
         assert_eq!(
-            keys.entry(&AllPropertiesKey).at(7),
-            "listings:properties:{g7:all_properties:all_properties}"
+            keys.entry(&AllPropertiesKey).as_str(),
+            "listings:properties:{all_properties:all_properties}"
         );
         let view = ViewKey::new("/properties/?a=1", Resource::Properties);
         assert_eq!(
-            keys.entry(&view).at(7),
-            "listings:properties:{g7:view:GET /properties/?a=1}"
+            keys.entry(&view).as_str(),
+            "listings:properties:{view:GET /properties/?a=1}"
         );
         let shared = keys.shared_counters();
         assert_eq!(shared[0], "{listings:}stats:view:hits");
@@ -250,7 +252,7 @@ mod tests {
     fn control_keys_share_a_slot_and_entries_spread() {
         use crate::redis_link::key_slot;
         let keys = KeySpace::new("listings:");
-        let control = key_slot(keys.generation(Resource::Properties).as_bytes());
+        let control = key_slot(keys.clock(Resource::Properties).as_bytes());
         assert_eq!(key_slot(keys.near_registry().as_bytes()), control);
         assert_eq!(
             key_slot(keys.master(Resource::Properties).as_bytes()),
@@ -260,7 +262,7 @@ mod tests {
             assert_eq!(key_slot(counter.as_bytes()), control, "{counter}");
         }
         let slots: std::collections::HashSet<u16> = (0..64)
-            .map(|id| key_slot(keys.entry(&PropertyKey(id)).at(3).as_bytes()))
+            .map(|id| key_slot(keys.entry(&PropertyKey(id)).as_str().as_bytes()))
             .collect();
         assert!(
             slots.len() > 32,
@@ -269,8 +271,8 @@ mod tests {
         );
         let entry = keys.entry(&ViewKey::new("/properties/?q=}{x", Resource::Properties));
         assert_eq!(
-            key_slot(entry.at(3).as_bytes()),
-            key_slot(entry.fill_lock(3).as_bytes()),
+            key_slot(entry.as_str().as_bytes()),
+            key_slot(entry.fill_lock().as_bytes()),
             "an entry and its fill lock share a slot, whatever the name holds"
         );
     }

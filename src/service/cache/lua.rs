@@ -1,23 +1,26 @@
 //! The Redis side of the cache protocol, written once: every script the backend and
-//! the near-cache lease run, the shared `generation()` function, and the field names
+//! the near-cache lease run, the shared `current_seq()` function, and the field names
 //! of the near-cache registry (a hash of `lease:<server>` = expiry in Redis time, ms,
-//! `ack:<server>` = the generation the server has confirmed, and `inherited_at`).
+//! `ack:<server>` = the bump the server has confirmed, and `inherited_at`).
 //! Each script touches keys of one hash slot only (see `keys`).
+//!
+//! The clock is a hash: `seq`, the latest bump's number, and one field per bumped tag
+//! (its index) holding the number of its latest bump (see `clock`). Numbers are written
+//! with `%.0f`: Lua's own conversion would write a large one as 1.79e+15.
 
 use redis::Script;
 
 /// Lua, put before every script: the registry's field names, and
-/// `generation(counter, master, registry, initial)`, which returns the current
-/// generation of a resource.
+/// `current_seq(clock, master, registry, initial)`, which returns the clock's sequence.
 /// - A replica refuses (a demoted master still answers reads): the caller asks for the
 ///   master again.
-/// - A master that did not write the counter itself inherited it (a failover, a restart
+/// - A master that did not write the clock itself inherited it (a failover, a restart
 ///   from disk, a slot moved to it) and may lack the last bumps, whose writes were
-///   acknowledged: it retires every generation first. So does a lost counter. The new
-///   generation must be above any the old master handed out, which is the counter plus
-///   the bumps it lost: it is the largest of the counter, the caller's clock and
-///   Redis's (in microseconds), plus 2^32, far more bumps than any failover loses (and
-///   an hour of clock error).
+///   acknowledged: it retires everything first (tag 0). So does a lost clock. The new
+///   number must be above any the old master handed out, which is the sequence plus the
+///   bumps it lost: it is the largest of the sequence, the caller's clock and Redis's
+///   (in microseconds), plus 2^32, far more bumps than any failover loses (and an hour
+///   of clock error).
 /// - Leases renewed on the old master after the last renewal this one received may
 ///   still be trusted by their servers: a master that inherited anything records when
 ///   (`inherited_at` in the registry), and writers wait a whole lease from then.
@@ -25,33 +28,48 @@ const PRELUDE: &str = r"
 local LEASE_FIELD = 'lease:'
 local ACK_FIELD = 'ack:'
 local INHERITED_AT_FIELD = 'inherited_at'
+local SEQ_FIELD = 'seq'
+local ALL_TAG = '0'
 
-local function generation(counter, master, registry, initial)
+local function number(n)
+  return string.format('%.0f', n)
+end
+
+local function current_seq(clock, master, registry, initial)
   if string.match(redis.call('INFO', 'replication'), 'role:(%a+)') ~= 'master' then
-    error({err = 'READONLY a replica holds no generation: ask for the master'})
+    error({err = 'READONLY a replica holds no clock: ask for the master'})
   end
   local me = string.match(redis.call('INFO', 'server'), 'run_id:(%x+)')
-  local g = redis.call('GET', counter)
+  local s = redis.call('HGET', clock, SEQ_FIELD)
   local stored = redis.call('GET', master)
-  if g and stored == me then
-    return tonumber(g)
+  if s and stored == me then
+    return tonumber(s)
   end
   local t = redis.call('TIME')
   local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-  if g or stored or redis.call('EXISTS', registry) == 1 then
-    redis.call('HSET', registry, INHERITED_AT_FIELD, string.format('%.0f', math.floor(now / 1000)))
+  if s or stored or redis.call('EXISTS', registry) == 1 then
+    redis.call('HSET', registry, INHERITED_AT_FIELD, number(math.floor(now / 1000)))
   end
-  local next = math.max(tonumber(g or '0'), tonumber(initial), now) + 4294967296
-  -- Lua's own conversion would write a large generation as 1.79e+15.
-  redis.call('SET', counter, string.format('%.0f', next))
+  local next = math.max(tonumber(s or '0'), tonumber(initial), now) + 4294967296
+  redis.call('HSET', clock, SEQ_FIELD, number(next), ALL_TAG, number(next))
   redis.call('SET', master, me)
   return next
 end
 ";
 
-/// KEYS: counter, master, registry. ARGV: initial generation.
-const GENERATION: &str = r"
-return generation(KEYS[1], KEYS[2], KEYS[3], ARGV[1])
+/// KEYS: clock, master, registry. ARGV: initial sequence, then tags. Returns {the
+/// sequence, then each tag's latest bump (false if never bumped)}.
+const CHECK: &str = r"
+local s = current_seq(KEYS[1], KEYS[2], KEYS[3], ARGV[1])
+local bumped = redis.call('HMGET', KEYS[1], ALL_TAG, unpack(ARGV, 2))
+table.insert(bumped, 1, number(s))
+return bumped
+";
+
+/// KEYS: clock, master, registry. ARGV: initial sequence. Returns the whole clock.
+const SNAPSHOT: &str = r"
+current_seq(KEYS[1], KEYS[2], KEYS[3], ARGV[1])
+return redis.call('HGETALL', KEYS[1])
 ";
 
 /// KEYS: entry, its fill lock. ARGV: lock ms (0: ask for none). Returns {value or
@@ -68,24 +86,49 @@ end
 return {false, 0}
 ";
 
-/// KEYS: entry, its fill lock. ARGV: value, ttl ms. Stores, and releases the lock.
+/// KEYS: the fill lock. ARGV: lock ms. 1 if the caller now holds it.
+const LOCK: &str = r"
+if redis.call('SET', KEYS[1], '1', 'NX', 'PX', ARGV[1]) then
+  return 1
+end
+return 0
+";
+
+/// KEYS: entry, its fill lock. ARGV: value (opening with its stamp's sequence, 20
+/// digits), ttl ms. Stores unless the entry holds a value loaded later; releases the
+/// lock. 1 if stored.
 const STORE: &str = r"
-redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 redis.call('DEL', KEYS[2])
+local old = redis.call('GET', KEYS[1])
+if old and tonumber(string.sub(old, 1, 20)) > tonumber(string.sub(ARGV[1], 1, 20)) then
+  return 0
+end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 return 1
 ";
 
-/// KEYS: counter, master, registry. ARGV: initial generation, channel, resource, news.
-/// Publishes `resource:generation:news` to the servers (see `near_lease::News`).
+/// KEYS: clock, master, registry. ARGV: initial sequence, channel, news, then tags.
+/// Bumps the tags under the next number and publishes `number:tags:news` to the
+/// servers (see `near_lease`); returns the number.
 const BUMP: &str = r"
-generation(KEYS[1], KEYS[2], KEYS[3], ARGV[1])
-local g = redis.call('INCR', KEYS[1])
-redis.call('PUBLISH', ARGV[2], ARGV[3] .. ':' .. string.format('%.0f', g) .. ':' .. ARGV[4])
-return g
+current_seq(KEYS[1], KEYS[2], KEYS[3], ARGV[1])
+local s = number(redis.call('HINCRBY', KEYS[1], SEQ_FIELD, 1))
+local fields, tags = {}, {}
+for i = 4, #ARGV do
+  tags[#tags + 1] = ARGV[i]
+  fields[#fields + 1] = ARGV[i]
+  fields[#fields + 1] = s
+end
+-- unpack() is bounded by Lua's stack: a large import's tags go in parts.
+for i = 1, #fields, 4000 do
+  redis.call('HSET', KEYS[1], unpack(fields, i, math.min(i + 3999, #fields)))
+end
+redis.call('PUBLISH', ARGV[2], s .. ':' .. table.concat(tags, ',') .. ':' .. ARGV[3])
+return s
 ";
 
-/// KEYS: the registry. ARGV: a generation, lease ms. Forgets expired leases; returns
-/// {how many live ones have not confirmed the generation yet, ms until no lease from
+/// KEYS: the registry. ARGV: a bump's number, lease ms. Forgets expired leases; returns
+/// {how many live ones have not confirmed the bump yet, ms until no lease from
 /// before the master inherited the registry can still be trusted}.
 const PENDING_ACKS: &str = r"
 local t = redis.call('TIME')
@@ -115,13 +158,13 @@ end
 return {pending, inherited_wait}
 ";
 
-/// KEYS: the registry, the counter, the master (one hash slot). ARGV: server id, lease
-/// ms, the generation the server has confirmed, initial generation, 1 if the lease is
-/// registered already. Renews the lease, records the confirmed generation (never
-/// lowering it), and returns {current generation, 1 if the registration was missing
-/// (the registry was lost or the lease ran out: it must start over)}.
+/// KEYS: the registry, the clock, the master (one hash slot). ARGV: server id, lease
+/// ms, the bump the server has confirmed, initial sequence, 1 if the lease is
+/// registered already. Renews the lease, records the confirmed bump (never lowering
+/// it), and returns {the current sequence, 1 if the registration was missing (the
+/// registry was lost or the lease ran out: it must start over)}.
 const RENEW: &str = r"
-local g = generation(KEYS[2], KEYS[3], KEYS[1], ARGV[4])
+local s = current_seq(KEYS[2], KEYS[3], KEYS[1], ARGV[4])
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local lost = 0
@@ -130,14 +173,16 @@ if ARGV[5] == '1' and redis.call('HEXISTS', KEYS[1], LEASE_FIELD .. ARGV[1]) == 
 end
 local acked = tonumber(redis.call('HGET', KEYS[1], ACK_FIELD .. ARGV[1]) or '0')
 if tonumber(ARGV[3]) > acked then acked = tonumber(ARGV[3]) end
-redis.call('HSET', KEYS[1], LEASE_FIELD .. ARGV[1], now + tonumber(ARGV[2]), ACK_FIELD .. ARGV[1], string.format('%.0f', acked))
-return {string.format('%.0f', g), lost}
+redis.call('HSET', KEYS[1], LEASE_FIELD .. ARGV[1], now + tonumber(ARGV[2]), ACK_FIELD .. ARGV[1], number(acked))
+return {number(s), lost}
 ";
 
 /// The scripts, loaded once per backend.
 pub struct Scripts {
-    pub generation: Script,
+    pub check: Script,
+    pub snapshot: Script,
     pub fetch: Script,
+    pub lock: Script,
     pub store: Script,
     pub bump: Script,
     pub pending_acks: Script,
@@ -148,8 +193,10 @@ impl Default for Scripts {
     fn default() -> Self {
         let script = |body: &str| Script::new(&format!("{PRELUDE}{body}"));
         Scripts {
-            generation: script(GENERATION),
+            check: script(CHECK),
+            snapshot: script(SNAPSHOT),
             fetch: script(FETCH),
+            lock: script(LOCK),
             store: script(STORE),
             bump: script(BUMP),
             pending_acks: script(PENDING_ACKS),
@@ -158,8 +205,8 @@ impl Default for Scripts {
     }
 }
 
-/// Microseconds since the epoch: above every generation a lost counter could have had.
-pub fn initial_generation() -> u64 {
+/// Microseconds since the epoch: above every number a lost clock could have handed out.
+pub fn initial_seq() -> u64 {
     let since_epoch = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default();

@@ -1,12 +1,9 @@
 //! The in-process cache of the embedded mode: a moka cache bounded in bytes (keys and
-//! values), with per-entry expiry and its own eviction, plus one generation counter per
-//! resource. Entries are keyed by generation, so a bump retires every entry at once;
-//! retired ones are unreachable and leave by eviction or expiry.
-//!
-//! "Store only if the generation is unchanged" needs no lock: a store that loses the
-//! race with a bump lands under the retired generation, where no lookup looks.
+//! values), with per-entry expiry and its own eviction, plus the clock (see `clock`):
+//! every bump happens in this process, so the clock is always current, and an entry is
+//! served only while it is.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -15,19 +12,24 @@ use moka::sync::Cache;
 
 use crate::metrics::events::Cause;
 use crate::service::cache::backend::{CacheBackend, CacheBackendStatus, Fill, Lookup, Pending};
-use crate::service::cache::keys::{EntryKey, Resource};
+use crate::service::cache::clock::{Stamp, TagClock};
+use crate::service::cache::keys::EntryKey;
+use crate::service::cache::tags::TagSet;
 
 /// Per-entry bookkeeping moka keeps besides the bytes, for the weigher.
 const ENTRY_OVERHEAD_BYTES: usize = 64;
 
 pub struct MemoryCache {
-    generations: [AtomicU64; Resource::ALL.len()],
+    clock: TagClock,
+    /// Bumps take the sequence's numbers one at a time.
+    bumping: Mutex<()>,
     entries: Cache<String, Entry>,
 }
 
 #[derive(Clone)]
 struct Entry {
     value: Bytes,
+    stamp: std::sync::Arc<Stamp>,
     ttl: Duration,
 }
 
@@ -45,51 +47,48 @@ impl MemoryCache {
         let entries = Cache::builder()
             .max_capacity(max_bytes)
             .weigher(|key: &String, entry: &Entry| {
-                u32::try_from(key.len() + entry.value.len() + ENTRY_OVERHEAD_BYTES)
+                let tags = entry.stamp.tags.len() * std::mem::size_of::<u32>();
+                u32::try_from(key.len() + entry.value.len() + tags + ENTRY_OVERHEAD_BYTES)
                     .unwrap_or(u32::MAX)
             })
             .expire_after(EntryTtl)
             .build();
         MemoryCache {
-            generations: std::array::from_fn(|_| AtomicU64::new(0)),
+            clock: TagClock::default(),
+            bumping: Mutex::new(()),
             entries,
         }
     }
 
-    /// The current generation of `resource`.
-    fn generation_of(&self, resource: Resource) -> u64 {
-        self.generations[resource as usize].load(Ordering::Acquire)
+    /// The entry if it is current, else the number a load now is stamped with.
+    fn get_current(&self, key: &EntryKey) -> Result<(Bytes, Stamp), u64> {
+        let seq = self.clock.seq();
+        match self.entries.get(key.as_str()) {
+            Some(entry) if self.clock.is_current(&entry.stamp) => {
+                Ok((entry.value, Stamp::clone(&entry.stamp)))
+            }
+            _ => Err(seq),
+        }
     }
 
-    /// The current generation and, when present and fresh, the entry stored under it.
-    fn get_current(&self, key: &EntryKey) -> (u64, Option<Bytes>) {
-        let generation = self.generation_of(key.resource);
-        let value = self
-            .entries
-            .get(&key.at(generation))
-            .map(|entry| entry.value);
-        (generation, value)
-    }
-
-    /// Stores only if no write bumped the generation since the caller's lookup.
-    fn store_if_current(
-        &self,
-        key: &EntryKey,
-        generation: u64,
-        value: Bytes,
-        ttl: Duration,
-    ) -> bool {
-        if self.generation_of(key.resource) != generation {
+    /// Stores unless a write has retired the value since its load began.
+    fn store_if_current(&self, key: &EntryKey, stamp: Stamp, value: Bytes, ttl: Duration) -> bool {
+        if !self.clock.is_current(&stamp) {
             return false;
         }
+        let stamp = std::sync::Arc::new(stamp);
         self.entries
-            .insert(key.at(generation), Entry { value, ttl });
+            .insert(key.as_str().to_owned(), Entry { value, stamp, ttl });
         true
     }
 
-    /// Retires every entry of `resource`.
-    fn bump_generation(&self, resource: Resource) -> u64 {
-        self.generations[resource as usize].fetch_add(1, Ordering::AcqRel) + 1
+    /// Retires every entry sharing a tag with `tags`.
+    fn bump_tags(&self, tags: &TagSet) {
+        let _one_at_a_time = self
+            .bumping
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        self.clock.record(self.clock.next(), tags.iter());
     }
 
     /// Bytes held (keys, values and bookkeeping), after pending evictions.
@@ -122,9 +121,9 @@ impl CacheBackend for MemoryCache {
         }
     }
 
-    /// Always the current one: every bump happens in this process.
-    fn near_generation(&self, resource: Resource) -> Option<u64> {
-        Some(self.generation_of(resource))
+    /// Always current: every bump happens in this process.
+    fn near_clock(&self) -> Option<&TagClock> {
+        Some(&self.clock)
     }
 
     fn lookup<'a>(
@@ -132,11 +131,10 @@ impl CacheBackend for MemoryCache {
         entry: &'a EntryKey,
         _fill_lock: Option<Duration>,
     ) -> Pending<'a, Lookup> {
-        let (generation, value) = self.get_current(entry);
-        let found = match value {
-            Some(value) => Lookup::Hit { generation, value },
-            None => Lookup::Miss {
-                generation,
+        let found = match self.get_current(entry) {
+            Ok((value, stamp)) => Lookup::Hit { value, stamp },
+            Err(seq) => Lookup::Miss {
+                seq,
                 may_fill: true,
             },
         };
@@ -144,12 +142,12 @@ impl CacheBackend for MemoryCache {
     }
 
     fn store<'a>(&'a self, fill: Fill<'a>) -> Pending<'a, bool> {
-        let stored = self.store_if_current(fill.entry, fill.generation, fill.value, fill.ttl);
+        let stored = self.store_if_current(fill.entry, fill.stamp, fill.value, fill.ttl);
         Box::pin(std::future::ready(stored))
     }
 
-    fn bump<'a>(&'a self, resource: Resource, _cause: Cause<'a>) -> Pending<'a, bool> {
-        self.bump_generation(resource);
+    fn bump<'a>(&'a self, tags: &'a TagSet, _cause: Cause<'a>) -> Pending<'a, bool> {
+        self.bump_tags(tags);
         Box::pin(std::future::ready(true))
     }
 }
@@ -158,26 +156,55 @@ impl CacheBackend for MemoryCache {
 mod tests {
     use super::*;
     use crate::service::cache::keys::{AllPropertiesKey, KeySpace, PropertyKey};
+    use crate::service::cache::tags::{ALL, item_tags};
 
     const TTL: Duration = Duration::from_secs(60);
+
+    fn stamp(seq: u64) -> Stamp {
+        Stamp {
+            seq,
+            tags: TagSet::all(),
+        }
+    }
 
     #[test]
     fn a_bump_refuses_stores_begun_before_it() {
         let cache = MemoryCache::new(1 << 20);
         let keys = KeySpace::new("t:");
         let entry = keys.entry(&AllPropertiesKey);
-        let (generation, value) = cache.get_current(&entry);
-        assert_eq!(value, None);
-        cache.bump_generation(Resource::Properties);
-        assert!(!cache.store_if_current(&entry, generation, Bytes::from_static(b"old"), TTL));
-        let (generation, _) = cache.get_current(&entry);
-        assert!(cache.store_if_current(&entry, generation, Bytes::from_static(b"new"), TTL));
+        let Err(seq) = cache.get_current(&entry) else {
+            panic!("empty");
+        };
+        cache.bump_tags(&TagSet::all());
+        assert!(!cache.store_if_current(&entry, stamp(seq), Bytes::from_static(b"old"), TTL));
+        let Err(seq) = cache.get_current(&entry) else {
+            panic!("nothing stored");
+        };
+        assert!(cache.store_if_current(&entry, stamp(seq), Bytes::from_static(b"new"), TTL));
         assert_eq!(
-            cache.get_current(&entry).1,
-            Some(Bytes::from_static(b"new"))
+            cache.get_current(&entry).map(|(value, _)| value),
+            Ok(Bytes::from_static(b"new"))
         );
-        cache.bump_generation(Resource::Properties);
-        assert_eq!(cache.get_current(&entry).1, None, "retired by the bump");
+        cache.bump_tags(&TagSet::all());
+        assert!(cache.get_current(&entry).is_err(), "retired by the bump");
+    }
+
+    #[test]
+    fn a_bump_retires_only_entries_sharing_a_tag() {
+        let cache = MemoryCache::new(1 << 20);
+        let keys = KeySpace::new("t:");
+        let (one, two) = (keys.entry(&PropertyKey(1)), keys.entry(&PropertyKey(2)));
+        for (entry, id) in [(&one, 1), (&two, 2)] {
+            let fill = Stamp {
+                seq: cache.clock.seq(),
+                tags: item_tags(id),
+            };
+            assert!(cache.store_if_current(entry, fill, Bytes::from_static(b"x"), TTL));
+        }
+        let written: TagSet = item_tags(2).iter().filter(|t| *t != ALL).collect();
+        cache.bump_tags(&written);
+        assert!(cache.get_current(&one).is_ok());
+        assert!(cache.get_current(&two).is_err());
     }
 
     #[test]
@@ -188,8 +215,7 @@ mod tests {
         let value = Bytes::from(vec![b'x'; 1000]);
         for id in 0..1000 {
             let entry = keys.entry(&PropertyKey(id));
-            let (generation, _) = cache.get_current(&entry);
-            assert!(cache.store_if_current(&entry, generation, value.clone(), TTL));
+            assert!(cache.store_if_current(&entry, stamp(0), value.clone(), TTL));
         }
         assert!(
             cache.weighted_size() <= bound,
@@ -197,11 +223,10 @@ mod tests {
             cache.weighted_size()
         );
         let last = keys.entry(&PropertyKey(999));
-        let (generation, _) = cache.get_current(&last);
-        assert!(cache.store_if_current(&last, generation, value.clone(), TTL));
+        assert!(cache.store_if_current(&last, stamp(0), value.clone(), TTL));
         assert_eq!(
-            cache.get_current(&last).1,
-            Some(value),
+            cache.get_current(&last).map(|(value, _)| value),
+            Ok(value),
             "eviction makes room"
         );
     }

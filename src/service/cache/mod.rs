@@ -1,15 +1,17 @@
-//! The cache: one type over two backends (Redis, in-process), typed keys, generations.
+//! The cache: one type over two backends (Redis, in-process), typed keys, stamps.
 //!
 //! Rules it keeps:
-//! - a reader stores its result under the generation it started under, and only if
-//!   that generation is still current: a slow reader's late store can never be read
-//!   after an invalidation (its key is retired), and is not even written;
+//! - a reader stamps its result with the bump sequence as it stood before it loaded, and
+//!   with the tags of what the result depends on (see `tags` and `clock`): a slow
+//!   reader's late store is outdated by any write that came meanwhile and could change
+//!   it, and is never served;
 //! - concurrent misses for one key share one load: within a process by single flight,
 //!   across processes (Redis) by a short fill lock per key;
 //! - a cache failure never fails a read: it is counted, logged and the value is loaded.
 
 mod backend;
 mod breaker;
+pub mod clock;
 pub mod keys;
 mod lua;
 pub mod memory;
@@ -18,6 +20,7 @@ pub mod near_lease;
 pub mod redis;
 mod shared_counts;
 pub mod single_flight;
+pub mod tags;
 pub mod values;
 
 use std::future::Future;
@@ -31,11 +34,13 @@ use crate::metrics::events::Cause;
 use crate::metrics::{CacheKind, Counts, Metrics};
 use crate::service::cache::backend::{CacheBackend, Fill, Lookup};
 pub use crate::service::cache::backend::{CacheBackendStatus, RedisStats};
-use crate::service::cache::keys::{CacheKey, EntryKey, KeySpace, Resource};
+use crate::service::cache::clock::{Stamp, TagClock};
+use crate::service::cache::keys::{CacheKey, EntryKey, KeySpace};
 use crate::service::cache::memory::MemoryCache;
 use crate::service::cache::near::NearCache;
 use crate::service::cache::redis::RedisCache;
 use crate::service::cache::single_flight::SingleFlight;
+use crate::service::cache::tags::TagSet;
 use crate::service::cache::values::CacheValue;
 #[cfg(feature = "test-hooks")]
 use crate::test_hooks::TestHooks;
@@ -78,12 +83,13 @@ pub enum CacheStatus {
     Miss,
 }
 
-/// A value from [`Cache::fetch`], with the generation it belongs to (`None` when the
-/// cache could not say: it was unavailable).
+/// A value from [`Cache::fetch`], with its stamp (`None` when the cache could not say
+/// when it was loaded: it was unavailable) and its tags.
 pub struct Fetched<V> {
     pub value: V,
     pub status: CacheStatus,
-    pub generation: Option<u64>,
+    pub stamp: Option<Stamp>,
+    pub tags: TagSet,
 }
 
 impl Cache {
@@ -121,11 +127,11 @@ impl Cache {
         }
     }
 
-    /// The generation whose ready responses this process may serve from its memory
-    /// without asking anyone: in process, the current one; with Redis, the one its
-    /// near-cache lease vouches for, if the lease is live.
-    fn near_generation(&self, resource: Resource) -> Option<u64> {
-        self.backend.near_generation(resource)
+    /// The clock that says which ready responses this process may serve from its memory
+    /// without asking anyone: in process, its own; with Redis, the mirror its near-cache
+    /// lease keeps, if the lease is live.
+    fn near_clock(&self) -> Option<&TagClock> {
+        self.backend.near_clock()
     }
 
     /// A server's background work: with Redis, the near-cache lease and the flushing
@@ -143,18 +149,21 @@ impl Cache {
     }
 
     /// The ready response for the view `key` (a normalized URL), if this process holds
-    /// one of the current generation. Counts a view hit.
-    pub fn near_get(&self, resource: Resource, key: &str) -> Option<Arc<ReadyView>> {
-        let view = self.near.get(key, self.near_generation(resource)?)?;
+    /// a current one. Counts a view hit.
+    pub fn near_get(&self, key: &str) -> Option<Arc<ReadyView>> {
+        let view = self.near.get(key, self.near_clock()?)?;
         self.metrics.record_hit(CacheKind::View);
         Some(view)
     }
 
-    /// Keeps a ready response rendered (or found) under `generation`, unless a write
-    /// has retired that generation meanwhile.
-    pub fn near_store(&self, resource: Resource, key: &str, generation: u64, view: Arc<ReadyView>) {
-        if self.near_generation(resource) == Some(generation) {
-            self.near.insert(key, generation, view);
+    /// Keeps a ready response rendered (or found) with `stamp`, unless a write has
+    /// retired it meanwhile.
+    pub fn near_store(&self, key: &str, stamp: &Stamp, view: Arc<ReadyView>) {
+        if self
+            .near_clock()
+            .is_some_and(|clock| clock.is_current(stamp))
+        {
+            self.near.insert(key, stamp.clone(), view);
         }
     }
 
@@ -195,24 +204,9 @@ impl Cache {
         self.backend.shared_stats().await
     }
 
-    /// Cache-aside: the cached value, or `load`'s, stored for `ttl` unless a write
-    /// bumped the generation meanwhile. An `Err` from `load` is returned and not stored.
-    pub async fn get_or_load<K, E, F, Fut>(
-        &self,
-        key: &K,
-        ttl: Duration,
-        load: F,
-    ) -> Result<(K::Value, CacheStatus), E>
-    where
-        K: CacheKey,
-        F: FnOnce() -> Fut,
-        Fut: Future<Output = Result<K::Value, E>>,
-    {
-        let fetched = self.fetch(key, ttl, load).await?;
-        Ok((fetched.value, fetched.status))
-    }
-
-    /// [`Cache::get_or_load`], telling the generation the value belongs to.
+    /// Cache-aside: the cached value, or `load`'s (with the tags of what it depends on),
+    /// stored for `ttl` unless a write retired it meanwhile, with its stamp and tags. An
+    /// `Err` from `load` is returned and not stored.
     pub async fn fetch<K, E, F, Fut>(
         &self,
         key: &K,
@@ -222,22 +216,22 @@ impl Cache {
     where
         K: CacheKey,
         F: FnOnce() -> Fut,
-        Fut: Future<Output = Result<K::Value, E>>,
+        Fut: Future<Output = Result<(K::Value, TagSet), E>>,
     {
         let entry = self.keys.entry(key);
-        let generation = match self.lookup::<K::Value>(&entry, None).await {
-            Found::Value { value, generation } => return Ok(self.hit(K::KIND, value, generation)),
-            Found::Nothing { generation, .. } => generation,
+        match self.lookup::<K::Value>(&entry, None).await {
+            Found::Value { value, stamp } => return Ok(self.hit(K::KIND, value, stamp)),
+            Found::Nothing { .. } => {}
             Found::Unavailable => return self.load_uncached(K::KIND, load).await,
-        };
-        // One loader per key and generation in this process; the others wait for it.
-        let (flight, waited) = self.flights.lock(&entry.at(generation)).await;
+        }
+        // One loader per key in this process; the others wait for it.
+        let (flight, waited) = self.flights.lock(entry.as_str()).await;
         // Across processes, the fill lock: wait while another process loads.
         let give_up_waiting = Instant::now() + FILL_WAIT;
-        let (generation, locked) = loop {
+        let (seq, locked) = loop {
             match self.lookup::<K::Value>(&entry, Some(FILL_LOCK_TTL)).await {
-                Found::Value { value, generation } => {
-                    return Ok(self.hit(K::KIND, value, generation));
+                Found::Value { value, stamp } => {
+                    return Ok(self.hit(K::KIND, value, stamp));
                 }
                 Found::Unavailable => return self.load_uncached(K::KIND, load).await,
                 Found::Nothing {
@@ -245,85 +239,80 @@ impl Cache {
                 } if Instant::now() < give_up_waiting => {
                     tokio::time::sleep(FILL_POLL).await;
                 }
-                Found::Nothing {
-                    generation,
-                    may_fill,
-                } => break (generation, may_fill),
+                Found::Nothing { seq, may_fill } => break (seq, may_fill),
             }
         };
         if waited {
             // The loader we waited for stored nothing: load alongside the other waiters.
             drop(flight);
         }
-        let value = match load().await {
-            Ok(value) => value,
+        let (value, tags) = match load().await {
+            Ok(loaded) => loaded,
             Err(e) => {
                 if locked {
-                    self.backend.release_fill_lock(&entry, generation).await;
+                    self.backend.release_fill_lock(&entry).await;
                 }
                 return Err(e);
             }
         };
         pause!(self.hooks, BeforeCacheStore);
         let stored = value.encode();
-        self.store(&entry, generation, stored.clone(), ttl).await;
+        let stamp = Stamp { seq, tags };
+        self.store(&entry, stamp.clone(), stored.clone(), ttl).await;
         self.metrics.record_miss(K::KIND);
         Ok(Fetched {
             value: value.kept_as(stored),
             status: CacheStatus::Miss,
-            generation: Some(generation),
+            tags: stamp.tags.clone(),
+            stamp: Some(stamp),
         })
     }
 
     /// The cached value if there is one; never loads.
     pub async fn peek<K: CacheKey>(&self, key: &K) -> Option<K::Value> {
         match self.lookup::<K::Value>(&self.keys.entry(key), None).await {
-            Found::Value { value, generation } => Some(self.hit(K::KIND, value, generation).value),
+            Found::Value { value, stamp } => Some(self.hit(K::KIND, value, stamp).value),
             Found::Nothing { .. } | Found::Unavailable => None,
         }
     }
 
-    /// Retires every cached list and page of `resource`, and records why (the
-    /// dashboard's markers; with Redis, the other servers hear it too); false when that
-    /// could not reach the cache. This process then serves nothing cached until it can
-    /// retire it, but other processes sharing the cache do not know: the caller must
-    /// tell them.
-    pub async fn invalidate(&self, resource: Resource, cause: Cause<'_>) -> bool {
+    /// Retires every cached entry that shares a tag with `tags` (what a committed write
+    /// changed), and records why (the dashboard's markers; with Redis, the other servers
+    /// hear it too); false when that could not reach the cache. This process then serves
+    /// nothing cached until it can retire it, but other processes sharing the cache do not
+    /// know: the caller must tell them.
+    pub async fn invalidate(&self, tags: &TagSet, cause: Cause<'_>) -> bool {
         self.metrics.record_invalidation(cause);
-        self.retire(resource, cause).await
+        self.backend.bump(tags, cause).await
     }
 
-    async fn retire(&self, resource: Resource, cause: Cause<'_>) -> bool {
-        self.backend.bump(resource, cause).await
+    /// Everything, recorded as one invalidation.
+    pub async fn invalidate_everything(&self, cause: Cause<'_>) -> bool {
+        self.invalidate(&TagSet::all(), cause).await
     }
 
-    /// Every resource, recorded as one invalidation.
-    pub async fn invalidate_everything(&self, cause: Cause<'_>) {
-        self.metrics.record_invalidation(cause);
-        for resource in Resource::ALL {
-            self.retire(resource, cause).await;
-        }
-    }
-
-    fn hit<V>(&self, kind: CacheKind, value: V, generation: u64) -> Fetched<V> {
+    fn hit<V>(&self, kind: CacheKind, value: V, stamp: Stamp) -> Fetched<V> {
         self.metrics.record_hit(kind);
         Fetched {
             value,
             status: CacheStatus::Hit,
-            generation: Some(generation),
+            tags: stamp.tags.clone(),
+            stamp: Some(stamp),
         }
     }
 
     async fn load_uncached<V, E, F, Fut>(&self, kind: CacheKind, load: F) -> Result<Fetched<V>, E>
     where
         F: FnOnce() -> Fut,
-        Fut: Future<Output = Result<V, E>>,
+        Fut: Future<Output = Result<(V, TagSet), E>>,
     {
         self.metrics.record_miss(kind);
+        let (value, tags) = load().await?;
         Ok(Fetched {
-            value: load().await?,
+            value,
             status: CacheStatus::Miss,
-            generation: None,
+            stamp: None,
+            tags,
         })
     }
 
@@ -334,40 +323,34 @@ impl Cache {
         entry: &EntryKey,
         fill_lock: Option<Duration>,
     ) -> Found<V> {
-        let (generation, bytes, may_fill) = match self.backend.lookup(entry, fill_lock).await {
-            Lookup::Hit { generation, value } => (generation, Some(value), true),
-            Lookup::Miss {
-                generation,
-                may_fill,
-            } => (generation, None, may_fill),
+        let (value, stamp) = match self.backend.lookup(entry, fill_lock).await {
+            Lookup::Hit { value, stamp } => (value, stamp),
+            Lookup::Miss { seq, may_fill } => return Found::Nothing { seq, may_fill },
             Lookup::Unavailable => return Found::Unavailable,
         };
-        match bytes.map(V::decode) {
-            Some(Some(value)) => Found::Value { value, generation },
-            Some(None) => {
-                tracing::warn!(key = %entry.at(generation), "cached value does not decode; reloading it");
+        match V::decode(value) {
+            Some(value) => Found::Value { value, stamp },
+            None => {
+                tracing::warn!(key = %entry, "cached value does not decode; reloading it");
+                // Its stamp is no later than the current sequence: a safe one to load under.
                 Found::Nothing {
-                    generation,
-                    may_fill,
+                    seq: stamp.seq,
+                    may_fill: true,
                 }
             }
-            None => Found::Nothing {
-                generation,
-                may_fill,
-            },
         }
     }
 
-    async fn store(&self, entry: &EntryKey, generation: u64, value: Bytes, ttl: Duration) {
+    async fn store(&self, entry: &EntryKey, stamp: Stamp, value: Bytes, ttl: Duration) {
         let fill = Fill {
             entry,
-            generation,
+            stamp,
             value,
             ttl,
         };
         let stored = self.backend.store(fill).await;
         if !stored {
-            tracing::debug!(key = %entry.at(generation), "not cached: a write retired this generation, or the cache is unavailable");
+            tracing::debug!(key = %entry, "not cached: a write retired it meanwhile, or the cache is unavailable");
         }
     }
 }
@@ -375,11 +358,11 @@ impl Cache {
 enum Found<V> {
     Value {
         value: V,
-        generation: u64,
+        stamp: Stamp,
     },
-    /// `may_fill`: this caller may load now.
+    /// `seq`: what a load now is stamped with. `may_fill`: this caller may load now.
     Nothing {
-        generation: u64,
+        seq: u64,
         may_fill: bool,
     },
     Unavailable,

@@ -2,21 +2,27 @@
 //! built, every encoding at hand), so that a view hit costs no decoding, no allocation
 //! of header values and, in Redis mode, no Redis round trip.
 //!
-//! An entry is kept with the generation it was rendered under and served only while
-//! the cache vouches for that generation (see `Cache::near_generation`): a bump makes
-//! every entry unservable at once, and the next rendering replaces it in place.
+//! An entry is kept with the stamp of its rendering and served only while a clock the
+//! cache vouches for says it is current (see `Cache::near_clock`): a write retires the
+//! entries it can change at once, and the next rendering replaces them in place.
 
 use std::sync::Arc;
 
 use moka::sync::Cache;
 
+use crate::service::cache::clock::{Stamp, TagClock};
 use crate::view::ReadyView;
 
 /// Per-entry bookkeeping moka and the maps keep besides the bytes, for the weigher.
 const ENTRY_OVERHEAD_BYTES: usize = 128;
 
+struct Kept {
+    stamp: Stamp,
+    view: Arc<ReadyView>,
+}
+
 pub struct NearCache {
-    entries: Cache<Arc<str>, (u64, Arc<ReadyView>)>,
+    entries: Cache<Arc<str>, Arc<Kept>>,
 }
 
 impl NearCache {
@@ -26,22 +32,25 @@ impl NearCache {
         let entries = Cache::builder()
             .max_capacity(max_bytes)
             .time_to_live(ttl)
-            .weigher(|key: &Arc<str>, (_, view): &(u64, Arc<ReadyView>)| {
-                u32::try_from(key.len() + view.weight() + ENTRY_OVERHEAD_BYTES).unwrap_or(u32::MAX)
+            .weigher(|key: &Arc<str>, kept: &Arc<Kept>| {
+                let tags = kept.stamp.tags.len() * std::mem::size_of::<u32>();
+                u32::try_from(key.len() + kept.view.weight() + tags + ENTRY_OVERHEAD_BYTES)
+                    .unwrap_or(u32::MAX)
             })
             .build();
         NearCache { entries }
     }
 
-    /// The response kept for `key` if it was rendered under `generation`.
-    pub fn get(&self, key: &str, generation: u64) -> Option<Arc<ReadyView>> {
+    /// The response kept for `key` if `clock` says it is current.
+    pub fn get(&self, key: &str, clock: &TagClock) -> Option<Arc<ReadyView>> {
         self.entries
             .get(key)
-            .filter(|(kept_under, _)| *kept_under == generation)
-            .map(|(_, view)| view)
+            .filter(|kept| clock.is_current(&kept.stamp))
+            .map(|kept| kept.view.clone())
     }
 
-    pub fn insert(&self, key: &str, generation: u64, view: Arc<ReadyView>) {
-        self.entries.insert(Arc::from(key), (generation, view));
+    pub fn insert(&self, key: &str, stamp: Stamp, view: Arc<ReadyView>) {
+        self.entries
+            .insert(Arc::from(key), Arc::new(Kept { stamp, view }));
     }
 }

@@ -2,15 +2,17 @@
 //! sure no acknowledged write has retired them, without asking Redis on every request.
 //! It holds a lease for that:
 //!
-//! - it subscribes to the channel new generations are published on, then reads the
-//!   current generation, then registers its lease (`lease:<id>` in the registry hash,
-//!   with an expiry in Redis time) and renews it every third of [`LEASE`];
-//! - each new generation it hears becomes its current one before it confirms it
-//!   (`ack:<id>`), so once confirmed it never serves the older one;
-//! - a writer's acknowledgement waits until every live lease has confirmed the new
-//!   generation (see `RedisCache::bump`); a server that stops confirming (dead, frozen,
-//!   cut off) stops being waited for when its lease expires, and by then it has stopped
-//!   serving from memory itself: its own deadline ends earlier than Redis's;
+//! - it subscribes to the channel bumps are published on, then copies the whole clock,
+//!   then registers its lease (`lease:<id>` in the registry hash, with an expiry in
+//!   Redis time) and renews it every third of [`LEASE`];
+//! - it keeps a mirror of Redis's clock (see `clock`): each bump it hears is recorded
+//!   before it confirms it (`ack:<id>`: every bump up to that number is recorded), so
+//!   once confirmed it never serves what the bump retired. A bump whose number skips one
+//!   it did not hear, or a renewal that finds Redis ahead, copies the whole clock again;
+//! - a writer's acknowledgement waits until every live lease has confirmed its bump
+//!   (see `RedisCache::bump`); a server that stops confirming (dead, frozen, cut off)
+//!   stops being waited for when its lease expires, and by then it has stopped serving
+//!   from memory itself: its own deadline ends earlier than Redis's;
 //! - whenever it is unsure (subscription lost, renewal failed, deadline passed) it
 //!   serves from Redis or the database instead, and starts over.
 
@@ -26,8 +28,10 @@ use crate::config::RedisNode;
 use crate::metrics::Metrics;
 use crate::metrics::events::{Cause, Origin};
 use crate::redis_link::RedisLink;
+use crate::service::cache::clock::TagClock;
 use crate::service::cache::keys::{KeySpace, Resource};
-use crate::service::cache::lua::{Scripts, initial_generation};
+use crate::service::cache::lua::{Scripts, initial_seq};
+use crate::service::cache::tags::Tag;
 use crate::test_hooks::pause;
 
 /// How long a lease lasts in Redis: the longest a writer waits for a server that
@@ -40,12 +44,15 @@ const CALL_TIMEOUT: Duration = Duration::from_millis(500);
 const MIN_BACKOFF: Duration = Duration::from_millis(50);
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
 
-/// This server's lease and the generation it serves ready responses of.
+/// The one clock there is: tags name properties and their filters.
+pub const CLOCK_OF: Resource = Resource::Properties;
+
+/// This server's lease and its mirror of Redis's clock.
 pub struct NearLease {
     id: String,
     started: std::time::Instant,
-    /// By resource: the newest generation this server has heard of.
-    current: [AtomicU64; Resource::ALL.len()],
+    /// Every bump up to its sequence is recorded (and others may be).
+    clock: TagClock,
     /// Milliseconds after `started` until which serving from memory is allowed: set by
     /// a renewal over a live subscription, 0 once either is lost.
     valid_until: AtomicU64,
@@ -56,7 +63,7 @@ impl Default for NearLease {
         NearLease {
             id: format!("{:016x}", rand::random::<u64>()),
             started: std::time::Instant::now(),
-            current: std::array::from_fn(|_| AtomicU64::new(0)),
+            clock: TagClock::default(),
             valid_until: AtomicU64::new(0),
         }
     }
@@ -67,15 +74,11 @@ impl NearLease {
         u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
 
-    /// The generation of `resource` this server may serve from memory, if any.
-    pub fn generation(&self, resource: Resource) -> Option<u64> {
+    /// The mirror of Redis's clock, while the lease vouches for it: every bump
+    /// acknowledged to a writer is recorded in it.
+    pub fn clock(&self) -> Option<&TagClock> {
         let live = self.now_ms() < self.valid_until.load(Ordering::Acquire);
-        live.then(|| self.current[resource as usize].load(Ordering::Acquire))
-    }
-
-    fn learn(&self, resource: Resource, generation: u64) -> u64 {
-        let slot = &self.current[resource as usize];
-        slot.fetch_max(generation, Ordering::AcqRel).max(generation)
+        live.then_some(&self.clock)
     }
 
     fn revoke(&self) {
@@ -99,7 +102,7 @@ pub async fn keep(context: Context) {
     let mut backoff = MIN_BACKOFF;
     loop {
         let mut registered = false;
-        let error = hold(&context, &mut registered).await;
+        let Err(error) = hold(&context, &mut registered).await;
         context.lease.revoke();
         tracing::debug!(%error, "near-cache lease lost; serving from Redis until it is renewed");
         if registered {
@@ -113,63 +116,104 @@ pub async fn keep(context: Context) {
 
 /// Subscribes, registers and renews until something fails; returns what failed.
 /// `registered` tells whether the lease was held at all.
-async fn hold(context: &Context, registered: &mut bool) -> String {
+async fn hold(
+    context: &Context,
+    registered: &mut bool,
+) -> Result<std::convert::Infallible, String> {
     let lease = &context.lease;
     let subscribed = tokio::time::timeout(CALL_TIMEOUT, async {
         let (mut pubsub, master) = context.link.pubsub(&context.keys.near_registry()).await?;
-        pubsub.subscribe(context.keys.generations_channel()).await?;
+        pubsub.subscribe(context.keys.bumps_channel()).await?;
         redis::RedisResult::Ok((pubsub, master))
     })
     .await;
     let (pubsub, master) = match subscribed {
         Ok(Ok(subscribed)) => subscribed,
-        Ok(Err(e)) => return format!("cannot subscribe: {e}"),
-        Err(_) => return "cannot subscribe: timed out".to_owned(),
+        Ok(Err(e)) => return Err(format!("cannot subscribe: {e}")),
+        Err(_) => return Err("cannot subscribe: timed out".to_owned()),
     };
     let (mut sink, mut messages) = pubsub.split();
+    // Subscribed first, so that no bump falls between the copy and the messages.
+    copy_clock(context).await?;
     let renew = &context.scripts.renew;
     let mut next_renewal = Instant::now();
     loop {
         tokio::select! {
             message = messages.next() => {
                 let Some(message) = message else {
-                    return "the subscription ended".to_owned();
+                    return Err("the subscription ended".to_owned());
                 };
-                let Ok(payload) = message.get_payload::<String>() else {
-                    continue;
+                let bump = message
+                    .get_payload::<String>()
+                    .ok()
+                    .and_then(|payload| parse(&payload).map(|(seq, tags, news)| {
+                        let news = news.filter(|news| news.is_a_write_elsewhere(lease));
+                        (seq, tags, news.map(|news| news.what.to_owned()))
+                    }));
+                let Some((seq, tags, news_elsewhere)) = bump else {
+                    return Err("a bump message does not parse".to_owned());
                 };
-                if let Some((resource, generation, news)) = parse(&payload) {
-                    pause!(context.hooks, BeforeNearConfirm);
-                    lease.learn(resource, generation);
-                    if let Some(news) = news.filter(|news| news.is_a_write_elsewhere(lease)) {
-                        context.metrics.record_invalidation(Cause {
-                            what: news.what,
-                            origin: Origin::OtherProcess,
-                        });
-                    }
-                    if let Err(e) = confirm(context, renew, master.as_ref(), registered).await {
-                        return e;
-                    }
+                pause!(context.hooks, BeforeNearConfirm);
+                if seq > lease.clock.seq() + 1 {
+                    // A bump this server did not hear came before it.
+                    copy_clock(context).await?;
                 }
+                lease.clock.record(seq, tags);
+                if let Some(what) = news_elsewhere {
+                    context.metrics.record_invalidation(Cause {
+                        what: &what,
+                        origin: Origin::OtherProcess,
+                    });
+                }
+                confirm(context, renew, master.as_ref(), registered).await?;
             }
             () = tokio::time::sleep_until(next_renewal) => {
                 // The subscription must be alive too: a lease without it would confirm
-                // generations this server never heard.
+                // bumps this server never heard.
                 match tokio::time::timeout(CALL_TIMEOUT, sink.ping::<redis::Value>()).await {
                     Ok(Ok(_)) => {}
-                    _ => return "the subscription does not answer".to_owned(),
+                    _ => return Err("the subscription does not answer".to_owned()),
                 }
-                if let Err(e) = confirm(context, renew, master.as_ref(), registered).await {
-                    return e;
-                }
+                confirm(context, renew, master.as_ref(), registered).await?;
                 next_renewal = Instant::now() + RENEW_EVERY;
             }
         }
     }
 }
 
-/// Renews the lease with the generations this server holds, then takes on the current
-/// ones Redis answered with, confirming them at once if they are newer.
+/// Copies Redis's whole clock into the mirror (numbers only move up).
+async fn copy_clock(context: &Context) -> Result<(), String> {
+    let mut conn = context.link.conn();
+    let mut invocation = context.scripts.snapshot.key(context.keys.clock(CLOCK_OF));
+    let call = invocation
+        .key(context.keys.master(CLOCK_OF))
+        .key(context.keys.near_registry())
+        .arg(initial_seq())
+        .invoke_async::<Vec<(String, u64)>>(&mut conn);
+    let fields = match tokio::time::timeout(CALL_TIMEOUT, call).await {
+        Ok(Ok(fields)) => fields,
+        Ok(Err(e)) => return Err(format!("cannot copy the clock: {e}")),
+        Err(_) => return Err("cannot copy the clock: timed out".to_owned()),
+    };
+    let mut seq = 0;
+    let mut bumped = Vec::with_capacity(fields.len());
+    for (field, at) in fields {
+        match field.parse::<u64>().ok().and_then(Tag::from_index) {
+            Some(tag) => bumped.push((tag, at)),
+            None if field == "seq" => seq = at,
+            None => return Err(format!("the clock holds an unknown field {field:?}")),
+        }
+    }
+    for (tag, at) in bumped {
+        context.lease.clock.record(at, [tag]);
+    }
+    context.lease.clock.record(seq, []);
+    Ok(())
+}
+
+/// Renews the lease, confirming every bump the mirror has recorded; when Redis's clock
+/// is ahead (a message not read yet, or lost), copies it and confirms again at once, so
+/// that no writer waits a renewal period for this server.
 async fn confirm(
     context: &Context,
     renew: &Script,
@@ -190,14 +234,11 @@ async fn confirm(
             Err(_) => return Err("cannot ask the sentinels: timed out".to_owned()),
         }
     }
-    for resource in Resource::ALL {
-        let held = lease.current[resource as usize].load(Ordering::Acquire);
-        let current = renew_once(context, renew, resource, held, *registered).await?;
-        if lease.learn(resource, current) > held {
-            // Redis is ahead (a message not yet read, or one lost): confirm it now, so
-            // no writer waits a renewal period for this server.
-            renew_once(context, renew, resource, current, true).await?;
-        }
+    let held = lease.clock.seq();
+    let current = renew_once(context, renew, held, *registered).await?;
+    if current > held {
+        copy_clock(context).await?;
+        renew_once(context, renew, lease.clock.seq(), true).await?;
     }
     *registered = true;
     let trusted_for = u64::try_from((LEASE - MARGIN).as_millis()).unwrap_or(0);
@@ -207,23 +248,22 @@ async fn confirm(
     Ok(())
 }
 
-/// One run of [`RENEW`]: returns the current generation of `resource`.
+/// One run of [`RENEW`]: returns Redis's sequence.
 async fn renew_once(
     context: &Context,
     renew: &Script,
-    resource: Resource,
     confirmed: u64,
     registered: bool,
 ) -> Result<u64, String> {
     let mut conn = context.link.conn();
     let mut invocation = renew.key(context.keys.near_registry());
     let call = invocation
-        .key(context.keys.generation(resource))
-        .key(context.keys.master(resource))
+        .key(context.keys.clock(CLOCK_OF))
+        .key(context.keys.master(CLOCK_OF))
         .arg(&context.lease.id)
         .arg(u64::try_from(LEASE.as_millis()).unwrap_or(u64::MAX))
         .arg(confirmed)
-        .arg(initial_generation())
+        .arg(initial_seq())
         .arg(u8::from(registered))
         .invoke_async::<(u64, u8)>(&mut conn);
     match tokio::time::timeout(CALL_TIMEOUT, call).await {
@@ -234,7 +274,7 @@ async fn renew_once(
     }
 }
 
-/// What a bump tells the servers besides the generation: which process made it, and
+/// What a bump tells the servers besides its tags: which process made it, and
 /// why. `<process>:<origin>:<what>`.
 pub struct News<'a> {
     process: &'a str,
@@ -257,12 +297,15 @@ impl News<'_> {
     }
 }
 
-/// `properties:1795667662534988:<news>`.
-fn parse(payload: &str) -> Option<(Resource, u64, Option<News<'_>>)> {
+/// `<number>:<tag>,<tag>,…:<news>`.
+fn parse(payload: &str) -> Option<(u64, Vec<Tag>, Option<News<'_>>)> {
     let mut parts = payload.splitn(5, ':');
-    let name = parts.next()?;
-    let resource = Resource::named(name)?;
-    let generation = parts.next()?.parse().ok()?;
+    let seq = parts.next()?.parse().ok()?;
+    let tags = parts
+        .next()?
+        .split(',')
+        .map(|tag| tag.parse().ok().and_then(Tag::from_index))
+        .collect::<Option<Vec<Tag>>>()?;
     let news = match (parts.next(), parts.next(), parts.next()) {
         (Some(process), Some(origin), Some(what)) => Some(News {
             process,
@@ -271,5 +314,5 @@ fn parse(payload: &str) -> Option<(Resource, u64, Option<News<'_>>)> {
         }),
         _ => None,
     };
-    Some((resource, generation, news))
+    Some((seq, tags, news))
 }

@@ -1,20 +1,21 @@
-//! The Redis backend. Generations live in Redis, shared by every process, and every
-//! entry's key holds the generation it was loaded at: a bump retires them all at once,
-//! and a late store under a retired generation is never read. Each script touches keys
-//! of one hash slot only, so all of this works on a Redis Cluster too (see `keys`).
-//! Which deployment (one server, Sentinel, Cluster, TLS) is `redis_link`'s business.
+//! The Redis backend. The clock lives in Redis, shared by every process, and every
+//! entry's value opens with its stamp (see `clock`): a bump retires the entries that
+//! share one of its tags, and a late store of a retired value is never served. Each
+//! script touches keys of one hash slot only, so all of this works on a Redis Cluster
+//! too (see `keys`). Which deployment (one server, Sentinel, Cluster, TLS) is
+//! `redis_link`'s business.
 //!
 //! Failure policy: every call has a short timeout; after a failure Redis is skipped for
 //! a moment (circuit breaker) and requests go to the database. A failure may have eaten
-//! an invalidation, so before Redis is trusted again every generation is bumped. A new
+//! an invalidation, so before Redis is trusted again everything is retired. A new
 //! master (after a failover or a restart) may lack the last bumps: Redis itself retires
-//! every generation the first time a script runs on it (see `lua`).
+//! everything the first time a script runs on it (see `lua`).
 //!
 //! Servers keep ready responses in their near-cache and serve them without asking Redis
-//! (see `near_lease`). A bump therefore also publishes the new generation, and the
-//! writer waits until every server holding a live lease has confirmed it (or its lease
-//! has run out) before its write is acknowledged. Hit and miss counts go to Redis
-//! through `shared_counts`.
+//! (see `near_lease`). A bump therefore also publishes its tags, and the writer waits
+//! until every server holding a live lease has confirmed it (or its lease has run out)
+//! before its write is acknowledged. Hit and miss counts go to Redis through
+//! `shared_counts`.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -33,10 +34,12 @@ use crate::service::cache::backend::{
     CacheBackend, CacheBackendStatus, Fill, Lookup, Pending, RedisStats, RedisStatus,
 };
 use crate::service::cache::breaker::Health;
-use crate::service::cache::keys::{EntryKey, KeySpace, Resource};
-use crate::service::cache::lua::{Scripts, initial_generation};
-use crate::service::cache::near_lease::{self, NearLease};
+use crate::service::cache::clock::{Stamp, TagClock};
+use crate::service::cache::keys::{EntryKey, KeySpace};
+use crate::service::cache::lua::{Scripts, initial_seq};
+use crate::service::cache::near_lease::{self, CLOCK_OF, NearLease};
 use crate::service::cache::shared_counts;
+use crate::service::cache::tags::{Tag, TagSet};
 
 pub struct RedisCache {
     link: RedisLink,
@@ -94,14 +97,14 @@ impl RedisCache {
         ));
     }
 
-    /// The generation this server may serve ready responses of without asking Redis:
-    /// `None` unless its lease is live and it hears every new generation.
-    fn near_generation_now(&self, resource: Resource) -> Option<u64> {
+    /// The clock this server may serve ready responses by without asking Redis: `None`
+    /// unless its lease is live and it hears every bump.
+    fn near_clock_now(&self) -> Option<&TagClock> {
         // A failure may have eaten an invalidation this server's lease never heard of.
         if self.health.owed() {
             return None;
         }
-        self.near.generation(resource)
+        self.near.clock()
     }
 
     /// With `fill_lock`, a miss also tries to take the key's fill lock for that long,
@@ -110,127 +113,157 @@ impl RedisCache {
         if !self.ready().await {
             return Lookup::Unavailable;
         }
-        let Some(generation) = self.current_generation(key.resource).await else {
+        let near = self.near.clock();
+        if near.is_none()
+            && self.serving.load(Ordering::Acquire)
+            && self.link.may_have_two_masters()
+        {
+            // An old Sentinel master answers until it is reconfigured, with what it held
+            // before the failover: a server trusts the clock only through its lease,
+            // which is renewed on the master the sentinels name.
             return Lookup::Unavailable;
-        };
-        let entry = key.at(generation);
+        }
         let mut conn = self.link.conn();
-        let mut invocation = self.scripts.fetch.key(&entry);
+        let mut invocation = self.scripts.fetch.key(key.as_str());
         let call = invocation
-            .key(key.fill_lock(generation))
+            .key(key.fill_lock())
             .arg(fill_lock.map_or(0, millis))
             .invoke_async::<(Option<Vec<u8>>, u8)>(&mut conn);
-        match self.guarded_entry(&entry, "lookup", call).await {
-            Some((Some(value), _)) => Lookup::Hit {
-                generation,
-                value: Bytes::from(value),
-            },
-            Some((None, locked)) => Lookup::Miss {
-                generation,
-                may_fill: fill_lock.is_none() || locked == 1,
-            },
-            None => Lookup::Unavailable,
+        let Some((stored, locked)) = self.guarded_entry(key.as_str(), "lookup", call).await else {
+            return Lookup::Unavailable;
+        };
+        let present = stored.is_some();
+        let found = stored.and_then(unstamped);
+        // Whether the entry is current, and what a value loaded now is stamped with.
+        let (current, seq) = match near {
+            Some(clock) => (
+                found
+                    .as_ref()
+                    .is_some_and(|(stamp, _)| clock.is_current(stamp)),
+                clock.seq(),
+            ),
+            None => {
+                let stamp = found.as_ref().map(|(stamp, _)| stamp);
+                match self.check(stamp).await {
+                    Some(checked) => checked,
+                    None => return Lookup::Unavailable,
+                }
+            }
+        };
+        if let (true, Some((stamp, value))) = (current, found) {
+            return Lookup::Hit { value, stamp };
         }
+        let may_fill = match fill_lock {
+            None => true,
+            Some(_) if locked == 1 => true,
+            // A retired value stood where FETCH would have taken the lock.
+            Some(ttl) if present => self.take_fill_lock(key, ttl).await,
+            Some(_) => false,
+        };
+        Lookup::Miss { seq, may_fill }
     }
 
-    /// The generation of `resource`: known without asking while this server's near
-    /// lease is live (every acknowledged bump has reached it), else read from Redis.
-    async fn current_generation(&self, resource: Resource) -> Option<u64> {
-        if let Some(generation) = self.near.generation(resource).filter(|g| *g > 0) {
-            return Some(generation);
-        }
-        if self.serving.load(Ordering::Acquire) && self.link.may_have_two_masters() {
-            // An old Sentinel master answers until it is reconfigured, with what it held
-            // before the failover: a server trusts the generation only through its
-            // lease, which is renewed on the master the sentinels name.
-            return None;
-        }
+    /// Asks Redis whether `stamp` is current: (current, the clock's sequence).
+    async fn check(&self, stamp: Option<&Stamp>) -> Option<(bool, u64)> {
         let mut conn = self.link.conn();
-        let mut invocation = self.on_control_keys(&self.scripts.generation, resource);
-        let call = invocation
-            .arg(initial_generation())
-            .invoke_async::<u64>(&mut conn);
-        self.guarded("read the generation", call).await
+        let mut invocation = self.on_control_keys(&self.scripts.check);
+        invocation.arg(initial_seq());
+        for tag in stamp.iter().flat_map(|stamp| stamp.tags.iter()) {
+            invocation.arg(tag.index());
+        }
+        let call = invocation.invoke_async::<Vec<Option<u64>>>(&mut conn);
+        let answer = self.guarded("check an entry", call).await?;
+        let (seq, bumped) = answer.split_first()?;
+        let current =
+            stamp.is_some_and(|stamp| bumped.iter().all(|at| at.is_none_or(|at| at <= stamp.seq)));
+        Some((current, (*seq)?))
     }
 
-    async fn release_fill_lock_now(&self, key: &EntryKey, generation: u64) {
-        let entry = key.at(generation);
+    async fn take_fill_lock(&self, key: &EntryKey, ttl: Duration) -> bool {
+        let mut conn = self.link.conn();
+        let mut invocation = self.scripts.lock.key(key.fill_lock());
+        let call = invocation.arg(millis(ttl)).invoke_async::<u8>(&mut conn);
+        self.guarded_entry(key.as_str(), "lock", call).await == Some(1)
+    }
+
+    async fn release_fill_lock_now(&self, key: &EntryKey) {
         let mut conn = self.link.conn();
         let mut command = redis::cmd("DEL");
-        let call = command
-            .arg(key.fill_lock(generation))
-            .query_async::<()>(&mut conn);
-        self.guarded_entry(&entry, "release the fill lock", call)
+        let call = command.arg(key.fill_lock()).query_async::<()>(&mut conn);
+        self.guarded_entry(key.as_str(), "release the fill lock", call)
             .await;
     }
 
-    /// Stores `value` under `generation`. A store under a generation a write has
-    /// retired meanwhile is harmless: no reader asks for that key any more.
+    /// Stores the fill's value after its stamp. A store a write has outdated meanwhile
+    /// is harmless, since its stamp says so; this only skips the ones already known to be.
     async fn write_entry(&self, fill: Fill<'_>) -> bool {
-        let (key, generation) = (fill.entry, fill.generation);
         if !self.ready().await {
             return false;
         }
         if self
             .near
-            .generation(key.resource)
-            .is_some_and(|current| current > generation)
+            .clock()
+            .is_some_and(|clock| !clock.is_current(&fill.stamp))
         {
+            // Others may be waiting for this value: let them load theirs.
+            self.release_fill_lock_now(fill.entry).await;
             return false;
         }
-        let entry = key.at(generation);
         let mut conn = self.link.conn();
-        let mut invocation = self.scripts.store.key(&entry);
+        let mut invocation = self.scripts.store.key(fill.entry.as_str());
         let call = invocation
-            .key(key.fill_lock(generation))
-            .arg(&fill.value[..])
+            .key(fill.entry.fill_lock())
+            .arg(stamped(&fill.stamp, &fill.value))
             .arg(millis(fill.ttl))
             .invoke_async::<i64>(&mut conn);
-        self.guarded_entry(&entry, "store", call).await == Some(1)
+        self.guarded_entry(fill.entry.as_str(), "store", call).await == Some(1)
     }
 
-    /// Retires every entry of `resource`, and returns once every server serving from
-    /// its near-cache has confirmed that (or lost its lease). False when Redis could not
-    /// be reached: the resync flag then makes sure nothing from before is served by this
-    /// process until a later bump succeeds, and the caller must tell the others.
-    async fn retire(&self, resource: Resource, cause: Cause<'_>) -> bool {
+    /// Retires every entry sharing a tag with `tags`, and returns once every server
+    /// serving from its near-cache has confirmed that (or lost its lease). False when
+    /// Redis could not be reached: the resync flag then makes sure nothing from before
+    /// is served by this process until everything is retired, and the caller must tell
+    /// the others.
+    async fn retire(&self, tags: &TagSet, cause: Cause<'_>) -> bool {
         if !self.ready().await {
             return false;
         }
-        match self.bump_unchecked(resource, cause).await {
-            Some(generation) => self.wait_for_acks(generation).await,
+        match self.bump_unchecked(tags, cause).await {
+            Some(seq) => self.wait_for_acks(seq).await,
             None => false,
         }
     }
 
-    async fn bump_unchecked(&self, resource: Resource, cause: Cause<'_>) -> Option<u64> {
+    async fn bump_unchecked(&self, tags: &TagSet, cause: Cause<'_>) -> Option<u64> {
         if self.link.may_have_two_masters() {
             // Never onto a master the sentinels have given up: it would be lost.
             self.guarded("ask the sentinels", self.link.named_master())
                 .await?;
         }
         let mut conn = self.link.conn();
-        let mut invocation = self.on_control_keys(&self.scripts.bump, resource);
-        let call = invocation
-            .arg(initial_generation())
-            .arg(self.keys.generations_channel())
-            .arg(resource.name())
-            .arg(self.near.news(cause))
-            .invoke_async::<u64>(&mut conn);
+        let mut invocation = self.on_control_keys(&self.scripts.bump);
+        invocation
+            .arg(initial_seq())
+            .arg(self.keys.bumps_channel())
+            .arg(self.near.news(cause));
+        for tag in tags.iter() {
+            invocation.arg(tag.index());
+        }
+        let call = invocation.invoke_async::<u64>(&mut conn);
         self.guarded("invalidate", call).await
     }
 
-    /// Polls until no live lease lags behind `generation`. Bounded: a server that stops
+    /// Polls until no live lease lags behind the bump `seq`. Bounded: a server that stops
     /// confirming loses its lease within [`near_lease::LEASE`], and is no longer waited
     /// for; after a master took over, until every lease from before has run out.
-    async fn wait_for_acks(&self, generation: u64) -> bool {
+    async fn wait_for_acks(&self, seq: u64) -> bool {
         let mut give_up = Instant::now() + near_lease::LEASE + Duration::from_millis(500);
         let mut poll = Duration::from_micros(200);
         loop {
             let mut conn = self.link.conn();
             let mut invocation = self.scripts.pending_acks.key(self.keys.near_registry());
             let call = invocation
-                .arg(generation)
+                .arg(seq)
                 .arg(millis(near_lease::LEASE))
                 .invoke_async::<(u64, u64)>(&mut conn);
             let Some((pending, inherited_wait_ms)) =
@@ -304,21 +337,17 @@ impl RedisCache {
         RedisStatus {
             url: self.url.to_string(),
             state,
-            near_lease: self.near.generation(Resource::Properties).is_some(),
+            near_lease: self.near.clock().is_some(),
             topology: self.link.topology(),
         }
     }
 
-    /// `script` with the KEYS every script that reads a generation takes: `resource`'s
-    /// counter, the master that wrote it, and the registry (see `lua`).
-    fn on_control_keys<'s>(
-        &self,
-        script: &'s redis::Script,
-        resource: Resource,
-    ) -> redis::ScriptInvocation<'s> {
-        let mut invocation = script.key(self.keys.generation(resource));
+    /// `script` with the KEYS every script that reads the clock takes: the clock, the
+    /// master that wrote it, and the registry (see `lua`).
+    fn on_control_keys<'s>(&self, script: &'s redis::Script) -> redis::ScriptInvocation<'s> {
+        let mut invocation = script.key(self.keys.clock(CLOCK_OF));
         invocation
-            .key(self.keys.master(resource))
+            .key(self.keys.master(CLOCK_OF))
             .key(self.keys.near_registry());
         invocation
     }
@@ -338,10 +367,8 @@ impl RedisCache {
         let failures = self.health.failures();
         let cause =
             Cause::recovery("Redis answers again: everything cached before the failure retired");
-        for resource in Resource::ALL {
-            if self.bump_unchecked(resource, cause).await.is_none() {
-                return false;
-            }
+        if self.bump_unchecked(&TagSet::all(), cause).await.is_none() {
+            return false;
         }
         if self.health.resynced(failures) {
             self.metrics.record_invalidation(cause);
@@ -410,6 +437,43 @@ fn millis(duration: Duration) -> u64 {
     u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }
 
+/// Digits of the stamp's sequence that open a value (the store script compares them).
+const SEQ_DIGITS: usize = 20;
+
+/// An entry's value as Redis holds it: the stamp (its sequence in [`SEQ_DIGITS`]
+/// decimal digits, the number of tags and each tag, little-endian), then the bytes.
+fn stamped(stamp: &Stamp, value: &[u8]) -> Vec<u8> {
+    let tags = u16::try_from(stamp.tags.len()).unwrap_or(u16::MAX);
+    let mut out = Vec::with_capacity(SEQ_DIGITS + 2 + 4 * usize::from(tags) + value.len());
+    out.extend_from_slice(format!("{:0width$}", stamp.seq, width = SEQ_DIGITS).as_bytes());
+    out.extend_from_slice(&tags.to_le_bytes());
+    for tag in stamp.tags.iter().take(usize::from(tags)) {
+        out.extend_from_slice(&(tag.index() as u32).to_le_bytes());
+    }
+    out.extend_from_slice(value);
+    out
+}
+
+/// [`stamped`]'s stamp and value; `None` for bytes that are not one (then a miss).
+fn unstamped(stored: Vec<u8>) -> Option<(Stamp, Bytes)> {
+    let seq = std::str::from_utf8(stored.get(..SEQ_DIGITS)?)
+        .ok()?
+        .parse()
+        .ok()?;
+    let count = u16::from_le_bytes(stored.get(SEQ_DIGITS..SEQ_DIGITS + 2)?.try_into().ok()?);
+    let value_at = SEQ_DIGITS + 2 + 4 * usize::from(count);
+    let tags = stored
+        .get(SEQ_DIGITS + 2..value_at)?
+        .chunks_exact(4)
+        .map(|tag| {
+            let index = u32::from_le_bytes(tag.try_into().ok()?);
+            Tag::from_index(u64::from(index))
+        })
+        .collect::<Option<TagSet>>()?;
+    let value = Bytes::from(stored).slice(value_at..);
+    Some((Stamp { seq, tags }, value))
+}
+
 impl CacheBackend for RedisCache {
     fn describe(&self) -> String {
         format!("Redis at {} (key prefix {})", self.url, self.keys.prefix())
@@ -435,8 +499,8 @@ impl CacheBackend for RedisCache {
         }
     }
 
-    fn near_generation(&self, resource: Resource) -> Option<u64> {
-        self.near_generation_now(resource)
+    fn near_clock(&self) -> Option<&TagClock> {
+        self.near_clock_now()
     }
 
     fn start_server_tasks(
@@ -466,16 +530,16 @@ impl CacheBackend for RedisCache {
         Box::pin(self.read_entry(entry, fill_lock))
     }
 
-    fn release_fill_lock<'a>(&'a self, entry: &'a EntryKey, generation: u64) -> Pending<'a, ()> {
-        Box::pin(self.release_fill_lock_now(entry, generation))
+    fn release_fill_lock<'a>(&'a self, entry: &'a EntryKey) -> Pending<'a, ()> {
+        Box::pin(self.release_fill_lock_now(entry))
     }
 
     fn store<'a>(&'a self, fill: Fill<'a>) -> Pending<'a, bool> {
         Box::pin(self.write_entry(fill))
     }
 
-    fn bump<'a>(&'a self, resource: Resource, cause: Cause<'a>) -> Pending<'a, bool> {
-        Box::pin(self.retire(resource, cause))
+    fn bump<'a>(&'a self, tags: &'a TagSet, cause: Cause<'a>) -> Pending<'a, bool> {
+        Box::pin(self.retire(tags, cause))
     }
 
     fn shared_counts(&self) -> Pending<'_, Option<Counts>> {

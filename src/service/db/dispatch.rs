@@ -12,7 +12,9 @@
 //! was sent is `OutcomeUnknown`, and `write_fate` learns later what happened and tells
 //! every server.
 //!
-//! SQLite: diesel-async's wrapper cannot be stopped midway (dropping its future blocks
+//! SQLite: a write transaction takes the file's write lock when it begins (`BEGIN
+//! IMMEDIATE`), so that what it reads before it writes (the row it is about to change)
+//! is what its write replaces. diesel-async's wrapper cannot be stopped midway (dropping its future blocks
 //! the thread until SQLite's statement is done, and panics on a one-thread runtime), so
 //! the body runs in a task of its own that finishes by itself; `$body` owns what it
 //! uses. A write whose caller gave up before its COMMIT rolls back (see `CommitGate`);
@@ -23,7 +25,7 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::Duration;
 
 use crate::config::DbSettings;
-use crate::service::db::{DbError, Heartbeat};
+use crate::service::db::{DbError, Heartbeat, SqliteConn};
 
 macro_rules! dispatch {
     ($db:expr, read, move |$conn:ident, $repo:ident| $body:expr) => {{
@@ -115,8 +117,9 @@ macro_rules! dispatch {
                     let $heartbeat = heartbeat.clone();
                     async move {
                         let mut conn = crate::service::db::checkout(&pool, &settings).await?;
-                        let done = conn
-                            .transaction::<_, $error, _>(async |$tx| {
+                        let done = crate::service::db::dispatch::immediate_transaction::<_, $error, _>(
+                            &mut conn,
+                            async |$tx| {
                                 #[cfg(feature = "test-hooks")]
                                 crate::test_hooks::pause!(hooks, InsideSqliteWrite);
                                 let value = $body?;
@@ -128,8 +131,9 @@ macro_rules! dispatch {
                                     .into());
                                 }
                                 Ok(value)
-                            })
-                            .await;
+                            },
+                        )
+                        .await;
                         conn.finish();
                         done
                     }
@@ -176,6 +180,37 @@ macro_rules! dispatch {
     }};
 }
 pub(crate) use dispatch;
+
+/// `body` in a SQLite transaction that holds the write lock from its start: no other
+/// connection commits between what it reads and what it writes (a deferred transaction
+/// that read first would fail to write after another's commit, `SQLITE_BUSY_SNAPSHOT`).
+/// The wait for the lock is the connection's busy timeout.
+pub(crate) async fn immediate_transaction<R, E, F>(conn: &mut SqliteConn, body: F) -> Result<R, E>
+where
+    F: for<'r> AsyncFnOnce(&'r mut SqliteConn) -> Result<R, E>,
+    E: From<diesel::result::Error>,
+{
+    use diesel::connection::{AnsiTransactionManager, TransactionManager as _};
+    conn.spawn_blocking(|inner| {
+        AnsiTransactionManager::begin_transaction_sql(inner, "BEGIN IMMEDIATE")
+    })
+    .await?;
+    match body(conn).await {
+        Ok(value) => {
+            conn.spawn_blocking(AnsiTransactionManager::commit_transaction)
+                .await?;
+            Ok(value)
+        }
+        Err(e) => {
+            // The body's error is the one to tell; a connection whose rollback failed is
+            // left in a transaction, and the pool discards it.
+            let _ = conn
+                .spawn_blocking(AnsiTransactionManager::rollback_transaction)
+                .await;
+            Err(e)
+        }
+    }
+}
 
 /// Runs `work` within `limit`, restarted by every `heartbeat` tick; `None` when it
 /// missed the deadline (and was dropped).

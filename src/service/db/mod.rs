@@ -9,6 +9,7 @@
 //! - a PostgreSQL write whose COMMIT was sent but not confirmed is not forgotten: its
 //!   fate is learned later (`write_fate`) and, if it committed, every server is told.
 
+pub mod change_log;
 pub mod connect;
 pub mod data_version;
 pub(super) mod dispatch;
@@ -17,6 +18,8 @@ pub mod notify;
 mod properties;
 pub mod schema;
 pub(super) mod write_fate;
+
+pub use properties::count_nodes;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -46,7 +49,8 @@ pub(super) mod pg {
         diesel_async::AsyncPgConnection,
         diesel::pg::Pg,
         pg,
-        crate::service::db::properties::bulk::pg_insert_batch
+        crate::service::db::properties::bulk::pg_insert_batch,
+        [.for_update()]
     );
 }
 
@@ -56,7 +60,8 @@ pub(super) mod sqlite {
         crate::service::db::SqliteConn,
         diesel::sqlite::Sqlite,
         sqlite,
-        crate::service::db::properties::bulk::sqlite_insert_batch
+        crate::service::db::properties::bulk::sqlite_insert_batch,
+        []
     );
 }
 

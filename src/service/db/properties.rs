@@ -16,14 +16,16 @@ macro_rules! property_values {
     };
 }
 
+/// `$lock` follows the read of a row a write is about to change: PostgreSQL locks it
+/// (`.for_update()`), SQLite's write transactions hold the file's write lock already.
 macro_rules! property_repository {
-    ($conn:ty, $backend:ty, $schema:ident, $insert_batch:path) => {
+    ($conn:ty, $backend:ty, $schema:ident, $insert_batch:path, [$($lock:tt)*]) => {
         pub mod properties {
             use diesel::prelude::*;
             use diesel_async::RunQueryDsl;
 
-            use crate::domain::Property;
             use crate::domain::{NewProperty, PropertyChanges, PropertyQuery, SortOrder};
+            use crate::domain::{Property, RowFacts};
             use crate::service::db::lower;
             use crate::service::db::schema::$schema::properties as p;
 
@@ -35,6 +37,16 @@ macro_rules! property_repository {
             #[rustfmt::skip]
             const PROPERTY: Columns =
                 (p::id, p::title, p::description, p::price, p::location, p::created_at);
+
+            /// The columns of [`RowFacts`].
+            #[rustfmt::skip]
+            pub(in crate::service::db) fn facts() -> (
+                p::id,
+                diesel::dsl::Nullable<p::location_key>,
+                p::price,
+            ) {
+                (p::id, p::location_key.nullable(), p::price)
+            }
 
             /// The rows matching the query's filters, in no particular order. A location
             /// filter arrives as its match key and is compared with the stored one
@@ -98,6 +110,21 @@ macro_rules! property_repository {
                 Ok(rows.into_iter().map(Property::normalized).collect())
             }
 
+            /// The versions of the count nodes `nodes` (see `count_nodes`), 0 for one never
+            /// bumped.
+            pub async fn count_versions(conn: &mut Conn, nodes: &[String]) -> QueryResult<Vec<i64>> {
+                use crate::service::db::schema::$schema::listing_versions as v;
+                let found: Vec<(String, i64)> = v::table
+                    .filter(v::node.eq_any(nodes))
+                    .select((v::node, v::version))
+                    .load(conn)
+                    .await?;
+                let version_of = |node: &String| {
+                    found.iter().find(|(n, _)| n == node).map_or(0, |(_, version)| *version)
+                };
+                Ok(nodes.iter().map(version_of).collect())
+            }
+
             /// How many rows match in all. A separate count is cheaper than
             /// `COUNT(*) OVER ()`, which must materialize every matching row instead of
             /// walking the price index for one page (measured with bench/run).
@@ -114,25 +141,36 @@ macro_rules! property_repository {
                 Ok(row.normalized())
             }
 
-            pub async fn insert(conn: &mut Conn, new: &NewProperty) -> QueryResult<Property> {
-                let row: Property = diesel::insert_into(p::table)
+            /// The new row, and its facts.
+            pub async fn insert(
+                conn: &mut Conn,
+                new: &NewProperty,
+            ) -> QueryResult<(Property, RowFacts)> {
+                let (row, facts): (Property, RowFacts) = diesel::insert_into(p::table)
                     .values(crate::service::db::properties::property_values!(p, new))
-                    .returning(PROPERTY)
+                    .returning((PROPERTY, facts()))
                     .get_result(conn)
                     .await?;
-                Ok(row.normalized())
+                Ok((row.normalized(), facts.normalized()))
             }
 
-            /// Inserts many rows in one statement (see `db::bulk`); returns how many.
+            /// Inserts many rows in one statement (see `db::bulk`); returns their facts.
             pub use $insert_batch as insert_batch;
 
-            /// Changes the given fields; `NotFound` when there is no such row.
+            /// Changes the given fields: the row's facts before, the row and its facts
+            /// after; `NotFound` when there is no such row.
             pub async fn update(
                 conn: &mut Conn,
                 property_id: i64,
                 changes: &PropertyChanges,
-            ) -> QueryResult<Property> {
-                let row: Property = diesel::update(p::table.find(property_id))
+            ) -> QueryResult<(RowFacts, Property, RowFacts)> {
+                let before: RowFacts = p::table
+                    .find(property_id)
+                    .select(facts())
+                    $($lock)*
+                    .first(conn)
+                    .await?;
+                let (row, after): (Property, RowFacts) = diesel::update(p::table.find(property_id))
                     .set((
                         changes.title.as_ref().map(|v| p::title.eq(v)),
                         changes.description.as_ref().map(|v| p::description.eq(v)),
@@ -143,18 +181,20 @@ macro_rules! property_repository {
                             .as_deref()
                             .map(|v| p::location_key.eq(crate::domain::text::match_key(v))),
                     ))
-                    .returning(PROPERTY)
+                    .returning((PROPERTY, facts()))
                     .get_result(conn)
                     .await?;
-                Ok(row.normalized())
+                Ok((before.normalized(), row.normalized(), after.normalized()))
             }
 
-            /// True when a row was deleted.
-            pub async fn delete(conn: &mut Conn, property_id: i64) -> QueryResult<bool> {
-                let deleted = diesel::delete(p::table.find(property_id))
-                    .execute(conn)
-                    .await?;
-                Ok(deleted > 0)
+            /// The deleted row's facts; `None` when there was no such row.
+            pub async fn delete(conn: &mut Conn, property_id: i64) -> QueryResult<Option<RowFacts>> {
+                let deleted: Option<RowFacts> = diesel::delete(p::table.find(property_id))
+                    .returning(facts())
+                    .get_result(conn)
+                    .await
+                    .optional()?;
+                Ok(deleted.map(RowFacts::normalized))
             }
         }
     };
@@ -162,36 +202,60 @@ macro_rules! property_repository {
 
 pub(crate) use {property_repository, property_values};
 
+/// The count nodes (see the `row_changes` migration) whose versions say whether a count
+/// of `query`'s matches is still current; `None` for a search by text, whose matches
+/// any write can change.
+pub fn count_nodes(query: &crate::domain::PropertyQuery) -> Option<Vec<String>> {
+    if query.search.is_some() {
+        return None;
+    }
+    let ranged = query.min_price.is_some() || query.max_price.is_some();
+    let node = match (&query.location, ranged) {
+        (None, false) => "g".to_owned(),
+        (None, true) => "p".to_owned(),
+        (Some(key), false) => format!("l:{key}"),
+        (Some(key), true) => format!("lp:{key}"),
+    };
+    Some(vec!["all".to_owned(), node])
+}
+
 /// Multi-row inserts, which diesel-async's SQLite wrapper cannot express generically:
 /// SQLite's batch insert runs on the wrapped synchronous connection instead.
 pub mod bulk {
     use diesel::{ExpressionMethods as _, QueryResult};
     use diesel_async::{AsyncPgConnection, RunQueryDsl as _};
 
-    use crate::domain::NewProperty;
+    use crate::domain::{NewProperty, RowFacts};
     use crate::service::db::SqliteConn;
     use crate::service::db::schema;
 
     pub async fn pg_insert_batch(
         conn: &mut AsyncPgConnection,
         rows: Vec<NewProperty>,
-    ) -> QueryResult<usize> {
+    ) -> QueryResult<Vec<RowFacts>> {
         use schema::pg::properties as p;
         let values: Vec<_> = rows.iter().map(|new| property_values!(p, new)).collect();
         diesel::insert_into(p::table)
             .values(values)
-            .execute(conn)
+            .returning(crate::service::db::pg::properties::facts())
+            .get_results(conn)
             .await
     }
 
     pub async fn sqlite_insert_batch(
         conn: &mut SqliteConn,
         rows: Vec<NewProperty>,
-    ) -> QueryResult<usize> {
+    ) -> QueryResult<Vec<RowFacts>> {
         use schema::sqlite::properties as p;
         conn.spawn_blocking(move |conn| {
             let values: Vec<_> = rows.iter().map(|new| property_values!(p, new)).collect();
-            diesel::RunQueryDsl::execute(diesel::insert_into(p::table).values(values), conn)
+            let facts: Vec<RowFacts> = diesel::RunQueryDsl::get_results(
+                diesel::insert_into(p::table)
+                    .values(values)
+                    .returning(crate::service::db::sqlite::properties::facts()),
+                conn,
+            )?;
+            Ok(facts.into_iter().map(RowFacts::normalized).collect())
         })
         .await
     }

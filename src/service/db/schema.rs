@@ -13,6 +13,13 @@ pub mod pg {
             location_key -> Text,
         }
     }
+
+    diesel::table! {
+        listing_versions (node) {
+            node -> Text,
+            version -> BigInt,
+        }
+    }
 }
 
 pub mod sqlite {
@@ -25,6 +32,27 @@ pub mod sqlite {
             location -> Text,
             created_at -> TimestamptzSqlite,
             location_key -> Text,
+        }
+    }
+
+    diesel::table! {
+        listing_versions (node) {
+            node -> Text,
+            version -> BigInt,
+        }
+    }
+
+    diesel::table! {
+        listing_changes (seq) {
+            seq -> BigInt,
+            old_id -> Nullable<BigInt>,
+            old_key -> Nullable<Text>,
+            old_price -> Nullable<Numeric>,
+            old_created -> Nullable<Text>,
+            new_id -> Nullable<BigInt>,
+            new_key -> Nullable<Text>,
+            new_price -> Nullable<Numeric>,
+            new_created -> Nullable<Text>,
         }
     }
 }

@@ -1,0 +1,20 @@
+DROP TRIGGER properties_notify_truncate ON properties;
+DROP TRIGGER properties_notify_delete ON properties;
+DROP TRIGGER properties_notify_update ON properties;
+DROP TRIGGER properties_notify_insert ON properties;
+CREATE OR REPLACE FUNCTION listings_notify_change() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_notify(
+        'listings_changes',
+        TG_TABLE_NAME || ':' || coalesce(current_setting('listings.origin', true), '')
+    );
+    RETURN NULL;
+END;
+$$;
+CREATE TRIGGER properties_notify_change
+    AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON properties
+    FOR EACH STATEMENT EXECUTE FUNCTION listings_notify_change();
+DROP FUNCTION listings_row_facts(bigint, text, numeric, timestamptz);
+DROP FUNCTION listings_count_nodes(bigint, text, numeric, bigint, text, numeric);
+DROP TABLE listing_versions;

@@ -1,0 +1,117 @@
+-- Which rows each statement changed, for the servers' caches and for the counts.
+--
+-- Versions of the sets of rows a count depends on, so that every page of one search
+-- can share one count: a count is reused by a later page only if that page's read
+-- transaction sees the versions the count was computed under. Nodes: 'all' (every
+-- count: TRUNCATE), 'g' (every row: insert, delete), 'p' (every row's price: insert,
+-- delete, price change), 'l:<key>' (the rows of one location key: insert, delete,
+-- location change from or to it), 'lp:<key>' (those and their prices).
+CREATE TABLE listing_versions (
+    node TEXT PRIMARY KEY,
+    version BIGINT NOT NULL
+);
+
+-- The count nodes a change of one row touches: the row before (o_: NULL for an
+-- insert) and after (n_: NULL for a delete).
+CREATE FUNCTION listings_count_nodes(o_id bigint, o_key text, o_price numeric,
+                                     n_id bigint, n_key text, n_price numeric)
+RETURNS text[] LANGUAGE sql IMMUTABLE AS $$
+    SELECT CASE
+        WHEN o_id IS NULL THEN ARRAY['g', 'p', 'l:' || n_key, 'lp:' || n_key]
+        WHEN n_id IS NULL THEN ARRAY['g', 'p', 'l:' || o_key, 'lp:' || o_key]
+        ELSE CASE WHEN o_key IS DISTINCT FROM n_key
+                  THEN ARRAY['l:' || o_key, 'l:' || n_key, 'lp:' || o_key, 'lp:' || n_key]
+                  ELSE ARRAY[]::text[] END
+          || CASE WHEN o_price IS DISTINCT FROM n_price
+                  THEN ARRAY['p', 'lp:' || o_key, 'lp:' || n_key]
+                  ELSE ARRAY[]::text[] END
+    END
+$$;
+
+-- What cache invalidation needs of a row: [id, location key, price, created_at], or
+-- null for no row.
+CREATE FUNCTION listings_row_facts(id bigint, location_key text, price numeric,
+                                   created_at timestamptz)
+RETURNS json LANGUAGE sql IMMUTABLE AS $$
+    SELECT CASE WHEN id IS NULL THEN NULL
+                ELSE json_build_array(id, location_key, price::text, created_at) END
+$$;
+
+-- Every committed change to properties, from the application or from anything else
+-- (psql, another program, a later migration), notifies the running servers. NOTIFY is
+-- delivered at commit, never before. The payload is `table:origin` (the application's
+-- connections set listings.origin to a tag naming the cache they invalidate
+-- themselves; empty for everyone else), then, for a statement that changed at most 20
+-- rows, `:` and a JSON array of [before, after] pairs of listings_row_facts (null for
+-- the side an insert or a delete lacks); without it a server retires everything. The
+-- same statement bumps the count versions, in the same transaction.
+CREATE OR REPLACE FUNCTION listings_notify_change() RETURNS trigger
+LANGUAGE plpgsql AS $$
+DECLARE
+    head text := TG_TABLE_NAME || ':' || coalesce(current_setting('listings.origin', true), '');
+    versions text := format('%I.listing_versions', TG_TABLE_SCHEMA);
+    pairs text;
+    changed integer;
+    facts json;
+    payload text;
+BEGIN
+    IF TG_OP = 'TRUNCATE' THEN
+        EXECUTE format('INSERT INTO %s VALUES (''all'', 1) ON CONFLICT (node)'
+                       ' DO UPDATE SET version = %s.version + 1', versions, versions);
+        PERFORM pg_notify('listings_changes', head);
+        RETURN NULL;
+    END IF;
+    pairs := CASE TG_OP
+        WHEN 'INSERT' THEN
+            'SELECT NULL::bigint AS o_id, NULL::text AS o_key, NULL::numeric AS o_price,'
+            ' NULL::timestamptz AS o_created, n.id AS n_id, n.location_key AS n_key,'
+            ' n.price AS n_price, n.created_at AS n_created FROM new_rows n'
+        WHEN 'DELETE' THEN
+            'SELECT o.id AS o_id, o.location_key AS o_key, o.price AS o_price,'
+            ' o.created_at AS o_created, NULL::bigint AS n_id, NULL::text AS n_key,'
+            ' NULL::numeric AS n_price, NULL::timestamptz AS n_created FROM old_rows o'
+        ELSE
+            'SELECT o.id AS o_id, o.location_key AS o_key, o.price AS o_price,'
+            ' o.created_at AS o_created, n.id AS n_id, n.location_key AS n_key,'
+            ' n.price AS n_price, n.created_at AS n_created'
+            ' FROM old_rows o FULL JOIN new_rows n ON o.id = n.id'
+    END;
+    -- In the order of the nodes, so that concurrent writers lock them in one order.
+    EXECUTE format('INSERT INTO %s (node, version)'
+                   ' SELECT node, 1 FROM (SELECT DISTINCT unnest(%I.listings_count_nodes('
+                   'o_id, o_key, o_price, n_id, n_key, n_price)) AS node FROM (%s) pairs) nodes'
+                   ' WHERE node IS NOT NULL ORDER BY node'
+                   ' ON CONFLICT (node) DO UPDATE SET version = %s.version + 1',
+                   versions, TG_TABLE_SCHEMA, pairs, versions);
+    EXECUTE format('SELECT count(*), json_agg(json_build_array('
+                   '%I.listings_row_facts(o_id, o_key, o_price, o_created),'
+                   ' %I.listings_row_facts(n_id, n_key, n_price, n_created)))'
+                   ' FROM (%s LIMIT 21) pairs',
+                   TG_TABLE_SCHEMA, TG_TABLE_SCHEMA, pairs)
+        INTO changed, facts;
+    IF changed = 0 THEN
+        RETURN NULL;
+    END IF;
+    payload := head || ':' || facts::text;
+    -- NOTIFY takes at most 8000 bytes.
+    IF changed > 20 OR octet_length(payload) > 7900 THEN
+        payload := head;
+    END IF;
+    PERFORM pg_notify('listings_changes', payload);
+    RETURN NULL;
+END;
+$$;
+
+DROP TRIGGER properties_notify_change ON properties;
+-- Transition tables need one trigger per event.
+CREATE TRIGGER properties_notify_insert AFTER INSERT ON properties
+    REFERENCING NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION listings_notify_change();
+CREATE TRIGGER properties_notify_update AFTER UPDATE ON properties
+    REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION listings_notify_change();
+CREATE TRIGGER properties_notify_delete AFTER DELETE ON properties
+    REFERENCING OLD TABLE AS old_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION listings_notify_change();
+CREATE TRIGGER properties_notify_truncate AFTER TRUNCATE ON properties
+    FOR EACH STATEMENT EXECUTE FUNCTION listings_notify_change();

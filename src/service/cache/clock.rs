@@ -1,0 +1,102 @@
+//! Whether a cached entry is still current. Every bump (one per write) gets the next
+//! number of a sequence and records it against each tag it bumps (see `tags`). An entry
+//! carries a [`Stamp`]: the number the sequence stood at *before* its value was loaded,
+//! and its tags. It is current while none of its tags was bumped after that number:
+//!
+//! - a write commits, then bumps: a reader that read the sequence after the bump loads
+//!   after the commit, and one that read it before stores a stamp the bump has already
+//!   outdated, whenever its store lands ("no stale set", with nothing to check at store
+//!   time);
+//! - bumps are recorded in any order and any number of times (each tag keeps the
+//!   highest), so a clock can mirror another one (the near-cache lease mirrors Redis's)
+//!   from messages and snapshots alike.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::service::cache::tags::{ALL, Tag, TagSet};
+
+/// When an entry's value was loaded, and what it depends on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Stamp {
+    /// The sequence number before the load began.
+    pub seq: u64,
+    pub tags: TagSet,
+}
+
+pub struct TagClock {
+    /// The highest bump recorded.
+    seq: AtomicU64,
+    /// By tag: the number of its latest bump.
+    bumped_at: Box<[AtomicU64]>,
+}
+
+impl Default for TagClock {
+    fn default() -> Self {
+        TagClock {
+            seq: AtomicU64::new(0),
+            bumped_at: (0..Tag::COUNT).map(|_| AtomicU64::new(0)).collect(),
+        }
+    }
+}
+
+impl TagClock {
+    /// The number a load beginning now stamps its value with.
+    pub fn seq(&self) -> u64 {
+        self.seq.load(Ordering::Acquire)
+    }
+
+    /// True while no bump of the stamp's tags (or of everything) came after it.
+    pub fn is_current(&self, stamp: &Stamp) -> bool {
+        let fresh = |tag: Tag| self.bumped_at[tag.index()].load(Ordering::Acquire) <= stamp.seq;
+        fresh(ALL) && stamp.tags.iter().all(fresh)
+    }
+
+    /// Records the bump `seq` of `tags`. Tags come first, so that a reader seeing the
+    /// new number also sees what it bumped.
+    pub fn record(&self, seq: u64, tags: impl IntoIterator<Item = Tag>) {
+        for tag in tags {
+            self.bumped_at[tag.index()].fetch_max(seq, Ordering::AcqRel);
+        }
+        self.seq.fetch_max(seq, Ordering::AcqRel);
+    }
+
+    /// The next number of the sequence, for a bump made here (callers serialize).
+    pub fn next(&self) -> u64 {
+        self.seq() + 1
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::service::cache::tags::item_tags;
+
+    #[test]
+    fn an_entry_is_current_until_one_of_its_tags_is_bumped_after_its_load() {
+        let clock = TagClock::default();
+        let seven = Stamp {
+            seq: clock.seq(),
+            tags: item_tags(7),
+        };
+        clock.record(clock.next(), item_tags(8).iter().filter(|t| *t != ALL));
+        assert!(clock.is_current(&seven), "another row's write");
+        let after = Stamp {
+            seq: clock.seq(),
+            tags: item_tags(7),
+        };
+        clock.record(clock.next(), item_tags(7).iter().filter(|t| *t != ALL));
+        assert!(!clock.is_current(&seven));
+        assert!(!clock.is_current(&after));
+        let late = Stamp {
+            seq: clock.seq(),
+            tags: item_tags(7),
+        };
+        assert!(clock.is_current(&late));
+        clock.record(clock.next(), [ALL]);
+        assert!(!clock.is_current(&late), "everything retired");
+        // Recorded again, or out of order: nothing moves back.
+        clock.record(1, [ALL]);
+        assert_eq!(clock.seq(), 3);
+        assert!(!clock.is_current(&late));
+    }
+}
