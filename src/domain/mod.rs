@@ -2,6 +2,7 @@
 //! database or a cache key.
 
 mod fields;
+pub mod price_band;
 mod property;
 pub mod query;
 mod record;

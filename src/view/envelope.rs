@@ -1,12 +1,13 @@
 //! A rendered response as the view level caches it: status, content type, a strong ETag
-//! and the body, with gzip and brotli variants made once when it was rendered, and the
-//! compact binary envelope it is stored in, so that a hit sends the stored body bytes
-//! as they are, without JSON work.
+//! and the body, with a gzip variant made when it was rendered and a brotli one made
+//! once afterwards (slower to make: a miss does not wait for it), and the compact binary
+//! envelope it is stored in, so that a hit sends the stored body bytes as they are,
+//! without JSON work.
 
 use bytes::{Buf as _, BufMut as _, Bytes, BytesMut};
 
 /// What a response needs to be sent again: its status, content type, strong ETag and
-/// body, with gzip and brotli variants made once, when it was rendered.
+/// body, with gzip and brotli variants made once each.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CachedResponse {
     pub status: u16,
@@ -16,6 +17,7 @@ pub struct CachedResponse {
     pub body: Bytes,
     /// Empty when compressing would not pay (a small body).
     pub gzip: Bytes,
+    /// Empty for a small body, and until [`CachedResponse::with_brotli`] made it.
     pub br: Bytes,
 }
 
@@ -48,13 +50,13 @@ impl Encoding {
 }
 
 impl CachedResponse {
-    /// Renders a response for the cache: its ETag and its compressed variants.
+    /// Renders a response for the cache: its ETag and its gzip variant.
     pub fn new(status: u16, content_type: String, body: Bytes) -> CachedResponse {
         let etag = strong_etag(&body);
-        let (gzip, br) = if body.len() >= COMPRESS_FROM_BYTES {
-            (gzip(&body), brotli(&body))
+        let gzip = if body.len() >= COMPRESS_FROM_BYTES {
+            gzip(&body)
         } else {
-            (Bytes::new(), Bytes::new())
+            Bytes::new()
         };
         CachedResponse {
             status,
@@ -62,8 +64,19 @@ impl CachedResponse {
             etag,
             body,
             gzip,
-            br,
+            br: Bytes::new(),
         }
+    }
+
+    /// This response with its brotli variant, if it is worth one and lacks it.
+    pub fn with_brotli(&self) -> Option<CachedResponse> {
+        if self.body.len() < COMPRESS_FROM_BYTES || !self.br.is_empty() {
+            return None;
+        }
+        Some(CachedResponse {
+            br: brotli(&self.body),
+            ..self.clone()
+        })
     }
 
     /// The body in `encoding`, if this response has that variant.
@@ -209,7 +222,10 @@ mod tests {
         use std::io::Read as _;
 
         let body = Bytes::from(r#"{"title":"Beach villa"}"#.repeat(100));
-        let response = CachedResponse::new(200, "application/json".into(), body.clone());
+        let rendered = CachedResponse::new(200, "application/json".into(), body.clone());
+        assert_eq!(rendered.variant(Encoding::Brotli), None, "made later");
+        let response = rendered.with_brotli().expect("a brotli variant");
+        assert_eq!(response.with_brotli(), None, "made once");
         let gzipped = response.variant(Encoding::Gzip).expect("gzip");
         assert!(gzipped.len() < body.len() / 4);
         let mut unzipped = Vec::new();
@@ -235,6 +251,7 @@ mod tests {
         );
         let small = CachedResponse::new(200, "application/json".into(), Bytes::from_static(b"{}"));
         assert_eq!(small.variant(Encoding::Gzip), None, "too small to pay");
+        assert_eq!(small.with_brotli(), None);
     }
 
     #[test]

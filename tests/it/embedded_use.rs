@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 
 use crate::both_modes;
 use crate::support::binary::Server;
-use crate::support::{TestEnv, get, router, write};
+use crate::support::{TestEnv, get, router, run_sql_elsewhere, write};
 
 /// A read whose request is dropped while SQLite runs its statement on a blocking
 /// thread. diesel-async's SQLite wrapper cannot be stopped there: dropping its future
@@ -307,30 +307,6 @@ async fn location_keys_follow_writes_from_elsewhere_and_keep_the_applications(en
     assert_eq!(renamed.status, StatusCode::OK, "{:?}", renamed.body);
     let page = get(&router, "/properties/?location=%C3%A9ldoret").await;
     assert_eq!(page.json()["count"], 1, "{:?}", page.body);
-}
-
-/// Runs `statement` as another program would: its own connection, no application
-/// settings (no `listings.origin`, SQLite's built-in `lower()`).
-async fn run_sql_elsewhere(env: &TestEnv, statement: &str) {
-    if env.is_postgres() {
-        use diesel_async::{AsyncConnection as _, RunQueryDsl as _};
-        let mut conn = diesel_async::AsyncPgConnection::establish(&env.database_url)
-            .await
-            .expect("connect");
-        diesel::sql_query(statement)
-            .execute(&mut conn)
-            .await
-            .expect(statement);
-    } else {
-        use diesel::{Connection as _, RunQueryDsl as _};
-        let mut conn = diesel::SqliteConnection::establish(&env.database_url).expect("open");
-        diesel::sql_query("PRAGMA busy_timeout = 3000")
-            .execute(&mut conn)
-            .expect("busy timeout");
-        diesel::sql_query(statement)
-            .execute(&mut conn)
-            .expect(statement);
-    }
 }
 
 /// Polls `path` (bounded: 2 s; PostgreSQL's notification may take a moment) until it

@@ -18,3 +18,9 @@ CREATE TRIGGER properties_notify_change
 DROP FUNCTION listings_row_facts(bigint, text, numeric, timestamptz);
 DROP FUNCTION listings_count_nodes(bigint, text, numeric, bigint, text, numeric);
 DROP TABLE listing_versions;
+DROP TABLE listing_counts;
+DROP TABLE price_band_edges;
+DROP INDEX properties_by_location_newest;
+CREATE INDEX properties_by_location_newest ON properties (location_key, created_at DESC, id DESC);
+DROP INDEX properties_newest_first;
+CREATE INDEX properties_newest_first ON properties (created_at DESC, id DESC);

@@ -1,4 +1,5 @@
--- Which rows each statement changed, for the servers' caches and for the counts.
+-- Which rows each statement changed, for the servers' caches and for the counts; and
+-- the indexes and counts that keep a page's miss cheap.
 --
 -- Versions of the sets of rows a count depends on, so that every page of one search
 -- can share one count: a count is reused by a later page only if that page's read
@@ -10,6 +11,43 @@ CREATE TABLE listing_versions (
     node TEXT PRIMARY KEY,
     version BIGINT NOT NULL
 );
+
+-- The price bands of the application (its `domain::price_band`): a price's band is how
+-- many of these lower bounds it reaches.
+CREATE TABLE price_band_edges (low NUMERIC PRIMARY KEY);
+INSERT INTO price_band_edges (low) VALUES
+    (1200), (1430), (1720), (2050), (2460), (2940), (3520), (4220), (5050), (6040),
+    (7230), (8660), (10400), (12400), (14900), (17800), (21300), (25500), (30500),
+    (36500), (43700), (52300), (62600), (75000), (89800), (107000), (129000), (154000),
+    (184000), (221000), (264000), (316000), (379000), (453000), (542000), (649000),
+    (777000), (931000), (1110000), (1330000), (1600000), (1910000), (2290000),
+    (2740000), (3280000), (3920000), (4700000), (5620000), (6730000), (8060000),
+    (9650000), (11500000), (13800000), (16500000), (19800000), (23700000), (28400000),
+    (34000000), (40700000), (48700000), (58300000), (69800000), (83500000);
+
+-- How many rows each location key ('' for a row without one) has in each price band,
+-- kept by the same triggers in the writing transaction: a page's count is the sum of
+-- the bands its range covers whole and, in the bands its bounds fall in, an index range
+-- scan, all in the page's own snapshot.
+CREATE TABLE listing_counts (
+    location_key TEXT NOT NULL,
+    band INTEGER NOT NULL,
+    n BIGINT NOT NULL,
+    PRIMARY KEY (location_key, band)
+);
+INSERT INTO listing_counts (location_key, band, n)
+    SELECT coalesce(location_key, ''), band, count(*)
+    FROM (SELECT location_key, (SELECT count(*) FROM price_band_edges WHERE low <= price) AS band
+          FROM properties) banded
+    GROUP BY 1, 2;
+
+-- Newest-first pages filtered by price find their rows in these alone (a page's ids
+-- from the index, then its rows by id): the price is in them.
+DROP INDEX properties_newest_first;
+CREATE INDEX properties_newest_first ON properties (created_at DESC, id DESC) INCLUDE (price);
+DROP INDEX properties_by_location_newest;
+CREATE INDEX properties_by_location_newest
+    ON properties (location_key, created_at DESC, id DESC) INCLUDE (price);
 
 -- The count nodes a change of one row touches: the row before (o_: NULL for an
 -- insert) and after (n_: NULL for a delete).
@@ -50,6 +88,8 @@ LANGUAGE plpgsql AS $$
 DECLARE
     head text := TG_TABLE_NAME || ':' || coalesce(current_setting('listings.origin', true), '');
     versions text := format('%I.listing_versions', TG_TABLE_SCHEMA);
+    counts text := format('%I.listing_counts', TG_TABLE_SCHEMA);
+    edges text := format('%I.price_band_edges', TG_TABLE_SCHEMA);
     pairs text;
     changed integer;
     facts json;
@@ -58,6 +98,7 @@ BEGIN
     IF TG_OP = 'TRUNCATE' THEN
         EXECUTE format('INSERT INTO %s VALUES (''all'', 1) ON CONFLICT (node)'
                        ' DO UPDATE SET version = %s.version + 1', versions, versions);
+        EXECUTE format('DELETE FROM %s', counts);
         PERFORM pg_notify('listings_changes', head);
         RETURN NULL;
     END IF;
@@ -83,6 +124,17 @@ BEGIN
                    ' WHERE node IS NOT NULL ORDER BY node'
                    ' ON CONFLICT (node) DO UPDATE SET version = %s.version + 1',
                    versions, TG_TABLE_SCHEMA, pairs, versions);
+    EXECUTE format('INSERT INTO %s (location_key, band, n)'
+                   ' SELECT key, band, sum(delta) FROM ('
+                   ' SELECT coalesce(n_key, '''') AS key,'
+                   ' (SELECT count(*) FROM %s WHERE low <= n_price) AS band, 1 AS delta'
+                   ' FROM (%s) pairs WHERE n_id IS NOT NULL'
+                   ' UNION ALL SELECT coalesce(o_key, ''''),'
+                   ' (SELECT count(*) FROM %s WHERE low <= o_price), -1'
+                   ' FROM (%s) pairs WHERE o_id IS NOT NULL) deltas'
+                   ' GROUP BY key, band HAVING sum(delta) <> 0 ORDER BY key, band'
+                   ' ON CONFLICT (location_key, band) DO UPDATE SET n = %s.n + excluded.n',
+                   counts, edges, pairs, edges, pairs, counts);
     EXECUTE format('SELECT count(*), json_agg(json_build_array('
                    '%I.listings_row_facts(o_id, o_key, o_price, o_created),'
                    ' %I.listings_row_facts(n_id, n_key, n_price, n_created)))'

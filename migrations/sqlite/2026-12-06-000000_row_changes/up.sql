@@ -1,5 +1,43 @@
--- Which rows each write changed, for the servers' caches and for the counts.
---
+-- Which rows each write changed, for the servers' caches and for the counts; and the
+-- indexes and counts that keep a page's miss cheap.
+
+-- Newest-first pages filtered by price find their rows in these alone (a page's ids
+-- from the index, then its rows by id): the price is in them.
+DROP INDEX properties_newest_first;
+CREATE INDEX properties_newest_first ON properties (created_at DESC, id DESC, price);
+DROP INDEX properties_by_location_newest;
+CREATE INDEX properties_by_location_newest
+    ON properties (location_key, created_at DESC, id DESC, price);
+
+-- The price bands of the application (its `domain::price_band`): a price's band is how
+-- many of these lower bounds it reaches.
+CREATE TABLE price_band_edges (low NUMERIC PRIMARY KEY);
+INSERT INTO price_band_edges (low) VALUES
+    (1200), (1430), (1720), (2050), (2460), (2940), (3520), (4220), (5050), (6040),
+    (7230), (8660), (10400), (12400), (14900), (17800), (21300), (25500), (30500),
+    (36500), (43700), (52300), (62600), (75000), (89800), (107000), (129000), (154000),
+    (184000), (221000), (264000), (316000), (379000), (453000), (542000), (649000),
+    (777000), (931000), (1110000), (1330000), (1600000), (1910000), (2290000),
+    (2740000), (3280000), (3920000), (4700000), (5620000), (6730000), (8060000),
+    (9650000), (11500000), (13800000), (16500000), (19800000), (23700000), (28400000),
+    (34000000), (40700000), (48700000), (58300000), (69800000), (83500000);
+
+-- How many rows each location key ('' for a row without one) has in each price band,
+-- kept by the same triggers in the writing transaction: a page's count is the sum of
+-- the bands its range covers whole and, in the bands its bounds fall in, an index range
+-- scan, all in the page's own snapshot.
+CREATE TABLE listing_counts (
+    location_key TEXT NOT NULL,
+    band INTEGER NOT NULL,
+    n BIGINT NOT NULL,
+    PRIMARY KEY (location_key, band)
+) WITHOUT ROWID;
+INSERT INTO listing_counts (location_key, band, n)
+    SELECT coalesce(location_key, ''), band, count(*)
+    FROM (SELECT location_key, (SELECT count(*) FROM price_band_edges WHERE low <= price) AS band
+          FROM properties) banded
+    GROUP BY 1, 2;
+
 -- Versions of the sets of rows a count depends on, so that every page of one search
 -- can share one count: a count is reused by a later page only if that page's read
 -- transaction sees the versions the count was computed under. Nodes: 'g' (every row:
@@ -38,6 +76,11 @@ BEGIN
             UNION SELECT 'l:' || NEW.location_key UNION SELECT 'lp:' || NEW.location_key
         ) WHERE node IS NOT NULL
         ON CONFLICT (node) DO UPDATE SET version = version + 1;
+    INSERT INTO listing_counts (location_key, band, n)
+        SELECT coalesce(NEW.location_key, ''),
+               (SELECT count(*) FROM price_band_edges WHERE low <= NEW.price), 1
+        WHERE true
+        ON CONFLICT (location_key, band) DO UPDATE SET n = n + 1;
     DELETE FROM listing_changes WHERE seq <= (SELECT max(seq) FROM listing_changes) - 10000;
 END;
 
@@ -63,6 +106,16 @@ BEGIN
                    OR OLD.price IS NOT NEW.price
         ) WHERE node IS NOT NULL
         ON CONFLICT (node) DO UPDATE SET version = version + 1;
+    INSERT INTO listing_counts (location_key, band, n)
+        SELECT coalesce(OLD.location_key, ''),
+               (SELECT count(*) FROM price_band_edges WHERE low <= OLD.price), -1
+        WHERE true
+        ON CONFLICT (location_key, band) DO UPDATE SET n = n - 1;
+    INSERT INTO listing_counts (location_key, band, n)
+        SELECT coalesce(NEW.location_key, ''),
+               (SELECT count(*) FROM price_band_edges WHERE low <= NEW.price), 1
+        WHERE true
+        ON CONFLICT (location_key, band) DO UPDATE SET n = n + 1;
     DELETE FROM listing_changes WHERE seq <= (SELECT max(seq) FROM listing_changes) - 10000;
 END;
 
@@ -76,5 +129,10 @@ BEGIN
             UNION SELECT 'l:' || OLD.location_key UNION SELECT 'lp:' || OLD.location_key
         ) WHERE node IS NOT NULL
         ON CONFLICT (node) DO UPDATE SET version = version + 1;
+    INSERT INTO listing_counts (location_key, band, n)
+        SELECT coalesce(OLD.location_key, ''),
+               (SELECT count(*) FROM price_band_edges WHERE low <= OLD.price), -1
+        WHERE true
+        ON CONFLICT (location_key, band) DO UPDATE SET n = n - 1;
     DELETE FROM listing_changes WHERE seq <= (SELECT max(seq) FROM listing_changes) - 10000;
 END;

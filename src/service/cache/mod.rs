@@ -268,6 +268,19 @@ impl Cache {
         })
     }
 
+    /// Stores `value` again, in place of what a load stamped `stamp` stored (a variant
+    /// made afterwards), unless a write retired it meanwhile or a later load replaced it.
+    pub async fn restore<K: CacheKey>(
+        &self,
+        key: &K,
+        stamp: Stamp,
+        value: &K::Value,
+        ttl: Duration,
+    ) {
+        let entry = self.keys.entry(key);
+        self.store(&entry, stamp, value.encode(), ttl).await;
+    }
+
     /// The cached value if there is one; never loads.
     pub async fn peek<K: CacheKey>(&self, key: &K) -> Option<K::Value> {
         match self.lookup::<K::Value>(&self.keys.entry(key), None).await {

@@ -24,31 +24,18 @@
 //! be attributed to rows). `tests` checks the rules against every result a small table
 //! can give.
 
-use bigdecimal::{BigDecimal, ToPrimitive as _};
-
+use crate::domain::price_band::{self, band};
 use crate::domain::{PropertyPage, PropertyQuery, SortOrder};
 use crate::domain::{RowChange, RowFacts};
 use crate::stable_hash::fnv1a64;
 
 /// Location keys hash into this many buckets.
 const LOCATION_BUCKETS: u32 = 256;
-/// Prices fall into this many log-spaced bands (see [`BAND_EDGES`]).
-const PRICE_BANDS: u32 = 64;
+/// Prices fall into this many log-spaced bands (see `domain::price_band`).
+const PRICE_BANDS: u32 = price_band::BANDS;
 /// Property ids hash into this many buckets: a page of 20 rows shares one with a
 /// random write about once in 800.
 const ITEM_BUCKETS: u32 = 16384;
-
-/// The lower bounds of bands 1 to 63, in whole currency units: a factor of about 1.2
-/// apart from 1,200 to 83,500,000 (10^(5/64) rounded to three digits). Integers, so that
-/// every process on every machine puts a price in the same band.
-const BAND_EDGES: [i64; PRICE_BANDS as usize - 1] = [
-    1200, 1430, 1720, 2050, 2460, 2940, 3520, 4220, 5050, 6040, 7230, 8660, 10400, 12400, 14900,
-    17800, 21300, 25500, 30500, 36500, 43700, 52300, 62600, 75000, 89800, 107000, 129000, 154000,
-    184000, 221000, 264000, 316000, 379000, 453000, 542000, 649000, 777000, 931000, 1110000,
-    1330000, 1600000, 1910000, 2290000, 2740000, 3280000, 3920000, 4700000, 5620000, 6730000,
-    8060000, 9650000, 11500000, 13800000, 16500000, 19800000, 23700000, 28400000, 34000000,
-    40700000, 48700000, 58300000, 69800000, 83500000,
-];
 
 /// One counter a cached entry can depend on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -141,15 +128,6 @@ impl FromIterator<Tag> for TagSet {
     fn from_iter<I: IntoIterator<Item = Tag>>(tags: I) -> TagSet {
         TagSet::from_vec(tags.into_iter().collect())
     }
-}
-
-/// The band of a price, or of a price bound: monotone, so that every price within a
-/// query's bounds falls in a band between theirs.
-fn band(price: &BigDecimal) -> u32 {
-    // The edges are whole units: dropping the fraction (prices are never negative)
-    // never moves a price across one.
-    let whole = price.with_scale(0).to_i64().unwrap_or(i64::MAX);
-    BAND_EDGES.partition_point(|edge| *edge <= whole) as u32
 }
 
 fn location_bucket(location_key: &str) -> u32 {

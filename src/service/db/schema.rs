@@ -20,6 +20,14 @@ pub mod pg {
             version -> BigInt,
         }
     }
+
+    diesel::table! {
+        listing_counts (location_key, band) {
+            location_key -> Text,
+            band -> Integer,
+            n -> BigInt,
+        }
+    }
 }
 
 pub mod sqlite {
@@ -39,6 +47,14 @@ pub mod sqlite {
         listing_versions (node) {
             node -> Text,
             version -> BigInt,
+        }
+    }
+
+    diesel::table! {
+        listing_counts (location_key, band) {
+            location_key -> Text,
+            band -> Integer,
+            n -> BigInt,
         }
     }
 

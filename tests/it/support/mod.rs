@@ -256,3 +256,67 @@ fn init_test_log() {
         }
     });
 }
+
+/// Runs `statement` as another program would (psql, the `sqlite3` shell): its own
+/// connection, no application settings (no `listings.origin`, SQLite's built-in
+/// `lower()`).
+pub async fn run_sql_elsewhere(env: &TestEnv, statement: &str) {
+    if env.is_postgres() {
+        use diesel_async::{AsyncConnection as _, AsyncPgConnection, RunQueryDsl as _};
+        let mut conn = AsyncPgConnection::establish(&env.database_url)
+            .await
+            .expect("connect");
+        diesel::sql_query(statement)
+            .execute(&mut conn)
+            .await
+            .expect(statement);
+    } else {
+        use diesel::{Connection as _, RunQueryDsl as _};
+        let (path, statement) = (env.database_url.clone(), statement.to_owned());
+        tokio::task::spawn_blocking(move || {
+            let mut conn = diesel::SqliteConnection::establish(&path).expect("open");
+            diesel::sql_query("PRAGMA busy_timeout = 5000")
+                .execute(&mut conn)
+                .expect("busy timeout");
+            diesel::sql_query(&statement)
+                .execute(&mut conn)
+                .expect(&statement);
+        })
+        .await
+        .expect("the statement ran");
+    }
+}
+
+/// The number `query` (a single row, its first column a count) returns, on the test's
+/// own connection.
+pub async fn sql_count(env: &TestEnv, query: &str) -> i64 {
+    #[derive(diesel::QueryableByName)]
+    struct Count {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        n: i64,
+    }
+    let query = format!("SELECT ({query}) AS n");
+    if env.is_postgres() {
+        use diesel_async::{AsyncConnection as _, AsyncPgConnection, RunQueryDsl as _};
+        let mut conn = AsyncPgConnection::establish(&env.database_url)
+            .await
+            .expect("connect");
+        diesel::sql_query(&query)
+            .get_result::<Count>(&mut conn)
+            .await
+            .expect(&query)
+            .n
+    } else {
+        use diesel::{Connection as _, RunQueryDsl as _};
+        let path = env.database_url.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut conn = diesel::SqliteConnection::establish(&path).expect("open");
+            diesel::sql_query(&query)
+                .get_result::<Count>(&mut conn)
+                .expect(&query)
+                .n
+        })
+        .await
+        .expect("the query ran")
+    }
+}
