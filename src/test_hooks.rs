@@ -36,7 +36,8 @@ pub enum Point {
     BeforeInvalidate,
     /// A PostgreSQL write has done its statements and is about to send COMMIT.
     BeforeCommit,
-    /// A list page has read its rows and is about to count the matches.
+    /// A list page of a text search has read its rows and is about to count the
+    /// matches; any other list page is about to read both in one statement.
     BetweenRowsAndCount,
     /// The PostgreSQL change listener is about to (re)connect.
     BeforeListen,

@@ -29,6 +29,9 @@ const NO_CACHE: HeaderValue = HeaderValue::from_static("no-cache");
 const VARY: HeaderValue = HeaderValue::from_static("accept-encoding");
 const HIT: HeaderValue = HeaderValue::from_static("HIT");
 const MISS: HeaderValue = HeaderValue::from_static("MISS");
+/// A body this small is gzipped on the request's own thread (tens of microseconds,
+/// less than handing it to another thread and back).
+const COMPRESS_INLINE_BELOW: usize = 16 * 1024;
 
 #[derive(Clone)]
 pub struct ViewCache<S> {
@@ -100,7 +103,8 @@ where
             None => Err(inner.oneshot(request).await.unwrap_or_else(|e| match e {})),
         }
     } else {
-        views::cached(&app, &key, || render(inner, request)).await
+        let wants_brotli = encodings[Encoding::Brotli as usize];
+        views::cached(&app, &key, wants_brotli, || render(inner, request)).await
     };
     let mut response = match found {
         Ok((ready, status)) => respond(&ready, status, encodings, if_none_match.as_ref(), head),
@@ -155,12 +159,15 @@ where
         .and_then(|v| v.to_str().ok())
         .unwrap_or("application/octet-stream")
         .to_owned();
-    // Compressing a large page takes a moment: not on the runtime's threads.
-    let rendered = tokio::task::spawn_blocking(move || {
-        CachedResponse::new(parts.status.as_u16(), content_type, body)
-    })
-    .await
-    .map_err(|_| internal_error().into_response())?;
+    let status = parts.status.as_u16();
+    let rendered = if body.len() < COMPRESS_INLINE_BELOW {
+        CachedResponse::new(status, content_type, body)
+    } else {
+        // Compressing a large page takes a moment: not on the runtime's threads.
+        tokio::task::spawn_blocking(move || CachedResponse::new(status, content_type, body))
+            .await
+            .map_err(|_| internal_error().into_response())?
+    };
     Ok((rendered, dependencies))
 }
 

@@ -124,7 +124,7 @@ impl App {
         }
         let sqlite_writes = match (&settings.database_url, role) {
             (DatabaseUrl::Sqlite(path), Role::Server) => {
-                let probe = SqliteWrites::open(path, &db).await?;
+                let probe = SqliteWrites::open(path, &settings.db).await?;
                 cache
                     .invalidate_everything(Cause::recovery(
                         "server started: what changed while it was down retired",
@@ -230,6 +230,6 @@ async fn catch_up_with_other_writers(app: &App) {
             what: "change committed by another process",
             origin: Origin::OtherProcess,
         };
-        writes.catch_up(app.db(), app.cache(), cause).await;
+        writes.catch_up(app.cache(), cause).await;
     }
 }

@@ -176,7 +176,7 @@ async fn invalidate_after_commit(app: &App, changed: &TagSet, what: &str) {
         // A SQLite server reads its own commit back from the change log, with whatever
         // other processes committed since its last look: none of them is then taken as
         // seen without being retired.
-        Some(writes) => writes.catch_up(app.db(), app.cache(), cause).await,
+        Some(writes) => writes.catch_up(app.cache(), cause).await,
         None => app.cache().invalidate(changed, cause).await,
     };
     if invalidated {

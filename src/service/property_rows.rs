@@ -7,7 +7,6 @@ use crate::domain::{NewProperty, PropertyChanges, PropertyQuery};
 use crate::domain::{Property, PropertyPage, RowFacts};
 use crate::service::cache::tags::{TagSet, write_tags};
 use crate::service::count_memo::KnownCount;
-use crate::service::db::count_nodes;
 use crate::service::db::dispatch::dispatch;
 use crate::service::db::{Db, DbError};
 
@@ -21,33 +20,25 @@ enum ImportStep {
 
 /// One page of a search and the number of matches, from one snapshot. The count is
 /// `known`'s when the snapshot shows the versions it was made under; otherwise it is
-/// counted, and returned as well, for other pages of the search to share.
+/// counted, and returned as well, for other pages of the search to share (see
+/// `page_statement`). A text search, whose matches any write can change, counts its
+/// own.
 pub(super) async fn list_page(
     db: &Db,
     query: &PropertyQuery,
     known: Option<std::sync::Arc<KnownCount>>,
 ) -> Result<(PropertyPage, Option<KnownCount>), DbError> {
+    if let Some(at_once) = db.page_at_once(query, known).await? {
+        return Ok(at_once);
+    }
     let query = query.clone();
-    let nodes = count_nodes(&query);
     #[cfg(feature = "test-hooks")]
     let hooks = db.hooks.clone();
     dispatch!(db, snapshot, move |tx, repo| {
         let rows = repo::page_rows(tx, &query).await?;
         crate::test_hooks::pause!(hooks, BetweenRowsAndCount);
-        let versions = match &nodes {
-            Some(nodes) => Some(repo::count_versions(tx, nodes.as_slice()).await?),
-            None => None,
-        };
-        let shared = known
-            .as_deref()
-            .filter(|known| Some(&known.versions) == versions.as_ref());
-        if let Some(known) = shared {
-            let count = known.count;
-            return Ok((PropertyPage { count, data: rows }, None));
-        }
         let count = repo::count_matches(tx, &query).await?;
-        let counted = versions.map(|versions| KnownCount { versions, count });
-        Ok((PropertyPage { count, data: rows }, counted))
+        Ok((PropertyPage { count, data: rows }, None))
     })
 }
 

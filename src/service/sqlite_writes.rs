@@ -10,16 +10,17 @@
 
 use std::path::Path;
 
+use crate::config::DbSettings;
 use crate::logging::{Failure, log_limited};
 use crate::metrics::events::Cause;
 use crate::service::cache::Cache;
 use crate::service::cache::tags::{TagSet, change_tags};
-use crate::service::db::Db;
-use crate::service::db::change_log::Followed;
+use crate::service::db::change_log::{ChangeLog, Followed};
 use crate::service::db::data_version::CommitWatch;
 
 pub(super) struct SqliteWrites {
     watch: CommitWatch,
+    log: ChangeLog,
     /// The last change-log entry acted on; held while acting on the ones after it.
     seen: tokio::sync::Mutex<i64>,
 }
@@ -28,23 +29,29 @@ impl SqliteWrites {
     /// Watches the file at `path` from its latest change-log entry on. What came before
     /// cannot be known (the server was down, or a writer could not reach Redis): the
     /// caller retires everything once.
-    pub(super) async fn open(path: &Path, db: &Db) -> anyhow::Result<SqliteWrites> {
-        let watch = CommitWatch::open(path)?;
-        let seen = db.last_change().await.map_err(|e| {
+    pub(super) async fn open(path: &Path, settings: &DbSettings) -> anyhow::Result<SqliteWrites> {
+        let cannot = |e: &dyn std::fmt::Display| {
             anyhow::anyhow!(
                 "cannot read the change log of SQLite file {}: {e}",
                 path.display()
             )
-        })?;
+        };
+        let watch = CommitWatch::open(path)?;
+        let name = path
+            .to_str()
+            .ok_or_else(|| cannot(&"the path is not valid UTF-8"))?;
+        let log = ChangeLog::open(name, settings).map_err(|e| cannot(&e))?;
+        let seen = log.last().await.map_err(|e| cannot(&e))?;
         Ok(SqliteWrites {
             watch,
+            log,
             seen: tokio::sync::Mutex::new(seen),
         })
     }
 
     /// If anything was committed since the last look, retires what it changed, for
     /// `cause`; false when that could not reach the cache.
-    pub(super) async fn catch_up(&self, db: &Db, cache: &Cache, cause: Cause<'_>) -> bool {
+    pub(super) async fn catch_up(&self, cache: &Cache, cause: Cause<'_>) -> bool {
         if self.watch.changed().is_none() {
             return true;
         }
@@ -53,7 +60,7 @@ impl SqliteWrites {
         let Some(change) = self.watch.changed() else {
             return true;
         };
-        let invalidated = match db.changes_after(*seen).await {
+        let invalidated = match self.log.after(*seen).await {
             Ok(Followed::Entries { changes, last }) => {
                 *seen = last;
                 if changes.is_empty() {

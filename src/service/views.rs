@@ -1,14 +1,16 @@
 //! Whole HTTP responses through the caches, for the view layer (which may not reach the
 //! caches itself): the near-cache first, then the view level of the cache, then the
-//! handler. A rendering is stored at once; its brotli variant follows in the background
-//! (until then the entry serves gzip or identity).
+//! handler. A rendering is stored at once with its gzip variant; brotli, slower to make,
+//! is made in the background after the first hit that would use it (until then the
+//! entry serves gzip or identity), so pages retired before they are read again cost no
+//! brotli at all.
 
 use std::future::Future;
 use std::sync::Arc;
 
-use crate::service::cache::CacheStatus;
 use crate::service::cache::clock::Stamp;
 use crate::service::cache::keys::{Resource, ViewKey};
+use crate::service::cache::{CacheStatus, Kept};
 use crate::service::catch_up_with_other_writers;
 use crate::service::{App, AppState, Dependencies};
 use crate::view::CachedResponse;
@@ -19,25 +21,31 @@ const VIEWS_OF: Resource = Resource::Properties;
 
 /// The ready response for the normalized URL `key` in this process, if it is current.
 /// Other writers are caught up with first.
-async fn near(app: &App, key: &str) -> Option<Arc<ReadyView>> {
+async fn near(app: &App, key: &str) -> Option<Arc<Kept>> {
     catch_up_with_other_writers(app).await;
     app.cache().near_get(key)
 }
 
 /// The response for `key`: ready in this process, from the cache, or `render`'s (with
 /// what it depends on), stored unless a write came first and kept ready in this
-/// process as well.
+/// process as well. `wants_brotli`: the client takes brotli.
 pub async fn cached<E, F, Fut>(
     app: &AppState,
     key: &str,
+    wants_brotli: bool,
     render: F,
 ) -> Result<(Arc<ReadyView>, CacheStatus), E>
 where
     F: FnOnce() -> Fut,
     Fut: Future<Output = Result<(CachedResponse, Dependencies), E>>,
 {
-    if let Some(ready) = near(app, key).await {
-        return Ok((ready, CacheStatus::Hit));
+    if let Some(kept) = near(app, key).await {
+        if wants_brotli && kept.view.lacks_brotli() && kept.first_to_ask_for_brotli() {
+            let view_key = ViewKey::new(key, VIEWS_OF);
+            let cached = kept.view.to_cached();
+            add_brotli_later(app.clone(), key, view_key, kept.stamp.clone(), cached);
+        }
+        return Ok((kept.view.clone(), CacheStatus::Hit));
     }
     let view_key = ViewKey::new(key, VIEWS_OF);
     let rendered = || async {
@@ -49,18 +57,15 @@ where
         .fetch(&view_key, app.settings.view_ttl, rendered)
         .await?;
     let ready = Arc::new(ReadyView::from_cached(&fetched.value));
-    if let Some(stamp) = fetched.stamp {
-        app.cache().near_store(key, &stamp, ready.clone());
-        if fetched.status == CacheStatus::Miss {
-            add_brotli_later(app.clone(), key, view_key, stamp, fetched.value);
-        }
+    if let Some(stamp) = &fetched.stamp {
+        app.cache().near_store(key, stamp, ready.clone());
     }
     Ok((ready, fetched.status))
 }
 
-/// Makes the brotli variant of a response just rendered, off the request's path, and
-/// stores it in place of the rendering (and in this process's memory), unless a write
-/// retired it meanwhile.
+/// Makes the brotli variant of a response, off the request's path, and stores it in
+/// place of the rendering (and in this process's memory), unless a write retired it
+/// meanwhile.
 fn add_brotli_later(
     app: AppState,
     key: &str,
@@ -85,8 +90,8 @@ fn add_brotli_later(
 
 /// The cached response for `key`, if there is one; never renders (HEAD).
 pub async fn peek(app: &App, key: &str) -> Option<Arc<ReadyView>> {
-    if let Some(ready) = near(app, key).await {
-        return Some(ready);
+    if let Some(kept) = near(app, key).await {
+        return Some(kept.view.clone());
     }
     let cached = app.cache().peek(&ViewKey::new(key, VIEWS_OF)).await?;
     Some(Arc::new(ReadyView::from_cached(&cached)))

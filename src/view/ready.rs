@@ -56,6 +56,31 @@ impl ReadyView {
             .unwrap_or((Encoding::Identity, &self.identity))
     }
 
+    /// Whether a brotli variant would be worth making: it is compressible (it has a gzip
+    /// variant) and has none yet.
+    pub fn lacks_brotli(&self) -> bool {
+        self.gzip.is_some() && self.br.is_none()
+    }
+
+    /// The response as the cache stores it.
+    pub fn to_cached(&self) -> CachedResponse {
+        let text = |value: &HeaderValue| value.to_str().unwrap_or_default().to_owned();
+        let body = |variant: &Option<Variant>| {
+            variant
+                .as_ref()
+                .map(|(body, _)| body.clone())
+                .unwrap_or_default()
+        };
+        CachedResponse {
+            status: self.status.as_u16(),
+            content_type: text(&self.content_type),
+            etag: text(&self.identity.1),
+            body: self.identity.0.clone(),
+            gzip: body(&self.gzip),
+            br: body(&self.br),
+        }
+    }
+
     /// Bytes it holds, for the near-cache's bound.
     pub fn weight(&self) -> usize {
         [Some(&self.identity), self.gzip.as_ref(), self.br.as_ref()]

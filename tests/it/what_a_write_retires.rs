@@ -441,6 +441,15 @@ impl Search {
     }
 }
 
+/// Clears the flag when dropped.
+struct StopsOnDrop(Arc<std::sync::atomic::AtomicBool>);
+
+impl Drop for StopsOnDrop {
+    fn drop(&mut self) {
+        self.0.store(false, std::sync::atomic::Ordering::Release);
+    }
+}
+
 struct Written {
     started: Duration,
     acknowledged: Duration,
@@ -484,6 +493,8 @@ async fn pages_read_after_a_write_reflect_it_on_two_servers(env: TestEnv) {
         let apps = apps.clone();
         let writing = writing.clone();
         async move {
+            // The readers stop when the writer does, whether it finished or failed.
+            let _done = StopsOnDrop(writing);
             let mut log = Vec::new();
             for step in 0..WRITES {
                 let pause = Duration::from_millis(rand::rng().random_range(0..15));
@@ -543,7 +554,6 @@ async fn pages_read_after_a_write_reflect_it_on_two_servers(env: TestEnv) {
                     rows: rows.clone(),
                 });
             }
-            writing.store(false, std::sync::atomic::Ordering::Release);
             log
         }
     });

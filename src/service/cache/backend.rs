@@ -46,6 +46,12 @@ pub trait CacheBackend: Send + Sync {
     /// Whether other processes use the same cache (and retire its entries themselves).
     fn is_shared(&self) -> bool;
 
+    /// Whether lookups take a fill lock other processes heed (then a miss that holds it
+    /// loads at once).
+    fn shares_fills(&self) -> bool {
+        false
+    }
+
     /// What the dashboard shows of the backend.
     fn status(&self) -> CacheBackendStatus;
 

@@ -37,6 +37,7 @@ pub use crate::service::cache::backend::{CacheBackendStatus, RedisStats};
 use crate::service::cache::clock::{Stamp, TagClock};
 use crate::service::cache::keys::{CacheKey, EntryKey, KeySpace};
 use crate::service::cache::memory::MemoryCache;
+pub use crate::service::cache::near::Kept;
 use crate::service::cache::near::NearCache;
 use crate::service::cache::redis::RedisCache;
 use crate::service::cache::single_flight::SingleFlight;
@@ -150,10 +151,10 @@ impl Cache {
 
     /// The ready response for the view `key` (a normalized URL), if this process holds
     /// a current one. Counts a view hit.
-    pub fn near_get(&self, key: &str) -> Option<Arc<ReadyView>> {
-        let view = self.near.get(key, self.near_clock()?)?;
+    pub fn near_get(&self, key: &str) -> Option<Arc<Kept>> {
+        let kept = self.near.get(key, self.near_clock()?)?;
         self.metrics.record_hit(CacheKind::View);
-        Some(view)
+        Some(kept)
     }
 
     /// Keeps a ready response rendered (or found) with `stamp`, unless a write has
@@ -219,33 +220,46 @@ impl Cache {
         Fut: Future<Output = Result<(K::Value, TagSet), E>>,
     {
         let entry = self.keys.entry(key);
-        match self.lookup::<K::Value>(&entry, None).await {
+        // Where other processes fill the cache too, a miss asks for the fill lock at
+        // once; holding it, this caller loads at once, and others in this process wait
+        // for its load (below) as for any loader of theirs.
+        let shared = self.backend.shares_fills();
+        let (seq, locked, _flight) = match self
+            .lookup::<K::Value>(&entry, shared.then_some(FILL_LOCK_TTL))
+            .await
+        {
             Found::Value { value, stamp } => return Ok(self.hit(K::KIND, value, stamp)),
-            Found::Nothing { .. } => {}
             Found::Unavailable => return self.load_uncached(K::KIND, load).await,
-        }
-        // One loader per key in this process; the others wait for it.
-        let (flight, waited) = self.flights.lock(entry.as_str()).await;
-        // Across processes, the fill lock: wait while another process loads.
-        let give_up_waiting = Instant::now() + FILL_WAIT;
-        let (seq, locked) = loop {
-            match self.lookup::<K::Value>(&entry, Some(FILL_LOCK_TTL)).await {
-                Found::Value { value, stamp } => {
-                    return Ok(self.hit(K::KIND, value, stamp));
-                }
-                Found::Unavailable => return self.load_uncached(K::KIND, load).await,
-                Found::Nothing {
-                    may_fill: false, ..
-                } if Instant::now() < give_up_waiting => {
-                    tokio::time::sleep(FILL_POLL).await;
-                }
-                Found::Nothing { seq, may_fill } => break (seq, may_fill),
+            Found::Nothing {
+                seq,
+                may_fill: true,
+            } if shared => (seq, true, self.flights.try_lock(entry.as_str())),
+            Found::Nothing { .. } => {
+                // One loader per key in this process; the others wait for it.
+                let (flight, waited) = self.flights.lock(entry.as_str()).await;
+                // Across processes, the fill lock: wait while another process loads.
+                let give_up_waiting = Instant::now() + FILL_WAIT;
+                let (seq, locked) = loop {
+                    match self.lookup::<K::Value>(&entry, Some(FILL_LOCK_TTL)).await {
+                        Found::Value { value, stamp } => {
+                            return Ok(self.hit(K::KIND, value, stamp));
+                        }
+                        Found::Unavailable => {
+                            return self.load_uncached(K::KIND, load).await;
+                        }
+                        Found::Nothing {
+                            may_fill: false, ..
+                        } if Instant::now() < give_up_waiting => {
+                            tokio::time::sleep(FILL_POLL).await;
+                        }
+                        Found::Nothing { seq, may_fill } => break (seq, may_fill),
+                    }
+                };
+                // After waiting for a loader that stored nothing: load alongside the
+                // other waiters.
+                (seq, locked, (!waited).then_some(flight))
             }
         };
-        if waited {
-            // The loader we waited for stored nothing: load alongside the other waiters.
-            drop(flight);
-        }
         let (value, tags) = match load().await {
             Ok(loaded) => loaded,
             Err(e) => {

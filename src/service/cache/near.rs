@@ -7,6 +7,7 @@
 //! entries it can change at once, and the next rendering replaces them in place.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use moka::sync::Cache;
 
@@ -16,9 +17,18 @@ use crate::view::ReadyView;
 /// Per-entry bookkeeping moka and the maps keep besides the bytes, for the weigher.
 const ENTRY_OVERHEAD_BYTES: usize = 128;
 
-struct Kept {
-    stamp: Stamp,
-    view: Arc<ReadyView>,
+/// A ready response and the stamp of its rendering.
+pub struct Kept {
+    pub stamp: Stamp,
+    pub view: Arc<ReadyView>,
+    brotli_asked: AtomicBool,
+}
+
+impl Kept {
+    /// True for the first caller only: the one that makes the brotli variant.
+    pub fn first_to_ask_for_brotli(&self) -> bool {
+        !self.brotli_asked.swap(true, Ordering::AcqRel)
+    }
 }
 
 pub struct NearCache {
@@ -42,15 +52,18 @@ impl NearCache {
     }
 
     /// The response kept for `key` if `clock` says it is current.
-    pub fn get(&self, key: &str, clock: &TagClock) -> Option<Arc<ReadyView>> {
+    pub fn get(&self, key: &str, clock: &TagClock) -> Option<Arc<Kept>> {
         self.entries
             .get(key)
             .filter(|kept| clock.is_current(&kept.stamp))
-            .map(|kept| kept.view.clone())
     }
 
     pub fn insert(&self, key: &str, stamp: Stamp, view: Arc<ReadyView>) {
-        self.entries
-            .insert(Arc::from(key), Arc::new(Kept { stamp, view }));
+        let kept = Kept {
+            stamp,
+            view,
+            brotli_asked: AtomicBool::new(false),
+        };
+        self.entries.insert(Arc::from(key), Arc::new(kept));
     }
 }

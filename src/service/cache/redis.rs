@@ -492,6 +492,10 @@ impl CacheBackend for RedisCache {
         true
     }
 
+    fn shares_fills(&self) -> bool {
+        true
+    }
+
     fn status(&self) -> CacheBackendStatus {
         CacheBackendStatus {
             kind: "redis",

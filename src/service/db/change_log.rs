@@ -1,14 +1,19 @@
 //! SQLite's change log (see the `row_changes` migration): every row a write changed, in
 //! commit order, written by triggers whoever writes (this process, another, the
 //! `sqlite3` shell). A server reads what follows the last entry it acted on, so that it
-//! retires only what another process's commit changed.
+//! retires only what another process's commit changed. It reads on a connection of its
+//! own: a commit must not wait behind the pages being loaded on the read connections.
 
-use diesel::{ExpressionMethods as _, QueryDsl as _};
-use diesel_async::RunQueryDsl as _;
+use std::sync::{Arc, Mutex, PoisonError};
 
+use diesel::sqlite::SqliteConnection;
+use diesel::{ExpressionMethods as _, QueryDsl as _, RunQueryDsl as _};
+
+use crate::config::DbSettings;
 use crate::domain::{RowChange, RowFacts};
+use crate::service::db::DbError;
+use crate::service::db::connect;
 use crate::service::db::schema::sqlite::listing_changes as log;
-use crate::service::db::{Db, DbError, Pools};
 
 /// More entries than this since the last read retire everything: a bulk load changed
 /// most pages anyway.
@@ -35,50 +40,66 @@ type Entry = (
     Option<String>,
 );
 
-impl Db {
-    /// The number of the last entry of the change log (0 when there is none); 0 on
-    /// PostgreSQL, which has no such log.
-    pub async fn last_change(&self) -> Result<i64, DbError> {
-        let Pools::Sqlite { read, .. } = &self.pools else {
-            return Ok(0);
-        };
-        let db = self;
-        crate::service::db::dispatch::dispatch!(@sqlite_read db, read, |conn| {
-            log::table
-                .select(diesel::dsl::max(log::seq))
-                .first::<Option<i64>>(conn)
-                .await
-                .map(|last| last.unwrap_or(0))
+/// A reader of the change log, on its connection.
+pub struct ChangeLog {
+    conn: Arc<Mutex<SqliteConnection>>,
+}
+
+impl ChangeLog {
+    pub fn open(path: &str, settings: &DbSettings) -> Result<ChangeLog, DbError> {
+        let conn = connect::open_sqlite(path, settings)
+            .map_err(|e| DbError::Unavailable(e.to_string()))?;
+        Ok(ChangeLog {
+            conn: Arc::new(Mutex::new(conn)),
         })
     }
 
+    /// The number of the last entry (0 when there is none).
+    pub async fn last(&self) -> Result<i64, DbError> {
+        self.read(last_entry).await
+    }
+
     /// The changes logged after entry `seen`.
-    pub async fn changes_after(&self, seen: i64) -> Result<Followed, DbError> {
-        let Pools::Sqlite { read, .. } = &self.pools else {
-            return Ok(Followed::Entries {
-                changes: Vec::new(),
-                last: seen,
-            });
-        };
-        let db = self;
-        let entries: Vec<Entry> = crate::service::db::dispatch::dispatch!(@sqlite_read db, read, |conn| {
-            log::table
+    pub async fn after(&self, seen: i64) -> Result<Followed, DbError> {
+        self.read(move |conn| {
+            let entries: Vec<Entry> = log::table
                 .filter(log::seq.gt(seen))
                 .order(log::seq)
                 .limit(MOST_ENTRIES_READ + 1)
-                .load::<Entry>(conn)
-                .await
-        })?;
-        let last = entries.last().map_or(seen, |entry| entry.0);
-        // Slices' own `first`, not diesel's.
-        let contiguous = <[Entry]>::first(&entries).is_none_or(|first| first.0 == seen + 1);
-        if !contiguous || entries.len() as i64 > MOST_ENTRIES_READ {
-            let last = self.last_change().await?.max(last);
-            return Ok(Followed::TooMuch { last });
-        }
-        let changes = entries.into_iter().map(change_of).collect();
-        Ok(Followed::Entries { changes, last })
+                .load(conn)?;
+            let last = entries.last().map_or(seen, |entry| entry.0);
+            let contiguous = entries.first().is_none_or(|first| first.0 == seen + 1);
+            if !contiguous || entries.len() as i64 > MOST_ENTRIES_READ {
+                let last = last_entry(conn)?.max(last);
+                return Ok(Followed::TooMuch { last });
+            }
+            let changes = entries.into_iter().map(change_of).collect();
+            Ok(Followed::Entries { changes, last })
+        })
+        .await
     }
+
+    /// `read` on the connection, on a blocking thread (one read at a time).
+    async fn read<T: Send + 'static>(
+        &self,
+        read: impl FnOnce(&mut SqliteConnection) -> diesel::QueryResult<T> + Send + 'static,
+    ) -> Result<T, DbError> {
+        let conn = self.conn.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut conn = conn.lock().unwrap_or_else(PoisonError::into_inner);
+            read(&mut conn)
+        })
+        .await
+        .map_err(|e| DbError::Unavailable(e.to_string()))?
+        .map_err(DbError::from)
+    }
+}
+
+fn last_entry(conn: &mut SqliteConnection) -> diesel::QueryResult<i64> {
+    log::table
+        .select(diesel::dsl::max(log::seq))
+        .first::<Option<i64>>(conn)
+        .map(|last| last.unwrap_or(0))
 }
 
 fn change_of(entry: Entry) -> RowChange {

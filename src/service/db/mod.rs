@@ -15,11 +15,10 @@ pub mod data_version;
 pub(super) mod dispatch;
 pub mod migrations;
 pub mod notify;
+mod page_statement;
 mod properties;
 pub mod schema;
 pub(super) mod write_fate;
-
-pub use properties::count_nodes;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -217,6 +216,37 @@ impl Db {
     #[cfg(feature = "test-hooks")]
     pub fn with_hooks(self, hooks: Arc<TestHooks>) -> Db {
         Db { hooks, ..self }
+    }
+
+    /// A page of `query`, its count and the versions of its count nodes in one
+    /// statement (see `page_statement`); `None` for a search by text.
+    pub(super) async fn page_at_once(
+        &self,
+        query: &crate::domain::PropertyQuery,
+        known: Option<std::sync::Arc<crate::service::count_memo::KnownCount>>,
+    ) -> Result<
+        Option<(
+            crate::domain::PropertyPage,
+            Option<crate::service::count_memo::KnownCount>,
+        )>,
+        DbError,
+    > {
+        if page_statement::count_nodes(query).is_none() {
+            return Ok(None);
+        }
+        crate::test_hooks::pause!(self.hooks, BetweenRowsAndCount);
+        let db = self;
+        match &self.pools {
+            Pools::Pg { pool, .. } => dispatch::dispatch!(@pg_read db, pool, |conn| {
+                page_statement::pg_page_with_count(conn, query, known.as_deref()).await
+            }),
+            Pools::Sqlite { read, .. } => {
+                let query = query.clone();
+                dispatch::dispatch!(@sqlite_read db, read, |conn| {
+                    page_statement::sqlite_page_with_count(conn, &query, known.as_deref()).await
+                })
+            }
+        }
     }
 
     /// Tells every listening server that `table` changed, with an origin none of them

@@ -21,7 +21,6 @@ macro_rules! property_values {
 macro_rules! property_repository {
     ($conn:ty, $backend:ty, $schema:ident, $insert_batch:path, [$($lock:tt)*]) => {
         pub mod properties {
-            use bigdecimal::BigDecimal;
             use diesel::prelude::*;
             use diesel_async::RunQueryDsl;
 
@@ -120,91 +119,10 @@ macro_rules! property_repository {
                 Ok(rows.into_iter().map(Property::normalized).collect())
             }
 
-            /// The versions of the count nodes `nodes` (see `count_nodes`), 0 for one never
-            /// bumped.
-            pub async fn count_versions(conn: &mut Conn, nodes: &[String]) -> QueryResult<Vec<i64>> {
-                use crate::service::db::schema::$schema::listing_versions as v;
-                let found: Vec<(String, i64)> = v::table
-                    .filter(v::node.eq_any(nodes))
-                    .select((v::node, v::version))
-                    .load(conn)
-                    .await?;
-                let version_of = |node: &String| {
-                    found.iter().find(|(n, _)| n == node).map_or(0, |(_, version)| *version)
-                };
-                Ok(nodes.iter().map(version_of).collect())
-            }
-
-            /// How many rows match in all. Without a text search, from the table of counts
-            /// per location and price band (kept by the triggers of every write): the bands
-            /// the price range covers whole are summed, and only in the bands its bounds
-            /// fall in are rows counted, in the index of prices. A text search counts its
-            /// matches.
+            /// How many rows match in all, counted (a text search: see `page_statement`
+            /// for the other searches, whose counts come from the table of counts).
             pub async fn count_matches(conn: &mut Conn, query: &PropertyQuery) -> QueryResult<i64> {
-                use crate::domain::price_band::{BANDS, band, lowest_of};
-                use crate::service::db::schema::$schema::listing_counts as c;
-                if query.search.is_some() {
-                    return matching(query).count().get_result(conn).await;
-                }
-                let (min, max) = (&query.min_price, &query.max_price);
-                if let (Some(min), Some(max)) = (min, max) {
-                    if min > max {
-                        return Ok(0);
-                    }
-                    if band(min) == band(max) {
-                        return matching(query).count().get_result(conn).await;
-                    }
-                }
-                // Rows between two prices (`below` excluded), counted in the index.
-                let in_index = |from: Option<&BigDecimal>, below: Option<BigDecimal>, to: Option<&BigDecimal>| {
-                    let mut rows = p::table.into_boxed();
-                    if let Some(location) = &query.location {
-                        rows = rows.filter(p::location_key.eq(location.clone()));
-                    }
-                    if let Some(from) = from {
-                        rows = rows.filter(p::price.ge(from.clone()));
-                    }
-                    if let Some(below) = below {
-                        rows = rows.filter(p::price.lt(below));
-                    }
-                    if let Some(to) = to {
-                        rows = rows.filter(p::price.le(to.clone()));
-                    }
-                    rows.count()
-                };
-                let mut total = 0;
-                let first_whole = match min {
-                    Some(min) => {
-                        let low = band(min);
-                        total += in_index(Some(min), lowest_of(low + 1), None)
-                            .get_result::<i64>(conn)
-                            .await?;
-                        low + 1
-                    }
-                    None => 0,
-                };
-                let whole_below = match max {
-                    Some(max) => {
-                        let high = band(max);
-                        total += in_index(lowest_of(high).as_ref(), None, Some(max))
-                            .get_result::<i64>(conn)
-                            .await?;
-                        high
-                    }
-                    None => BANDS,
-                };
-                if first_whole < whole_below {
-                    let mut bands = c::table
-                        .filter(c::band.ge(first_whole as i32))
-                        .filter(c::band.lt(whole_below as i32))
-                        .select(c::n)
-                        .into_boxed();
-                    if let Some(location) = &query.location {
-                        bands = bands.filter(c::location_key.eq(location.clone()));
-                    }
-                    total += bands.load::<i64>(conn).await?.into_iter().sum::<i64>();
-                }
-                Ok(total)
+                matching(query).count().get_result(conn).await
             }
 
             pub async fn find(conn: &mut Conn, property_id: i64) -> QueryResult<Property> {
@@ -276,23 +194,6 @@ macro_rules! property_repository {
 }
 
 pub(crate) use {property_repository, property_values};
-
-/// The count nodes (see the `row_changes` migration) whose versions say whether a count
-/// of `query`'s matches is still current; `None` for a search by text, whose matches
-/// any write can change.
-pub fn count_nodes(query: &crate::domain::PropertyQuery) -> Option<Vec<String>> {
-    if query.search.is_some() {
-        return None;
-    }
-    let ranged = query.min_price.is_some() || query.max_price.is_some();
-    let node = match (&query.location, ranged) {
-        (None, false) => "g".to_owned(),
-        (None, true) => "p".to_owned(),
-        (Some(key), false) => format!("l:{key}"),
-        (Some(key), true) => format!("lp:{key}"),
-    };
-    Some(vec!["all".to_owned(), node])
-}
 
 /// Multi-row inserts, which diesel-async's SQLite wrapper cannot express generically:
 /// SQLite's batch insert runs on the wrapped synchronous connection instead.
