@@ -2,7 +2,13 @@ DROP TRIGGER properties_notify_truncate ON properties;
 DROP TRIGGER properties_notify_delete ON properties;
 DROP TRIGGER properties_notify_update ON properties;
 DROP TRIGGER properties_notify_insert ON properties;
-CREATE OR REPLACE FUNCTION listings_notify_change() RETURNS trigger
+DROP FUNCTION listings_notify_truncate();
+DROP FUNCTION listings_notify_delete();
+DROP FUNCTION listings_notify_update();
+DROP FUNCTION listings_notify_insert();
+DROP FUNCTION listings_record_changes(listings_change[]);
+DROP TYPE listings_change;
+CREATE FUNCTION listings_notify_change() RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN
     PERFORM pg_notify(

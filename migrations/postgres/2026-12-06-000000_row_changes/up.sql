@@ -75,6 +75,13 @@ RETURNS json LANGUAGE sql IMMUTABLE AS $$
                 ELSE json_build_array(id, location_key, price::text, created_at) END
 $$;
 
+-- One row a statement changed: before (o_, NULL for an insert) and after (n_, NULL
+-- for a delete).
+CREATE TYPE listings_change AS (
+    o_id bigint, o_key text, o_price numeric, o_created timestamptz,
+    n_id bigint, n_key text, n_price numeric, n_created timestamptz
+);
+
 -- Every committed change to properties, from the application or from anything else
 -- (psql, another program, a later migration), notifies the running servers. NOTIFY is
 -- delivered at commit, never before. The payload is `table:origin` (the application's
@@ -82,88 +89,111 @@ $$;
 -- themselves; empty for everyone else), then, for a statement that changed at most 20
 -- rows, `:` and a JSON array of [before, after] pairs of listings_row_facts (null for
 -- the side an insert or a delete lacks); without it a server retires everything. The
--- same statement bumps the count versions, in the same transaction.
-CREATE OR REPLACE FUNCTION listings_notify_change() RETURNS trigger
-LANGUAGE plpgsql AS $$
+-- same statement bumps the count versions and the counts, in the same transaction
+-- (in the order of their keys, so that concurrent writers lock them in one order).
+-- Static SQL, planned once per session; the search path is the migration's.
+CREATE FUNCTION listings_record_changes(changes listings_change[]) RETURNS void
+LANGUAGE plpgsql SET search_path FROM CURRENT AS $$
 DECLARE
-    head text := TG_TABLE_NAME || ':' || coalesce(current_setting('listings.origin', true), '');
-    versions text := format('%I.listing_versions', TG_TABLE_SCHEMA);
-    counts text := format('%I.listing_counts', TG_TABLE_SCHEMA);
-    edges text := format('%I.price_band_edges', TG_TABLE_SCHEMA);
-    pairs text;
-    changed integer;
+    head text := 'properties:' || coalesce(current_setting('listings.origin', true), '');
+    changed integer := coalesce(array_length(changes, 1), 0);
     facts json;
     payload text;
 BEGIN
-    IF TG_OP = 'TRUNCATE' THEN
-        EXECUTE format('INSERT INTO %s VALUES (''all'', 1) ON CONFLICT (node)'
-                       ' DO UPDATE SET version = %s.version + 1', versions, versions);
-        EXECUTE format('DELETE FROM %s', counts);
-        PERFORM pg_notify('listings_changes', head);
-        RETURN NULL;
-    END IF;
-    pairs := CASE TG_OP
-        WHEN 'INSERT' THEN
-            'SELECT NULL::bigint AS o_id, NULL::text AS o_key, NULL::numeric AS o_price,'
-            ' NULL::timestamptz AS o_created, n.id AS n_id, n.location_key AS n_key,'
-            ' n.price AS n_price, n.created_at AS n_created FROM new_rows n'
-        WHEN 'DELETE' THEN
-            'SELECT o.id AS o_id, o.location_key AS o_key, o.price AS o_price,'
-            ' o.created_at AS o_created, NULL::bigint AS n_id, NULL::text AS n_key,'
-            ' NULL::numeric AS n_price, NULL::timestamptz AS n_created FROM old_rows o'
-        ELSE
-            'SELECT o.id AS o_id, o.location_key AS o_key, o.price AS o_price,'
-            ' o.created_at AS o_created, n.id AS n_id, n.location_key AS n_key,'
-            ' n.price AS n_price, n.created_at AS n_created'
-            ' FROM old_rows o FULL JOIN new_rows n ON o.id = n.id'
-    END;
-    -- In the order of the nodes, so that concurrent writers lock them in one order.
-    EXECUTE format('INSERT INTO %s (node, version)'
-                   ' SELECT node, 1 FROM (SELECT DISTINCT unnest(%I.listings_count_nodes('
-                   'o_id, o_key, o_price, n_id, n_key, n_price)) AS node FROM (%s) pairs) nodes'
-                   ' WHERE node IS NOT NULL ORDER BY node'
-                   ' ON CONFLICT (node) DO UPDATE SET version = %s.version + 1',
-                   versions, TG_TABLE_SCHEMA, pairs, versions);
-    EXECUTE format('INSERT INTO %s (location_key, band, n)'
-                   ' SELECT key, band, sum(delta) FROM ('
-                   ' SELECT coalesce(n_key, '''') AS key,'
-                   ' (SELECT count(*) FROM %s WHERE low <= n_price) AS band, 1 AS delta'
-                   ' FROM (%s) pairs WHERE n_id IS NOT NULL'
-                   ' UNION ALL SELECT coalesce(o_key, ''''),'
-                   ' (SELECT count(*) FROM %s WHERE low <= o_price), -1'
-                   ' FROM (%s) pairs WHERE o_id IS NOT NULL) deltas'
-                   ' GROUP BY key, band HAVING sum(delta) <> 0 ORDER BY key, band'
-                   ' ON CONFLICT (location_key, band) DO UPDATE SET n = %s.n + excluded.n',
-                   counts, edges, pairs, edges, pairs, counts);
-    EXECUTE format('SELECT count(*), json_agg(json_build_array('
-                   '%I.listings_row_facts(o_id, o_key, o_price, o_created),'
-                   ' %I.listings_row_facts(n_id, n_key, n_price, n_created)))'
-                   ' FROM (%s LIMIT 21) pairs',
-                   TG_TABLE_SCHEMA, TG_TABLE_SCHEMA, pairs)
-        INTO changed, facts;
     IF changed = 0 THEN
-        RETURN NULL;
+        RETURN;
     END IF;
-    payload := head || ':' || facts::text;
-    -- NOTIFY takes at most 8000 bytes.
-    IF changed > 20 OR octet_length(payload) > 7900 THEN
-        payload := head;
+    INSERT INTO listing_versions (node, version)
+        SELECT node, 1 FROM (
+            SELECT DISTINCT unnest(listings_count_nodes(c.o_id, c.o_key, c.o_price,
+                                                        c.n_id, c.n_key, c.n_price)) AS node
+            FROM unnest(changes) c) nodes
+        WHERE node IS NOT NULL ORDER BY node
+        ON CONFLICT (node) DO UPDATE SET version = listing_versions.version + 1;
+    INSERT INTO listing_counts (location_key, band, n)
+        SELECT key, band, sum(delta) FROM (
+            SELECT coalesce(c.n_key, '') AS key,
+                   (SELECT count(*) FROM price_band_edges WHERE low <= c.n_price) AS band,
+                   1 AS delta
+            FROM unnest(changes) c WHERE c.n_id IS NOT NULL
+            UNION ALL
+            SELECT coalesce(c.o_key, ''),
+                   (SELECT count(*) FROM price_band_edges WHERE low <= c.o_price), -1
+            FROM unnest(changes) c WHERE c.o_id IS NOT NULL) deltas
+        GROUP BY key, band HAVING sum(delta) <> 0 ORDER BY key, band
+        ON CONFLICT (location_key, band) DO UPDATE SET n = listing_counts.n + excluded.n;
+    payload := head;
+    IF changed <= 20 THEN
+        SELECT json_agg(json_build_array(
+                   listings_row_facts(c.o_id, c.o_key, c.o_price, c.o_created),
+                   listings_row_facts(c.n_id, c.n_key, c.n_price, c.n_created)))
+            INTO facts FROM unnest(changes) c;
+        payload := head || ':' || facts::text;
+        -- NOTIFY takes at most 8000 bytes.
+        IF octet_length(payload) > 7900 THEN
+            payload := head;
+        END IF;
     END IF;
     PERFORM pg_notify('listings_changes', payload);
+END;
+$$;
+
+CREATE FUNCTION listings_notify_insert() RETURNS trigger
+LANGUAGE plpgsql SET search_path FROM CURRENT AS $$
+BEGIN
+    PERFORM listings_record_changes(ARRAY(
+        SELECT ROW(NULL, NULL, NULL, NULL, n.id, n.location_key, n.price, n.created_at)
+               ::listings_change
+        FROM new_rows n));
     RETURN NULL;
 END;
 $$;
 
-DROP TRIGGER properties_notify_change ON properties;
+CREATE FUNCTION listings_notify_update() RETURNS trigger
+LANGUAGE plpgsql SET search_path FROM CURRENT AS $$
+BEGIN
+    PERFORM listings_record_changes(ARRAY(
+        SELECT ROW(o.id, o.location_key, o.price, o.created_at,
+                   n.id, n.location_key, n.price, n.created_at)::listings_change
+        FROM old_rows o FULL JOIN new_rows n ON o.id = n.id));
+    RETURN NULL;
+END;
+$$;
+
+CREATE FUNCTION listings_notify_delete() RETURNS trigger
+LANGUAGE plpgsql SET search_path FROM CURRENT AS $$
+BEGIN
+    PERFORM listings_record_changes(ARRAY(
+        SELECT ROW(o.id, o.location_key, o.price, o.created_at, NULL, NULL, NULL, NULL)
+               ::listings_change
+        FROM old_rows o));
+    RETURN NULL;
+END;
+$$;
+
+CREATE FUNCTION listings_notify_truncate() RETURNS trigger
+LANGUAGE plpgsql SET search_path FROM CURRENT AS $$
+BEGIN
+    INSERT INTO listing_versions VALUES ('all', 1)
+        ON CONFLICT (node) DO UPDATE SET version = listing_versions.version + 1;
+    DELETE FROM listing_counts;
+    PERFORM pg_notify('listings_changes',
+                      'properties:' || coalesce(current_setting('listings.origin', true), ''));
+    RETURN NULL;
+END;
+$$;
+
 -- Transition tables need one trigger per event.
+DROP TRIGGER properties_notify_change ON properties;
+DROP FUNCTION listings_notify_change();
 CREATE TRIGGER properties_notify_insert AFTER INSERT ON properties
     REFERENCING NEW TABLE AS new_rows
-    FOR EACH STATEMENT EXECUTE FUNCTION listings_notify_change();
+    FOR EACH STATEMENT EXECUTE FUNCTION listings_notify_insert();
 CREATE TRIGGER properties_notify_update AFTER UPDATE ON properties
     REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
-    FOR EACH STATEMENT EXECUTE FUNCTION listings_notify_change();
+    FOR EACH STATEMENT EXECUTE FUNCTION listings_notify_update();
 CREATE TRIGGER properties_notify_delete AFTER DELETE ON properties
     REFERENCING OLD TABLE AS old_rows
-    FOR EACH STATEMENT EXECUTE FUNCTION listings_notify_change();
+    FOR EACH STATEMENT EXECUTE FUNCTION listings_notify_delete();
 CREATE TRIGGER properties_notify_truncate AFTER TRUNCATE ON properties
-    FOR EACH STATEMENT EXECUTE FUNCTION listings_notify_change();
+    FOR EACH STATEMENT EXECUTE FUNCTION listings_notify_truncate();

@@ -86,9 +86,16 @@ end
 return {false, 0}
 ";
 
-/// KEYS: the fill lock. ARGV: lock ms. 1 if the caller now holds it.
+/// KEYS: entry, its fill lock. ARGV: lock ms, the sequence of the retired value the
+/// caller found there (20 digits; empty for a value it could not read). 1 if the
+/// caller now holds the lock; 0 if someone else does; 2 if a value loaded later has
+/// been stored meanwhile (look it up again).
 const LOCK: &str = r"
-if redis.call('SET', KEYS[1], '1', 'NX', 'PX', ARGV[1]) then
+local v = redis.call('GET', KEYS[1])
+if v and ARGV[2] ~= '' and string.sub(v, 1, 20) > ARGV[2] then
+  return 2
+end
+if redis.call('SET', KEYS[2], '1', 'NX', 'PX', ARGV[1]) then
   return 1
 end
 return 0

@@ -150,15 +150,19 @@ impl RedisCache {
                 }
             }
         };
-        if let (true, Some((stamp, value))) = (current, found) {
-            return Lookup::Hit { value, stamp };
-        }
-        let may_fill = match fill_lock {
-            None => true,
-            Some(_) if locked == 1 => true,
+        let retired = match (current, found) {
+            (true, Some((stamp, value))) => return Lookup::Hit { value, stamp },
+            (false, Some((stamp, _))) => Some(Some(stamp.seq)),
+            // Present but unreadable: as good as retired.
+            _ if present => Some(None),
+            _ => None,
+        };
+        let may_fill = match (fill_lock, retired) {
+            (None, _) => true,
+            (Some(_), _) if locked == 1 => true,
             // A retired value stood where FETCH would have taken the lock.
-            Some(ttl) if present => self.take_fill_lock(key, ttl).await,
-            Some(_) => false,
+            (Some(ttl), Some(retired)) => self.take_fill_lock(key, ttl, retired).await,
+            (Some(_), None) => false,
         };
         Lookup::Miss { seq, may_fill }
     }
@@ -179,10 +183,19 @@ impl RedisCache {
         Some((current, (*seq)?))
     }
 
-    async fn take_fill_lock(&self, key: &EntryKey, ttl: Duration) -> bool {
+    /// The fill lock where a retired value (loaded at `retired`; `None`: unreadable)
+    /// stands. Not taken if a later value was stored since that lookup: the caller then
+    /// looks again.
+    async fn take_fill_lock(&self, key: &EntryKey, ttl: Duration, retired: Option<u64>) -> bool {
         let mut conn = self.link.conn();
-        let mut invocation = self.scripts.lock.key(key.fill_lock());
-        let call = invocation.arg(millis(ttl)).invoke_async::<u8>(&mut conn);
+        let mut invocation = self.scripts.lock.key(key.as_str());
+        let call = invocation
+            .key(key.fill_lock())
+            .arg(millis(ttl))
+            .arg(retired.map_or(String::new(), |seq| {
+                format!("{seq:0width$}", width = SEQ_DIGITS)
+            }))
+            .invoke_async::<u8>(&mut conn);
         self.guarded_entry(key.as_str(), "lock", call).await == Some(1)
     }
 
