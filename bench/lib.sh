@@ -77,22 +77,29 @@ prepare() {
 }
 
 # start_listings NAME MODE LOG [serve options...]: serves NAME's data, logging to
-# $work/LOG.log; sets $port, $server_pid and $server_log.
+# $work/LOG.log; sets $port, $admin_port (its /metrics), $server_pid and $server_log.
 start_listings() {
     local name=$1 mode=$2 settings
     server_log=$work/$3.log
     shift 3
     read -ra settings <<<"$(mode_env "$name" "$mode")"
-    (cd "$work" && exec env "${settings[@]}" RUST_LOG=warn,listings::startup=info "$binary" serve "$@" --bind 127.0.0.1:0 2>"$server_log") &
+    (cd "$work" && exec env "${settings[@]}" RUST_LOG=warn,listings::startup=info,listings::dashboard=info \
+        "$binary" serve "$@" --bind 127.0.0.1:0 --admin-bind 127.0.0.1:0 2>"$server_log") &
     server_pid=$!
     pids+=("$server_pid")
-    port=""
+    port="" admin_port=""
     for _ in $(seq 1 100); do
         port=$(sed -n 's/.*listening on http:\/\/127.0.0.1:\([0-9]*\).*/\1/p' "$server_log" | head -1)
-        [ -n "$port" ] && break
+        admin_port=$(sed -n 's/.*dashboard on http:\/\/127.0.0.1:\([0-9]*\).*/\1/p' "$server_log" | head -1)
+        [ -n "$port" ] && [ -n "$admin_port" ] && break
         sleep 0.1
     done
-    [ -n "$port" ] || { echo "bench: $name did not start" >&2; cat "$server_log" >&2; exit 1; }
+    [ -n "$port" ] && [ -n "$admin_port" ] || { echo "bench: $name did not start" >&2; cat "$server_log" >&2; exit 1; }
+}
+
+# sample PORT NAME: the value of the metric NAME at the admin address on PORT.
+sample() {
+    curl -fsS "http://127.0.0.1:$1/metrics" | awk -v n="$2" '$1 == n { print $2 }'
 }
 
 peak_memory() { awk '/VmHWM/ { printf "%.1f MB", $2 / 1024 }' "/proc/$1/status"; }

@@ -1,7 +1,8 @@
--- bench/mix's readers (wrk): MIX_SEARCHES distinct searches, made the same way in every
--- thread from MIX_SEED, drawn with a Zipf distribution (weight 1/k^MIX_ZIPF_S for the
--- k-th). Each thread talks to one of MIX_PORTS in turn and counts X-Cache hits and
--- misses and non-2xx answers; done() adds the threads' counts and prints one line.
+-- bench/mix's readers (wrk): the searches in MIX_SEARCH_FILE (one path a line, most
+-- popular first; see bench/mix-searches.py), drawn with a Zipf distribution (weight
+-- 1/k^MIX_ZIPF_S for the k-th). Each thread talks to one of MIX_PORTS in turn and
+-- counts X-Cache hits and misses and non-2xx answers; done() adds the threads' counts
+-- and prints one line.
 local function split(text)
   local out = {}
   for word in (text or ""):gmatch("[^,]+") do out[#out + 1] = word end
@@ -21,48 +22,18 @@ function setup(thread)
 end
 
 local searches, cdf = {}, {}
-local orderings = {"-created_at", "price", "-price"}
-
--- One search: 83 % in a location, half in a price range, one of the orderings, a
--- page from 1 to 10 of 20 listings.
-local function search(locations, points)
-  local query = {}
-  if math.random() < 0.83 then
-    query[#query + 1] = "location=" .. locations[math.random(#locations)]:gsub(" ", "%%20")
-  end
-  if math.random() < 0.5 then
-    local a, b = math.random(#points), math.random(#points - 1)
-    if b >= a then b = b + 1 end
-    query[#query + 1] = string.format("min_price=%s.00&max_price=%s.00",
-      points[math.min(a, b)], points[math.max(a, b)])
-  end
-  query[#query + 1] = "ordering=" .. orderings[math.random(#orderings)]
-  query[#query + 1] = "page=" .. math.random(10) .. "&page_size=20"
-  return "/properties/?" .. table.concat(query, "&")
-end
 
 function init()
-  local count = tonumber(os.getenv("MIX_SEARCHES"))
-  local s = tonumber(os.getenv("MIX_ZIPF_S"))
-  local locations = split(os.getenv("MIX_LOCATIONS"))
-  local points = split(os.getenv("MIX_PRICE_POINTS"))
-  math.randomseed(tonumber(os.getenv("MIX_SEED")))
-  local seen, tries = {}, 0
-  while #searches < count do
-    tries = tries + 1
-    assert(tries < 100 * count, "fewer distinct searches than MIX_SEARCHES")
-    local path = search(locations, points)
-    if not seen[path] then
-      seen[path] = true
-      searches[#searches + 1] = wrk.format("GET", path)
-    end
+  for path in io.lines(os.getenv("MIX_SEARCH_FILE")) do
+    searches[#searches + 1] = wrk.format("GET", path)
   end
+  local s = tonumber(os.getenv("MIX_ZIPF_S"))
   local total = 0
-  for k = 1, count do
+  for k = 1, #searches do
     total = total + 1 / k ^ s
     cdf[k] = total
   end
-  for k = 1, count do cdf[k] = cdf[k] / total end
+  for k = 1, #searches do cdf[k] = cdf[k] / total end
   math.randomseed(tonumber(os.getenv("MIX_SEED")) * 1000 + id)
 end
 

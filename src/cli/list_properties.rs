@@ -33,8 +33,13 @@ pub struct Opts {
     #[arg(long, default_value = "100")]
     pub page_size: String,
     /// Print one JSON object ({"count": N, "data": [...]}) instead of a table
-    #[arg(long)]
+    #[arg(long, conflicts_with = "sql")]
     pub json: bool,
+    /// Print the SQL statement this search runs on a cache miss (its values written in,
+    /// the count included) instead of running it: for EXPLAIN, or pgbench. Needs no
+    /// connection. Not for --search, which reads its rows and count in two statements
+    #[arg(long, conflicts_with = "search")]
+    pub sql: bool,
 }
 
 pub async fn run(opts: Opts, global: &GlobalOpts) -> anyhow::Result<()> {
@@ -55,6 +60,13 @@ pub async fn run(opts: Opts, global: &GlobalOpts) -> anyhow::Result<()> {
     }
     let query = PropertyQuery::from_pairs(pairs)
         .map_err(|e| anyhow::anyhow!("--{}: {}", e.field.replace('_', "-"), e.rule))?;
+    if opts.sql {
+        let settings = global.settings();
+        let statement = service::properties::page_statement(&settings.database_url, &query)
+            .context("a text search runs no single statement")?;
+        println!("{statement};");
+        return Ok(());
+    }
     let app = App::connect(global.settings()).await?;
     let (page, _) = service::properties::list_properties(&app, &query)
         .await

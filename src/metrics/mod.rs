@@ -71,6 +71,10 @@ pub struct Metrics {
     /// Pages loaded from the database that took a count another page of the search had
     /// made (and the database confirmed current).
     counts_shared: AtomicU64,
+    /// Pages read from the database in one statement, and the time those statements
+    /// took (from sending to the last row, a connection in hand).
+    page_reads: AtomicU64,
+    page_read_ns: AtomicU64,
     /// How long each HTTP request on the main address took; its count is the number of
     /// requests answered.
     latency: LatencyHistogram,
@@ -232,6 +236,19 @@ impl Metrics {
             &self.counts_computed
         };
         counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A page read in one statement, and how long the statement took.
+    pub fn record_page_read(&self, took: Duration) {
+        self.page_reads.fetch_add(1, Ordering::Relaxed);
+        let ns = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);
+        self.page_read_ns.fetch_add(ns, Ordering::Relaxed);
+    }
+
+    /// Pages read in one statement, and the seconds those statements took in all.
+    pub fn page_reads(&self) -> (u64, f64) {
+        let ns = self.page_read_ns.load(Ordering::Relaxed);
+        (self.page_reads.load(Ordering::Relaxed), ns as f64 / 1e9)
     }
 
     pub fn counts_computed(&self) -> u64 {

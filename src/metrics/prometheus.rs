@@ -98,12 +98,23 @@ pub fn render(metrics: &Metrics) -> String {
             "Pages loaded from the database that took the count of their search another page had made, confirmed current by the database.",
             metrics.counts_shared(),
         ),
+        (
+            "listings_db_page_reads_total",
+            "Pages read from the database in one statement (page, count and count versions).",
+            metrics.page_reads().0,
+        ),
     ] {
         let _ = writeln!(
             out,
             "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}"
         );
     }
+    let name = "listings_db_page_read_seconds_total";
+    let _ = writeln!(
+        out,
+        "# HELP {name} Time the page statements took, a connection in hand.\n# TYPE {name} counter\n{name} {:.6}",
+        metrics.page_reads().1
+    );
     for (name, help, value) in [
         (
             "listings_sqlite_memory_bytes",

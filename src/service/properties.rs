@@ -2,6 +2,7 @@
 //! update, replace, delete and import commit first and invalidate after, so no reader
 //! can refill the cache with the pre-commit state.
 
+use crate::config::DatabaseUrl;
 use crate::domain::{NewProperty, PropertyChanges, PropertyQuery};
 use crate::domain::{Property, PropertyPage, RowFacts};
 use crate::logging::{Failure, log_limited};
@@ -10,6 +11,7 @@ use crate::service::cache::CacheStatus;
 use crate::service::cache::keys::{AllPropertiesKey, PropertyKey, PropertyQueryKey, Resource};
 use crate::service::cache::tags::{self, TagSet};
 use crate::service::db::DbError;
+use crate::service::db::page_statement;
 use crate::service::{App, Dependencies, property_rows};
 use crate::service::{ServiceError, catch_up_with_other_writers};
 use crate::test_hooks::pause;
@@ -50,6 +52,17 @@ pub async fn list_properties(
         ),
     }
     Ok((fetched.value, Dependencies(fetched.tags)))
+}
+
+/// The one statement `query`'s page runs on a miss that counts, its values written in
+/// as literals (for `EXPLAIN`, or pgbench); `None` for a search by text, which reads its
+/// rows and its count in two.
+pub fn page_statement(database: &DatabaseUrl, query: &PropertyQuery) -> Option<String> {
+    let dialect = match database {
+        DatabaseUrl::Postgres(_) => page_statement::Dialect::Postgres,
+        DatabaseUrl::Sqlite(_) => page_statement::Dialect::Sqlite,
+    };
+    page_statement::literal(query, dialect)
 }
 
 /// One property, through the cache, and what it depends on. `NotFound` is not cached.

@@ -15,7 +15,7 @@ pub mod data_version;
 pub(super) mod dispatch;
 pub mod migrations;
 pub mod notify;
-mod page_statement;
+pub mod page_statement;
 mod properties;
 pub mod schema;
 pub(super) mod write_fate;
@@ -131,6 +131,7 @@ pub struct Db {
     pub(super) settings: DbSettings,
     /// Tasks learning the fate of writes whose commit was not confirmed.
     unconfirmed: write_fate::Pending,
+    metrics: Arc<Metrics>,
     #[cfg(feature = "test-hooks")]
     pub(super) hooks: Arc<TestHooks>,
 }
@@ -177,7 +178,7 @@ impl Db {
                         .map_err(|e| unavailable(&e))?;
                 let manager = AsyncDieselConnectionManager::new_with_config(
                     raw.expose(),
-                    pg_manager_config(config.clone(), settings, metrics),
+                    pg_manager_config(config.clone(), settings, metrics.clone()),
                 );
                 Pools::Pg {
                     pool: build_pool(manager, &settings, settings.max_connections)
@@ -207,6 +208,7 @@ impl Db {
             pools,
             settings,
             unconfirmed: Default::default(),
+            metrics,
             #[cfg(feature = "test-hooks")]
             hooks: Arc::default(),
         })
@@ -238,12 +240,19 @@ impl Db {
         let db = self;
         match &self.pools {
             Pools::Pg { pool, .. } => dispatch::dispatch!(@pg_read db, pool, |conn| {
-                page_statement::pg_page_with_count(conn, query, known.as_deref()).await
+                let began = std::time::Instant::now();
+                let read = page_statement::pg_page_with_count(conn, query, known.as_deref()).await;
+                self.metrics.record_page_read(began.elapsed());
+                read
             }),
             Pools::Sqlite { read, .. } => {
                 let query = query.clone();
+                let metrics = self.metrics.clone();
                 dispatch::dispatch!(@sqlite_read db, read, |conn| {
-                    page_statement::sqlite_page_with_count(conn, &query, known.as_deref()).await
+                    let began = std::time::Instant::now();
+                    let read = page_statement::sqlite_page_with_count(conn, &query, known.as_deref()).await;
+                    metrics.record_page_read(began.elapsed());
+                    read
                 })
             }
         }
