@@ -89,8 +89,8 @@ start_listings() {
     pids+=("$server_pid")
     port="" admin_port=""
     for _ in $(seq 1 100); do
-        port=$(sed -n 's/.*listening on http:\/\/127.0.0.1:\([0-9]*\).*/\1/p' "$server_log" | head -1)
-        admin_port=$(sed -n 's/.*dashboard on http:\/\/127.0.0.1:\([0-9]*\).*/\1/p' "$server_log" | head -1)
+        port=$(sed -n 's/.*listening on http:\/\/127.0.0.1:\([0-9]*\).*/\1/p;T;q' "$server_log")
+        admin_port=$(sed -n 's/.*dashboard on http:\/\/127.0.0.1:\([0-9]*\).*/\1/p;T;q' "$server_log")
         [ -n "$port" ] && [ -n "$admin_port" ] && break
         sleep 0.1
     done
