@@ -23,6 +23,7 @@
 //! - On shutdown, new connections are refused, idle ones closed, requests in flight
 //!   finish; after `shutdown_timeout` whatever remains is closed.
 
+mod file_send;
 mod watchdog;
 
 use std::convert::Infallible;
@@ -49,8 +50,9 @@ use watchdog::{Activity, Moment, Watched};
 const LISTEN_BACKLOG: u32 = 4096;
 
 /// File descriptors kept for everything but client connections: the database pool, the
-/// change listener, Redis, the SQLite files, logs.
-const RESERVED_FDS: u64 = 128;
+/// change listener, Redis, the SQLite files, logs, and the memory files of long cached
+/// bodies.
+const RESERVED_FDS: u64 = 128 + crate::view::file_copy::MOST_FILES as u64;
 
 /// How long a connection must have waited for its first request head before a client
 /// at the cap may displace it: far longer than a head takes from a client that sends
@@ -290,7 +292,10 @@ async fn connection<S>(
     } = client;
     // Responses are written whole; waiting for more bytes to coalesce only adds latency.
     let _ = stream.set_nodelay(true);
-    let io = TokioIo::new(Watched::new(stream, activity.clone()));
+    let io = TokioIo::new(Watched::new(
+        file_send::FileSending::new(stream),
+        activity.clone(),
+    ));
     let service = hyper::service::service_fn({
         let activity = activity.clone();
         move |request: hyper::Request<Incoming>| {

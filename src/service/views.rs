@@ -56,10 +56,14 @@ where
         .cache()
         .fetch(&view_key, app.settings.view_ttl, rendered)
         .await?;
-    let ready = Arc::new(ReadyView::from_cached(&fetched.value));
-    if let Some(stamp) = &fetched.stamp {
-        app.cache().near_store(key, stamp, ready.clone());
-    }
+    let Some(stamp) = &fetched.stamp else {
+        return Ok((
+            Arc::new(ReadyView::from_cached(&fetched.value)),
+            fetched.status,
+        ));
+    };
+    let ready = Arc::new(ReadyView::to_keep(&fetched.value));
+    app.cache().near_store(key, stamp, ready.clone());
     Ok((ready, fetched.status))
 }
 
@@ -83,7 +87,7 @@ fn add_brotli_later(
         app.cache()
             .restore(&view_key, stamp.clone(), &complete, ttl)
             .await;
-        let ready = Arc::new(ReadyView::from_cached(&complete));
+        let ready = Arc::new(ReadyView::to_keep(&complete));
         app.cache().near_store(&key, &stamp, ready);
     });
 }

@@ -3,6 +3,7 @@
 //! renders and serves them; the service layer stores them without looking inside.
 
 mod envelope;
+pub mod file_copy;
 mod ready;
 
 pub use envelope::{CachedResponse, Encoding};

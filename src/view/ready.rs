@@ -5,6 +5,7 @@ use axum::http::{HeaderValue, StatusCode};
 use bytes::Bytes;
 
 use super::envelope::{CachedResponse, Encoding};
+use super::file_copy::FileCopy;
 
 /// A body and its ETag.
 pub type Variant = (Bytes, HeaderValue);
@@ -16,6 +17,8 @@ pub struct ReadyView {
     identity: Variant,
     gzip: Option<Variant>,
     br: Option<Variant>,
+    /// The identity body in a memory file too, when it is long (see `file_copy`).
+    identity_file: Option<FileCopy>,
 }
 
 impl ReadyView {
@@ -25,6 +28,7 @@ impl ReadyView {
         let variant =
             |encoding: Encoding| Some((cached.variant(encoding)?.clone(), etag(encoding)?));
         ReadyView {
+            identity_file: None,
             status: StatusCode::from_u16(cached.status).unwrap_or(StatusCode::OK),
             content_type: HeaderValue::from_str(&cached.content_type)
                 .unwrap_or(HeaderValue::from_static("application/octet-stream")),
@@ -34,6 +38,15 @@ impl ReadyView {
             ),
             gzip: variant(Encoding::Gzip),
             br: variant(Encoding::Brotli),
+        }
+    }
+
+    /// As [`Self::from_cached`], for a response kept to serve many times: a long
+    /// identity body is also put in a memory file, which the server sends from.
+    pub fn to_keep(cached: &CachedResponse) -> ReadyView {
+        ReadyView {
+            identity_file: FileCopy::of(&cached.body),
+            ..ReadyView::from_cached(cached)
         }
     }
 
@@ -89,5 +102,9 @@ impl ReadyView {
             .map(|(body, etag)| body.len() + etag.len())
             .sum::<usize>()
             + self.content_type.len()
+            + self
+                .identity_file
+                .as_ref()
+                .map_or(0, |_| self.identity.0.len())
     }
 }

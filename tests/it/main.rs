@@ -20,6 +20,7 @@ mod hostile_input;
 mod http_properties;
 mod layers;
 mod logging;
+mod long_bodies;
 mod multi_process;
 mod near_cache;
 mod newcomer;
