@@ -165,7 +165,7 @@ async fn hold(
                         origin: Origin::OtherProcess,
                     });
                 }
-                confirm(context, renew, master.as_ref(), registered).await?;
+                confirm(context, renew, master.as_ref(), registered, Behind::WaitForMessages).await?;
             }
             () = tokio::time::sleep_until(next_renewal) => {
                 // The subscription must be alive too: a lease without it would confirm
@@ -174,7 +174,7 @@ async fn hold(
                     Ok(Ok(_)) => {}
                     _ => return Err("the subscription does not answer".to_owned()),
                 }
-                confirm(context, renew, master.as_ref(), registered).await?;
+                confirm(context, renew, master.as_ref(), registered, Behind::CopyTheClock).await?;
                 next_renewal = Instant::now() + RENEW_EVERY;
             }
         }
@@ -211,14 +211,28 @@ async fn copy_clock(context: &Context) -> Result<(), String> {
     Ok(())
 }
 
-/// Renews the lease, confirming every bump the mirror has recorded; when Redis's clock
-/// is ahead (a message not read yet, or lost), copies it and confirms again at once, so
-/// that no writer waits a renewal period for this server.
+/// What a renewal does when Redis's clock is ahead of the mirror.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Behind {
+    /// Nothing: right after a message, the clock is ahead by bumps whose messages are
+    /// on their way (each bump publishes its own), and the next ones confirm them. A
+    /// copy of the whole clock (tens of thousands of fields) for each would hold up
+    /// this server's confirmations, and so every writer, when writes come close.
+    WaitForMessages,
+    /// Copy it and confirm again at once: on a periodic renewal the clock is ahead by
+    /// more than messages in flight can explain (a master that inherited the clock moves
+    /// it without a message), and no writer should wait longer for this server.
+    CopyTheClock,
+}
+
+/// Renews the lease, confirming every bump the mirror has recorded (see [`Behind`] for
+/// when Redis's clock is ahead).
 async fn confirm(
     context: &Context,
     renew: &Script,
     subscribed_to: Option<&RedisNode>,
     registered: &mut bool,
+    behind: Behind,
 ) -> Result<(), String> {
     let lease = &context.lease;
     let sent_at = lease.now_ms();
@@ -236,7 +250,7 @@ async fn confirm(
     }
     let held = lease.clock.seq();
     let current = renew_once(context, renew, held, *registered).await?;
-    if current > held {
+    if current > held && behind == Behind::CopyTheClock {
         copy_clock(context).await?;
         renew_once(context, renew, lease.clock.seq(), true).await?;
     }
