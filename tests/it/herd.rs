@@ -1,5 +1,6 @@
 //! After an invalidation, a crowd of identical requests causes one database load per
-//! key: one per process in-process (single flight), one in total with Redis (leases).
+//! key: one per process in-process (single flight), one in total with Redis (leases);
+//! and a load abandoned midway leaves no lease behind for the others to wait out.
 
 use std::sync::Arc;
 
@@ -14,6 +15,12 @@ every_redis!(
     one_load_after_an_invalidation,
     one_load_across_processes_with_redis
 );
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[cfg_attr(not(listings_test_services), ignore = "needs PostgreSQL and Redis")]
+async fn an_abandoned_load_releases_its_fill_locks_at_once() {
+    an_abandoned_load_releases_its_fill_locks(TestEnv::postgres_redis().await).await;
+}
 
 /// Fires `count` concurrent GETs at each router; returns every response's titles and
 /// X-Cache.
@@ -100,4 +107,69 @@ async fn one_load_across_processes_with_redis(env: TestEnv) {
             .iter()
             .all(|(titles, _)| titles == &["Flat", "Villa"])
     );
+}
+
+/// The fill locks (`…:fill`) under this test's key prefix, with what is left of each.
+async fn fill_locks(env: &TestEnv) -> Vec<(String, i64)> {
+    let client = redis::Client::open(env.redis_url.clone().expect("Redis")).expect("URL");
+    let mut conn = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connect to Redis");
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{}*:fill", env.cache_prefix))
+        .query_async(&mut conn)
+        .await
+        .expect("KEYS");
+    let mut locks = Vec::new();
+    for key in keys {
+        let left: i64 = redis::cmd("PTTL")
+            .arg(&key)
+            .query_async(&mut conn)
+            .await
+            .expect("PTTL");
+        locks.push((key, left));
+    }
+    locks
+}
+
+/// A request paused between its load and its store holds the fill locks of its page
+/// (view and data); when its future is dropped there (a client gone, a task aborted),
+/// the locks go with it, long before they would run out, and another process loads at
+/// once.
+async fn an_abandoned_load_releases_its_fill_locks(env: TestEnv) {
+    let abandoning = env.app().await;
+    let other = env.app().await;
+    create(&abandoning, "Villa").await;
+    let page = "/properties/?page_size=3";
+    let pause = abandoning
+        .hooks()
+        .arm(listings::test_hooks::Point::BeforeCacheStore);
+    let load = tokio::spawn({
+        let router = router(&abandoning);
+        async move { get(&router, page).await }
+    });
+    pause.reached().await;
+    let held = fill_locks(&env).await;
+    assert_eq!(held.len(), 2, "the view's and the data's: {held:?}");
+    assert!(held.iter().all(|(_, left)| *left > 1000), "{held:?}");
+
+    load.abort();
+    assert!(load.await.is_err_and(|e| e.is_cancelled()));
+    pause.release();
+    // Released by a task the drop spawns: moments, where running out takes 2 s.
+    let mut left = fill_locks(&env).await;
+    for _ in 0..100 {
+        if left.is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        left = fill_locks(&env).await;
+    }
+    assert!(left.is_empty(), "fill locks left behind: {left:?}");
+    let before = db_queries(&[&other]);
+    let answered = get(&router(&other), page).await;
+    assert_eq!(answered.titles(), ["Villa"]);
+    assert_eq!(answered.x_cache(), "MISS");
+    assert!(db_queries(&[&other]) > before, "the other process loaded");
 }

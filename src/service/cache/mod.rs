@@ -68,7 +68,7 @@ const FILL_WAIT: Duration = Duration::from_millis(2500);
 const FILL_POLL: Duration = Duration::from_millis(10);
 
 pub struct Cache {
-    backend: Box<dyn CacheBackend>,
+    backend: Arc<dyn CacheBackend>,
     keys: KeySpace,
     metrics: Arc<Metrics>,
     flights: SingleFlight,
@@ -97,7 +97,7 @@ impl Cache {
     /// A cache in this process, holding at most `sizes.cache` bytes of data and pages,
     /// and `sizes.near` of ready responses.
     pub fn in_process(keys: KeySpace, sizes: Sizes, metrics: Arc<Metrics>) -> Cache {
-        let backend = Box::new(MemoryCache::new(sizes.cache));
+        let backend = Arc::new(MemoryCache::new(sizes.cache));
         Cache::with_backend(backend, keys, sizes, metrics)
     }
 
@@ -107,12 +107,12 @@ impl Cache {
         sizes: Sizes,
         metrics: Arc<Metrics>,
     ) -> anyhow::Result<Cache> {
-        let backend = Box::new(RedisCache::new(url, keys.clone(), metrics.clone())?);
+        let backend = Arc::new(RedisCache::new(url, keys.clone(), metrics.clone())?);
         Ok(Cache::with_backend(backend, keys, sizes, metrics))
     }
 
     fn with_backend(
-        backend: Box<dyn CacheBackend>,
+        backend: Arc<dyn CacheBackend>,
         keys: KeySpace,
         sizes: Sizes,
         metrics: Arc<Metrics>,
@@ -260,18 +260,21 @@ impl Cache {
                 (seq, locked, (!waited).then_some(flight))
             }
         };
+        let lock = FillLock {
+            held: locked.then(|| (self.backend.clone(), entry.clone())),
+        };
         let (value, tags) = match load().await {
             Ok(loaded) => loaded,
             Err(e) => {
-                if locked {
-                    self.backend.release_fill_lock(&entry).await;
-                }
+                lock.release_now().await;
                 return Err(e);
             }
         };
         pause!(self.hooks, BeforeCacheStore);
         let stored = value.encode();
         let stamp = Stamp { seq, tags };
+        // The store releases the lock.
+        lock.forget();
         self.store(&entry, stamp.clone(), stored.clone(), ttl).await;
         self.metrics.record_miss(K::KIND);
         Ok(Fetched {
@@ -378,6 +381,37 @@ impl Cache {
         let stored = self.backend.store(fill).await;
         if !stored {
             tracing::debug!(key = %entry, "not cached: a write retired it meanwhile, or the cache is unavailable");
+        }
+    }
+}
+
+/// A fill lock this caller holds in the shared cache. If its load is abandoned (the
+/// request's future dropped midway) the lock is released at once rather than left to
+/// run out: every other process and request would otherwise wait out its TTL.
+struct FillLock {
+    held: Option<(Arc<dyn CacheBackend>, EntryKey)>,
+}
+
+impl FillLock {
+    /// The load failed: let the others load.
+    async fn release_now(mut self) {
+        if let Some((backend, entry)) = self.held.take() {
+            backend.release_fill_lock(&entry).await;
+        }
+    }
+
+    /// Whatever comes next releases the lock itself.
+    fn forget(mut self) {
+        self.held = None;
+    }
+}
+
+impl Drop for FillLock {
+    fn drop(&mut self) {
+        if let Some((backend, entry)) = self.held.take()
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
+        {
+            runtime.spawn(async move { backend.release_fill_lock(&entry).await });
         }
     }
 }
