@@ -83,7 +83,7 @@ start_listings() {
     server_log=$work/$3.log
     shift 3
     read -ra settings <<<"$(mode_env "$name" "$mode")"
-    (cd "$work" && exec env "${settings[@]}" RUST_LOG=warn,listings::startup=info,listings::dashboard=info \
+    (cd "$work" && exec env "${settings[@]}" RUST_LOG="${BENCH_RUST_LOG:-warn,listings::startup=info,listings::dashboard=info}" \
         "$binary" serve "$@" --bind 127.0.0.1:0 --admin-bind 127.0.0.1:0 2>"$server_log") &
     server_pid=$!
     pids+=("$server_pid")
