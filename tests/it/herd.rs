@@ -22,6 +22,12 @@ async fn an_abandoned_load_releases_its_fill_locks_at_once() {
     an_abandoned_load_releases_its_fill_locks(TestEnv::postgres_redis().await).await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[cfg_attr(not(listings_test_services), ignore = "needs PostgreSQL and Redis")]
+async fn requests_abandoned_at_any_moment_leave_no_fill_lock() {
+    requests_abandoned_anywhere_leave_no_fill_lock(TestEnv::postgres_redis().await).await;
+}
+
 /// Fires `count` concurrent GETs at each router; returns every response's titles and
 /// X-Cache.
 async fn crowd(routers: &[HttpService], count: usize) -> Vec<(Vec<String>, String)> {
@@ -158,18 +164,49 @@ async fn an_abandoned_load_releases_its_fill_locks(env: TestEnv) {
     assert!(load.await.is_err_and(|e| e.is_cancelled()));
     pause.release();
     // Released by a task the drop spawns: moments, where running out takes 2 s.
-    let mut left = fill_locks(&env).await;
-    for _ in 0..100 {
-        if left.is_empty() {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-        left = fill_locks(&env).await;
-    }
+    let left = wait_for_no_fill_locks(&env).await;
     assert!(left.is_empty(), "fill locks left behind: {left:?}");
     let before = db_queries(&[&other]);
     let answered = get(&router(&other), page).await;
     assert_eq!(answered.titles(), ["Villa"]);
     assert_eq!(answered.x_cache(), "MISS");
     assert!(db_queries(&[&other]) > before, "the other process loaded");
+}
+
+/// Waits (at most a second: a lock left behind would stay twice as long) until no fill
+/// lock of this test's prefix is left.
+async fn wait_for_no_fill_locks(env: &TestEnv) -> Vec<(String, i64)> {
+    let mut left = fill_locks(env).await;
+    for _ in 0..100 {
+        if left.is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        left = fill_locks(env).await;
+    }
+    left
+}
+
+/// Requests for pages a write has just retired, each dropped after a moment of its own
+/// (anywhere: looking up, taking a lock, loading, storing), as clients that hang up do;
+/// afterwards no fill lock may be left for others to wait out.
+async fn requests_abandoned_anywhere_leave_no_fill_lock(env: TestEnv) {
+    use rand::Rng as _;
+    let app = env.app().await;
+    let router = router(&app);
+    for round in 0..20 {
+        create(&app, &format!("Villa {round}")).await;
+        let mut requests = JoinSet::new();
+        for i in 0..16 {
+            let router = router.clone();
+            let wait = std::time::Duration::from_micros(rand::rng().random_range(0..4000));
+            requests.spawn(async move {
+                let page = format!("/properties/?page_size={}", 1 + i % 4);
+                let _ = tokio::time::timeout(wait, get(&router, &page)).await;
+            });
+        }
+        while requests.join_next().await.is_some() {}
+    }
+    let left = wait_for_no_fill_locks(&env).await;
+    assert!(left.is_empty(), "fill locks left behind: {left:?}");
 }

@@ -29,7 +29,7 @@ use crate::config::{RedisDeployment, RedisUrl};
 use crate::logging::{Failure, log_limited};
 use crate::metrics::events::Cause;
 use crate::metrics::{Counts, HitsMisses, Metrics};
-use crate::redis_link::{CONNECT_TIMEOUT, RESPONSE_TIMEOUT, RedisLink, key_slot};
+use crate::redis_link::{CONNECT_TIMEOUT, RESPONSE_TIMEOUT, RedisConnection, RedisLink, key_slot};
 use crate::service::cache::backend::{
     CacheBackend, CacheBackendStatus, Fill, Lookup, Pending, RedisStats, RedisStatus,
 };
@@ -108,8 +108,17 @@ impl RedisCache {
     }
 
     /// With `fill_lock`, a miss also tries to take the key's fill lock for that long,
-    /// so that one process loads while the others wait for its value.
+    /// so that one process loads while the others wait for its value. A lookup
+    /// abandoned midway (its request dropped) may have taken the lock without learning
+    /// so: it is released then, rather than left for everyone to wait out.
     async fn read_entry(&self, key: &EntryKey, fill_lock: Option<Duration>) -> Lookup {
+        let maybe_taken = MaybeTakenLock(fill_lock.map(|_| (self.link.conn(), key.fill_lock())));
+        let found = self.look_up_entry(key, fill_lock).await;
+        maybe_taken.answered();
+        found
+    }
+
+    async fn look_up_entry(&self, key: &EntryKey, fill_lock: Option<Duration>) -> Lookup {
         if !self.ready().await {
             return Lookup::Unavailable;
         }
@@ -448,6 +457,33 @@ async fn deadline<T>(call: impl Future<Output = RedisResult<T>>) -> Result<T, St
 
 fn millis(duration: Duration) -> u64 {
     u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// A fill lock a lookup under way may have taken (a script ran, its answer not read
+/// yet). Dropped before the answer, it deletes the lock: one that was another caller's
+/// costs at most a second load, while one left behind would make every reader of the
+/// key wait its whole TTL.
+struct MaybeTakenLock(Option<(RedisConnection, String)>);
+
+impl MaybeTakenLock {
+    /// The caller knows now whether it holds the lock, and answers for it.
+    fn answered(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for MaybeTakenLock {
+    fn drop(&mut self) {
+        if let Some((mut conn, lock)) = self.0.take()
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
+        {
+            runtime.spawn(async move {
+                let mut command = redis::cmd("DEL");
+                let delete = command.arg(lock).query_async::<()>(&mut conn);
+                let _ = tokio::time::timeout(RESPONSE_TIMEOUT, delete).await;
+            });
+        }
+    }
 }
 
 /// Digits of the stamp's sequence that open a value (the store script compares them).
