@@ -29,7 +29,7 @@ use crate::config::{RedisDeployment, RedisUrl};
 use crate::logging::{Failure, log_limited};
 use crate::metrics::events::Cause;
 use crate::metrics::{Counts, HitsMisses, Metrics};
-use crate::redis_link::{CONNECT_TIMEOUT, RESPONSE_TIMEOUT, RedisConnection, RedisLink, key_slot};
+use crate::redis_link::{CONNECT_TIMEOUT, RESPONSE_TIMEOUT, RedisLink, key_slot};
 use crate::service::cache::backend::{
     CacheBackend, CacheBackendStatus, Fill, Lookup, Pending, RedisStats, RedisStatus,
 };
@@ -112,7 +112,7 @@ impl RedisCache {
     /// abandoned midway (its request dropped) may have taken the lock without learning
     /// so: it is released then, rather than left for everyone to wait out.
     async fn read_entry(&self, key: &EntryKey, fill_lock: Option<Duration>) -> Lookup {
-        let maybe_taken = MaybeTakenLock(fill_lock.map(|_| (self.link.conn(), key.fill_lock())));
+        let maybe_taken = MaybeTakenLock(fill_lock.map(|_| (&self.link, key)));
         let found = self.look_up_entry(key, fill_lock).await;
         maybe_taken.answered();
         found
@@ -463,20 +463,23 @@ fn millis(duration: Duration) -> u64 {
 /// yet). Dropped before the answer, it deletes the lock: one that was another caller's
 /// costs at most a second load, while one left behind would make every reader of the
 /// key wait its whole TTL.
-struct MaybeTakenLock(Option<(RedisConnection, String)>);
+/// Borrowed while the lookup runs: the connection and the lock's name are made only
+/// when it is dropped unanswered, off the lookup's hot path.
+struct MaybeTakenLock<'a>(Option<(&'a RedisLink, &'a EntryKey)>);
 
-impl MaybeTakenLock {
+impl MaybeTakenLock<'_> {
     /// The caller knows now whether it holds the lock, and answers for it.
     fn answered(mut self) {
         self.0 = None;
     }
 }
 
-impl Drop for MaybeTakenLock {
+impl Drop for MaybeTakenLock<'_> {
     fn drop(&mut self) {
-        if let Some((mut conn, lock)) = self.0.take()
+        if let Some((link, key)) = self.0.take()
             && let Ok(runtime) = tokio::runtime::Handle::try_current()
         {
+            let (mut conn, lock) = (link.conn(), key.fill_lock());
             runtime.spawn(async move {
                 let mut command = redis::cmd("DEL");
                 let delete = command.arg(lock).query_async::<()>(&mut conn);
