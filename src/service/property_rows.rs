@@ -49,8 +49,8 @@ pub(super) async fn find(db: &Db, id: i64) -> Result<Property, DbError> {
 /// The new row and its facts.
 pub(super) async fn insert(db: &Db, new: &NewProperty) -> Result<(Property, RowFacts), DbError> {
     let new = new.clone();
-    dispatch!(db, write, DbError, move |tx, repo, _heartbeat| {
-        repo::insert(tx, &new).await
+    dispatch!(db, write, DbError, move |tx, repo, _heartbeat, xid| {
+        repo::insert(tx, &new, xid).await
     })
 }
 
@@ -62,15 +62,15 @@ pub(super) async fn update(
     changes: &PropertyChanges,
 ) -> Result<(RowFacts, Property, RowFacts), DbError> {
     let changes = changes.clone();
-    dispatch!(db, write, DbError, move |tx, repo, _heartbeat| {
-        repo::update(tx, id, &changes).await
+    dispatch!(db, write, DbError, move |tx, repo, _heartbeat, xid| {
+        repo::update(tx, id, &changes, xid).await
     })
 }
 
 /// The deleted row's facts, if there was one.
 pub(super) async fn delete(db: &Db, id: i64) -> Result<Option<RowFacts>, DbError> {
-    dispatch!(db, write, DbError, move |tx, repo, _heartbeat| {
-        repo::delete(tx, id).await
+    dispatch!(db, write, DbError, move |tx, repo, _heartbeat, xid| {
+        repo::delete(tx, id, xid).await
     })
 }
 
@@ -89,30 +89,35 @@ where
 {
     let (steps, mut received) = tokio::sync::mpsc::channel::<ImportStep>(1);
     let write = async {
-        dispatch!(db, write, anyhow::Error, move |tx, repo, heartbeat| {
-            let mut total = 0;
-            let mut changed = TagSet::default();
-            loop {
-                match received.recv().await {
-                    Some(ImportStep::Batch(batch, inserted)) => {
-                        let created = repo::insert_batch(tx, batch).await?;
-                        total += created.len();
-                        let batch: TagSet = created
-                            .iter()
-                            .flat_map(|row| write_tags(None, Some(row)))
-                            .collect();
-                        changed = changed.union(&batch);
-                        heartbeat.tick();
-                        let _ = inserted.send(total);
-                    }
-                    Some(ImportStep::Done) => break anyhow::Ok((total, changed)),
-                    // The reader failed: roll back.
-                    None => {
-                        break Err(anyhow::anyhow!("the import stopped before its end"));
+        dispatch!(
+            db,
+            write,
+            anyhow::Error,
+            move |tx, repo, heartbeat, _xid| {
+                let mut total = 0;
+                let mut changed = TagSet::default();
+                loop {
+                    match received.recv().await {
+                        Some(ImportStep::Batch(batch, inserted)) => {
+                            let created = repo::insert_batch(tx, batch).await?;
+                            total += created.len();
+                            let batch: TagSet = created
+                                .iter()
+                                .flat_map(|row| write_tags(None, Some(row)))
+                                .collect();
+                            changed = changed.union(&batch);
+                            heartbeat.tick();
+                            let _ = inserted.send(total);
+                        }
+                        Some(ImportStep::Done) => break anyhow::Ok((total, changed)),
+                        // The reader failed: roll back.
+                        None => {
+                            break Err(anyhow::anyhow!("the import stopped before its end"));
+                        }
                     }
                 }
             }
-        })
+        )
     };
     let read = async move {
         while let Some(batch) = next_batch()? {

@@ -20,7 +20,7 @@ use listings::test_hooks::Point;
 use rand::Rng as _;
 use tokio::task::JoinSet;
 
-use crate::support::{TestEnv, get, new_property, router, run_sql_elsewhere};
+use crate::support::{TestEnv, get, new_property, router, run_sql_elsewhere, sql_count};
 use crate::{both_modes, every_redis};
 
 every_redis!(
@@ -327,6 +327,66 @@ async fn a_slow_reader_cannot_store_a_page_a_price_change_reordered(env: TestEnv
     );
     assert_eq!(next.x_cache(), "MISS");
     assert_eq!(get(&reader_router, page).await.titles(), ["Cheap", "Dear"]);
+}
+
+/// Two writers move one row at once: the second one's statement waits for the first
+/// one's row lock, so the row it replaces is where the first one put it, not where its
+/// statement's snapshot showed it. Its write must retire that location's pages cached
+/// between the two commits, even one that does not show the row (its count does).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[cfg_attr(not(listings_test_services), ignore = "needs PostgreSQL and Redis")]
+async fn a_write_that_waited_for_a_row_lock_retires_where_the_row_was_when_it_got_it() {
+    let env = TestEnv::postgres_redis().await;
+    let writer = env.app().await;
+    let reader = env.app().await;
+    let reader_router = router(&reader);
+    properties::create_property(&writer, &new_property("Staying", "1000.00", "Lamu"))
+        .await
+        .expect("seed");
+    let row = properties::create_property(&writer, &new_property("Moving", "1000.00", "Thika"))
+        .await
+        .expect("seed");
+    let move_to = |location: &'static str| {
+        let writer = writer.clone();
+        tokio::spawn(async move {
+            properties::update_property(&writer, row.id, &changes(None, None, Some(location))).await
+        })
+    };
+
+    let first_commit = writer.hooks().arm(Point::BeforeCommit);
+    let first = move_to("Lamu");
+    first_commit.reached().await;
+    let second_commit = writer.hooks().arm(Point::BeforeCommit);
+    let second = move_to("Malindi");
+    let waiting_for_the_lock = "SELECT count(*) FROM pg_stat_activity \
+        WHERE datname = current_database() AND wait_event_type = 'Lock'";
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while sql_count(&env, waiting_for_the_lock).await != 1 {
+        assert!(
+            Instant::now() < deadline,
+            "the second write never waited for the lock"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    first_commit.release();
+    first.await.expect("first writer").expect("first move");
+
+    second_commit.reached().await;
+    let lamu = "/properties/?location=lamu&ordering=created_at&page_size=1";
+    let between = get(&reader_router, lamu).await;
+    assert_eq!(
+        (between.titles(), &between.json()["count"]),
+        (vec!["Staying".to_owned()], &serde_json::json!(2))
+    );
+    assert_eq!(get(&reader_router, lamu).await.x_cache(), "HIT");
+    second_commit.release();
+    second.await.expect("second writer").expect("second move");
+
+    let after = get(&reader_router, lamu).await;
+    assert_eq!(after.json()["count"], 1, "the row left Lamu");
+    assert_eq!(after.json(), truth(&env, lamu).await);
+    let malindi = get(&reader_router, "/properties/?location=malindi").await;
+    assert_eq!(malindi.titles(), ["Moving"]);
 }
 
 const LOCATIONS: [&str; 3] = ["Lamu", "Thika", "Malindi"];

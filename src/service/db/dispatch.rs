@@ -5,7 +5,9 @@
 //! - `read`: one connection, no transaction of its own;
 //! - `snapshot`: a read-only transaction whose statements see one snapshot
 //!   (PostgreSQL: REPEATABLE READ; SQLite: one read transaction);
-//! - `write`: a transaction that commits only if the caller still waits for it.
+//! - `write`: a transaction that commits only if the caller still waits for it. A
+//!   statement of its body may return the transaction's id and put it in `$xid`;
+//!   otherwise it is asked for after the body, before COMMIT.
 //!
 //! PostgreSQL: a connection that missed its deadline is dropped, never pooled again (it
 //! may still be waiting for a frozen server). A write that missed it after its COMMIT
@@ -70,7 +72,7 @@ macro_rules! dispatch {
             }
         }
     }};
-    ($db:expr, write, $error:ty, move |$tx:ident, $repo:ident, $heartbeat:ident| $body:expr) => {{
+    ($db:expr, write, $error:ty, move |$tx:ident, $repo:ident, $heartbeat:ident, $xid:ident| $body:expr) => {{
         use diesel_async::AsyncConnection as _;
         let db: &crate::service::db::Db = $db;
         match &db.pools {
@@ -80,8 +82,17 @@ macro_rules! dispatch {
                 let $heartbeat = crate::service::db::Heartbeat::default();
                 let committing = std::sync::OnceLock::<String>::new();
                 let work = conn.transaction::<_, $error, _>(async |$tx| {
-                    let xid = crate::service::db::write_fate::current_transaction($tx).await?;
-                    let value = $body?;
+                    let returned = crate::service::db::write_fate::ReturnedXid::default();
+                    let value = {
+                        let $xid = &returned;
+                        $body?
+                    };
+                    // Known before COMMIT is sent: a COMMIT without an answer is then
+                    // one whose fate can be learned.
+                    let xid = match returned.take() {
+                        Some(xid) => xid,
+                        None => crate::service::db::write_fate::current_transaction($tx).await?,
+                    };
                     let _ = committing.set(xid);
                     crate::test_hooks::pause!(db.hooks, BeforeCommit);
                     Ok(value)
@@ -122,6 +133,8 @@ macro_rules! dispatch {
                             async |$tx| {
                                 #[cfg(feature = "test-hooks")]
                                 crate::test_hooks::pause!(hooks, InsideSqliteWrite);
+                                // SQLite's writes have no id to learn a fate by.
+                                let $xid = &crate::service::db::write_fate::ReturnedXid::default();
                                 let value = $body?;
                                 if !gate.begin_commit() {
                                     // Its caller gave up: nobody will be told of it.

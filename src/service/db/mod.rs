@@ -17,6 +17,7 @@ pub mod migrations;
 pub mod notify;
 pub mod page_statement;
 mod properties;
+mod row_update;
 pub mod schema;
 pub(super) mod write_fate;
 
@@ -49,7 +50,8 @@ pub(super) mod pg {
         diesel::pg::Pg,
         pg,
         crate::service::db::properties::bulk::pg_insert_batch,
-        [.for_update()]
+        crate::service::db::row_update::pg_update,
+        crate::service::db::write_fate::pg_transaction_id
     );
 }
 
@@ -60,7 +62,8 @@ pub(super) mod sqlite {
         diesel::sqlite::Sqlite,
         sqlite,
         crate::service::db::properties::bulk::sqlite_insert_batch,
-        []
+        crate::service::db::row_update::sqlite_update,
+        crate::service::db::write_fate::no_transaction_id
     );
 }
 

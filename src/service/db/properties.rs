@@ -16,26 +16,32 @@ macro_rules! property_values {
     };
 }
 
-/// `$lock` follows the read of a row a write is about to change: PostgreSQL locks it
-/// (`.for_update()`), SQLite's write transactions hold the file's write lock already.
 macro_rules! property_repository {
-    ($conn:ty, $backend:ty, $schema:ident, $insert_batch:path, [$($lock:tt)*]) => {
+    (
+        $conn:ty,
+        $backend:ty,
+        $schema:ident,
+        $insert_batch:path,
+        $update:path,
+        $transaction_id:path
+    ) => {
         pub mod properties {
             use diesel::prelude::*;
             use diesel_async::RunQueryDsl;
 
-            use crate::domain::{NewProperty, PropertyChanges, PropertyQuery, SortOrder};
+            use crate::domain::{NewProperty, PropertyQuery, SortOrder};
             use crate::domain::{Property, RowFacts};
             use crate::service::db::lower;
+            use crate::service::db::write_fate::ReturnedXid;
             use crate::service::db::schema::$schema::properties as p;
 
             type Conn = $conn;
 
             /// The columns of [`Property`], in its order (the table has more).
             #[rustfmt::skip]
-            type Columns = (p::id, p::title, p::description, p::price, p::location, p::created_at);
+            pub(in crate::service::db) type Columns = (p::id, p::title, p::description, p::price, p::location, p::created_at);
             #[rustfmt::skip]
-            const PROPERTY: Columns =
+            pub(in crate::service::db) const PROPERTY: Columns =
                 (p::id, p::title, p::description, p::price, p::location, p::created_at);
 
             /// The columns of [`RowFacts`].
@@ -138,12 +144,15 @@ macro_rules! property_repository {
             pub async fn insert(
                 conn: &mut Conn,
                 new: &NewProperty,
+                xid: &ReturnedXid,
             ) -> QueryResult<(Property, RowFacts)> {
-                let (row, facts): (Property, RowFacts) = diesel::insert_into(p::table)
-                    .values(crate::service::db::properties::property_values!(p, new))
-                    .returning((PROPERTY, facts()))
-                    .get_result(conn)
-                    .await?;
+                let (row, facts, transaction): (Property, RowFacts, Option<String>) =
+                    diesel::insert_into(p::table)
+                        .values(crate::service::db::properties::property_values!(p, new))
+                        .returning((PROPERTY, facts(), $transaction_id()))
+                        .get_result(conn)
+                        .await?;
+                xid.set_if_known(transaction);
                 Ok((row.normalized(), facts.normalized()))
             }
 
@@ -151,43 +160,25 @@ macro_rules! property_repository {
             pub use $insert_batch as insert_batch;
 
             /// Changes the given fields: the row's facts before, the row and its facts
-            /// after; `NotFound` when there is no such row.
-            pub async fn update(
-                conn: &mut Conn,
-                property_id: i64,
-                changes: &PropertyChanges,
-            ) -> QueryResult<(RowFacts, Property, RowFacts)> {
-                let before: RowFacts = p::table
-                    .find(property_id)
-                    .select(facts())
-                    $($lock)*
-                    .first(conn)
-                    .await?;
-                let (row, after): (Property, RowFacts) = diesel::update(p::table.find(property_id))
-                    .set((
-                        changes.title.as_ref().map(|v| p::title.eq(v)),
-                        changes.description.as_ref().map(|v| p::description.eq(v)),
-                        changes.price.as_ref().map(|v| p::price.eq(v)),
-                        changes.location.as_ref().map(|v| p::location.eq(v)),
-                        changes
-                            .location
-                            .as_deref()
-                            .map(|v| p::location_key.eq(crate::domain::text::match_key(v))),
-                    ))
-                    .returning((PROPERTY, facts()))
-                    .get_result(conn)
-                    .await?;
-                Ok((before.normalized(), row.normalized(), after.normalized()))
-            }
+            /// after; `NotFound` when there is no such row (see `row_update`).
+            pub use $update as update;
 
             /// The deleted row's facts; `None` when there was no such row.
-            pub async fn delete(conn: &mut Conn, property_id: i64) -> QueryResult<Option<RowFacts>> {
-                let deleted: Option<RowFacts> = diesel::delete(p::table.find(property_id))
-                    .returning(facts())
-                    .get_result(conn)
-                    .await
-                    .optional()?;
-                Ok(deleted.map(RowFacts::normalized))
+            pub async fn delete(
+                conn: &mut Conn,
+                property_id: i64,
+                xid: &ReturnedXid,
+            ) -> QueryResult<Option<RowFacts>> {
+                let deleted: Option<(RowFacts, Option<String>)> =
+                    diesel::delete(p::table.find(property_id))
+                        .returning((facts(), $transaction_id()))
+                        .get_result(conn)
+                        .await
+                        .optional()?;
+                Ok(deleted.map(|(facts, transaction)| {
+                    xid.set_if_known(transaction);
+                    facts.normalized()
+                }))
             }
         }
     };

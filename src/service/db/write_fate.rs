@@ -9,7 +9,8 @@
 use std::sync::{Arc, PoisonError};
 use std::time::Duration;
 
-use diesel::sql_types::Text;
+use diesel::expression::SqlLiteral;
+use diesel::sql_types::{Nullable, Text};
 use diesel_async::{AsyncPgConnection, RunQueryDsl as _};
 use tokio::task::JoinHandle;
 
@@ -36,6 +37,37 @@ pub(in crate::service) async fn current_transaction(
         .get_result::<Row>(conn)
         .await
         .map(|row| row.value)
+}
+
+/// The current transaction's id, as a column a write's RETURNING can add.
+pub(in crate::service) fn pg_transaction_id() -> SqlLiteral<Nullable<Text>> {
+    diesel::dsl::sql("pg_current_xact_id()::text")
+}
+
+/// SQLite's writes have none (see `ReturnedXid`).
+pub(in crate::service) fn no_transaction_id() -> SqlLiteral<Nullable<Text>> {
+    diesel::dsl::sql("NULL")
+}
+
+/// The id of a write's transaction when one of its statements returned it with its
+/// rows: one round trip fewer than asking for it.
+#[derive(Default)]
+pub(in crate::service) struct ReturnedXid(std::sync::OnceLock<String>);
+
+impl ReturnedXid {
+    pub(in crate::service) fn set(&self, xid: String) {
+        let _ = self.0.set(xid);
+    }
+
+    pub(in crate::service) fn set_if_known(&self, xid: Option<String>) {
+        if let Some(xid) = xid {
+            self.set(xid);
+        }
+    }
+
+    pub(in crate::service) fn take(self) -> Option<String> {
+        self.0.into_inner()
+    }
 }
 
 /// Tasks still learning a fate; commands wait for them before exiting.
