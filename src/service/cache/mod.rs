@@ -273,9 +273,9 @@ impl Cache {
         pause!(self.hooks, BeforeCacheStore);
         let stored = value.encode();
         let stamp = Stamp { seq, tags };
-        // The store releases the lock.
-        lock.forget();
         self.store(&entry, stamp.clone(), stored.clone(), ttl).await;
+        // The store released the lock; until it was done, dropping this request did.
+        lock.forget();
         self.metrics.record_miss(K::KIND);
         Ok(Fetched {
             value: value.kept_as(stored),
@@ -395,9 +395,11 @@ struct FillLock {
 impl FillLock {
     /// The load failed: let the others load.
     async fn release_now(mut self) {
-        if let Some((backend, entry)) = self.held.take() {
-            backend.release_fill_lock(&entry).await;
+        if let Some((backend, entry)) = &self.held {
+            backend.release_fill_lock(entry).await;
         }
+        // Dropped before this, the guard still releases it.
+        self.held = None;
     }
 
     /// Whatever comes next releases the lock itself.
