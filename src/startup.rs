@@ -87,10 +87,12 @@ impl BoundServer {
     /// Serves until `shutdown` resolves, then drains (see `server`).
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()>) {
         dashboard::announce(self.admin_address());
+        let transport = self.app.database_transport().await;
         tracing::info!(
-            "listening on http://{}; database: {}; cache: {}; at most {} connections",
+            "listening on http://{}; database: {} ({}); cache: {}; at most {} connections",
             self.address,
             self.app.settings.database_url,
+            transport.as_deref().unwrap_or("not answering yet"),
             self.app.cache_description(),
             self.max_connections
         );

@@ -31,12 +31,44 @@ pub async fn run(opts: Opts, global: &GlobalOpts) -> anyhow::Result<()> {
         return cache_watch::run(&source).await;
     }
     let report = source.read().await?;
+    let settings = global.settings();
+    let transport = crate::service::probe_transport(&settings.database_url, &settings.db).await;
+    let database = Database {
+        target: settings.database_url.target(),
+        transport: transport.as_ref().ok().cloned(),
+        error: transport.err(),
+    };
     if opts.json {
-        println!("{}", serde_json::to_string(&report)?);
+        let mut json = serde_json::to_value(&report)?;
+        if let Some(fields) = json.as_object_mut() {
+            fields.insert("database".to_owned(), serde_json::to_value(&database)?);
+        }
+        println!("{json}");
     } else {
         print!("{}", render_table(&report));
+        println!("{}", database.line());
     }
     Ok(())
+}
+
+/// The database the service uses, and how a connection to it travels.
+#[derive(serde::Serialize)]
+struct Database {
+    target: String,
+    /// `encrypted (TLSv1.3, sslmode=…)`, `not encrypted (sslmode=…)` or `a local file`.
+    transport: Option<String>,
+    /// Why no connection could be made, if none could.
+    error: Option<String>,
+}
+
+impl Database {
+    fn line(&self) -> String {
+        match (&self.transport, &self.error) {
+            (Some(transport), _) => format!("Database: {}, {transport}", self.target),
+            (None, Some(error)) => format!("Database: {}, cannot connect: {error}", self.target),
+            (None, None) => format!("Database: {}", self.target),
+        }
+    }
 }
 
 fn render_table(report: &Report) -> String {

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
+pub mod pg_tls;
 mod redis_url;
 pub use redis_url::{Credentials, RedisDeployment, RedisNode, RedisUrl};
 mod settings;
@@ -45,7 +46,10 @@ impl FromStr for DatabaseUrl {
             Some((scheme, _)) if scheme == "postgres" || scheme == "postgresql" => {
                 const FORM: &str = "postgres://user:password@host:5432/database";
                 let url = SecretUrl::parse(raw, FORM)?;
-                let config = tokio_postgres::Config::from_str(raw).map_err(|e| {
+                // TLS parameters are libpq's, which tokio-postgres does not know.
+                let (plain, tls) = pg_tls::split_url(raw);
+                pg_tls::TlsChoice::from_params(&tls)?;
+                let config = tokio_postgres::Config::from_str(&plain).map_err(|e| {
                     format!(
                         "is not a valid PostgreSQL URL: {}",
                         crate::error_chain::root_cause(&e)
@@ -80,19 +84,24 @@ impl FromStr for DatabaseUrl {
 /// or `#` in the user info makes them split it differently, which always moves the
 /// host or the port: then what is shown is not where the connection goes, and part of
 /// the password may be shown as a host.
-fn same_target(raw: &str, config: &tokio_postgres::Config) -> bool {
-    let Ok(url) = url::Url::parse(raw) else {
-        return false;
-    };
-    let decode = |text: &str| percent_encoding::percent_decode_str(text).collect::<Vec<u8>>();
-    let hosts: Vec<String> = config
+/// The hosts a PostgreSQL configuration connects to, as text.
+pub fn pg_hosts(config: &tokio_postgres::Config) -> Vec<String> {
+    config
         .get_hosts()
         .iter()
         .map(|host| match host {
             tokio_postgres::config::Host::Tcp(name) => name.clone(),
             tokio_postgres::config::Host::Unix(path) => path.display().to_string(),
         })
-        .collect();
+        .collect()
+}
+
+fn same_target(raw: &str, config: &tokio_postgres::Config) -> bool {
+    let Ok(url) = url::Url::parse(raw) else {
+        return false;
+    };
+    let decode = |text: &str| percent_encoding::percent_decode_str(text).collect::<Vec<u8>>();
+    let hosts = pg_hosts(config);
     let url_hosts: Vec<String> = url
         .host_str()
         .unwrap_or_default()

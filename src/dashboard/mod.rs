@@ -97,6 +97,8 @@ struct Server {
     version: &'static str,
     started: u64,
     database: String,
+    /// How the connections to it travel; null when it does not answer.
+    database_transport: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -174,6 +176,7 @@ async fn data(
             version: env!("CARGO_PKG_VERSION"),
             started: state.started_ms,
             database: app.settings.database_url.to_string(),
+            database_transport: app.database_transport().await,
         },
         cache: app.cache_status(),
         totals: Totals::of(

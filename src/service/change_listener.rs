@@ -43,11 +43,7 @@ pub async fn start(app: Arc<App>) -> anyhow::Result<Option<JoinHandle<()>>> {
     Ok(Some(tokio::spawn(listen_forever(app, config, conn))))
 }
 
-async fn listen_forever(
-    app: Arc<App>,
-    config: tokio_postgres::Config,
-    mut conn: AsyncPgConnection,
-) {
+async fn listen_forever(app: Arc<App>, config: connect::PgConfig, mut conn: AsyncPgConnection) {
     loop {
         let error = receive(&app, &mut conn).await;
         let mut backoff = MIN_BACKOFF;
@@ -75,7 +71,7 @@ async fn listen_forever(
 
 async fn connect_and_listen(
     app: &App,
-    config: &tokio_postgres::Config,
+    config: &connect::PgConfig,
 ) -> anyhow::Result<AsyncPgConnection> {
     let limit = app.settings.db.connect_timeout;
     let mut conn = connect::connect_pg(config, limit)

@@ -42,6 +42,7 @@ pub use cache::near_lease::LEASE as NEAR_LEASE;
 pub mod migrations {
     pub use super::db::migrations::{MigrationStatus, run_pending, status};
 }
+pub use db::probe_transport;
 pub use stats::{CacheBackendStatus, RedisStats, SharedCacheStats};
 
 /// What a server or a command works with. Its database and cache are private fields:
@@ -152,6 +153,11 @@ impl App {
 
     fn cache(&self) -> &Cache {
         &self.cache
+    }
+
+    /// How the database connections travel (see `Db::transport`).
+    pub async fn database_transport(&self) -> Option<String> {
+        self.db().transport().await
     }
 
     /// Where the cache is, for the start-up line; no secrets.

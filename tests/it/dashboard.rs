@@ -153,7 +153,7 @@ async fn the_dashboard_shows_what_metrics_and_a_write_imply(env: TestEnv) {
 }
 
 /// `serve` with the write API and an admin address, both on free ports.
-async fn serve_with_admin(env: &TestEnv) -> (Server, SocketAddr) {
+pub async fn serve_with_admin(env: &TestEnv) -> (Server, SocketAddr) {
     let mut command = env.command(&[
         "serve",
         "--bind",
@@ -183,7 +183,7 @@ async fn admin_get(admin: SocketAddr, path: &str) -> String {
     String::from_utf8_lossy(response.body()).into_owned()
 }
 
-async fn dashboard_data(admin: SocketAddr) -> serde_json::Value {
+pub async fn dashboard_data(admin: SocketAddr) -> serde_json::Value {
     serde_json::from_str(&admin_get(admin, "/dashboard/data").await).expect("JSON")
 }
 

@@ -26,6 +26,7 @@ mod near_cache;
 mod newcomer;
 mod openapi;
 mod out_of_band;
+mod pg_tls;
 mod redis_deployments;
 mod secrets;
 mod slow_clients;

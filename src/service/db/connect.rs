@@ -14,7 +14,9 @@ use diesel::connection::SimpleConnection as _;
 use diesel::{Connection as _, SqliteConnection};
 use diesel_async::AsyncPgConnection;
 
+use super::tls_connect::{self, RustlsConnect};
 use crate::config::DbSettings;
+use crate::config::pg_tls::{self, SslMode, TlsChoice};
 use crate::error_chain::root_cause;
 
 /// How the change listener's connection shows in `pg_stat_activity`.
@@ -39,15 +41,36 @@ pub enum PgSession<'a> {
     Maintenance,
 }
 
+/// How to reach one PostgreSQL server: the connection parameters, and TLS.
+#[derive(Clone)]
+pub struct PgConfig {
+    params: tokio_postgres::Config,
+    tls: Option<RustlsConnect>,
+    mode: SslMode,
+}
+
+impl PgConfig {
+    /// The `sslmode` in force.
+    pub fn ssl_mode(&self) -> SslMode {
+        self.mode
+    }
+}
+
 /// The connection parameters of `url` (already validated by `DatabaseUrl`) with this
-/// application's timeouts, keepalives and session settings.
+/// application's timeouts, keepalives and session settings, and its TLS (whose files
+/// are read here).
 pub fn pg_config(
     url: &str,
     settings: &DbSettings,
     session: PgSession<'_>,
-) -> Result<tokio_postgres::Config, ConnectionError> {
-    let mut config = tokio_postgres::Config::from_str(url)
+) -> Result<PgConfig, ConnectionError> {
+    let (plain, tls) = pg_tls::split_url(url);
+    let choice = TlsChoice::from_params(&tls).map_err(ConnectionError::InvalidConnectionUrl)?;
+    let connector =
+        tls_connect::connector(&choice).map_err(ConnectionError::InvalidConnectionUrl)?;
+    let mut config = tokio_postgres::Config::from_str(&plain)
         .map_err(|e| ConnectionError::InvalidConnectionUrl(root_cause(&e)))?;
+    config.ssl_mode(choice.negotiation());
     let probes_every = settings.keepalive;
     config
         .connect_timeout(settings.connect_timeout)
@@ -88,20 +111,52 @@ pub fn pg_config(
         options.push(own.to_owned());
     }
     config.options(options.join(" "));
-    Ok(config)
+    Ok(PgConfig {
+        params: config,
+        tls: connector,
+        mode: choice.mode,
+    })
 }
 
 /// Connects within the connect timeout; the error is one line with the real cause.
 pub async fn connect_pg(
-    config: &tokio_postgres::Config,
+    config: &PgConfig,
     timeout: Duration,
 ) -> Result<AsyncPgConnection, ConnectionError> {
+    let failed = |e: tokio_postgres::Error| {
+        let cause = root_cause(&e);
+        // A certificate that does not verify names the host it was presented for.
+        let tls = e.to_string().contains("TLS");
+        ConnectionError::BadConnection(if tls {
+            // rustls names this reason by its variant only.
+            let cause = cause.replace(
+                "UnknownIssuer",
+                "unknown issuer (no CA in sslrootcert signed it)",
+            );
+            format!(
+                "TLS with {}: {cause}",
+                crate::config::pg_hosts(&config.params).join(",")
+            )
+        } else {
+            cause
+        })
+    };
     let connecting = async {
-        let (client, connection) = config
-            .connect(tokio_postgres::NoTls)
-            .await
-            .map_err(|e| ConnectionError::BadConnection(root_cause(&e)))?;
-        AsyncPgConnection::try_from_client_and_connection(client, connection).await
+        match &config.tls {
+            None => {
+                let (client, connection) = config
+                    .params
+                    .connect(tokio_postgres::NoTls)
+                    .await
+                    .map_err(failed)?;
+                AsyncPgConnection::try_from_client_and_connection(client, connection).await
+            }
+            Some(tls) => {
+                let (client, connection) =
+                    config.params.connect(tls.clone()).await.map_err(failed)?;
+                AsyncPgConnection::try_from_client_and_connection(client, connection).await
+            }
+        }
     };
     match tokio::time::timeout(timeout, connecting).await {
         Ok(connected) => connected,
@@ -109,6 +164,31 @@ pub async fn connect_pg(
             "no answer within {}",
             crate::config::human_duration(timeout)
         ))),
+    }
+}
+
+/// Whether `conn`'s session is encrypted, as the server sees it: the TLS version, or
+/// `None` for a plain session.
+pub async fn tls_version(conn: &mut AsyncPgConnection) -> diesel::QueryResult<Option<String>> {
+    use diesel_async::RunQueryDsl as _;
+    #[derive(diesel::QueryableByName)]
+    struct Session {
+        #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::Text>)]
+        version: Option<String>,
+    }
+    let session: Session = diesel::sql_query(
+        "SELECT CASE WHEN ssl THEN version END AS version FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+    )
+    .get_result(conn)
+    .await?;
+    Ok(session.version)
+}
+
+/// What an operator is told of a PostgreSQL session's transport.
+pub fn describe_transport(tls: Option<&str>, mode: SslMode) -> String {
+    match tls {
+        Some(version) => format!("encrypted ({version}, sslmode={})", mode.name()),
+        None => format!("not encrypted (sslmode={})", mode.name()),
     }
 }
 

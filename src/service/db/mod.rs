@@ -19,6 +19,7 @@ pub mod page_statement;
 mod properties;
 mod row_update;
 pub mod schema;
+mod tls_connect;
 pub(super) mod write_fate;
 
 use std::sync::Arc;
@@ -70,6 +71,26 @@ pub(super) mod sqlite {
 diesel::define_sql_function! {
     /// SQL `lower()`, for case-insensitive filters on both backends.
     fn lower(text: diesel::sql_types::Text) -> diesel::sql_types::Text;
+}
+
+/// How a new connection to `url` travels (see [`Db::transport`]), for commands that
+/// have no pool: `cache-metrics`. The error says why no connection could be made.
+pub async fn probe_transport(url: &DatabaseUrl, settings: &DbSettings) -> Result<String, String> {
+    let DatabaseUrl::Postgres(raw) = url else {
+        return Ok("a local file".to_owned());
+    };
+    let config = connect::pg_config(raw.expose(), settings, connect::PgSession::Maintenance)
+        .map_err(|e| e.to_string())?;
+    let mut conn = connect::connect_pg(&config, settings.connect_timeout)
+        .await
+        .map_err(|e| e.to_string())?;
+    let tls = connect::tls_version(&mut conn)
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(connect::describe_transport(
+        tls.as_deref(),
+        config.ssl_mode(),
+    ))
 }
 
 /// Failures callers tell apart: the HTTP layer maps them to distinct statuses.
@@ -134,6 +155,8 @@ pub struct Db {
     pub(super) settings: DbSettings,
     /// Tasks learning the fate of writes whose commit was not confirmed.
     unconfirmed: write_fate::Pending,
+    /// What [`Db::transport`] learned, once: it does not change while the process runs.
+    transport: Arc<std::sync::OnceLock<String>>,
     metrics: Arc<Metrics>,
     #[cfg(feature = "test-hooks")]
     pub(super) hooks: Arc<TestHooks>,
@@ -144,9 +167,9 @@ pub(super) enum Pools {
     Pg {
         pool: Pool<AsyncPgConnection>,
         /// For the connections that learn the fate of unconfirmed writes.
-        config: Arc<tokio_postgres::Config>,
+        config: Arc<connect::PgConfig>,
         /// For `settle_after_bulk_load`, which no statement timeout may cut short.
-        maintenance: Arc<tokio_postgres::Config>,
+        maintenance: Arc<connect::PgConfig>,
     },
     /// SQLite takes one writer at a time, so writers get a connection of their own
     /// and queue for it, rather than hold read connections while they wait for the
@@ -211,6 +234,7 @@ impl Db {
             pools,
             settings,
             unconfirmed: Default::default(),
+            transport: Default::default(),
             metrics,
             #[cfg(feature = "test-hooks")]
             hooks: Arc::default(),
@@ -273,6 +297,24 @@ impl Db {
             }
             Pools::Sqlite { .. } => Ok(()),
         }
+    }
+
+    /// How this process's connections to the database travel, for operators:
+    /// `encrypted (TLSv1.3, sslmode=verify-full)`, `not encrypted (sslmode=prefer)`,
+    /// or `a local file`. Asked of a pooled connection the first time (the start-up
+    /// line's), so that the dashboard's polls cost no query; `None` while none answers.
+    pub async fn transport(&self) -> Option<String> {
+        if let Some(known) = self.transport.get() {
+            return Some(known.clone());
+        }
+        let Pools::Pg { pool, config, .. } = &self.pools else {
+            return Some("a local file".to_owned());
+        };
+        let mut conn = checkout(pool, &self.settings).await.ok()?;
+        let tls = connect::tls_version(&mut conn).await.ok()?;
+        conn.finish();
+        let described = connect::describe_transport(tls.as_deref(), config.ssl_mode());
+        Some(self.transport.get_or_init(|| described).clone())
     }
 
     /// After a bulk load (an import, `seed`), on PostgreSQL: `VACUUM (ANALYZE)` the
@@ -439,7 +481,7 @@ impl Heartbeat {
 }
 
 fn pg_manager_config(
-    config: Arc<tokio_postgres::Config>,
+    config: Arc<connect::PgConfig>,
     settings: DbSettings,
     metrics: Arc<Metrics>,
 ) -> ManagerConfig<AsyncPgConnection> {

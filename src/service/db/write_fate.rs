@@ -76,7 +76,7 @@ pub(super) type Pending = Arc<std::sync::Mutex<Vec<JoinHandle<()>>>>;
 impl Db {
     pub(in crate::service) fn learn_fate_later(
         &self,
-        config: &Arc<tokio_postgres::Config>,
+        config: &Arc<connect::PgConfig>,
         xid: String,
     ) {
         tracing::warn!(
@@ -106,7 +106,7 @@ impl Db {
     }
 }
 
-async fn learn_fate(config: Arc<tokio_postgres::Config>, settings: super::DbSettings, xid: String) {
+async fn learn_fate(config: Arc<connect::PgConfig>, settings: super::DbSettings, xid: String) {
     let started = tokio::time::Instant::now();
     let mut retry = FIRST_RETRY;
     loop {
@@ -142,7 +142,7 @@ enum Fate {
 
 /// One attempt, on a fresh connection (pooled ones may be stuck on the frozen server).
 async fn ask(
-    config: &tokio_postgres::Config,
+    config: &connect::PgConfig,
     settings: &super::DbSettings,
     xid: &str,
 ) -> Result<Fate, diesel::result::Error> {

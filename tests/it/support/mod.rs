@@ -2,6 +2,7 @@
 
 pub mod backends;
 pub mod binary;
+pub mod pg_server;
 pub mod proxy;
 pub mod redis_server;
 

@@ -21,7 +21,7 @@ pub struct OwnRedis {
 }
 
 /// A port that is free, and whose cluster bus port (+10000) is free too.
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     for _ in 0..200 {
         let port = rand::rng().random_range(20_000..30_000);
         let free = |p: u16| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok();
