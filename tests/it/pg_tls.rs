@@ -177,3 +177,29 @@ async fn a_client_certificate_logs_in() {
         stderr(&output)
     );
 }
+
+/// libpq's default, prefer, connects in the clear to a server without TLS (as the
+/// official Docker image is by default) and says so; require refuses it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(not(listings_test_services), ignore = "needs PostgreSQL")]
+async fn a_server_without_tls_is_used_in_the_clear_only_when_allowed() {
+    let server = OwnPostgres::start_plain();
+    let env = server.env(server.url("localhost", "postgres", ""));
+    let migrated = env.run(&["migrate"]);
+    assert!(migrated.status.success(), "{}", stderr(&migrated));
+    let serving = env.serve(&[]);
+    assert!(
+        serving.log().contains("(not encrypted (sslmode=prefer))"),
+        "{}",
+        serving.log()
+    );
+
+    let required = server.env(server.url("localhost", "postgres", "sslmode=require"));
+    let output = required.run(&["migrate"]);
+    assert!(!output.status.success());
+    let error = stderr(&output);
+    assert!(
+        error.contains("TLS with localhost: server does not support TLS"),
+        "{error}"
+    );
+}

@@ -19,6 +19,15 @@ pub const CERT_USER: &str = "certuser";
 
 impl OwnPostgres {
     pub fn start_tls_only() -> OwnPostgres {
+        OwnPostgres::start(true)
+    }
+
+    /// Without TLS at all, as the official Docker image starts by default.
+    pub fn start_plain() -> OwnPostgres {
+        OwnPostgres::start(false)
+    }
+
+    fn start(tls: bool) -> OwnPostgres {
         let bin = server_binaries();
         let dir = tempfile::tempdir().expect("temp dir");
         let port = super::redis_server::free_port();
@@ -42,9 +51,10 @@ impl OwnPostgres {
             data.join("postgresql.auto.conf"),
             format!(
                 "listen_addresses = '127.0.0.1'\nport = {port}\nunix_socket_directories = '{}'\n\
-                 ssl = on\nssl_cert_file = '{}'\nssl_key_file = '{}'\nssl_ca_file = '{}'\n\
+                 ssl = {}\nssl_cert_file = '{}'\nssl_key_file = '{}'\nssl_ca_file = '{}'\n\
                  fsync = off\n",
                 dir.path().display(),
+                if tls { "on" } else { "off" },
                 file("server.pem"),
                 file("server.key"),
                 file("ca.pem"),
@@ -53,10 +63,14 @@ impl OwnPostgres {
         .expect("server settings");
         std::fs::write(
             data.join("pg_hba.conf"),
-            format!(
-                "local all all trust\nhostssl all {CERT_USER} 127.0.0.1/32 cert\n\
-                 hostssl all all 127.0.0.1/32 trust\nhostnossl all all 127.0.0.1/32 reject\n"
-            ),
+            if tls {
+                format!(
+                    "local all all trust\nhostssl all {CERT_USER} 127.0.0.1/32 cert\n\
+                     hostssl all all 127.0.0.1/32 trust\nhostnossl all all 127.0.0.1/32 reject\n"
+                )
+            } else {
+                "local all all trust\nhost all all 127.0.0.1/32 trust\n".to_owned()
+            },
         )
         .expect("pg_hba.conf");
         chown_postgres(dir.path());
