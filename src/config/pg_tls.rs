@@ -1,6 +1,6 @@
 //! TLS to PostgreSQL as libpq spells it, with rustls. `DATABASE_URL`'s `sslmode`,
-//! `sslrootcert`, `sslcert` and `sslkey` (or, when the URL has none, `PGSSLMODE`,
-//! `PGSSLROOTCERT`, `PGSSLCERT` and `PGSSLKEY`) mean what they mean to libpq:
+//! `sslrootcert`, `sslcert` and `sslkey` (each the URL does not give taken from
+//! `PGSSLMODE`, `PGSSLROOTCERT`, `PGSSLCERT` or `PGSSLKEY`) mean what they mean to libpq:
 //!
 //! - `disable`: never; `prefer` (the default): TLS when the server offers it, without
 //!   checking its certificate; `require`: TLS or no connection, its certificate checked
@@ -68,8 +68,8 @@ pub struct TlsParams {
 
 const TLS_KEYS: [&str; 4] = ["sslmode", "sslrootcert", "sslcert", "sslkey"];
 
-/// The URL without its TLS parameters (for tokio-postgres), and those parameters, with
-/// libpq's environment variables filling in for the URL when it names none of them.
+/// The URL without its TLS parameters (for tokio-postgres), and those parameters, each
+/// one the URL does not give taken from libpq's environment variable for it.
 pub fn split_url(url: &str) -> (String, TlsParams) {
     let (base, query) = match url.split_once('?') {
         Some((base, query)) => (base, query),
@@ -92,14 +92,16 @@ pub fn split_url(url: &str) -> (String, TlsParams) {
             _ => kept.push(pair),
         }
     }
-    if params == TlsParams::default() {
-        let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
-        params = TlsParams {
-            sslmode: env("PGSSLMODE"),
-            sslrootcert: env("PGSSLROOTCERT"),
-            sslcert: env("PGSSLCERT"),
-            sslkey: env("PGSSLKEY"),
-        };
+    let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+    for (slot, name) in [
+        (&mut params.sslmode, "PGSSLMODE"),
+        (&mut params.sslrootcert, "PGSSLROOTCERT"),
+        (&mut params.sslcert, "PGSSLCERT"),
+        (&mut params.sslkey, "PGSSLKEY"),
+    ] {
+        if slot.is_none() {
+            *slot = env(name);
+        }
     }
     let plain = if kept.is_empty() {
         base.to_owned()

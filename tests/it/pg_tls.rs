@@ -132,6 +132,11 @@ async fn certificates_that_do_not_verify_are_refused_naming_the_host_and_the_rea
         assert!(!error.contains("s3cret"), "no secret in errors: {error}");
     }
 
+    // Each parameter the URL does not give comes from libpq's variable for it.
+    let env = server.env(server.url("localhost", "postgres", "sslmode=verify-full"));
+    let output = env.command(&["migrate"]).env("PGSSLROOTCERT", &ca).output();
+    let output = output.expect("run listings");
+    assert!(output.status.success(), "{}", stderr(&output));
     // PGSSLMODE stands in for a URL without TLS parameters.
     let env = server.env(server.url("localhost", "postgres", ""));
     let output = env
@@ -193,6 +198,12 @@ async fn a_server_without_tls_is_used_in_the_clear_only_when_allowed() {
         "{}",
         serving.log()
     );
+
+    // libpq ignores sslmode on a Unix socket, where PostgreSQL has no TLS.
+    let socket_dir = server.socket_dir().replace('/', "%2F");
+    let by_socket = server.env(server.url(&socket_dir, "postgres", "sslmode=require"));
+    let output = by_socket.run(&["migrate", "--status"]);
+    assert!(output.status.success(), "{}", stderr(&output));
 
     let required = server.env(server.url("localhost", "postgres", "sslmode=require"));
     let output = required.run(&["migrate"]);

@@ -70,7 +70,17 @@ pub fn pg_config(
         tls_connect::connector(&choice).map_err(ConnectionError::InvalidConnectionUrl)?;
     let mut config = tokio_postgres::Config::from_str(&plain)
         .map_err(|e| ConnectionError::InvalidConnectionUrl(root_cause(&e)))?;
-    config.ssl_mode(choice.negotiation());
+    // libpq ignores sslmode on Unix-domain sockets, where PostgreSQL has no TLS.
+    let unix_only = config
+        .get_hosts()
+        .iter()
+        .all(|host| !matches!(host, tokio_postgres::config::Host::Tcp(_)));
+    let connector = if unix_only { None } else { connector };
+    config.ssl_mode(if unix_only {
+        tokio_postgres::config::SslMode::Disable
+    } else {
+        choice.negotiation()
+    });
     let probes_every = settings.keepalive;
     config
         .connect_timeout(settings.connect_timeout)

@@ -233,6 +233,8 @@ impl MakeTlsConnect<tokio_postgres::Socket> for RustlsConnect {
     type Error = io::Error;
 
     fn make_tls_connect(&mut self, host: &str) -> io::Result<RustlsHandshake> {
+        // A Unix socket among TCP hosts has no name; PostgreSQL declines TLS there.
+        let host = if host.is_empty() { "localhost" } else { host };
         let name = ServerName::try_from(host.to_owned())
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
         Ok(RustlsHandshake {

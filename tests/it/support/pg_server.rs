@@ -96,6 +96,11 @@ impl OwnPostgres {
         format!("postgres://{user}@{host}:{}/postgres?{params}", self.port)
     }
 
+    /// The directory of the server's Unix socket.
+    pub fn socket_dir(&self) -> String {
+        self.dir.path().display().to_string()
+    }
+
     pub fn file(&self, name: &str) -> String {
         self.dir.path().join(name).display().to_string()
     }
