@@ -79,11 +79,6 @@ impl FromStr for DatabaseUrl {
     }
 }
 
-/// True when the `url` crate (which this program shows and redacts) and tokio-postgres
-/// (which connects) read the same hosts and port from `raw`. An unencoded `/`, `@`, `?`
-/// or `#` in the user info makes them split it differently, which always moves the
-/// host or the port: then what is shown is not where the connection goes, and part of
-/// the password may be shown as a host.
 /// The hosts a PostgreSQL configuration connects to, as text.
 pub fn pg_hosts(config: &tokio_postgres::Config) -> Vec<String> {
     config
@@ -96,6 +91,11 @@ pub fn pg_hosts(config: &tokio_postgres::Config) -> Vec<String> {
         .collect()
 }
 
+/// True when the `url` crate (which this program shows and redacts) and tokio-postgres
+/// (which connects) read the same hosts and port from `raw`. An unencoded `/`, `@`, `?`
+/// or `#` in the user info makes them split it differently, which always moves the
+/// host or the port: then what is shown is not where the connection goes, and part of
+/// the password may be shown as a host.
 fn same_target(raw: &str, config: &tokio_postgres::Config) -> bool {
     let Ok(url) = url::Url::parse(raw) else {
         return false;

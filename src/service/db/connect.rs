@@ -66,21 +66,21 @@ pub fn pg_config(
 ) -> Result<PgConfig, ConnectionError> {
     let (plain, tls) = pg_tls::split_url(url);
     let choice = TlsChoice::from_params(&tls).map_err(ConnectionError::InvalidConnectionUrl)?;
-    let connector =
-        tls_connect::connector(&choice).map_err(ConnectionError::InvalidConnectionUrl)?;
     let mut config = tokio_postgres::Config::from_str(&plain)
         .map_err(|e| ConnectionError::InvalidConnectionUrl(root_cause(&e)))?;
-    // libpq ignores sslmode on Unix-domain sockets, where PostgreSQL has no TLS.
+    // libpq ignores sslmode on Unix-domain sockets, where PostgreSQL has no TLS: their
+    // certificate files are not even read.
     let unix_only = config
         .get_hosts()
         .iter()
         .all(|host| !matches!(host, tokio_postgres::config::Host::Tcp(_)));
-    let connector = if unix_only { None } else { connector };
-    config.ssl_mode(if unix_only {
-        tokio_postgres::config::SslMode::Disable
+    let connector = if unix_only {
+        config.ssl_mode(tokio_postgres::config::SslMode::Disable);
+        None
     } else {
-        choice.negotiation()
-    });
+        config.ssl_mode(choice.negotiation());
+        tls_connect::connector(&choice).map_err(ConnectionError::InvalidConnectionUrl)?
+    };
     let probes_every = settings.keepalive;
     config
         .connect_timeout(settings.connect_timeout)
@@ -177,9 +177,12 @@ pub async fn connect_pg(
     }
 }
 
-/// Whether `conn`'s session is encrypted, as the server sees it: the TLS version, or
-/// `None` for a plain session.
-pub async fn tls_version(conn: &mut AsyncPgConnection) -> diesel::QueryResult<Option<String>> {
+/// What an operator is told of `conn`'s transport, as the server sees it
+/// (`pg_stat_ssl`): `encrypted (TLSv1.3, sslmode=…)` or `not encrypted (sslmode=…)`.
+pub async fn describe_session(
+    conn: &mut AsyncPgConnection,
+    mode: SslMode,
+) -> diesel::QueryResult<String> {
     use diesel_async::RunQueryDsl as _;
     #[derive(diesel::QueryableByName)]
     struct Session {
@@ -191,15 +194,10 @@ pub async fn tls_version(conn: &mut AsyncPgConnection) -> diesel::QueryResult<Op
     )
     .get_result(conn)
     .await?;
-    Ok(session.version)
-}
-
-/// What an operator is told of a PostgreSQL session's transport.
-pub fn describe_transport(tls: Option<&str>, mode: SslMode) -> String {
-    match tls {
+    Ok(match session.version {
         Some(version) => format!("encrypted ({version}, sslmode={})", mode.name()),
         None => format!("not encrypted (sslmode={})", mode.name()),
-    }
+    })
 }
 
 /// Most memory one SQLite connection keeps for its page cache, in KiB. With the pool's

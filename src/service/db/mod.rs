@@ -84,13 +84,9 @@ pub async fn probe_transport(url: &DatabaseUrl, settings: &DbSettings) -> Result
     let mut conn = connect::connect_pg(&config, settings.connect_timeout)
         .await
         .map_err(|e| e.to_string())?;
-    let tls = connect::tls_version(&mut conn)
+    connect::describe_session(&mut conn, config.ssl_mode())
         .await
-        .map_err(|e| e.to_string())?;
-    Ok(connect::describe_transport(
-        tls.as_deref(),
-        config.ssl_mode(),
-    ))
+        .map_err(|e| e.to_string())
 }
 
 /// Failures callers tell apart: the HTTP layer maps them to distinct statuses.
@@ -311,9 +307,10 @@ impl Db {
             return Some("a local file".to_owned());
         };
         let mut conn = checkout(pool, &self.settings).await.ok()?;
-        let tls = connect::tls_version(&mut conn).await.ok()?;
+        let described = connect::describe_session(&mut conn, config.ssl_mode())
+            .await
+            .ok()?;
         conn.finish();
-        let described = connect::describe_transport(tls.as_deref(), config.ssl_mode());
         Some(self.transport.get_or_init(|| described).clone())
     }
 
