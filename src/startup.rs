@@ -56,6 +56,7 @@ impl BoundServer {
         // Listen for database changes before serving: the listener's first connect
         // retires the shared cache, which must not happen under requests being served.
         change_listener::start(app.clone()).await?;
+        app.start_replica_checks().await;
         Ok(BoundServer {
             app,
             listener,
@@ -89,10 +90,11 @@ impl BoundServer {
         dashboard::announce(self.admin_address());
         let transport = self.app.database_transport().await;
         tracing::info!(
-            "listening on http://{}; database: {} ({}); cache: {}; at most {} connections",
+            "listening on http://{}; database: {} ({}){}; cache: {}; at most {} connections",
             self.address,
             self.app.settings.database_url,
             transport.as_deref().unwrap_or("not answering yet"),
+            replicas_line(&self.app),
             self.app.cache_description(),
             self.max_connections
         );
@@ -130,4 +132,23 @@ impl BoundServer {
             let _ = admin.await;
         }
     }
+}
+
+/// `; replicas: 10.0.0.2:5432 (serving), 10.0.0.3:5432 (down: …)`, or nothing.
+fn replicas_line(app: &App) -> String {
+    let replicas = app.metrics.reads.replicas();
+    if replicas.is_empty() {
+        return String::new();
+    }
+    let each: Vec<String> = replicas
+        .iter()
+        .map(|replica| {
+            let state = replica.state();
+            match state.why {
+                Some(why) => format!("{} ({}: {why})", replica.name, state.standing.name()),
+                None => format!("{} ({})", replica.name, state.standing.name()),
+            }
+        })
+        .collect();
+    format!("; replicas: {}", each.join(", "))
 }

@@ -38,17 +38,88 @@ pub async fn run(opts: Opts, global: &GlobalOpts) -> anyhow::Result<()> {
         transport: transport.as_ref().ok().cloned(),
         error: transport.err(),
     };
+    let replicas = replica_reports(&settings, &report).await;
     if opts.json {
         let mut json = serde_json::to_value(&report)?;
         if let Some(fields) = json.as_object_mut() {
             fields.insert("database".to_owned(), serde_json::to_value(&database)?);
+            fields.insert("replicas".to_owned(), serde_json::to_value(&replicas)?);
         }
         println!("{json}");
     } else {
         print!("{}", render_table(&report));
         println!("{}", database.line());
+        for replica in &replicas {
+            println!("{}", replica.line());
+        }
     }
     Ok(())
+}
+
+/// One replica as a round of checks from this process finds it.
+#[derive(serde::Serialize)]
+struct ReplicaReport {
+    name: String,
+    #[serde(flatten)]
+    state: Option<crate::metrics::replicas::ReplicaState>,
+    /// Why it could not be checked at all.
+    error: Option<String>,
+    /// Every server's reads on it (Redis mode).
+    reads: Option<u64>,
+}
+
+impl ReplicaReport {
+    fn line(&self) -> String {
+        let Some(state) = &self.state else {
+            let error = self.error.as_deref().unwrap_or("not checked");
+            return format!("replica {}: cannot check: {error}", self.name);
+        };
+        let mut line = format!("replica {}: {}", self.name, state.standing.name());
+        if let Some(why) = &state.why {
+            line += &format!(" ({why})");
+        }
+        if let (Some(replayed), Some(bytes)) = (&state.replayed, state.lag_bytes) {
+            line += &format!(", replayed {replayed}, {bytes} bytes of WAL behind the primary");
+        }
+        if let Some(reads) = self.reads {
+            line += &format!(", {reads} reads");
+        }
+        line
+    }
+}
+
+async fn replica_reports(
+    settings: &crate::config::Settings,
+    report: &Report,
+) -> Vec<ReplicaReport> {
+    if settings.replicas.urls.is_empty() {
+        return Vec::new();
+    }
+    let probed =
+        crate::service::probe_replicas(&settings.database_url, &settings.db, &settings.replicas)
+            .await;
+    match probed {
+        Ok(states) => states
+            .into_iter()
+            .map(|(name, state)| ReplicaReport {
+                reads: report.replica_reads.get(&name).copied(),
+                name,
+                state: Some(state),
+                error: None,
+            })
+            .collect(),
+        Err(error) => settings
+            .replicas
+            .urls
+            .iter()
+            .map(|url| ReplicaReport {
+                reads: report.replica_reads.get(url.url().target()).copied(),
+                name: url.url().target().to_owned(),
+                state: None,
+                error: Some(error.clone()),
+            })
+            .collect(),
+    }
 }
 
 /// The database the service uses, and how a connection to it travels.
@@ -95,5 +166,7 @@ fn render_table(report: &Report) -> String {
         report.db_queries,
         report.scope()
     );
+    out += &report.reads.line();
+    out.push('\n');
     out
 }

@@ -37,6 +37,10 @@ pub struct Report {
     pub requests: u64,
     /// Statements sent to the database, counted the same way.
     pub db_queries: u64,
+    /// Reads of cache misses by where they went, and why not to a replica.
+    pub reads: ReadsReport,
+    /// Redis mode: every server's reads per replica (`host:port`).
+    pub replica_reads: std::collections::BTreeMap<String, u64>,
     /// The counters above, for what changed between two reports.
     #[serde(skip)]
     pub counts: Counts,
@@ -63,6 +67,8 @@ impl Report {
             items: level(CacheKind::Items),
             requests: counts.requests,
             db_queries: counts.db_queries,
+            reads: ReadsReport::from(counts.reads),
+            replica_reads: Default::default(),
             counts,
         }
     }
@@ -92,6 +98,50 @@ impl Report {
             ("queries", &self.queries),
             ("items", &self.items),
         ]
+    }
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct ReadsReport {
+    pub primary: u64,
+    pub replicas: u64,
+    /// Reads that went to the primary although replicas are configured, by reason.
+    pub fallbacks: std::collections::BTreeMap<&'static str, u64>,
+}
+
+impl From<metrics::replicas::ReadCounts> for ReadsReport {
+    fn from(counts: metrics::replicas::ReadCounts) -> Self {
+        ReadsReport {
+            primary: counts.primary,
+            replicas: counts.replicas,
+            fallbacks: metrics::replicas::Fallback::ALL
+                .into_iter()
+                .map(|reason| (reason.name(), counts.fallback(reason)))
+                .collect(),
+        }
+    }
+}
+
+impl ReadsReport {
+    /// `reads: primary 10, replicas 90; to the primary instead of a replica: lagging 3`.
+    pub fn line(&self) -> String {
+        let fallbacks: Vec<String> = self
+            .fallbacks
+            .iter()
+            .filter(|(_, count)| **count > 0)
+            .map(|(reason, count)| format!("{reason} {count}"))
+            .collect();
+        let mut line = format!(
+            "reads: primary {}, replicas {}",
+            self.primary, self.replicas
+        );
+        if !fallbacks.is_empty() {
+            line += &format!(
+                "; to the primary instead of a replica: {}",
+                fallbacks.join(", ")
+            );
+        }
+        line
     }
 }
 
@@ -136,12 +186,10 @@ impl Source {
         match self {
             Source::Redis { stats, url } => {
                 let stats = stats.read().await?;
-                Ok(Report::new(
-                    "redis",
-                    url.clone(),
-                    Some(stats.keyspace),
-                    stats.shared,
-                ))
+                let mut report =
+                    Report::new("redis", url.clone(), Some(stats.keyspace), stats.shared);
+                report.replica_reads = stats.replica_reads.into_iter().collect();
+                Ok(report)
             }
             Source::Server(bind) => read_server(*bind).await,
         }

@@ -261,6 +261,7 @@ mod tests {
             cache: [level(view), level((0, 0)), level((0, 0)), level(items)],
             requests,
             db_queries: 4,
+            reads: Default::default(),
         };
         Report::new("in-process", "test".into(), None, counts)
     }

@@ -23,12 +23,12 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::config::Settings;
-use crate::config::{ByteSize, DatabaseUrl, KeyPrefix, RedisUrl, Seconds};
+use crate::config::{ByteSize, DatabaseUrl, KeyPrefix, RedisUrl, ReplicaUrl, Seconds};
 use crate::config::{
-    DEFAULT_CONNECT_TIMEOUT, DEFAULT_KEEPALIVE, DEFAULT_POOL_TIMEOUT, DEFAULT_STATEMENT_TIMEOUT,
-    DbSettings, default_pool_size,
+    DEFAULT_CONNECT_TIMEOUT, DEFAULT_KEEPALIVE, DEFAULT_POOL_TIMEOUT, DEFAULT_REPLICA_MAX_LAG,
+    DEFAULT_REPLICA_MAX_LAG_BYTES, DEFAULT_STATEMENT_TIMEOUT, DbSettings, default_pool_size,
 };
+use crate::config::{ReplicaSettings, Settings};
 use crate::domain::{PropertyInput, field_help};
 use crate::logging::LogFormat;
 
@@ -93,7 +93,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
 
 /// Optional settings that an empty environment variable switches off, as operators
 /// expect from `REDIS_URL=` in a Compose file.
-const OPTIONAL_SETTINGS: [&str; 3] = ["DATABASE_URL", "REDIS_URL", "LISTINGS_ADMIN_TOKEN"];
+const OPTIONAL_SETTINGS: [&str; 4] = [
+    "DATABASE_URL",
+    "DATABASE_REPLICA_URLS",
+    "REDIS_URL",
+    "LISTINGS_ADMIN_TOKEN",
+];
 
 /// Treats an empty optional setting as unset. Call before any thread starts.
 pub fn unset_empty_settings() {
@@ -115,6 +120,24 @@ pub struct GlobalOpts {
     #[arg(long, env = "DATABASE_URL", value_name = "URL", global = true,
           hide_env_values = true, value_parser = secret::parser::<DatabaseUrl>())]
     pub database_url: Option<DatabaseUrl>,
+
+    /// A streaming replica of DATABASE_URL that may serve cache misses once it has
+    /// replayed every acknowledged write (repeat the flag; in the variable, separate
+    /// URLs with commas); needs PostgreSQL and Redis
+    #[arg(long = "database-replica-url", env = "DATABASE_REPLICA_URLS", value_name = "URL",
+          global = true, hide_env_values = true, value_delimiter = ',',
+          value_parser = secret::parser::<ReplicaUrl>())]
+    pub database_replica_urls: Vec<ReplicaUrl>,
+
+    /// Seconds a replica's replay may trail the primary before misses skip it
+    #[arg(long, env = "LISTINGS_REPLICA_MAX_LAG", value_name = "SECONDS", global = true,
+          default_value_t = DEFAULT_REPLICA_MAX_LAG)]
+    pub replica_max_lag: Seconds,
+
+    /// WAL a replica's replay may trail the primary by before misses skip it
+    #[arg(long, env = "LISTINGS_REPLICA_MAX_LAG_BYTES", value_name = "SIZE", global = true,
+          default_value_t = DEFAULT_REPLICA_MAX_LAG_BYTES)]
+    pub replica_max_lag_bytes: ByteSize,
 
     /// redis://[:password@]host:6379/0; without it the cache is in-process
     #[arg(long, env = "REDIS_URL", value_name = "URL", global = true,
@@ -203,6 +226,11 @@ impl GlobalOpts {
             cache_size: self.cache_size,
             near_cache_size: self.near_cache_size,
             db: self.db_settings(),
+            replicas: ReplicaSettings {
+                urls: self.database_replica_urls.clone(),
+                max_lag: self.replica_max_lag.duration(),
+                max_lag_bytes: self.replica_max_lag_bytes.bytes(),
+            },
             ..Settings::default()
         }
     }

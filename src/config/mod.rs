@@ -79,6 +79,39 @@ impl FromStr for DatabaseUrl {
     }
 }
 
+/// A streaming replica of the PostgreSQL database: a `postgres://` URL naming one host
+/// (its TLS parameters are its own, read as `DATABASE_URL`'s are).
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct ReplicaUrl(SecretUrl);
+
+impl ReplicaUrl {
+    pub fn url(&self) -> &SecretUrl {
+        &self.0
+    }
+}
+
+impl FromStr for ReplicaUrl {
+    type Err = String;
+
+    fn from_str(raw: &str) -> Result<Self, Self::Err> {
+        match raw.parse::<DatabaseUrl>()? {
+            DatabaseUrl::Postgres(url) if url.target().contains(',') => Err(
+                "names several hosts: give each replica a URL of its own (repeat the flag, or separate URLs with commas in the variable)".into(),
+            ),
+            DatabaseUrl::Postgres(url) => Ok(ReplicaUrl(url)),
+            DatabaseUrl::Sqlite(_) => Err(
+                "must be a postgres:// URL: replicas are PostgreSQL streaming replicas of DATABASE_URL".into(),
+            ),
+        }
+    }
+}
+
+impl fmt::Display for ReplicaUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
 /// The hosts a PostgreSQL configuration connects to, as text.
 pub fn pg_hosts(config: &tokio_postgres::Config) -> Vec<String> {
     config
@@ -473,6 +506,17 @@ impl Default for KeyPrefix {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_replica_is_one_postgresql_server() {
+        let replica: ReplicaUrl = "postgres://u:pw@replica:5433/db".parse().unwrap();
+        assert_eq!(replica.url().target(), "replica:5433");
+        assert_eq!(replica.to_string(), "postgres://u:***@replica:5433/db");
+        let several = "postgres://u:pw@a,b/db".parse::<ReplicaUrl>().unwrap_err();
+        assert!(several.contains("names several hosts"), "{several}");
+        let file = "replica.sqlite3".parse::<ReplicaUrl>().unwrap_err();
+        assert!(file.contains("must be a postgres:// URL"), "{file}");
+    }
 
     #[test]
     fn database_url_picks_backend_from_scheme() {

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use super::{AdminToken, ByteSize, DatabaseUrl, KeyPrefix, RedisUrl, Seconds, Ttl};
+use super::{AdminToken, ByteSize, DatabaseUrl, KeyPrefix, RedisUrl, ReplicaUrl, Seconds, Ttl};
 
 /// What every command needs to reach the data and the cache.
 #[derive(Clone, Debug)]
@@ -22,6 +22,8 @@ pub struct Settings {
     pub data_ttl: Duration,
     /// Pool size and timeouts of the database.
     pub db: DbSettings,
+    /// Streaming replicas that may serve cache misses, and when they may not.
+    pub replicas: ReplicaSettings,
     /// Timeouts and limits of the HTTP server.
     pub http: HttpLimits,
     /// Turns the write API on; `None` answers writes with 403.
@@ -42,6 +44,7 @@ impl Default for Settings {
             view_ttl: DEFAULT_VIEW_TTL.duration(),
             data_ttl: DEFAULT_DATA_TTL.duration(),
             db: DbSettings::default(),
+            replicas: ReplicaSettings::default(),
             http: HttpLimits::default(),
             admin_token: None,
         }
@@ -91,6 +94,29 @@ impl Default for DbSettings {
             pool_timeout: DEFAULT_POOL_TIMEOUT.duration(),
             statement_timeout: DEFAULT_STATEMENT_TIMEOUT.duration(),
             keepalive: DEFAULT_KEEPALIVE.duration(),
+        }
+    }
+}
+
+/// Read replicas (PostgreSQL + Redis only): none by default.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReplicaSettings {
+    pub urls: Vec<ReplicaUrl>,
+    /// A replica whose replay is further behind the primary than this is skipped.
+    pub max_lag: Duration,
+    /// Or whose replay is this many bytes of WAL behind.
+    pub max_lag_bytes: u64,
+}
+
+pub const DEFAULT_REPLICA_MAX_LAG: Seconds = Seconds(Duration::from_secs(1));
+pub const DEFAULT_REPLICA_MAX_LAG_BYTES: ByteSize = ByteSize(16 << 20);
+
+impl Default for ReplicaSettings {
+    fn default() -> Self {
+        ReplicaSettings {
+            urls: Vec::new(),
+            max_lag: DEFAULT_REPLICA_MAX_LAG.duration(),
+            max_lag_bytes: DEFAULT_REPLICA_MAX_LAG_BYTES.bytes(),
         }
     }
 }

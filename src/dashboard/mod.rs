@@ -99,6 +99,19 @@ struct Server {
     database: String,
     /// How the connections to it travel; null when it does not answer.
     database_transport: Option<String>,
+    /// Reads of cache misses by where they went (this process).
+    reads: crate::metrics::replicas::ReadCounts,
+    /// The reasons' names, in the order of `reads.fallbacks`.
+    fallback_reasons: [&'static str; crate::metrics::replicas::Fallback::ALL.len()],
+    replicas: Vec<Replica>,
+}
+
+#[derive(Serialize)]
+struct Replica {
+    name: String,
+    reads: u64,
+    #[serde(flatten)]
+    state: crate::metrics::replicas::ReplicaState,
 }
 
 #[derive(Serialize)]
@@ -177,6 +190,18 @@ async fn data(
             started: state.started_ms,
             database: app.settings.database_url.to_string(),
             database_transport: app.database_transport().await,
+            reads: metrics.reads.counts(),
+            fallback_reasons: crate::metrics::replicas::Fallback::ALL.map(|reason| reason.name()),
+            replicas: metrics
+                .reads
+                .replicas()
+                .iter()
+                .map(|replica| Replica {
+                    name: replica.name.clone(),
+                    reads: replica.reads(),
+                    state: replica.state(),
+                })
+                .collect(),
         },
         cache: app.cache_status(),
         totals: Totals::of(

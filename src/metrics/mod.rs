@@ -6,6 +6,7 @@
 pub mod events;
 pub mod latency;
 mod prometheus;
+pub mod replicas;
 
 pub use prometheus::{counts_from_text as counts_from_prometheus, parse_prometheus_sample};
 
@@ -79,6 +80,8 @@ pub struct Metrics {
     /// requests answered.
     latency: LatencyHistogram,
     invalidations: InvalidationLog,
+    /// Where database reads went: the primary or a replica, and why not a replica.
+    pub reads: replicas::ReadRouting,
 }
 
 /// Hits and misses of one kind.
@@ -112,6 +115,7 @@ pub struct Counts {
     pub cache: [HitsMisses; CacheKind::ALL.len()],
     pub requests: u64,
     pub db_queries: u64,
+    pub reads: replicas::ReadCounts,
 }
 
 impl Counts {
@@ -128,11 +132,19 @@ impl Counts {
             }),
             requests: self.requests.saturating_sub(earlier.requests),
             db_queries: self.db_queries.saturating_sub(earlier.db_queries),
+            reads: replicas::ReadCounts {
+                primary: self.reads.primary.saturating_sub(earlier.reads.primary),
+                replicas: self.reads.replicas.saturating_sub(earlier.reads.replicas),
+                fallbacks: std::array::from_fn(|i| {
+                    self.reads.fallbacks[i].saturating_sub(earlier.reads.fallbacks[i])
+                }),
+            },
         }
     }
 
     /// The counters' names, in the order of [`Counts::values`]: `<kind>:hits` and
-    /// `<kind>:misses` per kind, then `requests`, then `db_queries`.
+    /// `<kind>:misses` per kind, then `requests`, `db_queries`, `reads:primary`,
+    /// `reads:replicas` and `fallbacks:<reason>` per reason.
     pub fn names() -> Vec<String> {
         let mut names: Vec<String> = CacheKind::ALL
             .into_iter()
@@ -144,6 +156,8 @@ impl Counts {
             })
             .collect();
         names.extend(["requests".to_owned(), "db_queries".to_owned()]);
+        names.extend(["reads:primary".to_owned(), "reads:replicas".to_owned()]);
+        names.extend(replicas::Fallback::ALL.map(|reason| format!("fallbacks:{}", reason.name())));
         names
     }
 
@@ -151,6 +165,8 @@ impl Counts {
     pub fn values(&self) -> Vec<u64> {
         let mut values: Vec<u64> = self.cache.iter().flat_map(|c| [c.hits, c.misses]).collect();
         values.extend([self.requests, self.db_queries]);
+        values.extend([self.reads.primary, self.reads.replicas]);
+        values.extend(self.reads.fallbacks);
         values
     }
 
@@ -165,6 +181,11 @@ impl Counts {
             }),
             requests: at(2 * kinds),
             db_queries: at(2 * kinds + 1),
+            reads: replicas::ReadCounts {
+                primary: at(2 * kinds + 2),
+                replicas: at(2 * kinds + 3),
+                fallbacks: std::array::from_fn(|i| at(2 * kinds + 4 + i)),
+            },
         }
     }
 }
@@ -175,6 +196,7 @@ impl Metrics {
             cache: CacheKind::ALL.map(|kind| self.cache(kind)),
             requests: self.requests(),
             db_queries: self.db_queries(),
+            reads: self.reads.counts(),
         }
     }
 
@@ -305,6 +327,11 @@ mod tests {
             }),
             requests: 7,
             db_queries: 9,
+            reads: replicas::ReadCounts {
+                primary: 11,
+                replicas: 12,
+                fallbacks: std::array::from_fn(|i| 13 + i as u64),
+            },
         };
         let values: Vec<Option<u64>> = counts.values().into_iter().map(Some).collect();
         assert_eq!(Counts::from_values(&values), counts);
@@ -312,7 +339,7 @@ mod tests {
         assert_eq!(Counts::names()[0], "view:hits");
         assert_eq!(
             Counts::names().last().map(String::as_str),
-            Some("db_queries")
+            Some("fallbacks:failed")
         );
     }
 

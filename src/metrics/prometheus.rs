@@ -12,6 +12,8 @@ mod names {
     pub const CACHE_MISSES: &str = "listings_cache_misses_total";
     pub const HTTP_REQUESTS: &str = "listings_http_requests_total";
     pub const DB_QUERIES: &str = "listings_db_queries_total";
+    pub const PRIMARY_READS: &str = "listings_db_reads_total{server=\"primary\"}";
+    pub const REPLICA_READS: &str = "listings_db_replica_reads_total";
 }
 
 /// The sample name of a per-kind cache counter.
@@ -132,7 +134,88 @@ pub fn render(metrics: &Metrics) -> String {
             "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}"
         );
     }
+    render_reads(&mut out, &metrics.reads);
     out
+}
+
+/// Where reads went, why not to a replica, and each replica's standing and lag.
+fn render_reads(out: &mut String, reads: &super::replicas::ReadRouting) {
+    let counts = reads.counts();
+    let name = "listings_db_reads_total";
+    let _ = writeln!(
+        out,
+        "# HELP {name} Reads of cache misses, by the database server that answered: the primary, or a replica (host:port).\n# TYPE {name} counter\n{} {}",
+        names::PRIMARY_READS,
+        counts.primary
+    );
+    for replica in reads.replicas() {
+        let _ = writeln!(
+            out,
+            "{name}{{server=\"{}\"}} {}",
+            label(&replica.name),
+            replica.reads()
+        );
+    }
+    let name = names::REPLICA_READS;
+    let _ = writeln!(
+        out,
+        "# HELP {name} Reads of cache misses answered by any replica.\n# TYPE {name} counter\n{name} {}",
+        counts.replicas
+    );
+    let name = "listings_db_replica_fallbacks_total";
+    let _ = writeln!(
+        out,
+        "# HELP {name} Reads that went to the primary although replicas are configured, by why.\n# TYPE {name} counter"
+    );
+    for reason in super::replicas::Fallback::ALL {
+        let _ = writeln!(
+            out,
+            "{name}{{reason=\"{}\"}} {}",
+            reason.name(),
+            counts.fallback(reason)
+        );
+    }
+    let states: Vec<_> = reads
+        .replicas()
+        .iter()
+        .map(|replica| (label(&replica.name), replica.state()))
+        .collect();
+    for (name, help, pick) in [
+        (
+            "listings_db_replica_serving",
+            "1 while the replica may serve reads (answers, is a standby of this primary, within --replica-max-lag).",
+            (|state: &super::replicas::ReplicaState| {
+                Some(f64::from(u8::from(
+                    state.standing == super::replicas::Standing::Serving,
+                )))
+            }) as fn(&super::replicas::ReplicaState) -> Option<f64>,
+        ),
+        (
+            "listings_db_replica_lag_seconds",
+            "How long ago the primary had WAL the replica has not replayed yet.",
+            |state| state.lag_seconds,
+        ),
+        (
+            "listings_db_replica_lag_bytes",
+            "Bytes of WAL the replica has not replayed yet.",
+            |state| state.lag_bytes.map(|bytes| bytes as f64),
+        ),
+    ] {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
+        for (replica, state) in &states {
+            if let Some(value) = pick(state) {
+                let _ = writeln!(out, "{name}{{replica=\"{replica}\"}} {value}");
+            }
+        }
+    }
+}
+
+/// A label value as the text format wants it.
+fn label(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 /// The counters that add up across processes, read back from a server's `/metrics`
@@ -146,6 +229,12 @@ pub fn counts_from_text(text: &str) -> Counts {
         }),
         requests: sample(names::HTTP_REQUESTS),
         db_queries: sample(names::DB_QUERIES),
+        reads: super::replicas::ReadCounts {
+            primary: sample(names::PRIMARY_READS),
+            replicas: sample(names::REPLICA_READS),
+            // Replicas need Redis, whose shared counters `cache-metrics` reads instead.
+            fallbacks: Default::default(),
+        },
     }
 }
 

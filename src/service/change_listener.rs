@@ -169,7 +169,14 @@ async fn invalidate_changed(app: &App, payloads: &[String]) {
         });
     }
     if let Some(changed) = changed {
-        app.cache().invalidate(&changed, cause).await;
+        // Delivered after its commit: the primary's position now is at or past it.
+        let written_at = match app.db().wants_write_positions() {
+            true => app.db().wal_position().await,
+            false => None,
+        };
+        app.cache()
+            .invalidate_written(&changed, cause, written_at)
+            .await;
         tracing::debug!(
             ?payloads,
             "cache invalidated: the database notified a committed change"

@@ -15,6 +15,7 @@ mod property_rows;
 mod sqlite_writes;
 mod stats;
 pub mod views;
+pub mod wal;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -42,7 +43,7 @@ pub use cache::near_lease::LEASE as NEAR_LEASE;
 pub mod migrations {
     pub use super::db::migrations::{MigrationStatus, run_pending, status};
 }
-pub use db::probe_transport;
+pub use db::{probe_replicas, probe_transport};
 pub use stats::{CacheBackendStatus, RedisStats, SharedCacheStats};
 
 /// What a server or a command works with. Its database and cache are private fields:
@@ -87,6 +88,7 @@ impl App {
     /// committed before it started watching cannot be known (the server was down, or a
     /// writer could not reach Redis), so the cache is retired once here.
     async fn connect_as(settings: Settings, role: Role) -> anyhow::Result<App> {
+        check_replica_settings(&settings)?;
         db::migrations::prepare(&settings.database_url, &settings.db).await?;
         let metrics = Arc::new(Metrics::default());
         let keys = KeySpace::new(settings.cache_prefix.as_str());
@@ -95,10 +97,15 @@ impl App {
             near: settings.near_cache_size.bytes(),
             near_ttl: settings.view_ttl,
         };
-        let cache = match &settings.redis_url {
+        let mut cache = match &settings.redis_url {
             Some(url) => Cache::redis(url, keys, sizes, metrics.clone())?,
             None => Cache::in_process(keys, sizes, metrics.clone()),
         };
+        // Commands read from the primary; their writes raise the watermark all the same.
+        let read_from_replicas = role == Role::Server && !settings.replicas.urls.is_empty();
+        if read_from_replicas {
+            cache = cache.with_replica_floors();
+        }
         let cannot_connect = |e: DbError| {
             let cause = match e {
                 DbError::Unavailable(cause) => cause,
@@ -113,6 +120,8 @@ impl App {
         let db = Db::connect(
             &settings.database_url,
             settings.db,
+            &settings.replicas,
+            read_from_replicas,
             metrics.clone(),
             &cache.origin_tag(),
         )
@@ -135,15 +144,68 @@ impl App {
             }
             _ => None,
         };
-        Ok(App {
+        let app = App {
             counts: CountMemo::new(settings.data_ttl),
             settings,
             metrics,
             db,
             cache,
             sqlite_writes,
-        })
+        };
+        Ok(app)
     }
+
+    /// A server with replicas checks them now, then a few times a second while the
+    /// app lives, and makes an unknown watermark known again (see `lua::BUMP`): it reads
+    /// the watermark, then the primary's position, which is then at or past every write
+    /// whose bump made it unknown.
+    pub async fn start_replica_checks(self: &Arc<App>) {
+        if !self.db().reads_replicas() {
+            return;
+        }
+        self.check_replicas().await;
+        let app = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(db::replicas::CHECK_EVERY);
+            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            every.tick().await;
+            loop {
+                every.tick().await;
+                let Some(app) = app.upgrade() else { return };
+                app.check_replicas().await;
+            }
+        });
+    }
+
+    async fn check_replicas(&self) {
+        let seen = self.cache().watermark().await;
+        let primary = self.db().check_replicas().await;
+        if let (Some(seen), Some(primary)) = (seen, primary)
+            && seen.known.is_none()
+            && self.cache().heal_watermark(&seen, primary).await
+        {
+            tracing::info!(position = %primary, "the replicas' watermark is known again");
+        }
+    }
+}
+
+/// Replicas are kept fresh by a watermark in Redis beside the cache's clock; the
+/// embedded mode has neither PostgreSQL nor a shared clock.
+fn check_replica_settings(settings: &Settings) -> anyhow::Result<()> {
+    if settings.replicas.urls.is_empty() {
+        return Ok(());
+    }
+    if !matches!(settings.database_url, DatabaseUrl::Postgres(_)) {
+        anyhow::bail!(
+            "--database-replica-url (DATABASE_REPLICA_URLS) needs DATABASE_URL to be PostgreSQL: replicas are PostgreSQL streaming replicas, and the embedded SQLite mode has none"
+        );
+    }
+    if settings.redis_url.is_none() {
+        anyhow::bail!(
+            "--database-replica-url (DATABASE_REPLICA_URLS) needs REDIS_URL: the watermark that keeps reads from replicas fresh lives in Redis, beside the cache's clock"
+        );
+    }
+    Ok(())
 }
 
 impl App {

@@ -24,10 +24,10 @@ pub async fn list_properties(
 ) -> Result<(PropertyPage, Dependencies), ServiceError> {
     pause!(app.cache().hooks(), InService);
     catch_up_with_other_writers(app).await;
-    let load = || async {
+    let load = |floor| async move {
         let known = app.counts.get(query);
         let sharing = known.is_some();
-        let (page, counted) = property_rows::list_page(app.db(), query, known).await?;
+        let (page, counted) = property_rows::list_page(app.db(), query, known, floor).await?;
         app.metrics.record_count(sharing && counted.is_none());
         if let Some(counted) = counted {
             app.counts.insert(query, counted);
@@ -70,10 +70,14 @@ pub async fn find_property(app: &App, id: i64) -> Result<(Property, Dependencies
     catch_up_with_other_writers(app).await;
     let fetched = app
         .cache()
-        .fetch(&PropertyKey(id), app.settings.data_ttl, || async {
-            let property = property_rows::find(app.db(), id).await?;
-            Ok::<_, ServiceError>((property, tags::item_tags(id)))
-        })
+        .fetch(
+            &PropertyKey(id),
+            app.settings.data_ttl,
+            |floor| async move {
+                let property = property_rows::find(app.db(), id, floor).await?;
+                Ok::<_, ServiceError>((property, tags::item_tags(id)))
+            },
+        )
         .await?;
     Ok((fetched.value, Dependencies(fetched.tags)))
 }
@@ -190,7 +194,18 @@ async fn invalidate_after_commit(app: &App, changed: &TagSet, what: &str) {
         // other processes committed since its last look: none of them is then taken as
         // seen without being retired.
         Some(writes) => writes.catch_up(app.cache(), cause).await,
-        None => app.cache().invalidate(changed, cause).await,
+        None => {
+            // Replicas serve a read only once they replayed this commit: its position
+            // raises their watermark. Unknown (the primary did not say), it makes the
+            // watermark unknown, and reads go to the primary until it is known again.
+            let written_at = match app.db().wants_write_positions() {
+                true => app.db().wal_position().await,
+                false => None,
+            };
+            app.cache()
+                .invalidate_written(changed, cause, written_at)
+                .await
+        }
     };
     if invalidated {
         tracing::info!("cache invalidated: {what}");

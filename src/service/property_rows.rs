@@ -9,6 +9,7 @@ use crate::service::cache::tags::{TagSet, write_tags};
 use crate::service::count_memo::KnownCount;
 use crate::service::db::dispatch::dispatch;
 use crate::service::db::{Db, DbError};
+use crate::service::wal::ReadFloor;
 
 /// What a SQLite import's task hears from the reader of its rows.
 enum ImportStep {
@@ -27,14 +28,15 @@ pub(super) async fn list_page(
     db: &Db,
     query: &PropertyQuery,
     known: Option<std::sync::Arc<KnownCount>>,
+    floor: ReadFloor,
 ) -> Result<(PropertyPage, Option<KnownCount>), DbError> {
-    if let Some(at_once) = db.page_at_once(query, known).await? {
+    if let Some(at_once) = db.page_at_once(query, known, floor).await? {
         return Ok(at_once);
     }
     let query = query.clone();
     #[cfg(feature = "test-hooks")]
     let hooks = db.hooks.clone();
-    dispatch!(db, snapshot, move |tx, repo| {
+    dispatch!(db, snapshot at floor, move |tx, repo| {
         let rows = repo::page_rows(tx, &query).await?;
         crate::test_hooks::pause!(hooks, BetweenRowsAndCount);
         let count = repo::count_matches(tx, &query).await?;
@@ -42,8 +44,8 @@ pub(super) async fn list_page(
     })
 }
 
-pub(super) async fn find(db: &Db, id: i64) -> Result<Property, DbError> {
-    dispatch!(db, read, move |conn, repo| repo::find(conn, id).await)
+pub(super) async fn find(db: &Db, id: i64, floor: ReadFloor) -> Result<Property, DbError> {
+    dispatch!(db, read at floor, move |conn, repo| repo::find(conn, id).await)
 }
 
 /// The new row and its facts.

@@ -48,7 +48,8 @@ where
         return Ok((kept.view.clone(), CacheStatus::Hit));
     }
     let view_key = ViewKey::new(key, VIEWS_OF);
-    let rendered = || async {
+    // Its data comes through the data level, which picks where to read.
+    let rendered = |_floor| async {
         let (response, Dependencies(tags)) = render().await?;
         Ok((response, tags))
     };

@@ -167,7 +167,7 @@ pub async fn serve_with_admin(env: &TestEnv) -> (Server, SocketAddr) {
     (server, admin)
 }
 
-fn admin_address(log: &str) -> SocketAddr {
+pub fn admin_address(log: &str) -> SocketAddr {
     log.split("dashboard on http://")
         .nth(1)
         .and_then(|rest| rest.split('/').next())

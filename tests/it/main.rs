@@ -28,6 +28,7 @@ mod openapi;
 mod out_of_band;
 mod pg_tls;
 mod redis_deployments;
+mod replicas;
 mod secrets;
 mod slow_clients;
 mod snapshot;

@@ -12,6 +12,7 @@ use crate::metrics::{Counts, HitsMisses};
 use crate::service::cache::clock::{Stamp, TagClock};
 use crate::service::cache::keys::EntryKey;
 use crate::service::cache::tags::TagSet;
+use crate::service::wal::WalPosition;
 
 /// A backend's answer, still to come.
 pub type Pending<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -88,8 +89,30 @@ pub trait CacheBackend: Send + Sync {
     fn store<'a>(&'a self, fill: Fill<'a>) -> Pending<'a, bool>;
 
     /// Retires every entry that shares a tag with `tags`; false when that could not
-    /// reach the cache.
-    fn bump<'a>(&'a self, tags: &'a TagSet, cause: Cause<'a>) -> Pending<'a, bool>;
+    /// reach the cache. `written_at`: the WAL position of the write's commit, which
+    /// raises the replicas' watermark (`None`: not known, which makes it unknown).
+    fn bump<'a>(
+        &'a self,
+        tags: &'a TagSet,
+        cause: Cause<'a>,
+        written_at: Option<WalPosition>,
+    ) -> Pending<'a, bool>;
+
+    /// The replicas' watermark; `None` where there is none (in process) or when it
+    /// cannot be read now.
+    fn watermark(&self) -> Pending<'_, Option<Watermark>> {
+        Box::pin(async { None })
+    }
+
+    /// Makes an unknown watermark known again at `primary`, a position the primary
+    /// reported after `seen` was read; false if a bump made it unknown since.
+    fn heal_watermark<'a>(
+        &'a self,
+        _seen: &'a Watermark,
+        _primary: WalPosition,
+    ) -> Pending<'a, bool> {
+        Box::pin(async { false })
+    }
 
     /// The sums of every process's counters, when they are shared and readable now.
     fn shared_counts(&self) -> Pending<'_, Option<Counts>> {
@@ -101,6 +124,15 @@ pub trait CacheBackend: Send + Sync {
     fn shared_stats(&self) -> Pending<'_, anyhow::Result<Option<RedisStats>>> {
         Box::pin(async { Ok(None) })
     }
+}
+
+/// The replicas' watermark as the cache holds it (see `lua::BUMP`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Watermark {
+    /// Every acknowledged write committed at or before it; `None` while unknown.
+    pub known: Option<WalPosition>,
+    /// The bump that last made it unknown, as stored: a heal must find it unchanged.
+    pub unknown_at: String,
 }
 
 #[derive(Clone, Debug, serde::Serialize)]
@@ -127,4 +159,6 @@ pub struct RedisStats {
     pub keyspace: HitsMisses,
     /// Every `listings` process's counters summed, as last flushed.
     pub shared: Counts,
+    /// Every process's reads per replica (`host:port`), as last flushed.
+    pub replica_reads: Vec<(String, u64)>,
 }

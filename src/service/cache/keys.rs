@@ -210,6 +210,11 @@ impl KeySpace {
     }
 
     /// The shared counters' keys, in the order of [`Counts::names`].
+    /// Every process's reads per replica: a hash of `host:port` to a count.
+    pub fn replica_reads(&self) -> String {
+        self.control("stats:replica_reads")
+    }
+
     pub fn shared_counters(&self) -> Vec<String> {
         Counts::names()
             .iter()
@@ -241,10 +246,12 @@ mod tests {
         let shared = keys.shared_counters();
         assert_eq!(shared[0], "{listings:}stats:view:hits");
         assert_eq!(shared[1], "{listings:}stats:view:misses");
+        assert!(shared.contains(&"{listings:}stats:db_queries".to_owned()));
         assert_eq!(
             shared.last().map(String::as_str),
-            Some("{listings:}stats:db_queries")
+            Some("{listings:}stats:fallbacks:failed")
         );
+        assert_eq!(keys.replica_reads(), "{listings:}stats:replica_reads");
         assert_eq!(keys.near_registry(), "{listings:}near");
     }
 

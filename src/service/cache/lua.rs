@@ -1,7 +1,8 @@
 //! The Redis side of the cache protocol, written once: every script the backend and
 //! the near-cache lease run, the shared `current_seq()` function, and the field names
 //! of the near-cache registry (a hash of `lease:<server>` = expiry in Redis time, ms,
-//! `ack:<server>` = the bump the server has confirmed, and `inherited_at`).
+//! `ack:<server>` = the bump the server has confirmed, and `inherited_at`), which also
+//! holds the replicas' watermark (`wal`, `wal_unknown_at`, `wal_known_at`: see `BUMP`).
 //! Each script touches keys of one hash slot only (see `keys`).
 //!
 //! The clock is a hash: `seq`, the latest bump's number, and one field per bumped tag
@@ -30,6 +31,9 @@ local ACK_FIELD = 'ack:'
 local INHERITED_AT_FIELD = 'inherited_at'
 local SEQ_FIELD = 'seq'
 local ALL_TAG = '0'
+local WAL_FIELD = 'wal'
+local WAL_UNKNOWN_AT = 'wal_unknown_at'
+local WAL_KNOWN_AT = 'wal_known_at'
 
 local function number(n)
   return string.format('%.0f', n)
@@ -52,6 +56,8 @@ local function current_seq(clock, master, registry, initial)
   end
   local next = math.max(tonumber(s or '0'), tonumber(initial), now) + 4294967296
   redis.call('HSET', clock, SEQ_FIELD, number(next), ALL_TAG, number(next))
+  -- The lost bumps may have raised the watermark.
+  redis.call('HSET', registry, WAL_UNKNOWN_AT, number(next))
   redis.call('SET', master, me)
   return next
 end
@@ -114,14 +120,26 @@ redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 return 1
 ";
 
-/// KEYS: clock, master, registry. ARGV: initial sequence, channel, news, then tags.
-/// Bumps the tags under the next number and publishes `number:tags:news` to the
-/// servers (see `near_lease`); returns the number.
+/// KEYS: clock, master, registry. ARGV: initial sequence, channel, news, the write's
+/// WAL position (16 hex digits, empty when not known), then tags. Bumps the tags under
+/// the next number and publishes `number:tags:news` to the servers (see `near_lease`);
+/// returns the number.
+///
+/// The watermark replicas are held to (`wal`) is raised to the position, never lowered.
+/// A bump without one (an out-of-band change, a retire-everything, a writer that reads
+/// no positions) makes it unknown from that bump on (`wal_unknown_at`), until `HEAL`
+/// raises it to a position the primary reported after that bump (`wal_known_at`).
 const BUMP: &str = r"
 current_seq(KEYS[1], KEYS[2], KEYS[3], ARGV[1])
 local s = number(redis.call('HINCRBY', KEYS[1], SEQ_FIELD, 1))
+if ARGV[4] == '' then
+  redis.call('HSET', KEYS[3], WAL_UNKNOWN_AT, s)
+else
+  local wal = redis.call('HGET', KEYS[3], WAL_FIELD)
+  if not wal or wal < ARGV[4] then redis.call('HSET', KEYS[3], WAL_FIELD, ARGV[4]) end
+end
 local fields, tags = {}, {}
-for i = 4, #ARGV do
+for i = 5, #ARGV do
   tags[#tags + 1] = ARGV[i]
   fields[#fields + 1] = ARGV[i]
   fields[#fields + 1] = s
@@ -132,6 +150,28 @@ for i = 1, #fields, 4000 do
 end
 redis.call('PUBLISH', ARGV[2], s .. ':' .. table.concat(tags, ',') .. ':' .. ARGV[3])
 return s
+";
+
+/// KEYS: clock, master, registry. ARGV: initial sequence. Returns {the watermark,
+/// `wal_unknown_at`, `wal_known_at`}, each false when absent.
+const WATERMARK: &str = r"
+current_seq(KEYS[1], KEYS[2], KEYS[3], ARGV[1])
+return redis.call('HMGET', KEYS[3], WAL_FIELD, WAL_UNKNOWN_AT, WAL_KNOWN_AT)
+";
+
+/// KEYS: clock, master, registry. ARGV: initial sequence, the `wal_unknown_at` the
+/// caller read (empty: none), a WAL position the primary reported after that read.
+/// Makes the watermark known again, raised to that position, unless a bump without a
+/// position came since the caller's read. 1 if it did.
+const HEAL: &str = r"
+local s = current_seq(KEYS[1], KEYS[2], KEYS[3], ARGV[1])
+if (redis.call('HGET', KEYS[3], WAL_UNKNOWN_AT) or '') ~= ARGV[2] then
+  return 0
+end
+local wal = redis.call('HGET', KEYS[3], WAL_FIELD)
+if not wal or wal < ARGV[3] then redis.call('HSET', KEYS[3], WAL_FIELD, ARGV[3]) end
+redis.call('HSET', KEYS[3], WAL_KNOWN_AT, number(s))
+return 1
 ";
 
 /// KEYS: the registry. ARGV: a bump's number, lease ms. Forgets expired leases; returns
@@ -192,6 +232,8 @@ pub struct Scripts {
     pub lock: Script,
     pub store: Script,
     pub bump: Script,
+    pub watermark: Script,
+    pub heal: Script,
     pub pending_acks: Script,
     pub renew: Script,
 }
@@ -206,6 +248,8 @@ impl Default for Scripts {
             lock: script(LOCK),
             store: script(STORE),
             bump: script(BUMP),
+            watermark: script(WATERMARK),
+            heal: script(HEAL),
             pending_acks: script(PENDING_ACKS),
             renew: script(RENEW),
         }

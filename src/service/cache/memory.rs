@@ -146,7 +146,12 @@ impl CacheBackend for MemoryCache {
         Box::pin(std::future::ready(stored))
     }
 
-    fn bump<'a>(&'a self, tags: &'a TagSet, _cause: Cause<'a>) -> Pending<'a, bool> {
+    fn bump<'a>(
+        &'a self,
+        tags: &'a TagSet,
+        _cause: Cause<'a>,
+        _written_at: Option<crate::service::wal::WalPosition>,
+    ) -> Pending<'a, bool> {
         self.bump_tags(tags);
         Box::pin(std::future::ready(true))
     }

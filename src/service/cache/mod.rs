@@ -33,7 +33,7 @@ use crate::config::RedisUrl;
 use crate::metrics::events::Cause;
 use crate::metrics::{CacheKind, Counts, Metrics};
 use crate::service::cache::backend::{CacheBackend, Fill, Lookup};
-pub use crate::service::cache::backend::{CacheBackendStatus, RedisStats};
+pub use crate::service::cache::backend::{CacheBackendStatus, RedisStats, Watermark};
 use crate::service::cache::clock::{Stamp, TagClock};
 use crate::service::cache::keys::{CacheKey, EntryKey, KeySpace};
 use crate::service::cache::memory::MemoryCache;
@@ -43,6 +43,7 @@ use crate::service::cache::redis::RedisCache;
 use crate::service::cache::single_flight::SingleFlight;
 use crate::service::cache::tags::TagSet;
 use crate::service::cache::values::CacheValue;
+use crate::service::wal::{ReadFloor, WalPosition};
 #[cfg(feature = "test-hooks")]
 use crate::test_hooks::TestHooks;
 use crate::test_hooks::pause;
@@ -75,6 +76,8 @@ pub struct Cache {
     #[cfg(feature = "test-hooks")]
     hooks: Arc<TestHooks>,
     near: NearCache,
+    /// Loads may read from replicas: each one reads the watermark first.
+    replica_floors: bool,
 }
 
 /// Whether a value came from the cache or was loaded.
@@ -125,6 +128,15 @@ impl Cache {
             #[cfg(feature = "test-hooks")]
             hooks: Arc::new(TestHooks::new()),
             near: NearCache::new(sizes.near, sizes.near_ttl),
+            replica_floors: false,
+        }
+    }
+
+    /// Every load is told how far a replica must have replayed to serve it.
+    pub fn with_replica_floors(self) -> Cache {
+        Cache {
+            replica_floors: true,
+            ..self
         }
     }
 
@@ -208,6 +220,10 @@ impl Cache {
     /// Cache-aside: the cached value, or `load`'s (with the tags of what it depends on),
     /// stored for `ttl` unless a write retired it meanwhile, with its stamp and tags. An
     /// `Err` from `load` is returned and not stored.
+    ///
+    /// `load` is told where it may read: the watermark is read after the stamp's
+    /// sequence, so a replica that replayed up to it holds every write bumped at or
+    /// before the stamp, and later ones outdate the stamp.
     pub async fn fetch<K, E, F, Fut>(
         &self,
         key: &K,
@@ -216,7 +232,7 @@ impl Cache {
     ) -> Result<Fetched<K::Value>, E>
     where
         K: CacheKey,
-        F: FnOnce() -> Fut,
+        F: FnOnce(ReadFloor) -> Fut,
         Fut: Future<Output = Result<(K::Value, TagSet), E>>,
     {
         let entry = self.keys.entry(key);
@@ -263,7 +279,12 @@ impl Cache {
         let lock = FillLock {
             held: locked.then(|| (self.backend.clone(), entry.clone())),
         };
-        let (value, tags) = match load().await {
+        // A whole response's load reads the data level, not the database.
+        let floor = match K::KIND {
+            CacheKind::View => ReadFloor::PrimaryOnly,
+            _ => self.read_floor().await,
+        };
+        let (value, tags) = match load(floor).await {
             Ok(loaded) => loaded,
             Err(e) => {
                 lock.release_now().await;
@@ -312,8 +333,42 @@ impl Cache {
     /// nothing cached until it can retire it, but other processes sharing the cache do not
     /// know: the caller must tell them.
     pub async fn invalidate(&self, tags: &TagSet, cause: Cause<'_>) -> bool {
+        self.invalidate_written(tags, cause, None).await
+    }
+
+    /// [`Cache::invalidate`] for a write whose commit is at `written_at` in the WAL
+    /// (`None`: not known), which raises the replicas' watermark before it returns.
+    pub async fn invalidate_written(
+        &self,
+        tags: &TagSet,
+        cause: Cause<'_>,
+        written_at: Option<WalPosition>,
+    ) -> bool {
         self.metrics.record_invalidation(cause);
-        self.backend.bump(tags, cause).await
+        self.backend.bump(tags, cause, written_at).await
+    }
+
+    /// Where a load may read now (see [`Cache::fetch`]).
+    async fn read_floor(&self) -> ReadFloor {
+        if !self.replica_floors {
+            return ReadFloor::PrimaryOnly;
+        }
+        match self.backend.watermark().await {
+            Some(Watermark {
+                known: Some(position),
+                ..
+            }) => ReadFloor::Replayed(position),
+            _ => ReadFloor::PrimaryOnly,
+        }
+    }
+
+    /// The replicas' watermark, for the task that heals it (see `BUMP` in `lua`).
+    pub async fn watermark(&self) -> Option<Watermark> {
+        self.backend.watermark().await
+    }
+
+    pub async fn heal_watermark(&self, seen: &Watermark, primary: WalPosition) -> bool {
+        self.backend.heal_watermark(seen, primary).await
     }
 
     /// Everything, recorded as one invalidation.
@@ -331,13 +386,14 @@ impl Cache {
         }
     }
 
+    /// Without the cache there is no watermark: the primary.
     async fn load_uncached<V, E, F, Fut>(&self, kind: CacheKind, load: F) -> Result<Fetched<V>, E>
     where
-        F: FnOnce() -> Fut,
+        F: FnOnce(ReadFloor) -> Fut,
         Fut: Future<Output = Result<(V, TagSet), E>>,
     {
         self.metrics.record_miss(kind);
-        let (value, tags) = load().await?;
+        let (value, tags) = load(ReadFloor::PrimaryOnly).await?;
         Ok(Fetched {
             value,
             status: CacheStatus::Miss,

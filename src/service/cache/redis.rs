@@ -31,7 +31,7 @@ use crate::metrics::events::Cause;
 use crate::metrics::{Counts, HitsMisses, Metrics};
 use crate::redis_link::{CONNECT_TIMEOUT, RESPONSE_TIMEOUT, RedisLink, key_slot};
 use crate::service::cache::backend::{
-    CacheBackend, CacheBackendStatus, Fill, Lookup, Pending, RedisStats, RedisStatus,
+    CacheBackend, CacheBackendStatus, Fill, Lookup, Pending, RedisStats, RedisStatus, Watermark,
 };
 use crate::service::cache::breaker::Health;
 use crate::service::cache::clock::{Stamp, TagClock};
@@ -40,6 +40,7 @@ use crate::service::cache::lua::{Scripts, initial_seq};
 use crate::service::cache::near_lease::{self, CLOCK_OF, NearLease};
 use crate::service::cache::shared_counts;
 use crate::service::cache::tags::{Tag, TagSet};
+use crate::service::wal::WalPosition;
 
 pub struct RedisCache {
     link: RedisLink,
@@ -246,17 +247,27 @@ impl RedisCache {
     /// Redis could not be reached: the resync flag then makes sure nothing from before
     /// is served by this process until everything is retired, and the caller must tell
     /// the others.
-    async fn retire(&self, tags: &TagSet, cause: Cause<'_>) -> bool {
+    async fn retire(
+        &self,
+        tags: &TagSet,
+        cause: Cause<'_>,
+        written_at: Option<WalPosition>,
+    ) -> bool {
         if !self.ready().await {
             return false;
         }
-        match self.bump_unchecked(tags, cause).await {
+        match self.bump_unchecked(tags, cause, written_at).await {
             Some(seq) => self.wait_for_acks(seq).await,
             None => false,
         }
     }
 
-    async fn bump_unchecked(&self, tags: &TagSet, cause: Cause<'_>) -> Option<u64> {
+    async fn bump_unchecked(
+        &self,
+        tags: &TagSet,
+        cause: Cause<'_>,
+        written_at: Option<WalPosition>,
+    ) -> Option<u64> {
         if self.link.may_have_two_masters() {
             // Never onto a master the sentinels have given up: it would be lost.
             self.guarded("ask the sentinels", self.link.named_master())
@@ -267,12 +278,52 @@ impl RedisCache {
         invocation
             .arg(initial_seq())
             .arg(self.keys.bumps_channel())
-            .arg(self.near.news(cause));
+            .arg(self.near.news(cause))
+            .arg(written_at.map(WalPosition::sortable).unwrap_or_default());
         for tag in tags.iter() {
             invocation.arg(tag.index());
         }
         let call = invocation.invoke_async::<u64>(&mut conn);
         self.guarded("invalidate", call).await
+    }
+
+    /// The replicas' watermark. Not from a master the sentinels may have given up (as
+    /// for lookups): an old master's watermark may be lower than an acknowledged write.
+    async fn read_watermark(&self) -> Option<Watermark> {
+        if !self.ready().await || (self.near.clock().is_none() && self.link.may_have_two_masters())
+        {
+            return None;
+        }
+        let mut conn = self.link.conn();
+        let mut invocation = self.on_control_keys(&self.scripts.watermark);
+        invocation.arg(initial_seq());
+        let call =
+            invocation.invoke_async::<(Option<String>, Option<String>, Option<String>)>(&mut conn);
+        let (wal, unknown_at, known_at) = self.guarded("read the watermark", call).await?;
+        let number = |text: &Option<String>| text.as_deref().and_then(|n| n.parse::<u64>().ok());
+        let healed =
+            number(&known_at).is_some_and(|known| known >= number(&unknown_at).unwrap_or(0));
+        Some(Watermark {
+            known: wal
+                .as_deref()
+                .and_then(WalPosition::from_sortable)
+                .filter(|_| healed),
+            unknown_at: unknown_at.unwrap_or_default(),
+        })
+    }
+
+    async fn heal(&self, seen: &Watermark, primary: WalPosition) -> bool {
+        if !self.ready().await || self.link.may_have_two_masters() {
+            return false;
+        }
+        let mut conn = self.link.conn();
+        let mut invocation = self.on_control_keys(&self.scripts.heal);
+        invocation
+            .arg(initial_seq())
+            .arg(&seen.unknown_at)
+            .arg(primary.sortable());
+        let call = invocation.invoke_async::<u8>(&mut conn);
+        self.guarded("heal the watermark", call).await == Some(1)
     }
 
     /// Polls until no live lease lags behind the bump `seq`. Bounded: a server that stops
@@ -326,7 +377,12 @@ impl RedisCache {
         };
         let mut conn = self.link.conn();
         let shared = shared_counts::read(&mut conn, &self.keys).await?;
-        Ok(RedisStats { keyspace, shared })
+        let replica_reads = shared_counts::read_replica_reads(&mut conn, &self.keys).await?;
+        Ok(RedisStats {
+            keyspace,
+            shared,
+            replica_reads,
+        })
     }
 
     /// The sums of every process's counters, as last flushed (each process flushes once
@@ -389,7 +445,11 @@ impl RedisCache {
         let failures = self.health.failures();
         let cause =
             Cause::recovery("Redis answers again: everything cached before the failure retired");
-        if self.bump_unchecked(&TagSet::all(), cause).await.is_none() {
+        if self
+            .bump_unchecked(&TagSet::all(), cause, None)
+            .await
+            .is_none()
+        {
             return false;
         }
         if self.health.resynced(failures) {
@@ -594,8 +654,25 @@ impl CacheBackend for RedisCache {
         Box::pin(self.write_entry(fill))
     }
 
-    fn bump<'a>(&'a self, tags: &'a TagSet, cause: Cause<'a>) -> Pending<'a, bool> {
-        Box::pin(self.retire(tags, cause))
+    fn bump<'a>(
+        &'a self,
+        tags: &'a TagSet,
+        cause: Cause<'a>,
+        written_at: Option<WalPosition>,
+    ) -> Pending<'a, bool> {
+        Box::pin(self.retire(tags, cause, written_at))
+    }
+
+    fn watermark(&self) -> Pending<'_, Option<Watermark>> {
+        Box::pin(self.read_watermark())
+    }
+
+    fn heal_watermark<'a>(
+        &'a self,
+        seen: &'a Watermark,
+        primary: WalPosition,
+    ) -> Pending<'a, bool> {
+        Box::pin(self.heal(seen, primary))
     }
 
     fn shared_counts(&self) -> Pending<'_, Option<Counts>> {

@@ -17,6 +17,9 @@ pub(super) struct Flushed {
     /// The shared counters' keys, in the order of `Counts::values`.
     keys: Vec<String>,
     counts: Counts,
+    /// The hash of reads per replica, and what each replica's count was when added.
+    replica_reads: String,
+    replicas: Vec<u64>,
 }
 
 impl Flushed {
@@ -24,13 +27,17 @@ impl Flushed {
         Flushed {
             keys: keys.shared_counters(),
             counts: Counts::default(),
+            replica_reads: keys.replica_reads(),
+            replicas: Vec::new(),
         }
     }
 
     pub(super) async fn flush(&mut self, conn: &mut RedisConnection, metrics: &Metrics) {
         let now = metrics.counts();
         let new = now.since(&self.counts);
-        if new == Counts::default() {
+        let replicas = metrics.reads.replicas();
+        let replica_reads: Vec<u64> = replicas.iter().map(|replica| replica.reads()).collect();
+        if new == Counts::default() && replica_reads == self.replicas {
             return;
         }
         let mut pipe = redis::pipe();
@@ -39,11 +46,30 @@ impl Flushed {
                 pipe.incr(key, count).ignore();
             }
         }
+        for (i, replica) in replicas.iter().enumerate() {
+            let added = replica_reads[i].saturating_sub(self.replicas.get(i).copied().unwrap_or(0));
+            if added > 0 {
+                pipe.hincr(&self.replica_reads, &replica.name, added)
+                    .ignore();
+            }
+        }
         let sent = tokio::time::timeout(RESPONSE_TIMEOUT, pipe.query_async::<()>(conn)).await;
         if let Ok(Ok(())) = sent {
             self.counts = now;
+            self.replicas = replica_reads;
         }
     }
+}
+
+/// Every process's reads per replica, by `host:port`.
+pub(super) async fn read_replica_reads(
+    conn: &mut RedisConnection,
+    keys: &KeySpace,
+) -> RedisResult<Vec<(String, u64)>> {
+    redis::cmd("HGETALL")
+        .arg(keys.replica_reads())
+        .query_async(conn)
+        .await
 }
 
 pub(super) async fn read(conn: &mut RedisConnection, keys: &KeySpace) -> RedisResult<Counts> {

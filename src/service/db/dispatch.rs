@@ -2,9 +2,12 @@
 //! and expanded per backend, with `$repo` naming that backend's repository, and every
 //! run is bounded by the statement deadline on both backends:
 //!
-//! - `read`: one connection, no transaction of its own;
-//! - `snapshot`: a read-only transaction whose statements see one snapshot
+//! - `read at floor`: one connection, no transaction of its own;
+//! - `snapshot at floor`: a read-only transaction whose statements see one snapshot
 //!   (PostgreSQL: REPEATABLE READ; SQLite: one read transaction);
+//!
+//!   both on PostgreSQL on a replica that has replayed up to `floor`, if one may serve
+//!   (see `replicas`), otherwise on the primary;
 //! - `write`: a transaction that commits only if the caller still waits for it. A
 //!   statement of its body may return the transaction's id and put it in `$xid`;
 //!   otherwise it is asked for after the body, before COMMIT.
@@ -30,12 +33,12 @@ use crate::config::DbSettings;
 use crate::service::db::{DbError, Heartbeat, SqliteConn};
 
 macro_rules! dispatch {
-    ($db:expr, read, move |$conn:ident, $repo:ident| $body:expr) => {{
+    ($db:expr, read at $floor:expr, move |$conn:ident, $repo:ident| $body:expr) => {{
         let db: &crate::service::db::Db = $db;
         match &db.pools {
             crate::service::db::Pools::Pg { pool, .. } => {
                 use crate::service::db::pg::properties as $repo;
-                crate::service::db::dispatch::dispatch!(@pg_read db, pool, |$conn| $body)
+                crate::service::db::dispatch::dispatch!(@pg_read_at db, pool, $floor, |$conn| $body)
             }
             crate::service::db::Pools::Sqlite { read, .. } => {
                 use crate::service::db::sqlite::properties as $repo;
@@ -43,13 +46,13 @@ macro_rules! dispatch {
             }
         }
     }};
-    ($db:expr, snapshot, move |$tx:ident, $repo:ident| $body:expr) => {{
+    ($db:expr, snapshot at $floor:expr, move |$tx:ident, $repo:ident| $body:expr) => {{
         use diesel_async::AsyncConnection as _;
         let db: &crate::service::db::Db = $db;
         match &db.pools {
             crate::service::db::Pools::Pg { pool, .. } => {
                 use crate::service::db::pg::properties as $repo;
-                crate::service::db::dispatch::dispatch!(@pg_read db, pool, |conn| {
+                crate::service::db::dispatch::dispatch!(@pg_read_at db, pool, $floor, |conn| {
                     conn.build_transaction()
                         .read_only()
                         .repeatable_read()
@@ -153,6 +156,58 @@ macro_rules! dispatch {
                 }));
                 crate::service::db::dispatch::await_sqlite_write(task, &heartbeat, &gate, &settings)
                     .await
+            }
+        }
+    }};
+    // PostgreSQL: `$body` on a replica that has replayed up to `$floor` (see `replicas`),
+    // within the replica's limit, or else on the primary, as `@pg_read`. A read that
+    // fails on a replica is made again on the primary.
+    (@pg_read_at $db:ident, $pool:ident, $floor:expr, |$conn:ident| $body:expr) => {{
+        use crate::metrics::replicas::Fallback;
+        use crate::service::db::replicas::Route;
+        let mut route = $db.route_read($floor);
+        loop {
+            match route {
+                Route::Replica { replica, confirm, limit } => {
+                    let attempt = async {
+                        let mut conn = crate::service::db::checkout(replica.pool(), &$db.settings).await?;
+                        if let Some(floor) = confirm
+                            && !replica.confirm_replayed(&mut conn, floor).await?
+                        {
+                            conn.finish();
+                            return Ok(None);
+                        }
+                        let done = {
+                            let $conn = &mut *conn;
+                            $body
+                        };
+                        conn.finish();
+                        Ok::<_, crate::service::db::DbError>(Some(done?))
+                    };
+                    match tokio::time::timeout(limit, attempt).await {
+                        Ok(Ok(Some(done))) => {
+                            replica.record_read();
+                            break Ok(done);
+                        }
+                        Ok(Ok(None)) => route = Route::Primary(Some(Fallback::BehindWatermark)),
+                        Ok(Err(e)) if e.fault() == crate::service::db::Fault::NotFound => {
+                            replica.record_read();
+                            break Err(e);
+                        }
+                        Ok(Err(e)) => {
+                            replica.read_failed(&e);
+                            route = Route::Primary(Some(Fallback::Failed));
+                        }
+                        Err(_) => {
+                            replica.read_failed(&crate::service::db::DbError::Timeout(limit));
+                            route = Route::Primary(Some(Fallback::Failed));
+                        }
+                    }
+                }
+                Route::Primary(fallback) => {
+                    $db.record_primary_read(fallback);
+                    break crate::service::db::dispatch::dispatch!(@pg_read $db, $pool, |$conn| $body);
+                }
             }
         }
     }};

@@ -17,6 +17,7 @@ pub mod migrations;
 pub mod notify;
 pub mod page_statement;
 mod properties;
+pub(super) mod replicas;
 mod row_update;
 pub mod schema;
 mod tls_connect;
@@ -39,6 +40,7 @@ use crate::config::DbSettings;
 
 use crate::config::{DatabaseUrl, human_duration};
 use crate::metrics::Metrics;
+use crate::service::wal::{ReadFloor, WalPosition};
 #[cfg(feature = "test-hooks")]
 use crate::test_hooks::TestHooks;
 
@@ -87,6 +89,36 @@ pub async fn probe_transport(url: &DatabaseUrl, settings: &DbSettings) -> Result
     connect::describe_session(&mut conn, config.ssl_mode())
         .await
         .map_err(|e| e.to_string())
+}
+
+/// Every replica's standing as one round of checks finds it, for commands that have
+/// no server's history (`cache-metrics`): the lag in bytes, not in time.
+pub async fn probe_replicas(
+    url: &DatabaseUrl,
+    settings: &DbSettings,
+    replicas: &crate::config::ReplicaSettings,
+) -> Result<Vec<(String, crate::metrics::replicas::ReplicaState)>, String> {
+    let DatabaseUrl::Postgres(raw) = url else {
+        return Err("replicas need DATABASE_URL to be PostgreSQL".to_owned());
+    };
+    let metrics = Arc::new(Metrics::default());
+    let primary = connect::pg_config(raw.expose(), settings, connect::PgSession::Maintenance)
+        .map_err(|e| connection_error_text(&e))?;
+    let checks = replicas::Replicas::new(
+        replicas,
+        *settings,
+        Arc::new(primary),
+        "cache-metrics",
+        metrics.clone(),
+    )
+    .map_err(|e| e.to_string())?;
+    checks.check().await;
+    Ok(metrics
+        .reads
+        .replicas()
+        .iter()
+        .map(|replica| (replica.name.clone(), replica.state()))
+        .collect())
 }
 
 /// Failures callers tell apart: the HTTP layer maps them to distinct statuses.
@@ -151,6 +183,9 @@ pub struct Db {
     pub(super) settings: DbSettings,
     /// Tasks learning the fate of writes whose commit was not confirmed.
     unconfirmed: write_fate::Pending,
+    /// Replicas are in use (perhaps by other processes): every write's WAL position is
+    /// wanted, to raise their watermark.
+    write_positions: bool,
     /// What [`Db::transport`] learned, once: it does not change while the process runs.
     transport: Arc<std::sync::OnceLock<String>>,
     metrics: Arc<Metrics>,
@@ -166,6 +201,8 @@ pub(super) enum Pools {
         config: Arc<connect::PgConfig>,
         /// For `settle_after_bulk_load`, which no statement timeout may cut short.
         maintenance: Arc<connect::PgConfig>,
+        /// Streaming replicas that may serve reads (see `replicas`).
+        replicas: Option<Arc<replicas::Replicas>>,
     },
     /// SQLite takes one writer at a time, so writers get a connection of their own
     /// and queue for it, rather than hold read connections while they wait for the
@@ -182,6 +219,8 @@ impl Db {
     pub fn connect(
         url: &DatabaseUrl,
         settings: DbSettings,
+        replica_settings: &crate::config::ReplicaSettings,
+        read_from_replicas: bool,
         metrics: Arc<Metrics>,
         write_origin: &str,
     ) -> Result<Db, DbError> {
@@ -202,11 +241,23 @@ impl Db {
                     raw.expose(),
                     pg_manager_config(config.clone(), settings, metrics.clone()),
                 );
+                let replicas = if replica_settings.urls.is_empty() || !read_from_replicas {
+                    None
+                } else {
+                    Some(Arc::new(replicas::Replicas::new(
+                        replica_settings,
+                        settings,
+                        config.clone(),
+                        write_origin,
+                        metrics.clone(),
+                    )?))
+                };
                 Pools::Pg {
                     pool: build_pool(manager, &settings, settings.max_connections)
                         .map_err(|e| unavailable(&e))?,
                     config,
                     maintenance: Arc::new(maintenance),
+                    replicas,
                 }
             }
             DatabaseUrl::Sqlite(path) => {
@@ -229,6 +280,7 @@ impl Db {
         Ok(Db {
             pools,
             settings,
+            write_positions: !replica_settings.urls.is_empty(),
             unconfirmed: Default::default(),
             transport: Default::default(),
             metrics,
@@ -243,12 +295,83 @@ impl Db {
         Db { hooks, ..self }
     }
 
+    fn replicas(&self) -> Option<&Arc<replicas::Replicas>> {
+        match &self.pools {
+            Pools::Pg { replicas, .. } => replicas.as_ref(),
+            Pools::Sqlite { .. } => None,
+        }
+    }
+
+    /// Whether this process reads from replicas (a server given some).
+    pub fn reads_replicas(&self) -> bool {
+        self.replicas().is_some()
+    }
+
+    /// Whether every write's WAL position is wanted: replicas are configured, and
+    /// servers read from them.
+    pub fn wants_write_positions(&self) -> bool {
+        self.write_positions
+    }
+
+    /// Where a read that needs `floor` goes (see `replicas`).
+    pub(in crate::service) fn route_read(&self, floor: ReadFloor) -> replicas::Route<'_> {
+        match self.replicas() {
+            Some(replicas) => replicas.route(floor),
+            None => replicas::Route::Primary(None),
+        }
+    }
+
+    pub(in crate::service) fn record_primary_read(
+        &self,
+        fallback: Option<crate::metrics::replicas::Fallback>,
+    ) {
+        self.metrics.reads.record_primary_read(fallback);
+    }
+
+    /// One round of replica checks (see `Replicas::check`): the primary's position,
+    /// read after the call began; `None` without replicas or when it cannot be read.
+    pub async fn check_replicas(&self) -> Option<WalPosition> {
+        self.replicas()?.check().await
+    }
+
+    /// The primary's current WAL position, at or past every commit made before the
+    /// call (a write's, when called after its commit); `None` if it cannot be read.
+    pub async fn wal_position(&self) -> Option<WalPosition> {
+        #[derive(diesel::QueryableByName)]
+        struct Position {
+            #[diesel(sql_type = diesel::sql_types::Text)]
+            position: String,
+        }
+        let Pools::Pg { pool, .. } = &self.pools else {
+            return None;
+        };
+        let db = self;
+        let read = async {
+            dispatch::dispatch!(@pg_read db, pool, |conn| {
+                diesel_async::RunQueryDsl::get_result::<Position>(
+                    diesel::sql_query("SELECT pg_current_wal_lsn()::text AS position"),
+                    conn,
+                )
+                .await
+            })
+        };
+        let read: Result<Position, DbError> = read.await;
+        match read {
+            Ok(read) => WalPosition::parse_pg(&read.position),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the WAL position of a write; replicas wait until it is known again");
+                None
+            }
+        }
+    }
+
     /// A page of `query`, its count and the versions of its count nodes in one
     /// statement (see `page_statement`); `None` for a search by text.
     pub(super) async fn page_at_once(
         &self,
         query: &crate::domain::PropertyQuery,
         known: Option<std::sync::Arc<crate::service::count_memo::KnownCount>>,
+        floor: ReadFloor,
     ) -> Result<
         Option<(
             crate::domain::PropertyPage,
@@ -262,7 +385,7 @@ impl Db {
         crate::test_hooks::pause!(self.hooks, BetweenRowsAndCount);
         let db = self;
         match &self.pools {
-            Pools::Pg { pool, .. } => dispatch::dispatch!(@pg_read db, pool, |conn| {
+            Pools::Pg { pool, .. } => dispatch::dispatch!(@pg_read_at db, pool, floor, |conn| {
                 let began = std::time::Instant::now();
                 let read = page_statement::pg_page_with_count(conn, query, known.as_deref()).await;
                 self.metrics.record_page_read(began.elapsed());

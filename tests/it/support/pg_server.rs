@@ -69,7 +69,9 @@ impl OwnPostgres {
                      hostssl all all 127.0.0.1/32 trust\nhostnossl all all 127.0.0.1/32 reject\n"
                 )
             } else {
-                "local all all trust\nhost all all 127.0.0.1/32 trust\n".to_owned()
+                "local all all trust\nhost all all 127.0.0.1/32 trust\n\
+                 local replication all trust\nhost replication all 127.0.0.1/32 trust\n"
+                    .to_owned()
             },
         )
         .expect("pg_hba.conf");
@@ -88,6 +90,98 @@ impl OwnPostgres {
         let server = OwnPostgres { dir, bin, port };
         server.psql(&format!("CREATE ROLE {CERT_USER} LOGIN SUPERUSER"));
         server
+    }
+
+    /// A streaming replica of this server (which must be plain), of the test's own:
+    /// `pg_basebackup -R` from it, then started on a port of its own. `settings` go
+    /// into its configuration (`recovery_min_apply_delay = '300ms'`, say).
+    pub fn start_replica(&self, settings: &str) -> OwnPostgres {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let port = super::redis_server::free_port();
+        let data = dir.path().join("data");
+        chown_postgres(dir.path());
+        as_postgres(
+            &self.bin.join("pg_basebackup"),
+            &[
+                "-D",
+                &data.display().to_string(),
+                "-h",
+                &self.socket_dir(),
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                "postgres",
+                "-R",
+                "--no-sync",
+            ],
+        );
+        let copied = std::fs::read_to_string(data.join("postgresql.auto.conf")).expect("auto.conf");
+        // The primary's own port and socket directory came with the copy.
+        let kept: Vec<&str> = copied
+            .lines()
+            .filter(|line| {
+                !line.starts_with("port") && !line.starts_with("unix_socket_directories")
+            })
+            .collect();
+        std::fs::write(
+            data.join("postgresql.auto.conf"),
+            format!(
+                "{}\nport = {port}\nunix_socket_directories = '{}'\n{settings}\n",
+                kept.join("\n"),
+                dir.path().display()
+            ),
+        )
+        .expect("replica settings");
+        chown_postgres(dir.path());
+        let replica = OwnPostgres {
+            dir,
+            bin: self.bin.clone(),
+            port,
+        };
+        replica.start_again();
+        replica
+    }
+
+    /// Starts the server again after [`OwnPostgres::stop`] (or for the first time).
+    pub fn start_again(&self) {
+        let data = self.dir.path().join("data").display().to_string();
+        as_postgres(
+            &self.bin.join("pg_ctl"),
+            &["-D", &data, "-l", &self.file("server.log"), "-w", "start"],
+        );
+    }
+
+    /// Stops the server (fast: clients are disconnected).
+    pub fn stop(&self) {
+        let data = self.dir.path().join("data").display().to_string();
+        as_postgres(
+            &self.bin.join("pg_ctl"),
+            &["-D", &data, "-m", "fast", "-w", "stop"],
+        );
+    }
+
+    /// The single value `query` returns, as text (psql's unaligned output).
+    pub fn value(&self, query: &str) -> String {
+        let output = Command::new("psql")
+            .args(["-h", &self.socket_dir(), "-p", &self.port.to_string()])
+            .args([
+                "-U",
+                "postgres",
+                "-d",
+                "postgres",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-Atc",
+                query,
+            ])
+            .output()
+            .expect("psql is needed for this test");
+        assert!(
+            output.status.success(),
+            "psql {query:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout).trim().to_owned()
     }
 
     /// A URL to this server's `postgres` database as `user`, by `host`, with `params`
