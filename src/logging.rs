@@ -72,9 +72,11 @@ pub enum Failure {
     /// At its connection cap, the server closed a connection stalled on its first
     /// request head to make room for a new client.
     Displaced,
+    /// A read on a read replica failed, and was made again on the primary.
+    Replica,
 }
 
-const KINDS: usize = 6;
+const KINDS: usize = 7;
 
 struct Gate {
     last: Option<Instant>,

@@ -11,6 +11,7 @@ use anyhow::Context as _;
 use tokio::net::TcpListener;
 
 use crate::config::Settings;
+use crate::http::body::MAX_BODY_BYTES;
 use crate::http::build_router;
 use crate::service::change_listener;
 use crate::service::{App, AppState};
@@ -107,6 +108,7 @@ impl BoundServer {
                 listener,
                 router,
                 limits,
+                MAX_BODY_BYTES,
                 ADMIN_CONNECTIONS,
                 self.app.metrics.clone(),
                 async move {
@@ -120,6 +122,7 @@ impl BoundServer {
             self.listener,
             router,
             limits,
+            MAX_BODY_BYTES,
             self.max_connections,
             metrics,
             async {

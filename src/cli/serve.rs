@@ -8,7 +8,7 @@ use clap::Args;
 use crate::cli::GlobalOpts;
 use crate::cli::secret;
 use crate::config::{self, HttpLimits};
-use crate::config::{AdminToken, Seconds, Ttl};
+use crate::config::{AdminToken, AllowedHost, Seconds, Ttl};
 use crate::config::{DEFAULT_DATA_TTL, DEFAULT_VIEW_TTL, Settings};
 use crate::startup::BoundServer;
 
@@ -20,6 +20,16 @@ pub struct Opts {
     /// Address of the operator's dashboard (/dashboard) and /metrics; off unless set
     #[arg(long, env = "LISTINGS_ADMIN_BIND", value_name = "ADDRESS")]
     pub admin_bind: Option<SocketAddr>,
+    /// Host names (comma-separated) the admin address answers to besides `localhost`,
+    /// `*.localhost` and IP addresses; other Host values get 421, so a web page cannot
+    /// reach the dashboard through DNS rebinding
+    #[arg(
+        long,
+        env = "LISTINGS_ADMIN_ALLOWED_HOSTS",
+        value_name = "NAMES",
+        value_delimiter = ','
+    )]
+    pub admin_allowed_hosts: Vec<AllowedHost>,
     /// Seconds a whole response stays cached (writes retire it sooner)
     #[arg(long, env = "LISTINGS_VIEW_TTL", value_name = "SECONDS",
           default_value_t = DEFAULT_VIEW_TTL)]
@@ -61,6 +71,7 @@ pub async fn run(opts: Opts, global: &GlobalOpts) -> anyhow::Result<()> {
         view_ttl: opts.view_ttl.duration(),
         data_ttl: opts.data_ttl.duration(),
         admin_token: opts.admin_token,
+        admin_allowed_hosts: opts.admin_allowed_hosts,
         http: HttpLimits {
             header_read_timeout: opts.header_read_timeout.duration(),
             body_timeout: opts.body_timeout.duration(),

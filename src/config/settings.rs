@@ -28,6 +28,8 @@ pub struct Settings {
     pub http: HttpLimits,
     /// Turns the write API on; `None` answers writes with 403.
     pub admin_token: Option<AdminToken>,
+    /// Host names the admin address answers to besides loopback names and IP literals.
+    pub admin_allowed_hosts: Vec<AllowedHost>,
 }
 
 pub const DEFAULT_VIEW_TTL: Ttl = Ttl(Duration::from_secs(900));
@@ -47,6 +49,7 @@ impl Default for Settings {
             replicas: ReplicaSettings::default(),
             http: HttpLimits::default(),
             admin_token: None,
+            admin_allowed_hosts: Vec::new(),
         }
     }
 }
@@ -149,6 +152,46 @@ impl Default for HttpLimits {
             idle_timeout: DEFAULT_IDLE_TIMEOUT.duration(),
             shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT.duration(),
             max_connections: None,
+        }
+    }
+}
+
+/// A host name the admin address answers to (`--admin-allowed-hosts`), besides loopback
+/// names and IP literals: the DNS-rebinding defence of the dashboard lets a browser in
+/// only under names the operator chose. Kept in lower case without a trailing dot, as
+/// requests are compared.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AllowedHost(String);
+
+impl AllowedHost {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::str::FromStr for AllowedHost {
+    type Err = String;
+
+    fn from_str(raw: &str) -> Result<Self, Self::Err> {
+        let name = raw.trim();
+        let name = name.strip_suffix('.').unwrap_or(name).to_ascii_lowercase();
+        // A DNS name, without a port: the port is the admin address's own.
+        let valid = !name.is_empty()
+            && name.len() <= 253
+            && name.split('.').all(|label| {
+                !label.is_empty()
+                    && label.len() <= 63
+                    && label
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            });
+        if valid {
+            Ok(AllowedHost(name))
+        } else {
+            Err(format!(
+                "`{}` is not a host name: letters, digits, `-` and `_` in dot-separated labels, without a port",
+                raw.escape_debug()
+            ))
         }
     }
 }

@@ -1,21 +1,30 @@
 //! The operator's address (`--admin-bind`): a live dashboard at `/dashboard`, the data
 //! it draws at `/dashboard/data`, and `/metrics`. The page is one HTML file with its
 //! CSS and JavaScript, embedded in the binary: nothing is fetched from elsewhere.
+//!
+//! It answers only requests addressed to it by a loopback name (`localhost`,
+//! `*.localhost`), an IP address, or a name of `--admin-allowed-hosts`: a web page
+//! whose name an attacker re-points at 127.0.0.1 (DNS rebinding) is refused, because
+//! the browser still sends the attacker's name as Host.
 
 pub mod history;
 
-use std::net::SocketAddr;
+use std::convert::Infallible;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use axum::extract::{Query, State};
+use axum::extract::{Query, Request, State};
 use axum::http::header;
+use axum::middleware::Next;
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde::Serialize;
+use tower::{Layer as _, Service};
 
-use crate::http::error::{ApiError, bad_request, not_found};
+use crate::config::AllowedHost;
+use crate::http::error::{ApiError, bad_request, misdirected_request, not_found};
 use crate::metrics::events::{Invalidation, KEPT_FOR, unix_ms};
 use crate::metrics::{CacheKind, Counts, HitsMisses};
 use crate::service::App;
@@ -33,8 +42,68 @@ struct DashboardState {
     started_ms: u64,
 }
 
-/// The routes of the admin address; starts the sampling the page draws.
-pub fn router(app: Arc<App>, serving: SocketAddr) -> Router {
+/// The routes of the admin address behind its Host check; starts the sampling the page
+/// draws.
+pub fn router(
+    app: Arc<App>,
+    serving: SocketAddr,
+) -> impl Service<Request, Response = Response, Error = Infallible, Future: Send + 'static>
++ Clone
++ Send
++ 'static {
+    let allowed: Arc<[AllowedHost]> = app.settings.admin_allowed_hosts.clone().into();
+    // Around the whole router, so that the check comes before routing: a refused
+    // request learns nothing, not even which methods a path allows.
+    axum::middleware::from_fn_with_state(allowed, admit_host).layer(routes(app, serving))
+}
+
+/// Refuses requests addressed to a name the operator did not choose, with 421: the
+/// request is well-formed but was sent to a server that does not answer for that
+/// name (RFC 9110 §15.5.20), which is what a rebound name is; 403 would suggest that
+/// some credential could help.
+async fn admit_host(
+    State(allowed): State<Arc<[AllowedHost]>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    // An absolute-form target's authority overrides Host (RFC 9112 §3.2.2).
+    let named = match request.uri().authority() {
+        Some(authority) => Some(authority.as_str()),
+        None => request
+            .headers()
+            .get(header::HOST)
+            .and_then(|host| host.to_str().ok()),
+    };
+    match named {
+        Some(host) if admitted(host, &allowed) => next.run(request).await,
+        Some(host) => misdirected_request(format!(
+            "the admin address does not answer for the host `{}`: use localhost or an IP address, or add the name to --admin-allowed-hosts",
+            host.escape_debug()
+        ))
+        .into_response(),
+        None => misdirected_request(
+            "the admin address answers only requests that name their host (Host)",
+        )
+        .into_response(),
+    }
+}
+
+/// Whether `host` (`name[:port]`, `[v6][:port]`) is a loopback name, an IP address or
+/// an allowed name. Names compare without case and without a trailing dot.
+fn admitted(host: &str, allowed: &[AllowedHost]) -> bool {
+    if host.starts_with('[') {
+        // An IPv6 literal (its syntax was checked with the request head).
+        return true;
+    }
+    let name = host.split(':').next().unwrap_or_default();
+    let name = name.strip_suffix('.').unwrap_or(name).to_ascii_lowercase();
+    name == "localhost"
+        || name.ends_with(".localhost")
+        || name.parse::<Ipv4Addr>().is_ok()
+        || allowed.iter().any(|allowed| allowed.as_str() == name)
+}
+
+fn routes(app: Arc<App>, serving: SocketAddr) -> Router {
     let history = Arc::new(History::default());
     tokio::spawn(history::keep(app.clone(), history.clone()));
     let state = DashboardState {
@@ -223,5 +292,43 @@ pub fn announce(admin: Option<SocketAddr>) {
         None => tracing::info!(
             "dashboard off: set --admin-bind or LISTINGS_ADMIN_BIND (e.g. 127.0.0.1:9000) to turn it on"
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loopback_names_ip_addresses_and_allowed_names_are_admitted() {
+        let allowed: Vec<AllowedHost> = ["ops.example.com"]
+            .iter()
+            .map(|name| name.parse().expect("a name"))
+            .collect();
+        for host in [
+            "localhost",
+            "LOCALHOST:9000",
+            "localhost.",
+            "dash.localhost:9000",
+            "127.0.0.1",
+            "10.1.2.3:9000",
+            "[::1]:9000",
+            "[fe80::1]",
+            "ops.example.com",
+            "Ops.Example.Com.:9000",
+        ] {
+            assert!(admitted(host, &allowed), "{host}");
+        }
+        for host in [
+            "evil.example",
+            "localhost.evil.example",
+            "evillocalhost",
+            "example.com",
+            "www.ops.example.com",
+            "127.0.0.1.evil.example",
+            "",
+        ] {
+            assert!(!admitted(host, &allowed), "{host}");
+        }
     }
 }

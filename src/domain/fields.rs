@@ -65,8 +65,20 @@ impl PropertyFields {
         if !document.get().starts_with('{') {
             return Err(FieldsError::NotAnObject);
         }
-        let object: BTreeMap<String, &RawValue> = serde_json::from_str(document.get())
+        let Members(members) = serde_json::from_str(document.get())
             .map_err(|e| FieldsError::Malformed(e.to_string()))?;
+        let mut object: BTreeMap<String, &RawValue> = BTreeMap::new();
+        for (key, value) in members {
+            // A validator in front reading the first of two values would disagree with
+            // one reading the last: ambiguous, so refused.
+            if object.contains_key(&key) {
+                return Err(FieldsError::Malformed(format!(
+                    "the key `{}` appears more than once in the object; send each field once",
+                    key.escape_default()
+                )));
+            }
+            object.insert(key, value);
+        }
         let mut fields = PropertyFields::default();
         let mut errors = Vec::new();
         let unknown: Vec<String> = object
@@ -126,9 +138,56 @@ fn field_text(name: &str, literal: &str) -> Result<String, String> {
     }
 }
 
+/// A JSON object's members in order, duplicates kept (a map would keep only one).
+struct Members<'a>(Vec<(String, &'a RawValue)>);
+
+impl<'de: 'a, 'a> serde::Deserialize<'de> for Members<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = Members<'de>;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+
+            fn visit_map<M: serde::de::MapAccess<'de>>(
+                self,
+                mut map: M,
+            ) -> Result<Self::Value, M::Error> {
+                let mut members = Vec::new();
+                while let Some(member) = map.next_entry::<String, &'de RawValue>()? {
+                    members.push(member);
+                }
+                Ok(Members(members))
+            }
+        }
+        deserializer.deserialize_map(Visitor)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn duplicate_keys_are_refused_naming_the_key() {
+        for body in [
+            r#"{"price":"-5","price":"2.00","title":"t","location":"l"}"#,
+            r#"{"price":"2.00","pri\u0063e":"-5","title":"t","location":"l"}"#,
+        ] {
+            match PropertyFields::from_json(body.as_bytes()) {
+                Err(FieldsError::Malformed(message)) => {
+                    assert!(
+                        message.contains("`price` appears more than once"),
+                        "{message}"
+                    )
+                }
+                Err(other) => panic!("{body}: {other}"),
+                Ok(_) => panic!("{body}: accepted"),
+            }
+        }
+    }
 
     fn parse(json: &str) -> Result<PropertyFields, FieldsError> {
         PropertyFields::from_json(json.as_bytes())

@@ -1,6 +1,8 @@
 //! A property search as parsed from a query string (or CLI flags): every known
-//! parameter validated, unknown ones ignored, and one canonical form, so that reordered
-//! or decorated query strings share one cache entry.
+//! parameter validated, given once; an unknown one refused (a misspelt or miscased
+//! filter must not silently match everything), except the tracking parameters links
+//! get decorated with, which are ignored; and one canonical form, so that reordered or
+//! decorated query strings share one cache entry.
 
 use std::fmt;
 
@@ -149,7 +151,19 @@ impl PropertyQuery {
         pairs: impl IntoIterator<Item = (&'a str, &'a str)>,
     ) -> Result<PropertyQuery, FieldError> {
         let mut query = PropertyQuery::default();
+        let mut given: Vec<&'static str> = Vec::new();
         for (key, value) in pairs {
+            match Self::PARAMETERS.iter().find(|p| **p == key) {
+                Some(field) if given.contains(field) => {
+                    return Err(FieldError {
+                        field,
+                        rule: "given more than once (give it once)".into(),
+                    });
+                }
+                Some(field) => given.push(field),
+                None if is_tracking_parameter(key) => continue,
+                None => return Err(unknown_parameter(key)),
+            }
             if value.is_empty() {
                 if let Some(field) = Self::PARAMETERS.iter().find(|p| **p == key) {
                     return Err(FieldError {
@@ -256,6 +270,35 @@ impl PropertyQuery {
     }
 }
 
+/// Parameters marketing and analytics add to links (`utm_source`, `fbclid`, …) and
+/// cache busters (`_`): ignored, so a decorated link still finds its page.
+fn is_tracking_parameter(key: &str) -> bool {
+    key.starts_with("utm_")
+        || matches!(
+            key,
+            "fbclid" | "gclid" | "msclkid" | "mc_cid" | "mc_eid" | "_"
+        )
+}
+
+fn unknown_parameter(key: &str) -> FieldError {
+    let shown: String = key
+        .chars()
+        .take(40)
+        .collect::<String>()
+        .escape_default()
+        .to_string();
+    let lower = key.to_ascii_lowercase();
+    let hint = PropertyQuery::PARAMETERS
+        .iter()
+        .find(|p| **p == lower)
+        .map(|p| format!(" (parameters are lowercase: `{p}`)"))
+        .unwrap_or_else(|| format!(" (known: {})", PropertyQuery::PARAMETERS.join(", ")));
+    FieldError {
+        field: "query",
+        rule: format!("unknown parameter `{shown}`{hint}"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -280,6 +323,33 @@ mod tests {
                 .unwrap()
                 .is_default_listing()
         );
+    }
+
+    #[test]
+    fn unknown_miscased_and_repeated_parameters_are_refused_by_name() {
+        let miscased = PropertyQuery::from_query_string("Location=thika").unwrap_err();
+        assert_eq!(miscased.field, "query");
+        assert!(miscased.rule.contains("`Location`"), "{}", miscased.rule);
+        assert!(miscased.rule.contains("`location`"), "{}", miscased.rule);
+        let unknown = PropertyQuery::from_query_string("colour=red").unwrap_err();
+        assert!(
+            unknown.rule.contains("unknown parameter `colour`"),
+            "{}",
+            unknown.rule
+        );
+        let twice = PropertyQuery::from_query_string("page=1&page=2").unwrap_err();
+        assert_eq!(
+            (twice.field, twice.rule.as_str()),
+            ("page", "given more than once (give it once)")
+        );
+        let nul = PropertyQuery::from_query_string("a%00b=1").unwrap_err();
+        assert!(nul.rule.contains("a\\u{0}b"), "shown escaped: {}", nul.rule);
+        for tracked in ["utm_campaign=x", "gclid=1", "_=1700000000"] {
+            assert!(
+                PropertyQuery::from_query_string(tracked).is_ok(),
+                "{tracked}"
+            );
+        }
     }
 
     #[test]

@@ -6,7 +6,7 @@ use axum::extract::FromRequestParts;
 use axum::http::header;
 use axum::http::request::Parts;
 
-use crate::http::error::{ApiError, forbidden, unauthorized};
+use crate::http::error::{ApiError, bad_request, forbidden, unauthorized};
 use crate::service::AppState;
 
 /// Present in a handler's arguments: the request carried the admin token.
@@ -24,6 +24,10 @@ impl FromRequestParts<AppState> for Admin {
                 "the write API is off: start the server with LISTINGS_ADMIN_TOKEN (or --admin-token) set to enable it",
             ));
         };
+        // Two credentials are ambiguous: a proxy in front may have checked the other.
+        if parts.headers.get_all(header::AUTHORIZATION).iter().count() > 1 {
+            return Err(bad_request("Authorization: sent more than once; send one"));
+        }
         let presented = parts
             .headers
             .get(header::AUTHORIZATION)

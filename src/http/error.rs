@@ -64,6 +64,11 @@ pub fn forbidden(message: impl Into<String>) -> ApiError {
     error(StatusCode::FORBIDDEN, message)
 }
 
+/// The request names a host this address does not answer for (RFC 9110 §15.5.20).
+pub fn misdirected_request(message: impl Into<String>) -> ApiError {
+    error(StatusCode::MISDIRECTED_REQUEST, message)
+}
+
 pub fn unsupported_media_type() -> ApiError {
     error(
         StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -138,6 +143,10 @@ impl From<ServiceError> for ApiError {
     fn from(e: ServiceError) -> Self {
         match e {
             ServiceError::NotFound => not_found(),
+            ServiceError::PreconditionFailed => error(
+                StatusCode::PRECONDITION_FAILED,
+                "the property changed since the ETag in If-Match (or matches If-None-Match); read it again, then retry with its new ETag",
+            ),
             ServiceError::OutcomeUnknown(e) => {
                 log_limited!(error, Failure::Database, error = %e, "database unavailable");
                 error(

@@ -20,6 +20,37 @@ use crate::http::schemas::{ListParams, NewPropertyBody, PropertyChangesBody};
 use crate::service::ServiceError;
 use crate::service::properties as service;
 use crate::service::{AppState, Dependencies};
+use crate::view::precondition::{Precondition, item_etag};
+
+/// `If-Match` and `If-None-Match` of a write, every field line of each combined; a
+/// malformed one is a 400 naming the field.
+pub struct Conditions(Precondition);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Conditions {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _state: &S,
+    ) -> Result<Self, ApiError> {
+        let lines = |name| {
+            parts
+                .headers
+                .get_all(name)
+                .into_iter()
+                .map(|v| v.as_bytes())
+        };
+        Precondition::parse(lines(header::IF_MATCH), lines(header::IF_NONE_MATCH))
+            .map(Conditions)
+            .map_err(crate::http::error::bad_request)
+    }
+}
+
+/// A listing as a write answers it, with the ETag a later conditional write sends back.
+fn with_etag(property: Property) -> impl IntoResponse {
+    let etag = item_etag(&property);
+    ([(header::ETAG, etag)], Json(property))
+}
 
 /// A page of properties.
 #[derive(Serialize, ToSchema)]
@@ -43,6 +74,7 @@ pub struct PropertyList {
          headers(("ETag" = String), ("X-Cache" = String, description = "HIT or MISS"))),
         (status = 304, description = "If-None-Match matched the current ETag"),
         (status = 400, description = "A parameter breaks its rule", body = ErrorBody),
+        (status = 414, description = "The request target is longer than 8 KiB", body = ErrorBody),
         (status = 503, description = "The database is unavailable", body = ErrorBody),
     )
 )]
@@ -73,6 +105,7 @@ pub async fn list_properties(
         (status = 200, description = "As GET /properties/", body = PropertyList),
         (status = 304, description = "If-None-Match matched the current ETag"),
         (status = 400, description = "A parameter breaks its rule", body = ErrorBody),
+        (status = 414, description = "The request target is longer than 8 KiB", body = ErrorBody),
         (status = 503, description = "The database is unavailable", body = ErrorBody),
     )
 )]
@@ -129,9 +162,22 @@ pub enum BodyWriteErrors {
     Unavailable(ErrorBody),
 }
 
-/// Ids are numbers; anything else names no property.
-fn parse_id(raw: &str) -> Result<i64, ApiError> {
-    raw.parse().map_err(|_| not_found())
+/// The id in `/properties/{id}/`, percent-decoded by the router: a segment that is not
+/// a number (or not even UTF-8, `%FF`) names no property, so 404 like any other.
+pub struct ItemId(i64);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for ItemId {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, ApiError> {
+        let Ok(Path(raw)) = Path::<String>::from_request_parts(parts, state).await else {
+            return Err(not_found());
+        };
+        raw.parse().map(ItemId).map_err(|_| not_found())
+    }
 }
 
 #[utoipa::path(
@@ -149,9 +195,9 @@ fn parse_id(raw: &str) -> Result<i64, ApiError> {
 )]
 pub async fn find_property(
     State(app): State<AppState>,
-    Path(id): Path<String>,
+    ItemId(id): ItemId,
 ) -> Result<(Extension<Dependencies>, Json<Property>), ApiError> {
-    let (property, dependencies) = service::find_property(&app, parse_id(&id)?).await?;
+    let (property, dependencies) = service::find_property(&app, id).await?;
     Ok((Extension(dependencies), Json(property)))
 }
 
@@ -162,7 +208,7 @@ pub async fn find_property(
     request_body(content = NewPropertyBody, content_type = "application/json"),
     security(("bearer" = [])),
     responses(
-        (status = 201, description = "Created", body = Property, headers(("Location" = String))),
+        (status = 201, description = "Created", body = Property, headers(("Location" = String), ("ETag" = String))),
         BodyWriteErrors,
     )
 )]
@@ -177,7 +223,7 @@ pub async fn create_property(
     Ok((
         StatusCode::CREATED,
         [(header::LOCATION, location)],
-        Json(created),
+        with_etag(created),
     ))
 }
 
@@ -185,76 +231,110 @@ pub async fn create_property(
     put,
     path = "/properties/{id}/",
     tag = "properties",
-    params(("id" = i64, Path, description = "Property id")),
+    params(("id" = i64, Path, description = "Property id"), ConditionalHeaders),
     request_body(content = NewPropertyBody, content_type = "application/json",
                   description = "Every field; title, price and location are required"),
     security(("bearer" = [])),
     responses(
-        (status = 200, description = "Replaced", body = Property),
+        (status = 200, description = "Replaced", body = Property, headers(("ETag" = String))),
         (status = 404, description = "No such property", body = ErrorBody),
+        (status = 412, description = "If-Match or If-None-Match is false: nothing was written", body = ErrorBody),
         BodyWriteErrors,
     )
 )]
 pub async fn replace_property(
     State(app): State<AppState>,
     _: Admin,
-    Path(id): Path<String>,
+    ItemId(id): ItemId,
+    Conditions(precondition): Conditions,
     body: PropertyJson,
-) -> Result<Json<Property>, ApiError> {
-    let id = parse_id(&id)?;
+) -> Result<impl IntoResponse, ApiError> {
     let new = NewProperty::parse(body.0.input()).map_err(unprocessable)?;
-    Ok(Json(
-        to_completion(async move { service::replace_property(&app, id, &new).await }).await?,
-    ))
+    let replaced =
+        to_completion(
+            async move { service::replace_property(&app, id, &new, &precondition).await },
+        )
+        .await?;
+    Ok(with_etag(replaced))
 }
 
 #[utoipa::path(
     patch,
     path = "/properties/{id}/",
     tag = "properties",
-    params(("id" = i64, Path, description = "Property id")),
+    params(("id" = i64, Path, description = "Property id"), ConditionalHeaders),
     request_body(content = PropertyChangesBody, content_type = "application/json",
                   description = "Only the fields to change; at least one"),
     security(("bearer" = [])),
     responses(
-        (status = 200, description = "Updated", body = Property),
+        (status = 200, description = "Updated", body = Property, headers(("ETag" = String))),
         (status = 404, description = "No such property", body = ErrorBody),
+        (status = 412, description = "If-Match or If-None-Match is false: nothing was written", body = ErrorBody),
         BodyWriteErrors,
     )
 )]
 pub async fn update_property(
     State(app): State<AppState>,
     _: Admin,
-    Path(id): Path<String>,
+    ItemId(id): ItemId,
+    Conditions(precondition): Conditions,
     body: PropertyJson,
-) -> Result<Json<Property>, ApiError> {
-    let id = parse_id(&id)?;
+) -> Result<impl IntoResponse, ApiError> {
     let changes = PropertyChanges::parse(body.0.input()).map_err(unprocessable)?;
-    Ok(Json(
-        to_completion(async move { service::update_property(&app, id, &changes).await }).await?,
-    ))
+    let updated = to_completion(async move {
+        service::update_property_if(&app, id, &changes, &precondition).await
+    })
+    .await?;
+    Ok(with_etag(updated))
 }
 
 #[utoipa::path(
     delete,
     path = "/properties/{id}/",
     tag = "properties",
-    params(("id" = i64, Path, description = "Property id")),
+    params(("id" = i64, Path, description = "Property id"), ConditionalHeaders),
     security(("bearer" = [])),
     responses(
         (status = 204, description = "Deleted"),
+        (status = 400, description = "A malformed If-Match or If-None-Match", body = ErrorBody),
         (status = 401, description = "Missing or wrong token", body = ErrorBody),
         (status = 403, description = "The write API is off", body = ErrorBody),
         (status = 404, description = "No such property", body = ErrorBody),
+        (status = 412, description = "If-Match or If-None-Match is false: nothing was deleted", body = ErrorBody),
         (status = 503, description = "The database is unavailable", body = ErrorBody),
     )
 )]
 pub async fn delete_property(
     State(app): State<AppState>,
     _: Admin,
-    Path(id): Path<String>,
+    ItemId(id): ItemId,
+    Conditions(precondition): Conditions,
 ) -> Result<StatusCode, ApiError> {
-    let id = parse_id(&id)?;
-    to_completion(async move { service::delete_property(&app, id).await }).await?;
+    to_completion(async move { service::delete_property_if(&app, id, &precondition).await })
+        .await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// The conditional-request headers of a write, for the API document.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Header)]
+#[allow(dead_code)]
+struct ConditionalHeaders {
+    /// Write only if the property's current ETag is one of these (`*`: if it exists):
+    /// send back the ETag a GET or a write answered with, so that an edit made
+    /// meanwhile by someone else is not overwritten (412 instead).
+    #[param(
+        rename = "If-Match",
+        required = false,
+        pattern = r#"^(\*|(W/)?"[!#-~]*"( *, *(W/)?"[!#-~]*")*)?$"#
+    )]
+    if_match: String,
+    /// Write only if the property's current ETag is none of these (`*`: never, since it
+    /// exists).
+    #[param(
+        rename = "If-None-Match",
+        required = false,
+        pattern = r#"^(\*|(W/)?"[!#-~]*"( *, *(W/)?"[!#-~]*")*)?$"#
+    )]
+    if_none_match: String,
 }

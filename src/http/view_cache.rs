@@ -93,21 +93,18 @@ where
     S::Future: Send,
 {
     let encodings = accepted_encodings(request.headers());
-    let if_none_match = request.headers().get(header::IF_NONE_MATCH).cloned();
+    let if_none_match = combined(request.headers(), header::IF_NONE_MATCH);
     let head = request.method() == Method::HEAD;
-    let found = if head {
-        // HEAD is answered from the GET entry when there is one; its own rendering has
-        // no body to store.
-        match views::peek(&app, &key).await {
-            Some(ready) => Ok((ready, CacheStatus::Hit)),
-            None => Err(inner.oneshot(request).await.unwrap_or_else(|e| match e {})),
-        }
-    } else {
-        let wants_brotli = encodings[Encoding::Brotli as usize];
-        views::cached(&app, &key, wants_brotli, || render(inner, request)).await
-    };
+    let mut request = request;
+    if head {
+        // HEAD is the GET's response without its body (RFC 9110 §9.3.2): rendered and
+        // cached as the GET, so that a miss carries the same ETag and Vary as a hit.
+        *request.method_mut() = Method::GET;
+    }
+    let wants_brotli = encodings[Encoding::Brotli as usize];
+    let found = views::cached(&app, &key, wants_brotli, || render(inner, request)).await;
     let mut response = match found {
-        Ok((ready, status)) => respond(&ready, status, encodings, if_none_match.as_ref(), head),
+        Ok((ready, status)) => respond(&ready, status, encodings, if_none_match.as_deref(), head),
         Err(uncacheable) => with_x_cache(uncacheable, MISS),
     };
     response
@@ -130,7 +127,11 @@ fn view_key(request: &Request) -> Option<Cow<'static, str>> {
             }
         };
     }
+    // As the router decodes it (`/properties/%31/` is `/properties/1/`).
     let id = path.strip_prefix("/properties/")?.strip_suffix('/')?;
+    let id = percent_encoding::percent_decode_str(id)
+        .decode_utf8()
+        .ok()?;
     Some(Cow::Owned(format!(
         "/properties/{}/",
         id.parse::<i64>().ok()?
@@ -171,40 +172,77 @@ where
     Ok((rendered, dependencies))
 }
 
-/// The encodings the client accepts, best first: brotli, gzip, then none.
+/// Every field line of `name` as one list (RFC 9110 §5.3); `None` when there is none.
+/// A line that is not visible ASCII is left out.
+fn combined(headers: &HeaderMap, name: header::HeaderName) -> Option<String> {
+    let lines: Vec<&str> = headers
+        .get_all(name)
+        .into_iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    (!lines.is_empty()).then(|| lines.join(", "))
+}
+
+/// The encodings the client accepts, best first: brotli, gzip, then none (RFC 9110
+/// §12.5.3: every `Accept-Encoding` line, `q` in any case, `*` for codings not named;
+/// a member whose weight is not a valid qvalue is ignored).
 fn accepted_encodings(headers: &HeaderMap) -> [bool; 3] {
     let mut accepted = [true, false, false];
-    let Some(value) = headers
-        .get(header::ACCEPT_ENCODING)
-        .and_then(|v| v.to_str().ok())
-    else {
+    let Some(value) = combined(headers, header::ACCEPT_ENCODING) else {
         return accepted;
     };
-    for coding in value.split(',') {
-        let mut parts = coding.split(';');
-        let name = parts.next().unwrap_or("").trim();
-        let refused = parts.any(|parameter| {
-            parameter
-                .trim()
-                .strip_prefix("q=")
-                .and_then(|q| q.trim().parse::<f32>().ok())
-                .is_some_and(|q| q <= 0.0)
-        });
-        let index = match name.to_ascii_lowercase().as_str() {
+    let mut named = [false; 3];
+    let mut any: Option<bool> = None;
+    for member in value.split(',') {
+        let mut parts = member.split(';');
+        let name = parts.next().unwrap_or("").trim().to_ascii_lowercase();
+        let mut weight = Some(1.0_f32);
+        for parameter in parts {
+            let Some((key, q)) = parameter.split_once('=') else {
+                continue;
+            };
+            if key.trim().eq_ignore_ascii_case("q") {
+                weight = qvalue(q.trim());
+            }
+        }
+        let Some(weight) = weight else { continue };
+        let index = match name.as_str() {
             "br" => Encoding::Brotli,
             "gzip" | "x-gzip" => Encoding::Gzip,
+            "*" => {
+                any = Some(weight > 0.0);
+                continue;
+            }
             _ => continue,
         } as usize;
-        accepted[index] = !refused;
+        accepted[index] = weight > 0.0;
+        named[index] = true;
+    }
+    if let Some(any) = any {
+        for index in [Encoding::Brotli as usize, Encoding::Gzip as usize] {
+            if !named[index] {
+                accepted[index] = any;
+            }
+        }
     }
     accepted
+}
+
+/// `0`, `0.5`, `1.000`: at most three decimals, from 0 to 1 (RFC 9110 §12.4.2).
+fn qvalue(text: &str) -> Option<f32> {
+    let (whole, decimals) = text.split_once('.').unwrap_or((text, ""));
+    let well_formed = matches!(whole, "0" | "1")
+        && decimals.len() <= 3
+        && decimals.bytes().all(|b| b.is_ascii_digit())
+        && (whole == "0" || decimals.bytes().all(|b| b == b'0'));
+    well_formed.then(|| text.parse().ok()).flatten()
 }
 
 fn respond(
     ready: &ReadyView,
     status: CacheStatus,
     accepted: [bool; 3],
-    if_none_match: Option<&HeaderValue>,
+    if_none_match: Option<&str>,
     head: bool,
 ) -> Response {
     let (encoding, (body, etag)) = ready.best(accepted);
@@ -247,8 +285,8 @@ fn respond(
 }
 
 /// `If-None-Match: "a", W/"b"` or `*`; weak tags compare by their opaque part.
-fn matches_etag(header: &HeaderValue, etag: &HeaderValue) -> bool {
-    let (Ok(tags), Ok(etag)) = (header.to_str(), etag.to_str()) else {
+fn matches_etag(tags: &str, etag: &HeaderValue) -> bool {
+    let Ok(etag) = etag.to_str() else {
         return false;
     };
     tags.split(',')
@@ -276,10 +314,37 @@ mod tests {
     }
 
     #[test]
+    fn field_lines_combine() {
+        let mut headers = HeaderMap::new();
+        headers.append(
+            header::ACCEPT_ENCODING,
+            HeaderValue::from_static("identity"),
+        );
+        headers.append(header::ACCEPT_ENCODING, HeaderValue::from_static("gzip"));
+        assert_eq!(accepted_encodings(&headers), [true, true, false]);
+        let etag = HeaderValue::from_static("\"1-a\"");
+        let mut headers = HeaderMap::new();
+        headers.append(header::IF_NONE_MATCH, HeaderValue::from_static("\"0-b\""));
+        headers.append(header::IF_NONE_MATCH, HeaderValue::from_static("W/\"1-a\""));
+        let tags = combined(&headers, header::IF_NONE_MATCH).unwrap();
+        assert!(matches_etag(&tags, &etag));
+    }
+
+    #[test]
     fn accept_encoding_is_read_with_its_weights() {
         assert_eq!(accepts("gzip, deflate, br"), [true, true, true]);
         assert_eq!(accepts("gzip;q=0.5"), [true, true, false]);
         assert_eq!(accepts("br;q=0, gzip"), [true, true, false]);
+        assert_eq!(accepts("gzip;Q=0"), [true, false, false], "q in any case");
+        assert_eq!(accepts("gzip ; q = 0"), [true, false, false]);
+        assert_eq!(
+            accepts("gzip;q=2"),
+            [true, false, false],
+            "an invalid weight: ignored"
+        );
+        assert_eq!(accepts("gzip;q=0.0001"), [true, false, false]);
+        assert_eq!(accepts("*"), [true, true, true]);
+        assert_eq!(accepts("*, br;q=0"), [true, true, false]);
         assert_eq!(accepts("identity"), [true, false, false]);
         assert_eq!(accepted_encodings(&HeaderMap::new()), [true, false, false]);
     }
@@ -294,7 +359,7 @@ mod tests {
             &ready,
             CacheStatus::Hit,
             [true, true, false],
-            Some(&gzip_etag),
+            gzip_etag.to_str().ok(),
             false,
         );
         assert_eq!(gzip.status(), StatusCode::NOT_MODIFIED);
@@ -302,7 +367,7 @@ mod tests {
             &ready,
             CacheStatus::Hit,
             [true, false, false],
-            Some(&gzip_etag),
+            gzip_etag.to_str().ok(),
             false,
         );
         assert_eq!(

@@ -22,8 +22,15 @@
 //!   where they are read.
 //! - On shutdown, new connections are refused, idle ones closed, requests in flight
 //!   finish; after `shutdown_timeout` whatever remains is closed.
+//! - HTTP as RFC 9110 and 9112 spell it, with the API's JSON errors: every request head
+//!   is checked before hyper parses it (see [`gate`] and [`head`]: size, syntax, Host,
+//!   Transfer-Encoding and Content-Length; `HTTP/1.x` with x > 1 is served as 1.1),
+//!   and methods no route could know are 501 here (known ones a route lacks stay 405,
+//!   with `Allow`, from the router).
 
 mod file_send;
+mod gate;
+mod head;
 mod watchdog;
 
 use std::convert::Infallible;
@@ -32,6 +39,8 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
+use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::response::IntoResponse as _;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
@@ -114,6 +123,7 @@ pub async fn serve<S>(
     listener: TcpListener,
     router: S,
     limits: HttpLimits,
+    max_body: usize,
     max_connections: usize,
     metrics: Arc<Metrics>,
     shutdown: impl Future<Output = ()>,
@@ -164,7 +174,10 @@ pub async fn serve<S>(
         tokio::spawn(connection(
             client,
             router.clone(),
-            limits,
+            Served {
+                limits,
+                max_body: max_body as u64,
+            },
             watched,
             metrics.clone(),
         ));
@@ -269,12 +282,45 @@ struct Client {
     activity: Arc<Activity>,
 }
 
+/// What every connection of a listener is held to.
+#[derive(Clone, Copy)]
+struct Served {
+    limits: HttpLimits,
+    /// The largest request body any route reads: a longer Content-Length is 413 at once.
+    max_body: u64,
+}
+
+/// Methods of RFC 9110, PATCH, and QUERY (the safe method with a body the HTTP working
+/// group is standardising, which clients and fuzzers already send): a route that lacks
+/// one answers 405 with `Allow`. Any other is one this server cannot implement
+/// anywhere, so 501 (RFC 9110 §9.1).
+fn is_known_method(method: &Method) -> bool {
+    matches!(
+        *method,
+        Method::GET
+            | Method::HEAD
+            | Method::POST
+            | Method::PUT
+            | Method::DELETE
+            | Method::CONNECT
+            | Method::OPTIONS
+            | Method::TRACE
+            | Method::PATCH
+    ) || method.as_str() == "QUERY"
+}
+
+/// An error answered by the server itself, in the API's shape (`http::error`'s
+/// `ErrorBody`, which this layer cannot name): `{"error": "..."}`.
+fn json_error(status: StatusCode, message: &str) -> axum::response::Response {
+    (status, axum::Json(serde_json::json!({ "error": message }))).into_response()
+}
+
 /// One client connection, until it closes, its deadline passes, it is displaced, or
 /// shutdown ends it.
 async fn connection<S>(
     client: Client,
     router: S,
-    limits: HttpLimits,
+    Served { limits, max_body }: Served,
     graceful: hyper_util::server::graceful::Watcher,
     metrics: Arc<Metrics>,
 ) where
@@ -292,20 +338,47 @@ async fn connection<S>(
     } = client;
     // Responses are written whole; waiting for more bytes to coalesce only adds latency.
     let _ = stream.set_nodelay(true);
-    let io = TokioIo::new(Watched::new(
-        file_send::FileSending::new(stream),
-        activity.clone(),
+    let refused = gate::Refused::default();
+    let io = TokioIo::new(gate::Gate::new(
+        Watched::new(file_send::FileSending::new(stream), activity.clone()),
+        max_body,
+        refused.clone(),
     ));
     let service = hyper::service::service_fn({
         let activity = activity.clone();
         move |request: hyper::Request<Incoming>| {
             activity.request_started();
-            let response = router.clone().oneshot(request.map(axum::body::Body::new));
+            // Decided here, as hyper hands the request over: a refusal is set before
+            // its stand-in request is released, and after every earlier request.
+            let answer = match refused.get() {
+                Some(refusal) => Some(json_error(refusal.status, &refusal.message)),
+                None if !is_known_method(request.method()) => Some(json_error(
+                    StatusCode::NOT_IMPLEMENTED,
+                    &format!("the method `{}` is not implemented", request.method()),
+                )),
+                None => None,
+            };
+            // The gate passes a chunked body unread, so it cannot find the head after
+            // it: that connection serves no other request, nor does a refused one.
+            let close = refused.get().is_some()
+                || request.headers().contains_key(header::TRANSFER_ENCODING);
+            let routed = router.clone().oneshot(request.map(axum::body::Body::new));
             let activity = activity.clone();
             async move {
-                let response = response.await;
+                let mut response = match answer {
+                    Some(answer) => answer,
+                    None => match routed.await {
+                        Ok(response) => response,
+                        Err(never) => match never {},
+                    },
+                };
+                if close {
+                    response
+                        .headers_mut()
+                        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+                }
                 activity.request_finished();
-                response
+                Ok::<_, Infallible>(response)
             }
         }
     });
@@ -314,6 +387,8 @@ async fn connection<S>(
         // The watchdog times the request head; hyper's own timer would also cut idle
         // keep-alive connections at the header timeout.
         .header_read_timeout(None)
+        // Heads are checked against smaller limits first (see `head`); hyper's own
+        // (100 header lines by default, as `head::MAX_HEADERS`) never trip.
         .max_buf_size(MAX_READ_BUFFER)
         .serve_connection(io, service);
     tokio::select! {
@@ -416,6 +491,7 @@ mod tests {
             listener,
             router,
             HttpLimits::default(),
+            64 * 1024,
             2,
             metrics.clone(),
             std::future::pending(),

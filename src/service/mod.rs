@@ -163,7 +163,7 @@ impl App {
         if !self.db().reads_replicas() {
             return;
         }
-        self.check_replicas().await;
+        self.check_replicas(true).await;
         let app = Arc::downgrade(self);
         tokio::spawn(async move {
             let mut every = tokio::time::interval(db::replicas::CHECK_EVERY);
@@ -172,14 +172,18 @@ impl App {
             loop {
                 every.tick().await;
                 let Some(app) = app.upgrade() else { return };
-                app.check_replicas().await;
+                app.check_replicas(false).await;
             }
         });
     }
 
-    async fn check_replicas(&self) {
+    /// `wait`: until every replica was checked (the first round, before serving).
+    async fn check_replicas(&self, wait: bool) {
         let seen = self.cache().watermark().await;
-        let primary = self.db().check_replicas().await;
+        let primary = match wait {
+            true => self.db().check_replicas_now().await,
+            false => self.db().check_replicas().await,
+        };
         if let (Some(seen), Some(primary)) = (seen, primary)
             && seen.known.is_none()
             && self.cache().heal_watermark(&seen, primary).await
@@ -268,6 +272,9 @@ impl App {
 pub enum ServiceError {
     #[error("not found")]
     NotFound,
+    /// A conditional write's precondition was false: nothing was written.
+    #[error("precondition failed")]
+    PreconditionFailed,
     /// The database cannot serve now (down, too slow, still locked): retry later.
     #[error("{0}")]
     Unavailable(String),
@@ -283,6 +290,7 @@ impl From<DbError> for ServiceError {
     fn from(e: DbError) -> Self {
         match e.fault() {
             Fault::NotFound => ServiceError::NotFound,
+            Fault::PreconditionFailed => ServiceError::PreconditionFailed,
             Fault::Unavailable => ServiceError::Unavailable(e.to_string()),
             Fault::OutcomeUnknown => ServiceError::OutcomeUnknown(e.to_string()),
             Fault::Failed => ServiceError::Failed(e.to_string()),

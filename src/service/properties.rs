@@ -15,6 +15,7 @@ use crate::service::db::page_statement;
 use crate::service::{App, Dependencies, property_rows};
 use crate::service::{ServiceError, catch_up_with_other_writers};
 use crate::test_hooks::pause;
+use crate::view::precondition::Precondition;
 
 /// One page of a search, and what it depends on. The first page of the default listing
 /// is the logical entry `all_properties`; every other search has an entry of its own.
@@ -95,18 +96,30 @@ pub async fn update_property(
     id: i64,
     changes: &PropertyChanges,
 ) -> Result<Property, ServiceError> {
-    let written = property_rows::update(app.db(), id, changes).await;
-    let (before, updated, after) = after_write(app, written).await?;
-    let changed = tags::write_tags(Some(&before), Some(&after));
-    invalidate_after_commit(app, &changed, &format!("property {id} updated")).await;
-    Ok(updated)
+    update_property_if(app, id, changes, &Precondition::default()).await
 }
 
-/// Sets every field (HTTP PUT).
+/// Changes the given fields, if the listing satisfies `precondition` (HTTP's If-Match
+/// and If-None-Match) as the write finds it, locked; otherwise `PreconditionFailed`.
+pub async fn update_property_if(
+    app: &App,
+    id: i64,
+    changes: &PropertyChanges,
+    precondition: &Precondition,
+) -> Result<Property, ServiceError> {
+    let written = property_rows::update(app.db(), id, changes, precondition).await;
+    let update = after_write(app, written).await?;
+    let changed = tags::write_tags(Some(&update.old_facts), Some(&update.new_facts));
+    invalidate_after_commit(app, &changed, &format!("property {id} updated")).await;
+    Ok(update.new)
+}
+
+/// Sets every field (HTTP PUT), if the listing satisfies `precondition`.
 pub async fn replace_property(
     app: &App,
     id: i64,
     new: &NewProperty,
+    precondition: &Precondition,
 ) -> Result<Property, ServiceError> {
     let changes = PropertyChanges {
         title: Some(new.title.clone()),
@@ -114,12 +127,21 @@ pub async fn replace_property(
         price: Some(new.price.clone()),
         location: Some(new.location.clone()),
     };
-    update_property(app, id, &changes).await
+    update_property_if(app, id, &changes, precondition).await
 }
 
 pub async fn delete_property(app: &App, id: i64) -> Result<(), ServiceError> {
+    delete_property_if(app, id, &Precondition::default()).await
+}
+
+/// Deletes the listing if it satisfies `precondition` (see [`update_property_if`]).
+pub async fn delete_property_if(
+    app: &App,
+    id: i64,
+    precondition: &Precondition,
+) -> Result<(), ServiceError> {
     let deleted: Option<RowFacts> =
-        after_write(app, property_rows::delete(app.db(), id).await).await?;
+        after_write(app, property_rows::delete(app.db(), id, precondition).await).await?;
     let Some(facts) = deleted else {
         return Err(ServiceError::NotFound);
     };

@@ -8,8 +8,10 @@ use crate::domain::{Property, PropertyPage, RowFacts};
 use crate::service::cache::tags::{TagSet, write_tags};
 use crate::service::count_memo::KnownCount;
 use crate::service::db::dispatch::dispatch;
+use crate::service::db::row_update::RowUpdate;
 use crate::service::db::{Db, DbError};
 use crate::service::wal::ReadFloor;
+use crate::view::precondition::Precondition;
 
 /// What a SQLite import's task hears from the reader of its rows.
 enum ImportStep {
@@ -56,23 +58,42 @@ pub(super) async fn insert(db: &Db, new: &NewProperty) -> Result<(Property, RowF
     })
 }
 
-/// Changes the given fields: the row's facts before, the row and its facts after;
-/// `NotFound` when there is no such row.
+/// Changes the given fields: the row before and after, with their facts; `NotFound`
+/// when there is no such row; `PreconditionFailed` (and nothing written) when the row
+/// as the write locked it does not satisfy `precondition`.
 pub(super) async fn update(
     db: &Db,
     id: i64,
     changes: &PropertyChanges,
-) -> Result<(RowFacts, Property, RowFacts), DbError> {
+    precondition: &Precondition,
+) -> Result<RowUpdate, DbError> {
     let changes = changes.clone();
+    let precondition = precondition.clone();
     dispatch!(db, write, DbError, move |tx, repo, _heartbeat, xid| {
-        repo::update(tx, id, &changes, xid).await
+        let update = repo::update(tx, id, &changes, xid).await?;
+        // Checked on the row the update replaced, which it locked: a rollback undoes it.
+        if !precondition.allows(&update.old) {
+            return Err(DbError::PreconditionFailed);
+        }
+        Ok::<_, DbError>(update)
     })
 }
 
-/// The deleted row's facts, if there was one.
-pub(super) async fn delete(db: &Db, id: i64) -> Result<Option<RowFacts>, DbError> {
+/// The deleted row's facts, if there was one (see [`update`] for `precondition`).
+pub(super) async fn delete(
+    db: &Db,
+    id: i64,
+    precondition: &Precondition,
+) -> Result<Option<RowFacts>, DbError> {
+    let precondition = precondition.clone();
     dispatch!(db, write, DbError, move |tx, repo, _heartbeat, xid| {
-        repo::delete(tx, id, xid).await
+        let Some((row, facts)) = repo::delete(tx, id, xid).await? else {
+            return Ok(None);
+        };
+        if !precondition.allows(&row) {
+            return Err(DbError::PreconditionFailed);
+        }
+        Ok::<_, DbError>(Some(facts))
     })
 }
 

@@ -92,12 +92,3 @@ fn add_brotli_later(
         app.cache().near_store(&key, &stamp, ready);
     });
 }
-
-/// The cached response for `key`, if there is one; never renders (HEAD).
-pub async fn peek(app: &App, key: &str) -> Option<Arc<ReadyView>> {
-    if let Some(kept) = near(app, key).await {
-        return Some(kept.view.clone());
-    }
-    let cached = app.cache().peek(&ViewKey::new(key, VIEWS_OF)).await?;
-    Some(Arc::new(ReadyView::from_cached(&cached)))
-}

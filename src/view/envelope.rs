@@ -130,7 +130,7 @@ fn brotli(body: &[u8]) -> Bytes {
 
 /// `"<length>-<FNV-1a 64>"`: stable across processes and versions, so servers sharing
 /// Redis, or rendering the same bytes separately, agree on it.
-fn strong_etag(body: &[u8]) -> String {
+pub(super) fn strong_etag(body: &[u8]) -> String {
     format!(
         "\"{:x}-{:016x}\"",
         body.len(),

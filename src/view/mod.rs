@@ -4,6 +4,7 @@
 
 mod envelope;
 pub mod file_copy;
+pub mod precondition;
 mod ready;
 
 pub use envelope::{CachedResponse, Encoding};

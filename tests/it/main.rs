@@ -6,6 +6,7 @@
 mod support;
 
 mod admin_cli;
+mod ambiguity;
 mod api_reads;
 mod api_writes;
 mod cache_levels;
@@ -18,9 +19,11 @@ mod frozen_database;
 mod herd;
 mod hostile_input;
 mod http_properties;
+mod http_rfc;
 mod layers;
 mod logging;
 mod long_bodies;
+mod lost_updates;
 mod multi_process;
 mod near_cache;
 mod newcomer;

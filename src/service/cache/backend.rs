@@ -131,8 +131,8 @@ pub trait CacheBackend: Send + Sync {
 pub struct Watermark {
     /// Every acknowledged write committed at or before it; `None` while unknown.
     pub known: Option<WalPosition>,
-    /// The bump that last made it unknown, as stored: a heal must find it unchanged.
-    pub unknown_at: String,
+    /// The sequence it was read at: a heal must find it unchanged.
+    pub seq: String,
 }
 
 #[derive(Clone, Debug, serde::Serialize)]

@@ -209,12 +209,12 @@ impl KeySpace {
         format!("{}bumps", self.prefix)
     }
 
-    /// The shared counters' keys, in the order of [`Counts::names`].
     /// Every process's reads per replica: a hash of `host:port` to a count.
     pub fn replica_reads(&self) -> String {
         self.control("stats:replica_reads")
     }
 
+    /// The shared counters' keys, in the order of [`Counts::names`].
     pub fn shared_counters(&self) -> Vec<String> {
         Counts::names()
             .iter()

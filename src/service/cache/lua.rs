@@ -2,7 +2,7 @@
 //! the near-cache lease run, the shared `current_seq()` function, and the field names
 //! of the near-cache registry (a hash of `lease:<server>` = expiry in Redis time, ms,
 //! `ack:<server>` = the bump the server has confirmed, and `inherited_at`), which also
-//! holds the replicas' watermark (`wal`, `wal_unknown_at`, `wal_known_at`: see `BUMP`).
+//! holds the replicas' watermark (`wal` and `wal_seq`: see `BUMP`).
 //! Each script touches keys of one hash slot only (see `keys`).
 //!
 //! The clock is a hash: `seq`, the latest bump's number, and one field per bumped tag
@@ -32,8 +32,7 @@ local INHERITED_AT_FIELD = 'inherited_at'
 local SEQ_FIELD = 'seq'
 local ALL_TAG = '0'
 local WAL_FIELD = 'wal'
-local WAL_UNKNOWN_AT = 'wal_unknown_at'
-local WAL_KNOWN_AT = 'wal_known_at'
+local WAL_SEQ_FIELD = 'wal_seq'
 
 local function number(n)
   return string.format('%.0f', n)
@@ -56,8 +55,6 @@ local function current_seq(clock, master, registry, initial)
   end
   local next = math.max(tonumber(s or '0'), tonumber(initial), now) + 4294967296
   redis.call('HSET', clock, SEQ_FIELD, number(next), ALL_TAG, number(next))
-  -- The lost bumps may have raised the watermark.
-  redis.call('HSET', registry, WAL_UNKNOWN_AT, number(next))
   redis.call('SET', master, me)
   return next
 end
@@ -125,19 +122,23 @@ return 1
 /// the next number and publishes `number:tags:news` to the servers (see `near_lease`);
 /// returns the number.
 ///
-/// The watermark replicas are held to (`wal`) is raised to the position, never lowered.
-/// A bump without one (an out-of-band change, a retire-everything, a writer that reads
-/// no positions) makes it unknown from that bump on (`wal_unknown_at`), until `HEAL`
-/// raises it to a position the primary reported after that bump (`wal_known_at`).
+/// The watermark replicas are held to (`wal`) is raised to the position, never
+/// lowered. It is known only while `wal_seq` equals the sequence: every bump up to
+/// `wal_seq` raised it (or a `HEAL` covered them). A bump without a position (an
+/// out-of-band change, a retire-everything, a writer that reads no positions, or an
+/// older `listings` whose script knows nothing of it) leaves `wal_seq` behind, and so
+/// does a master that inherited the clock (its sequence jumps): unknown, until `HEAL`.
 const BUMP: &str = r"
 current_seq(KEYS[1], KEYS[2], KEYS[3], ARGV[1])
-local s = number(redis.call('HINCRBY', KEYS[1], SEQ_FIELD, 1))
-if ARGV[4] == '' then
-  redis.call('HSET', KEYS[3], WAL_UNKNOWN_AT, s)
-else
+local s = redis.call('HINCRBY', KEYS[1], SEQ_FIELD, 1)
+if ARGV[4] ~= '' then
   local wal = redis.call('HGET', KEYS[3], WAL_FIELD)
   if not wal or wal < ARGV[4] then redis.call('HSET', KEYS[3], WAL_FIELD, ARGV[4]) end
+  if tonumber(redis.call('HGET', KEYS[3], WAL_SEQ_FIELD) or '0') == s - 1 then
+    redis.call('HSET', KEYS[3], WAL_SEQ_FIELD, number(s))
+  end
 end
+s = number(s)
 local fields, tags = {}, {}
 for i = 5, #ARGV do
   tags[#tags + 1] = ARGV[i]
@@ -153,24 +154,26 @@ return s
 ";
 
 /// KEYS: clock, master, registry. ARGV: initial sequence. Returns {the watermark,
-/// `wal_unknown_at`, `wal_known_at`}, each false when absent.
+/// `wal_seq` (each false when absent), the sequence}.
 const WATERMARK: &str = r"
-current_seq(KEYS[1], KEYS[2], KEYS[3], ARGV[1])
-return redis.call('HMGET', KEYS[3], WAL_FIELD, WAL_UNKNOWN_AT, WAL_KNOWN_AT)
+local s = current_seq(KEYS[1], KEYS[2], KEYS[3], ARGV[1])
+local wal = redis.call('HMGET', KEYS[3], WAL_FIELD, WAL_SEQ_FIELD)
+return {wal[1], wal[2], number(s)}
 ";
 
-/// KEYS: clock, master, registry. ARGV: initial sequence, the `wal_unknown_at` the
-/// caller read (empty: none), a WAL position the primary reported after that read.
-/// Makes the watermark known again, raised to that position, unless a bump without a
-/// position came since the caller's read. 1 if it did.
+/// KEYS: clock, master, registry. ARGV: initial sequence, the sequence the caller read
+/// with the watermark, a WAL position the primary reported after that read. Makes the
+/// watermark known again, raised to that position, unless a bump came since the
+/// caller's read (each bump up to it was made after its write's commit, so before the
+/// position was read). 1 if it did.
 const HEAL: &str = r"
 local s = current_seq(KEYS[1], KEYS[2], KEYS[3], ARGV[1])
-if (redis.call('HGET', KEYS[3], WAL_UNKNOWN_AT) or '') ~= ARGV[2] then
+if number(s) ~= ARGV[2] then
   return 0
 end
 local wal = redis.call('HGET', KEYS[3], WAL_FIELD)
 if not wal or wal < ARGV[3] then redis.call('HSET', KEYS[3], WAL_FIELD, ARGV[3]) end
-redis.call('HSET', KEYS[3], WAL_KNOWN_AT, number(s))
+redis.call('HSET', KEYS[3], WAL_SEQ_FIELD, number(s))
 return 1
 ";
 

@@ -319,14 +319,6 @@ impl Cache {
         self.store(&entry, stamp, value.encode(), ttl).await;
     }
 
-    /// The cached value if there is one; never loads.
-    pub async fn peek<K: CacheKey>(&self, key: &K) -> Option<K::Value> {
-        match self.lookup::<K::Value>(&self.keys.entry(key), None).await {
-            Found::Value { value, stamp } => Some(self.hit(K::KIND, value, stamp).value),
-            Found::Nothing { .. } | Found::Unavailable => None,
-        }
-    }
-
     /// Retires every cached entry that shares a tag with `tags` (what a committed write
     /// changed), and records why (the dashboard's markers; with Redis, the other servers
     /// hear it too); false when that could not reach the cache. This process then serves

@@ -289,6 +289,7 @@ impl RedisCache {
 
     /// The replicas' watermark. Not from a master the sentinels may have given up (as
     /// for lookups): an old master's watermark may be lower than an acknowledged write.
+    /// A failure only sends the miss to the primary: it trips no breaker.
     async fn read_watermark(&self) -> Option<Watermark> {
         if !self.ready().await || (self.near.clock().is_none() && self.link.may_have_two_masters())
         {
@@ -297,33 +298,32 @@ impl RedisCache {
         let mut conn = self.link.conn();
         let mut invocation = self.on_control_keys(&self.scripts.watermark);
         invocation.arg(initial_seq());
-        let call =
-            invocation.invoke_async::<(Option<String>, Option<String>, Option<String>)>(&mut conn);
-        let (wal, unknown_at, known_at) = self.guarded("read the watermark", call).await?;
-        let number = |text: &Option<String>| text.as_deref().and_then(|n| n.parse::<u64>().ok());
-        let healed =
-            number(&known_at).is_some_and(|known| known >= number(&unknown_at).unwrap_or(0));
+        let call = invocation.invoke_async::<(Option<String>, Option<String>, String)>(&mut conn);
+        let (wal, wal_seq, seq) = deadline(call).await.ok()?;
         Some(Watermark {
             known: wal
                 .as_deref()
                 .and_then(WalPosition::from_sortable)
-                .filter(|_| healed),
-            unknown_at: unknown_at.unwrap_or_default(),
+                .filter(|_| wal_seq.as_deref() == Some(seq.as_str())),
+            seq,
         })
     }
 
     async fn heal(&self, seen: &Watermark, primary: WalPosition) -> bool {
-        if !self.ready().await || self.link.may_have_two_masters() {
+        if !self.ready().await {
+            return false;
+        }
+        if self.link.may_have_two_masters() && deadline(self.link.named_master()).await.is_err() {
             return false;
         }
         let mut conn = self.link.conn();
         let mut invocation = self.on_control_keys(&self.scripts.heal);
         invocation
             .arg(initial_seq())
-            .arg(&seen.unknown_at)
+            .arg(&seen.seq)
             .arg(primary.sortable());
         let call = invocation.invoke_async::<u8>(&mut conn);
-        self.guarded("heal the watermark", call).await == Some(1)
+        deadline(call).await == Ok(1)
     }
 
     /// Polls until no live lease lags behind the bump `seq`. Bounded: a server that stops

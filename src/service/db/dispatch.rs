@@ -168,12 +168,10 @@ macro_rules! dispatch {
         let mut route = $db.route_read($floor);
         loop {
             match route {
-                Route::Replica { replica, confirm, limit } => {
+                Route::Replica { replica, floor, limit } => {
                     let attempt = async {
                         let mut conn = crate::service::db::checkout(replica.pool(), &$db.settings).await?;
-                        if let Some(floor) = confirm
-                            && !replica.confirm_replayed(&mut conn, floor).await?
-                        {
+                        if !replica.confirm_replayed(&mut conn, floor).await? {
                             conn.finish();
                             return Ok(None);
                         }

@@ -18,7 +18,7 @@ pub mod notify;
 pub mod page_statement;
 mod properties;
 pub(super) mod replicas;
-mod row_update;
+pub(super) mod row_update;
 pub mod schema;
 mod tls_connect;
 pub(super) mod write_fate;
@@ -112,7 +112,7 @@ pub async fn probe_replicas(
         metrics.clone(),
     )
     .map_err(|e| e.to_string())?;
-    checks.check().await;
+    checks.check_now().await;
     Ok(metrics
         .reads
         .replicas()
@@ -138,6 +138,10 @@ pub enum DbError {
         human_duration(*.0)
     )]
     OutcomeUnknown(Duration),
+    /// A conditional write found the row not as its precondition requires; its
+    /// transaction was rolled back.
+    #[error("the precondition of the write is false")]
+    PreconditionFailed,
     #[error(transparent)]
     Query(#[from] diesel::result::Error),
 }
@@ -147,6 +151,8 @@ pub enum DbError {
 pub enum Fault {
     /// The row asked for does not exist.
     NotFound,
+    /// A conditional write's precondition is false.
+    PreconditionFailed,
     /// The database cannot serve now (down, too slow, still locked): retry later.
     Unavailable,
     /// A write's COMMIT was sent but not confirmed: it may still be applied.
@@ -161,6 +167,7 @@ impl DbError {
         match self {
             DbError::Unavailable(_) | DbError::Timeout(_) => Fault::Unavailable,
             DbError::OutcomeUnknown(_) => Fault::OutcomeUnknown,
+            DbError::PreconditionFailed => Fault::PreconditionFailed,
             DbError::Query(Error::NotFound) => Fault::NotFound,
             // A dropped connection, or SQLite still locked after its busy timeout.
             DbError::Query(
@@ -334,8 +341,15 @@ impl Db {
         self.replicas()?.check().await
     }
 
+    /// [`Db::check_replicas`], waiting for every replica's check.
+    pub async fn check_replicas_now(&self) -> Option<WalPosition> {
+        self.replicas()?.check_now().await
+    }
+
     /// The primary's current WAL position, at or past every commit made before the
-    /// call (a write's, when called after its commit); `None` if it cannot be read.
+    /// call (a write's, when called after its commit); `None` if it cannot be read. The
+    /// insert position, not the write position: a COMMIT under `synchronous_commit =
+    /// off` returns before its record is written.
     pub async fn wal_position(&self) -> Option<WalPosition> {
         #[derive(diesel::QueryableByName)]
         struct Position {
@@ -349,7 +363,7 @@ impl Db {
         let read = async {
             dispatch::dispatch!(@pg_read db, pool, |conn| {
                 diesel_async::RunQueryDsl::get_result::<Position>(
-                    diesel::sql_query("SELECT pg_current_wal_lsn()::text AS position"),
+                    diesel::sql_query("SELECT pg_current_wal_insert_lsn()::text AS position"),
                     conn,
                 )
                 .await

@@ -168,16 +168,16 @@ macro_rules! property_repository {
                 conn: &mut Conn,
                 property_id: i64,
                 xid: &ReturnedXid,
-            ) -> QueryResult<Option<RowFacts>> {
-                let deleted: Option<(RowFacts, Option<String>)> =
+            ) -> QueryResult<Option<(Property, RowFacts)>> {
+                let deleted: Option<(Property, RowFacts, Option<String>)> =
                     diesel::delete(p::table.find(property_id))
-                        .returning((facts(), $transaction_id()))
+                        .returning((PROPERTY, facts(), $transaction_id()))
                         .get_result(conn)
                         .await
                         .optional()?;
-                Ok(deleted.map(|(facts, transaction)| {
+                Ok(deleted.map(|(row, facts, transaction)| {
                     xid.set_if_known(transaction);
-                    facts.normalized()
+                    (row.normalized(), facts.normalized())
                 }))
             }
         }

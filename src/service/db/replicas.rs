@@ -3,14 +3,17 @@
 //! A miss may read from a replica only once it has replayed every acknowledged write:
 //! the cache hands the load a floor, the watermark every write raised to its commit's
 //! WAL position before it was acknowledged (see `wal` and the cache's `lua::BUMP`).
-//! What each replica has replayed is checked in the background a few times a second,
-//! and on the read's own connection, before its statement, when that check is older
-//! than the floor: PostgreSQL makes a replayed commit visible before it reports its
-//! position as replayed, so a statement after the check sees every write up to it.
+//! Each read asks the replica what it has replayed on the read's own connection, before
+//! its statement (one URL may lead to several standbys behind a load balancer, and a
+//! standby restored from a backup goes back): PostgreSQL makes a replayed commit
+//! visible before it reports its position as replayed, so a statement after the answer
+//! sees every write up to it.
 //!
-//! A replica that is down, frozen, lagging past `--replica-max-lag`, promoted, or not a
-//! standby of this primary is skipped until a check says otherwise; a read that fails
-//! on one is made again on the primary, within the same request.
+//! Each replica is checked in the background a few times a second, each on its own, so
+//! that a frozen one delays no other: one that is down, frozen, lagging past
+//! `--replica-max-lag`, promoted, or not a standby of this primary is skipped until a
+//! check says otherwise; a read that fails on one is made again on the primary, within
+//! the same request.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -24,6 +27,7 @@ use diesel_async::{AsyncPgConnection, RunQueryDsl as _};
 use super::connect::{self, PgConfig, PgSession};
 use super::{DbError, build_pool, connection_error_text, pg_manager_config};
 use crate::config::{DbSettings, ReplicaSettings, human_duration};
+use crate::logging::{Failure, log_limited};
 use crate::metrics::Metrics;
 use crate::metrics::replicas::{Fallback, ReplicaState, ReplicaStatus, Standing, lag_seconds};
 use crate::service::wal::{ReadFloor, WalPosition};
@@ -32,8 +36,12 @@ use crate::service::wal::{ReadFloor, WalPosition};
 pub const CHECK_EVERY: Duration = Duration::from_millis(200);
 /// How long a check may take before its replica counts as down.
 const CHECK_LIMIT: Duration = Duration::from_secs(1);
-/// How far back the primary's positions are kept, to tell a replica's lag in time.
+/// How far back the primary's positions are kept, at least, to tell a replica's lag in
+/// time (twice `--replica-max-lag` when that is longer).
 const HISTORY: Duration = Duration::from_secs(60);
+/// How much longer than its statement timeout a read waits for a replica's answer
+/// before taking it for frozen.
+const ANSWER_MARGIN: Duration = Duration::from_millis(200);
 
 pub(in crate::service) struct Replicas {
     members: Vec<Replica>,
@@ -45,14 +53,16 @@ pub(in crate::service) struct Replicas {
     primary_check: tokio::sync::Mutex<Option<AsyncPgConnection>>,
     /// The primary's positions, oldest first, as the checks read them.
     history: Mutex<VecDeque<(Instant, WalPosition)>>,
-    /// The primary's `system_identifier`: a replica must show the same.
-    primary_system: Mutex<Option<String>>,
+    /// The primary's `system_identifier` (a replica must show the same): `None` until
+    /// the primary has answered a check, `Some(None)` where the role may not read it.
+    primary_system: Mutex<Option<Option<String>>>,
 }
 
 pub(in crate::service) struct Replica {
     pool: Pool<AsyncPgConnection>,
     config: Arc<PgConfig>,
-    /// What it has replayed, as last seen (0: nothing known).
+    /// What it has replayed, as its last check saw (0: nothing known): for operators;
+    /// reads ask for themselves.
     replayed: AtomicU64,
     check: tokio::sync::Mutex<Option<AsyncPgConnection>>,
     status: Arc<ReplicaStatus>,
@@ -61,11 +71,10 @@ pub(in crate::service) struct Replica {
 /// Where a read goes.
 #[derive(Clone, Copy)]
 pub(in crate::service) enum Route<'a> {
-    /// To this replica, for at most `limit`; `confirm`: first ask it whether it has
-    /// replayed this far.
+    /// To this replica, if it has replayed up to `floor`; its answers within `limit`.
     Replica {
         replica: &'a Replica,
-        confirm: Option<WalPosition>,
+        floor: WalPosition,
         limit: Duration,
     },
     /// To the primary, and why not to a replica (`None`: there are none).
@@ -76,6 +85,10 @@ pub(in crate::service) enum Route<'a> {
 struct PrimaryPosition {
     #[diesel(sql_type = Text)]
     position: String,
+}
+
+#[derive(diesel::QueryableByName)]
+struct SystemIdentifier {
     #[diesel(sql_type = Text)]
     system: String,
 }
@@ -86,8 +99,6 @@ struct StandbyPosition {
     in_recovery: bool,
     #[diesel(sql_type = Nullable<Text>)]
     position: Option<String>,
-    #[diesel(sql_type = Text)]
-    system: String,
 }
 
 #[derive(diesel::QueryableByName)]
@@ -110,6 +121,12 @@ impl Replicas {
             .map(|url| url.url().target().to_owned())
             .collect();
         let statuses = metrics.reads.register(&names);
+        // A statement slower than a read may wait is cancelled by the replica itself,
+        // which tells it from a replica that stopped answering.
+        let replica_db = DbSettings {
+            statement_timeout: read_limit(&db),
+            ..db
+        };
         let members = settings
             .urls
             .iter()
@@ -129,9 +146,9 @@ impl Replicas {
                     AsyncPgConnection,
                 >::new_with_config(
                     url.url().expose(),
-                    pg_manager_config(config.clone(), db, metrics.clone()),
+                    pg_manager_config(config.clone(), replica_db, metrics.clone()),
                 );
-                let pool = build_pool(manager, &db, db.max_connections)
+                let pool = build_pool(manager, &replica_db, db.max_connections)
                     .map_err(|e| DbError::Unavailable(format!("replica {}: {e}", status.name)))?;
                 Ok(Replica {
                     pool,
@@ -167,8 +184,8 @@ impl Replicas {
         match serving {
             Some(replica) => Route::Replica {
                 replica,
-                confirm: (replica.replayed() < Some(floor)).then_some(floor),
-                limit: self.read_limit(),
+                floor,
+                limit: read_limit(&self.db) + ANSWER_MARGIN,
             },
             None => Route::Primary(Some(
                 self.members[start % count].status.standing().fallback(),
@@ -176,30 +193,32 @@ impl Replicas {
         }
     }
 
-    /// How long a read may wait for a replica before it is made on the primary.
-    fn read_limit(&self) -> Duration {
-        (self.db.statement_timeout / 3).clamp(Duration::from_millis(100), CHECK_LIMIT)
+    /// One round of checks: the primary's position (returned: it is at or past every
+    /// commit acknowledged before this call), then every replica's, each in a task of
+    /// its own that this round does not wait for (one still running is not started
+    /// again), so that a frozen replica delays no other, nor the primary's.
+    pub(super) async fn check(self: &Arc<Self>) -> Option<WalPosition> {
+        let primary = self.check_primary().await;
+        for index in 0..self.members.len() {
+            let replicas = self.clone();
+            tokio::spawn(async move {
+                let replica = &replicas.members[index];
+                if let Ok(held) = replica.check.try_lock() {
+                    replicas.check_replica(replica, held).await;
+                }
+            });
+        }
+        primary
     }
 
-    /// One round of checks: the primary's position first (returned: it is at or past
-    /// every commit acknowledged before this call), then every replica's, at once.
-    pub(super) async fn check(&self) -> Option<WalPosition> {
+    /// A round that waits for every replica's check: a server's first, a command's
+    /// one look.
+    pub(super) async fn check_now(&self) -> Option<WalPosition> {
         let primary = self.check_primary().await;
-        let now = Instant::now();
-        if let Some(position) = primary {
-            let mut history = self.history.lock().unwrap_or_else(PoisonError::into_inner);
-            history.push_back((now, position));
-            while history
-                .front()
-                .is_some_and(|(at, _)| now.duration_since(*at) > HISTORY)
-            {
-                history.pop_front();
-            }
-        }
-        let checks = self
-            .members
-            .iter()
-            .map(|replica| self.check_replica(replica));
+        let checks = self.members.iter().map(|replica| async {
+            self.check_replica(replica, replica.check.lock().await)
+                .await
+        });
         futures_util::future::join_all(checks).await;
         primary
     }
@@ -208,22 +227,37 @@ impl Replicas {
         let mut held = self.primary_check.lock().await;
         let read = within(CHECK_LIMIT, async {
             let conn = reconnect(&mut held, &self.primary, self.db.connect_timeout).await?;
-            diesel::sql_query(
-                "SELECT pg_current_wal_lsn()::text AS position, \
-                 (SELECT system_identifier::text FROM pg_control_system()) AS system",
-            )
-            .get_result::<PrimaryPosition>(conn)
-            .await
-            .map_err(|e| crate::error_chain::root_cause(&e))
+            // The insert position: at or past every commit record, even one whose
+            // COMMIT returned before it was flushed (synchronous_commit = off).
+            let position =
+                diesel::sql_query("SELECT pg_current_wal_insert_lsn()::text AS position")
+                    .get_result::<PrimaryPosition>(conn)
+                    .await
+                    .map_err(|e| crate::error_chain::root_cause(&e))?;
+            // Managed services may not let the role read it: then replicas are not
+            // compared with it.
+            let system = system_identifier(conn).await;
+            Ok((position, system))
         })
         .await;
         match read {
-            Ok(read) => {
+            Ok((read, system)) => {
+                let position = WalPosition::parse_pg(&read.position)?;
                 *self
                     .primary_system
                     .lock()
-                    .unwrap_or_else(PoisonError::into_inner) = Some(read.system);
-                WalPosition::parse_pg(&read.position)
+                    .unwrap_or_else(PoisonError::into_inner) = Some(system);
+                let now = Instant::now();
+                let kept = HISTORY.max(2 * self.settings.max_lag);
+                let mut history = self.history.lock().unwrap_or_else(PoisonError::into_inner);
+                history.push_back((now, position));
+                while history
+                    .front()
+                    .is_some_and(|(at, _)| now.duration_since(*at) > kept)
+                {
+                    history.pop_front();
+                }
+                Some(position)
             }
             Err(why) => {
                 held.take();
@@ -233,21 +267,24 @@ impl Replicas {
         }
     }
 
-    async fn check_replica(&self, replica: &Replica) {
-        let mut held = replica.check.lock().await;
+    async fn check_replica(
+        &self,
+        replica: &Replica,
+        mut held: tokio::sync::MutexGuard<'_, Option<AsyncPgConnection>>,
+    ) {
         let read = within(CHECK_LIMIT, async {
             let conn = reconnect(&mut held, &replica.config, self.db.connect_timeout).await?;
-            diesel::sql_query(
+            let position = diesel::sql_query(
                 "SELECT pg_is_in_recovery() AS in_recovery, \
-                 pg_last_wal_replay_lsn()::text AS position, \
-                 (SELECT system_identifier::text FROM pg_control_system()) AS system",
+                 pg_last_wal_replay_lsn()::text AS position",
             )
             .get_result::<StandbyPosition>(conn)
             .await
-            .map_err(|e| crate::error_chain::root_cause(&e))
+            .map_err(|e| crate::error_chain::root_cause(&e))?;
+            Ok((position, system_identifier(conn).await))
         })
         .await;
-        let read = match read {
+        let (read, system) = match read {
             Ok(read) => read,
             Err(why) => {
                 held.take();
@@ -267,9 +304,13 @@ impl Replicas {
             replica.mark(Standing::NotAReplica, Some(why), None, None);
             return;
         }
-        if primary_system
-            .as_ref()
-            .is_some_and(|system| *system != read.system)
+        let Some(primary_system) = primary_system else {
+            let why = "the primary has not answered a check yet".to_owned();
+            replica.mark(Standing::Down, Some(why), None, None);
+            return;
+        };
+        if let (Some(primary), Some(replica_system)) = (primary_system, system)
+            && primary != replica_system
         {
             let why = "a standby of another cluster (its system identifier differs)".to_owned();
             replica.mark(Standing::NotAReplica, Some(why), None, None);
@@ -342,22 +383,22 @@ impl Replica {
         let read = diesel::sql_query("SELECT pg_last_wal_replay_lsn()::text AS position")
             .get_result::<Replayed>(conn)
             .await?;
-        let Some(position) = read.position.as_deref().and_then(WalPosition::parse_pg) else {
-            return Ok(false);
-        };
-        self.replayed
-            .fetch_max(position_number(position), Ordering::AcqRel);
-        Ok(position >= floor)
+        Ok(read
+            .position
+            .as_deref()
+            .and_then(WalPosition::parse_pg)
+            .is_some_and(|position| position >= floor))
     }
 
     pub(in crate::service) fn record_read(&self) {
         self.status.record_read();
     }
 
-    /// A read on it failed. One that could not reach it skips it until its next
-    /// check; a statement it refused (a conflict with recovery) only this read.
+    /// A read on it failed. One that could not reach it, or got no answer in time,
+    /// skips it until its next check; a statement it refused (a conflict with
+    /// recovery, its statement timeout) only this read.
     pub(in crate::service) fn read_failed(&self, error: &DbError) {
-        tracing::warn!(replica = %self.status.name, %error, "a read on a replica failed; made again on the primary");
+        log_limited!(warn, Failure::Replica, replica = %self.status.name, %error, "a read on a replica failed; made again on the primary");
         if error.fault() == super::Fault::Unavailable {
             self.status.set_down(format!("a read failed: {error}"));
         }
@@ -382,6 +423,21 @@ impl Replica {
             replayed: self.replayed().map(|position| position.to_string()),
         });
     }
+}
+
+/// How long a read's statement may run on a replica before the replica cancels it
+/// and the read is made on the primary.
+fn read_limit(db: &DbSettings) -> Duration {
+    (db.statement_timeout / 3).clamp(Duration::from_millis(100), CHECK_LIMIT)
+}
+
+/// The server's `system_identifier`, if the role may read it.
+async fn system_identifier(conn: &mut AsyncPgConnection) -> Option<String> {
+    diesel::sql_query("SELECT system_identifier::text AS system FROM pg_control_system()")
+        .get_result::<SystemIdentifier>(conn)
+        .await
+        .ok()
+        .map(|row| row.system)
 }
 
 /// The check's own connection, made again when the last one failed.

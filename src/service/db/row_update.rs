@@ -19,19 +19,26 @@ use crate::domain::text::match_key;
 use crate::domain::{Property, PropertyChanges, RowFacts};
 
 /// The row's facts before, the row and its facts after.
-type Updated = (RowFacts, Property, RowFacts);
+/// An update as it happened: the row as the write found it (locked) and as it left
+/// it, each with its facts.
+pub struct RowUpdate {
+    pub old: Property,
+    pub old_facts: RowFacts,
+    pub new: Property,
+    pub new_facts: RowFacts,
+}
 
 pub async fn sqlite_update(
     conn: &mut SqliteConn,
     property_id: i64,
     changes: &PropertyChanges,
     _xid: &ReturnedXid,
-) -> QueryResult<Updated> {
+) -> QueryResult<RowUpdate> {
     use super::schema::sqlite::properties as p;
     use super::sqlite::properties::{PROPERTY, facts};
-    let before: RowFacts = p::table
+    let (old, old_facts): (Property, RowFacts) = p::table
         .find(property_id)
-        .select(facts())
+        .select((PROPERTY, facts()))
         .first(conn)
         .await?;
     let (row, after): (Property, RowFacts) = diesel::update(p::table.find(property_id))
@@ -48,7 +55,12 @@ pub async fn sqlite_update(
         .returning((PROPERTY, facts()))
         .get_result(conn)
         .await?;
-    Ok((before.normalized(), row.normalized(), after.normalized()))
+    Ok(RowUpdate {
+        old: old.normalized(),
+        old_facts: old_facts.normalized(),
+        new: row.normalized(),
+        new_facts: after.normalized(),
+    })
 }
 
 pub async fn pg_update(
@@ -56,7 +68,7 @@ pub async fn pg_update(
     property_id: i64,
     changes: &PropertyChanges,
     xid: &ReturnedXid,
-) -> QueryResult<Updated> {
+) -> QueryResult<RowUpdate> {
     let statement = PgUpdate {
         property_id,
         changes,
@@ -64,7 +76,15 @@ pub async fn pg_update(
     };
     let answer: PgAnswer = statement.get_result(conn).await?;
     xid.set(answer.xid);
-    let before = RowFacts {
+    let old = Property {
+        id: answer.old_id,
+        title: answer.old_title,
+        description: answer.old_description,
+        price: answer.old_price.clone(),
+        location: answer.old_location,
+        created_at: answer.old_created_at,
+    };
+    let old_facts = RowFacts {
         id: answer.old_id,
         location_key: answer.old_location_key,
         price: answer.old_price,
@@ -82,7 +102,12 @@ pub async fn pg_update(
         location: answer.location,
         created_at: answer.created_at,
     };
-    Ok((before.normalized(), row.normalized(), after.normalized()))
+    Ok(RowUpdate {
+        old: old.normalized(),
+        old_facts: old_facts.normalized(),
+        new: row.normalized(),
+        new_facts: after.normalized(),
+    })
 }
 
 /// `UPDATE … FROM` the row locked first (`FOR UPDATE`): its facts are then those of the
@@ -102,6 +127,14 @@ struct PgAnswer {
     old_location_key: Option<String>,
     #[diesel(sql_type = Numeric)]
     old_price: BigDecimal,
+    #[diesel(sql_type = Text)]
+    old_title: String,
+    #[diesel(sql_type = Text)]
+    old_description: String,
+    #[diesel(sql_type = Text)]
+    old_location: String,
+    #[diesel(sql_type = Timestamptz)]
+    old_created_at: chrono::DateTime<chrono::Utc>,
     #[diesel(sql_type = BigInt)]
     id: i64,
     #[diesel(sql_type = Text)]
@@ -134,7 +167,10 @@ impl Query for PgUpdate<'_> {
 
 impl QueryFragment<Pg> for PgUpdate<'_> {
     fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
-        out.push_sql("WITH old AS (SELECT id, location_key, price FROM properties WHERE id = ");
+        out.push_sql(
+            "WITH old AS (SELECT id, location_key, price, title, description, location, \
+             created_at FROM properties WHERE id = ",
+        );
         out.push_bind_param::<BigInt, _>(&self.property_id)?;
         out.push_sql(" FOR UPDATE) UPDATE properties p SET title = COALESCE(");
         out.push_bind_param::<Nullable<Text>, _>(&self.changes.title)?;
@@ -149,7 +185,9 @@ impl QueryFragment<Pg> for PgUpdate<'_> {
         out.push_sql(
             ", p.location_key) FROM old WHERE p.id = old.id \
              RETURNING old.id AS old_id, old.location_key AS old_location_key, \
-             old.price AS old_price, p.id, p.title, p.description, p.price, p.location, \
+             old.price AS old_price, old.title AS old_title, \
+             old.description AS old_description, old.location AS old_location, \
+             old.created_at AS old_created_at, p.id, p.title, p.description, p.price, p.location, \
              p.created_at, p.location_key, pg_current_xact_id()::text AS xid",
         );
         Ok(())

@@ -4,6 +4,7 @@ pub mod backends;
 pub mod binary;
 pub mod pg_server;
 pub mod proxy;
+pub mod raw_http;
 pub mod redis_server;
 
 use std::sync::Arc;
