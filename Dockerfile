@@ -1,5 +1,3 @@
-# syntax=docker/dockerfile:1
-
 # ---- build ------------------------------------------------------------------
 # The slim Rust image already ships gcc and libc6-dev, which is all the bundled
 # SQLite (libsqlite3-sys "bundled") needs; PostgreSQL goes through tokio-postgres
