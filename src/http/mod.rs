@@ -73,7 +73,8 @@ pub fn api_router(state: AppState) -> OpenApiRouter {
 pub type HttpService = AccessLog<ViewCache<Router>>;
 
 pub fn build_router(state: AppState) -> HttpService {
-    let (router, openapi) = api_router(state.clone()).split_for_parts();
+    let (router, mut openapi) = api_router(state.clone()).split_for_parts();
+    document_server_errors(&mut openapi);
     let json = openapi.to_pretty_json().unwrap_or_else(|e| {
         tracing::error!(error = %e, "cannot serialize the OpenAPI document");
         "{}".to_owned()
@@ -84,6 +85,41 @@ pub fn build_router(state: AppState) -> HttpService {
         .method_not_allowed_fallback(route_method_not_allowed);
     let metrics = state.metrics.clone();
     AccessLog::new(ViewCache::new(state, router), metrics)
+}
+
+/// The refusals the server makes before any route is chosen (see `server::head`) can
+/// meet every operation: 501 for a transfer coding it does not implement or a method it
+/// does not know.
+fn document_server_errors(openapi: &mut utoipa::openapi::OpenApi) {
+    use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+    let not_implemented = ResponseBuilder::new()
+        .description("A transfer coding other than one `chunked`, or a method this server does not implement")
+        .content(
+            "application/json",
+            ContentBuilder::new()
+                .schema(Some(Ref::from_schema_name("ErrorBody")))
+                .build(),
+        )
+        .build();
+    for item in openapi.paths.paths.values_mut() {
+        for operation in [
+            &mut item.get,
+            &mut item.put,
+            &mut item.post,
+            &mut item.delete,
+            &mut item.patch,
+            &mut item.head,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            operation
+                .responses
+                .responses
+                .entry("501".to_owned())
+                .or_insert_with(|| not_implemented.clone().into());
+        }
+    }
 }
 
 async fn route_not_found() -> ApiError {
