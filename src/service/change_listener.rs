@@ -170,10 +170,7 @@ async fn invalidate_changed(app: &App, payloads: &[String]) {
     }
     if let Some(changed) = changed {
         // Delivered after its commit: the primary's position now is at or past it.
-        let written_at = match app.db().wants_write_positions() {
-            true => app.db().wal_position().await,
-            false => None,
-        };
+        let written_at = app.db().position_for_watermark().await;
         app.cache()
             .invalidate_written(&changed, cause, written_at)
             .await;

@@ -220,10 +220,7 @@ async fn invalidate_after_commit(app: &App, changed: &TagSet, what: &str) {
             // Replicas serve a read only once they replayed this commit: its position
             // raises their watermark. Unknown (the primary did not say), it makes the
             // watermark unknown, and reads go to the primary until it is known again.
-            let written_at = match app.db().wants_write_positions() {
-                true => app.db().wal_position().await,
-                false => None,
-            };
+            let written_at = app.db().position_for_watermark().await;
             app.cache()
                 .invalidate_written(changed, cause, written_at)
                 .await

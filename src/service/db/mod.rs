@@ -314,12 +314,6 @@ impl Db {
         self.replicas().is_some()
     }
 
-    /// Whether every write's WAL position is wanted: replicas are configured, and
-    /// servers read from them.
-    pub fn wants_write_positions(&self) -> bool {
-        self.write_positions
-    }
-
     /// Where a read that needs `floor` goes (see `replicas`).
     pub(in crate::service) fn route_read(&self, floor: ReadFloor) -> replicas::Route<'_> {
         match self.replicas() {
@@ -346,11 +340,12 @@ impl Db {
         self.replicas()?.check_now().await
     }
 
-    /// The primary's current WAL position, at or past every commit made before the
-    /// call (a write's, when called after its commit); `None` if it cannot be read. The
-    /// insert position, not the write position: a COMMIT under `synchronous_commit =
-    /// off` returns before its record is written.
-    pub async fn wal_position(&self) -> Option<WalPosition> {
+    /// For the replicas' watermark, when replicas are configured (servers read from
+    /// them): the primary's current WAL position, at or past every commit made before
+    /// the call (a write's, when called after its commit); `None` without replicas, or
+    /// if it cannot be read. The insert position, not the write position: a COMMIT
+    /// under `synchronous_commit = off` returns before its record is written.
+    pub async fn position_for_watermark(&self) -> Option<WalPosition> {
         #[derive(diesel::QueryableByName)]
         struct Position {
             #[diesel(sql_type = diesel::sql_types::Text)]
@@ -359,6 +354,9 @@ impl Db {
         let Pools::Pg { pool, .. } = &self.pools else {
             return None;
         };
+        if !self.write_positions {
+            return None;
+        }
         let db = self;
         let read = async {
             dispatch::dispatch!(@pg_read db, pool, |conn| {

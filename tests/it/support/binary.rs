@@ -192,34 +192,9 @@ impl Server {
         path: &str,
         body: Option<&serde_json::Value>,
     ) -> (u16, String) {
-        use std::io::{Read as _, Write as _};
-        let mut stream = std::net::TcpStream::connect(self.address).expect("connect");
-        stream
-            .set_read_timeout(Some(Duration::from_secs(10)))
-            .expect("timeout");
         let body = body.map(|b| b.to_string()).unwrap_or_default();
-        let content_type = if body.is_empty() {
-            ""
-        } else {
-            "Content-Type: application/json\r\n"
-        };
-        write!(
-            stream,
-            "{method} {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\
-             Authorization: Bearer {}\r\n{content_type}Content-Length: {}\r\n\r\n{body}",
-            super::ADMIN_TOKEN,
-            body.len()
-        )
-        .expect("send");
-        let mut response = String::new();
-        stream.read_to_string(&mut response).expect("read");
-        let (head, body) = response.split_once("\r\n\r\n").expect("a response");
-        let status = head
-            .split(' ')
-            .nth(1)
-            .and_then(|code| code.parse().ok())
-            .expect("status code");
-        (status, body.to_owned())
+        let answer = super::raw_http::request(self.address, method, path, &[], &body);
+        (answer.status, answer.body)
     }
 
     /// Polls `path` (bounded: 2 s) until its titles satisfy `done`, for changes that
