@@ -11,7 +11,7 @@ use crate::service::App;
 
 #[derive(Debug, Args)]
 pub struct Opts {
-    /// Exact location, case-insensitive
+    /// Exact location; case and the form of accents do not matter
     #[arg(long)]
     pub location: Option<String>,
     /// Lowest price, inclusive
@@ -20,7 +20,7 @@ pub struct Opts {
     /// Highest price, inclusive
     #[arg(long, allow_hyphen_values = true)]
     pub max_price: Option<String>,
-    /// Case-insensitive substring of the title or the description
+    /// Substring of the title or the description, compared as location is
     #[arg(long)]
     pub search: Option<String>,
     /// price, -price, created_at, -created_at, id or -id

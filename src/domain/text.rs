@@ -12,11 +12,17 @@
 //!
 //! Rules apply to the value as sent; lengths count its characters as sent.
 
-/// The form text filters compare: a stored location's `location_key` column holds it,
-/// and a `location` filter is turned into it, so both backends match alike and the
-/// filter can use an index.
+/// The one form text filters compare, on both backends: Unicode's full default case
+/// folding of the canonical decomposition, composed again (NFC). `Straße` and
+/// `STRASSE`, `ΟΔΟΣ` and `οδος`, `é` written as one character or as `e` and an accent
+/// all have one key. Locale-free: `İ` folds to `i̇` and `ı` stays itself, as in every
+/// language but Turkish. The stored keys (`location_key`, `title_key`,
+/// `description_key`) hold it, and a `location` or `search` filter is turned into it,
+/// so the database compares keys alone (and a location can use an index).
 pub fn match_key(text: &str) -> String {
-    text.to_lowercase()
+    use caseless::Caseless as _;
+    use unicode_normalization::UnicodeNormalization as _;
+    text.nfd().default_case_fold().nfc().collect()
 }
 
 /// Control characters (Unicode category Cc).
@@ -139,6 +145,29 @@ pub fn free_text_pattern() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn match_keys_fold_case_and_compose() {
+        assert_eq!(match_key("STRASSE"), match_key("Straße"));
+        assert_eq!(match_key("Straße"), "strasse");
+        // Final sigma, capital sigma and sigma are one letter.
+        assert_eq!(match_key("ΟΔΟΣ"), match_key("οδος"));
+        assert_eq!(
+            match_key("ΟΔΟΣ"),
+            match_key("Οδoς".replace('o', "ο").as_str())
+        );
+        // Composed and decomposed accents.
+        assert_eq!(match_key("Éldoret"), match_key("E\u{301}ldoret"));
+        assert_eq!(match_key("E\u{301}ldoret"), "\u{e9}ldoret");
+        // Locale-free: dotless ı is its own letter; İ keeps its dot as a mark.
+        assert_eq!(match_key("ISTANBUL"), "istanbul");
+        assert_ne!(match_key("ıstanbul"), "istanbul");
+        assert_eq!(match_key("İstanbul"), "i\u{307}stanbul");
+        // Idempotent: a key is its own key.
+        for text in ["Straße", "ΟΔΟΣ", "E\u{301}", "İ", "ﬀ", "ǅ"] {
+            assert_eq!(match_key(&match_key(text)), match_key(text), "{text}");
+        }
+    }
 
     #[test]
     fn invisible_text_is_blank() {

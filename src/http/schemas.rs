@@ -154,7 +154,7 @@ impl IntoParams for ListParams {
             query(
                 "location",
                 single_line(MAX_FILTER_CHARS, ""),
-                "Exact location, case-insensitive",
+                "Exact location; case and the form of accents do not matter (Unicode full case folding of NFC text)",
             ),
             query(
                 "min_price",
@@ -169,7 +169,7 @@ impl IntoParams for ListParams {
             query(
                 "search",
                 single_line(MAX_FILTER_CHARS, ""),
-                "Case-insensitive substring of the title or the description",
+                "Substring of the title or the description, compared by the same rule as location",
             ),
             query(
                 "ordering",

@@ -41,7 +41,9 @@ pub use cache::near_lease::LEASE as NEAR_LEASE;
 
 /// Schema migrations, for `listings migrate` and for tests that prepare a database.
 pub mod migrations {
-    pub use super::db::migrations::{MigrationStatus, run_pending, status};
+    pub use super::db::migrations::{
+        Migrated, MigrationStatus, Rekey, migrate, run_pending, status,
+    };
 }
 pub use db::{probe_replicas, probe_transport};
 pub use stats::{CacheBackendStatus, RedisStats, SharedCacheStats};

@@ -89,6 +89,13 @@ fn migrate_is_idempotent() {
         "{}",
         stdout(&second)
     );
+    let rekeyed = env.run(&["migrate", "--rekey"]);
+    assert!(rekeyed.status.success(), "{}", stderr(&rekeyed));
+    assert!(
+        stdout(&rekeyed).contains("Recomputed the text keys of 0 listing(s)"),
+        "{}",
+        stdout(&rekeyed)
+    );
 }
 
 #[test]

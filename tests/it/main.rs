@@ -37,5 +37,6 @@ mod slow_clients;
 mod snapshot;
 mod soak;
 mod stress;
+mod text_rule;
 mod walkthrough;
 mod what_a_write_retires;

@@ -228,8 +228,8 @@ pub fn open_sqlite(path: &str, settings: &DbSettings) -> Result<SqliteConnection
 /// timeout).
 ///
 /// SQLite's built-in `lower()` folds only ASCII; every connection of this application
-/// (pool, migrations) replaces it with the domain's match key, so the search filter and
-/// the stored location keys follow one Unicode rule (`Éldoret` matches `éldoret`).
+/// (pool, migrations) replaces it with the domain's match key, so the keys its triggers
+/// and migrations store follow the one rule (`Éldoret` matches `éldoret`).
 pub fn configure_sqlite(
     conn: &mut SqliteConnection,
     settings: &DbSettings,

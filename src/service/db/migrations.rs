@@ -13,7 +13,7 @@ use diesel_async::async_connection_wrapper::AsyncConnectionWrapper;
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 
 use crate::config::DatabaseUrl;
-use crate::service::db::{DbSettings, connect};
+use crate::service::db::{DbSettings, connect, text_keys};
 
 const POSTGRES: EmbeddedMigrations = embed_migrations!("migrations/postgres");
 const SQLITE: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
@@ -166,17 +166,45 @@ where
 
 /// Applies what is pending and returns the names applied (empty when up to date).
 pub async fn run_pending(url: &DatabaseUrl, settings: &DbSettings) -> anyhow::Result<Vec<String>> {
-    with_migrations(url, settings, Mode::Apply).await
+    Ok(migrate(url, settings, Rekey::IfPending).await?.applied)
+}
+
+/// What `migrate` did.
+#[derive(Debug, Default)]
+pub struct Migrated {
+    /// The names of the migrations applied, oldest first.
+    pub applied: Vec<String>,
+    /// Rows whose text keys were recomputed, when they were checked.
+    pub rekeyed: Option<usize>,
+}
+
+/// Which rows' text keys `migrate` recomputes (see `text_keys`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rekey {
+    /// Only when a migration left that work pending.
+    IfPending,
+    /// Every row whose keys differ from the rule (rows written by other programs).
+    All,
+}
+
+/// Applies what is pending, then recomputes text keys as `rekey` says, all under the
+/// migration lock.
+pub async fn migrate(
+    url: &DatabaseUrl,
+    settings: &DbSettings,
+    rekey: Rekey,
+) -> anyhow::Result<Migrated> {
+    with_migrations(url, settings, Mode::Apply(rekey)).await
 }
 
 /// The names of the migrations not yet applied.
 pub async fn pending(url: &DatabaseUrl, settings: &DbSettings) -> anyhow::Result<Vec<String>> {
-    with_migrations(url, settings, Mode::List).await
+    Ok(with_migrations(url, settings, Mode::List).await?.applied)
 }
 
 #[derive(Clone, Copy)]
 enum Mode {
-    Apply,
+    Apply(Rekey),
     List,
 }
 
@@ -184,7 +212,7 @@ async fn with_migrations(
     url: &DatabaseUrl,
     settings: &DbSettings,
     mode: Mode,
-) -> anyhow::Result<Vec<String>> {
+) -> anyhow::Result<Migrated> {
     match url {
         DatabaseUrl::Postgres(raw) => {
             let conn = connect_for_migrations(url, raw, settings).await?;
@@ -192,11 +220,11 @@ async fn with_migrations(
                 let mut conn = AsyncConnectionWrapper::<AsyncPgConnection>::from(conn);
                 conn.batch_execute(&format!("SELECT pg_advisory_lock({PG_MIGRATION_LOCK})"))
                     .context("cannot take the migration lock")?;
-                let applied = apply::<Pg, _>(&mut conn, POSTGRES, mode);
+                let migrated = migrate_postgres(&mut conn, mode);
                 // Closing the connection would release it too; say so explicitly.
                 let _ =
                     conn.batch_execute(&format!("SELECT pg_advisory_unlock({PG_MIGRATION_LOCK})"));
-                applied
+                migrated
             })
             .await
         }
@@ -210,12 +238,38 @@ async fn with_migrations(
                 let mut conn = connect::open_sqlite(&path, &settings)
                     .with_context(|| format!("cannot open SQLite file {path}"))?;
                 conn.immediate_transaction(|conn: &mut SqliteConnection| {
-                    apply::<Sqlite, _>(conn, SQLITE, mode)
+                    let applied = apply::<Sqlite, _>(conn, SQLITE, mode)?;
+                    // SQLite's migrations compute keys by the rule themselves (lower()
+                    // is the application's there), so only the operator asks for more.
+                    let rekeyed = match mode {
+                        Mode::Apply(Rekey::All) => Some(
+                            text_keys::rekey_sqlite(conn)
+                                .context("cannot recompute the text keys")?,
+                        ),
+                        _ => None,
+                    };
+                    Ok(Migrated { applied, rekeyed })
                 })
             })
             .await
         }
     }
+}
+
+fn migrate_postgres(
+    conn: &mut AsyncConnectionWrapper<AsyncPgConnection>,
+    mode: Mode,
+) -> anyhow::Result<Migrated> {
+    let applied = apply::<Pg, _>(conn, POSTGRES, mode)?;
+    let rekeyed = match mode {
+        Mode::Apply(Rekey::IfPending) => text_keys::finish_pending_postgres(conn),
+        Mode::Apply(Rekey::All) => text_keys::finish_pending_postgres(conn)
+            .and_then(|pending| pending.map_or_else(|| text_keys::rekey_postgres(conn), Ok))
+            .map(Some),
+        Mode::List => Ok(None),
+    }
+    .context("cannot recompute the text keys")?;
+    Ok(Migrated { applied, rekeyed })
 }
 
 async fn blocking<T: Send + 'static>(
@@ -238,7 +292,7 @@ where
     let mut applied = Vec::with_capacity(pending.len());
     for migration in pending {
         let name = migration.name().to_string();
-        if let Mode::Apply = mode {
+        if let Mode::Apply(_) = mode {
             conn.run_migration(&*migration)
                 .map_err(|e| anyhow::anyhow!("migration {name} failed: {e}"))?;
         }

@@ -20,6 +20,7 @@ mod properties;
 pub(super) mod replicas;
 pub(super) mod row_update;
 pub mod schema;
+mod text_keys;
 mod tls_connect;
 pub(super) mod write_fate;
 
@@ -71,7 +72,8 @@ pub(super) mod sqlite {
 }
 
 diesel::define_sql_function! {
-    /// SQL `lower()`, for case-insensitive filters on both backends.
+    /// SQL `lower()`: on SQLite connections of the application, the domain's match key
+    /// (see `connect::configure_sqlite`), for the keys its triggers and migrations set.
     fn lower(text: diesel::sql_types::Text) -> diesel::sql_types::Text;
 }
 

@@ -12,6 +12,8 @@ macro_rules! property_values {
             $p::price.eq(&$new.price),
             $p::location.eq(&$new.location),
             $p::location_key.eq(crate::domain::text::match_key(&$new.location)),
+            $p::title_key.eq(crate::domain::text::match_key(&$new.title)),
+            $p::description_key.eq(crate::domain::text::match_key(&$new.description)),
         )
     };
 }
@@ -31,7 +33,6 @@ macro_rules! property_repository {
 
             use crate::domain::{NewProperty, PropertyQuery, SortOrder};
             use crate::domain::{Property, RowFacts};
-            use crate::service::db::lower;
             use crate::service::db::write_fate::ReturnedXid;
             use crate::service::db::schema::$schema::properties as p;
 
@@ -55,8 +56,8 @@ macro_rules! property_repository {
             }
 
             /// The rows matching the query's filters, in no particular order. A location
-            /// filter arrives as its match key and is compared with the stored one
-            /// (indexed); the search filter with `lower(column)`.
+            /// or search filter arrives as its match key and is compared with the stored
+            /// keys (the location's indexed).
             fn matching(query: &PropertyQuery) -> p::BoxedQuery<'_, $backend> {
                 let mut rows = p::table.into_boxed();
                 if let Some(location) = &query.location {
@@ -71,11 +72,10 @@ macro_rules! property_repository {
                 if let Some(search) = &query.search {
                     let pattern = format!("%{}%", escape_like(search));
                     rows = rows.filter(
-                        lower(p::title).like(pattern.clone()).escape('\\').or(lower(
-                            p::description,
-                        )
-                        .like(pattern)
-                        .escape('\\')),
+                        p::title_key
+                            .like(pattern.clone())
+                            .escape('\\')
+                            .or(p::description_key.like(pattern).escape('\\')),
                     );
                 }
                 rows

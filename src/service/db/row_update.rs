@@ -51,6 +51,14 @@ pub async fn sqlite_update(
                 .location
                 .as_deref()
                 .map(|v| p::location_key.eq(match_key(v))),
+            changes
+                .title
+                .as_deref()
+                .map(|v| p::title_key.eq(match_key(v))),
+            changes
+                .description
+                .as_deref()
+                .map(|v| p::description_key.eq(match_key(v))),
         ))
         .returning((PROPERTY, facts()))
         .get_result(conn)
@@ -73,6 +81,8 @@ pub async fn pg_update(
         property_id,
         changes,
         location_key: changes.location.as_deref().map(match_key),
+        title_key: changes.title.as_deref().map(match_key),
+        description_key: changes.description.as_deref().map(match_key),
     };
     let answer: PgAnswer = statement.get_result(conn).await?;
     xid.set(answer.xid);
@@ -117,6 +127,8 @@ struct PgUpdate<'a> {
     property_id: i64,
     changes: &'a PropertyChanges,
     location_key: Option<String>,
+    title_key: Option<String>,
+    description_key: Option<String>,
 }
 
 #[derive(QueryableByName)]
@@ -182,8 +194,12 @@ impl QueryFragment<Pg> for PgUpdate<'_> {
         out.push_bind_param::<Nullable<Text>, _>(&self.changes.location)?;
         out.push_sql(", p.location), location_key = COALESCE(");
         out.push_bind_param::<Nullable<Text>, _>(&self.location_key)?;
+        out.push_sql(", p.location_key), title_key = COALESCE(");
+        out.push_bind_param::<Nullable<Text>, _>(&self.title_key)?;
+        out.push_sql(", p.title_key), description_key = COALESCE(");
+        out.push_bind_param::<Nullable<Text>, _>(&self.description_key)?;
         out.push_sql(
-            ", p.location_key) FROM old WHERE p.id = old.id \
+            ", p.description_key) FROM old WHERE p.id = old.id \
              RETURNING old.id AS old_id, old.location_key AS old_location_key, \
              old.price AS old_price, old.title AS old_title, \
              old.description AS old_description, old.location AS old_location, \

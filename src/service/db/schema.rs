@@ -11,6 +11,8 @@ pub mod pg {
             location -> Varchar,
             created_at -> Timestamptz,
             location_key -> Text,
+            title_key -> Text,
+            description_key -> Text,
         }
     }
 
@@ -40,6 +42,8 @@ pub mod sqlite {
             location -> Text,
             created_at -> TimestamptzSqlite,
             location_key -> Text,
+            title_key -> Text,
+            description_key -> Text,
         }
     }
 

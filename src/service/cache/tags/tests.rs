@@ -46,21 +46,20 @@ impl Row {
 
 /// What the repository answers, computed the slow way.
 fn answer(rows: &[Row], query: &PropertyQuery) -> PropertyPage {
-    let mut matching: Vec<&Row> = rows
-        .iter()
-        .filter(|row| {
-            query
-                .location
-                .as_ref()
-                .is_none_or(|l| row.location_key.as_ref() == Some(l))
-                && query.min_price.as_ref().is_none_or(|min| row.price >= *min)
-                && query.max_price.as_ref().is_none_or(|max| row.price <= *max)
-                && query
-                    .search
+    let mut matching: Vec<&Row> =
+        rows.iter()
+            .filter(|row| {
+                query
+                    .location
                     .as_ref()
-                    .is_none_or(|s| row.title.to_lowercase().contains(s.as_str()))
-        })
-        .collect();
+                    .is_none_or(|l| row.location_key.as_ref() == Some(l))
+                    && query.min_price.as_ref().is_none_or(|min| row.price >= *min)
+                    && query.max_price.as_ref().is_none_or(|max| row.price <= *max)
+                    && query.search.as_ref().is_none_or(|s| {
+                        crate::domain::text::match_key(&row.title).contains(s.as_str())
+                    })
+            })
+            .collect();
     matching.sort_by(|a, b| match query.ordering {
         SortOrder::PriceAsc => (&a.price, a.id).cmp(&(&b.price, b.id)),
         SortOrder::PriceDesc => (&b.price, b.id).cmp(&(&a.price, a.id)),
