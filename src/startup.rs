@@ -100,15 +100,20 @@ impl BoundServer {
             self.max_connections
         );
         let limits = self.app.settings.http;
+        let served = move |access_log| server::Served {
+            limits,
+            max_body: MAX_BODY_BYTES as u64,
+            access_log,
+        };
         let (stop, stopped) = tokio::sync::watch::channel(false);
         let admin = self.admin.map(|(listener, _)| {
             let router = dashboard::router(self.app.clone(), self.address);
             let mut stopped = stopped.clone();
+            // The dashboard writes no access lines.
             tokio::spawn(server::serve(
                 listener,
                 router,
-                limits,
-                MAX_BODY_BYTES,
+                served(false),
                 ADMIN_CONNECTIONS,
                 self.app.metrics.clone(),
                 async move {
@@ -121,8 +126,7 @@ impl BoundServer {
         server::serve(
             self.listener,
             router,
-            limits,
-            MAX_BODY_BYTES,
+            served(true),
             self.max_connections,
             metrics,
             async {

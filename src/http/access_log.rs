@@ -1,7 +1,9 @@
 //! One access line per request (method, path, status, latency, cache status, request
 //! id), and a request id on every response (`x-request-id`): the client's own when it
 //! sent a usable one (a proxy's), else a new one. Lines logged while the request is
-//! handled carry the id too, through the `request` span.
+//! handled carry the id too, through the `request` span. Answers the server makes
+//! before any route sees the request (a refused head, an unknown method) get theirs
+//! from [`answered_early`].
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -10,10 +12,10 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock};
 use std::task::{Context, Poll};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::extract::Request;
-use axum::http::HeaderValue;
+use axum::http::{HeaderValue, Method, Uri};
 use axum::response::{IntoResponse as _, Response};
 use futures_util::FutureExt as _;
 use tower::Service;
@@ -48,6 +50,66 @@ fn usable(id: &HeaderValue) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
 }
 
+/// The id a response carries: the client's own when it is usable, else a new one.
+fn request_id(client: Option<&HeaderValue>) -> HeaderValue {
+    match client {
+        Some(id) if usable(id) => id.clone(),
+        _ => new_request_id(),
+    }
+}
+
+fn enabled() -> bool {
+    tracing::enabled!(target: TARGET, tracing::Level::INFO)
+}
+
+/// One access line; `-` for a method or path the request did not get as far as.
+fn log_line(
+    method: Option<&Method>,
+    uri: Option<&Uri>,
+    response: &Response,
+    latency: Duration,
+    id: &HeaderValue,
+) {
+    let cache = response
+        .headers()
+        .get("x-cache")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("-");
+    tracing::info!(
+        target: TARGET,
+        method = %method.map_or("-", Method::as_str),
+        path = uri.map_or("-", Uri::path),
+        query = uri.and_then(Uri::query).unwrap_or(""),
+        status = response.status().as_u16(),
+        latency_ms = latency.as_micros() as f64 / 1000.0,
+        cache,
+        request_id = id.to_str().unwrap_or("-"),
+        "request"
+    );
+}
+
+/// A request the server answered before any service saw it, as far as it was read.
+pub struct Early<'a> {
+    pub method: Option<&'a Method>,
+    pub uri: Option<&'a Uri>,
+    /// The client's `x-request-id`, as sent.
+    pub client_id: Option<&'a HeaderValue>,
+    /// Where its latency starts: for a refused head, its first bytes.
+    pub since: Instant,
+}
+
+/// Gives an answer the server made before any service saw its request the id and the
+/// access line [`AccessLog`] gives the others. It is not counted in the request
+/// metrics, which measure what the routes serve.
+pub fn answered_early(request: Early<'_>, response: &mut Response) {
+    let id = request_id(request.client_id);
+    if enabled() {
+        let latency = request.since.elapsed();
+        log_line(request.method, request.uri, response, latency, &id);
+    }
+    response.headers_mut().insert(REQUEST_ID, id);
+}
+
 /// The outermost service: gives every request its id, logs its access line, and
 /// counts it with its latency.
 #[derive(Clone, Debug)]
@@ -79,13 +141,9 @@ where
 
     fn call(&mut self, request: Request) -> BoxedResponse {
         let started = Instant::now();
-        let id = match request.headers().get(REQUEST_ID) {
-            Some(id) if usable(id) => id.clone(),
-            _ => new_request_id(),
-        };
+        let id = request_id(request.headers().get(REQUEST_ID));
         // Only what the access line needs, and only when it will be written.
-        let logged = tracing::enabled!(target: TARGET, tracing::Level::INFO)
-            .then(|| (request.method().clone(), request.uri().clone()));
+        let logged = enabled().then(|| (request.method().clone(), request.uri().clone()));
         let span = tracing::info_span!("request", request_id = id.to_str().unwrap_or("-"));
         // A panic while the request is handled (logged with its id by the panic hook,
         // inside the span) is answered 500 here, once, instead of killing the
@@ -100,22 +158,7 @@ where
             let latency = started.elapsed();
             metrics.record_request(latency);
             if let Some((method, uri)) = logged {
-                let cache = response
-                    .headers()
-                    .get("x-cache")
-                    .and_then(|v| v.to_str().ok())
-                    .unwrap_or("-");
-                tracing::info!(
-                    target: TARGET,
-                    method = %method,
-                    path = uri.path(),
-                    query = uri.query().unwrap_or(""),
-                    status = response.status().as_u16(),
-                    latency_ms = latency.as_micros() as f64 / 1000.0,
-                    cache,
-                    request_id = id.to_str().unwrap_or("-"),
-                    "request"
-                );
+                log_line(Some(&method), Some(&uri), &response, latency, &id);
             }
             response.headers_mut().insert(REQUEST_ID, id);
             Ok(response)

@@ -87,20 +87,22 @@ pub fn build_router(state: AppState) -> HttpService {
     AccessLog::new(ViewCache::new(state, router), metrics)
 }
 
-/// The refusals the server makes before any route is chosen (see `server::head`) can
-/// meet every operation: 501 for a transfer coding it does not implement or a method it
-/// does not know.
+/// The answers the server makes before any route is chosen (see `server`) can meet
+/// every operation: 501 for a transfer coding it does not implement or a method it does
+/// not know, and 408 for a request head that did not arrive in time. An operation that
+/// documents a 408 of its own (a body too slow) has the head's added to it.
 fn document_server_errors(openapi: &mut utoipa::openapi::OpenApi) {
-    use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
-    let not_implemented = ResponseBuilder::new()
-        .description("A transfer coding other than one `chunked`, or a method this server does not implement")
-        .content(
-            "application/json",
-            ContentBuilder::new()
-                .schema(Some(Ref::from_schema_name("ErrorBody")))
-                .build(),
-        )
-        .build();
+    use utoipa::openapi::RefOr;
+    let errors = [
+        (
+            "501",
+            "A transfer coding other than one `chunked`, or a method this server does not implement",
+        ),
+        (
+            "408",
+            "The request head did not arrive within the header timeout",
+        ),
+    ];
     for item in openapi.paths.paths.values_mut() {
         for operation in [
             &mut item.get,
@@ -113,13 +115,35 @@ fn document_server_errors(openapi: &mut utoipa::openapi::OpenApi) {
         .into_iter()
         .flatten()
         {
-            operation
-                .responses
-                .responses
-                .entry("501".to_owned())
-                .or_insert_with(|| not_implemented.clone().into());
+            for (status, description) in errors {
+                operation
+                    .responses
+                    .responses
+                    .entry(status.to_owned())
+                    .and_modify(|documented| {
+                        if let RefOr::T(documented) = documented {
+                            documented.description =
+                                format!("{}; or: {description}", documented.description);
+                        }
+                    })
+                    .or_insert_with(|| error_response(description).into());
+            }
         }
     }
+}
+
+/// A response with the API's JSON error body.
+fn error_response(description: &str) -> utoipa::openapi::Response {
+    use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+    ResponseBuilder::new()
+        .description(description)
+        .content(
+            "application/json",
+            ContentBuilder::new()
+                .schema(Some(Ref::from_schema_name("ErrorBody")))
+                .build(),
+        )
+        .build()
 }
 
 async fn route_not_found() -> ApiError {

@@ -23,6 +23,7 @@ use crate::service::CacheStatus;
 use crate::service::views;
 use crate::service::{AppState, Dependencies};
 use crate::view::ReadyView;
+use crate::view::precondition::TagList;
 use crate::view::{CachedResponse, Encoding};
 
 const NO_CACHE: HeaderValue = HeaderValue::from_static("no-cache");
@@ -93,7 +94,7 @@ where
     S::Future: Send,
 {
     let encodings = accepted_encodings(request.headers());
-    let if_none_match = combined(request.headers(), header::IF_NONE_MATCH);
+    let if_none_match = if_none_match(request.headers());
     let head = request.method() == Method::HEAD;
     let mut request = request;
     if head {
@@ -104,7 +105,7 @@ where
     let wants_brotli = encodings[Encoding::Brotli as usize];
     let found = views::cached(&app, &key, wants_brotli, || render(inner, request)).await;
     let mut response = match found {
-        Ok((ready, status)) => respond(&ready, status, encodings, if_none_match.as_deref(), head),
+        Ok((ready, status)) => respond(&ready, status, encodings, if_none_match.as_ref(), head),
         Err(uncacheable) => with_x_cache(uncacheable, MISS),
     };
     response
@@ -183,6 +184,17 @@ fn combined(headers: &HeaderMap, name: header::HeaderName) -> Option<String> {
     (!lines.is_empty()).then(|| lines.join(", "))
 }
 
+/// Every `If-None-Match` line as one list of entity-tags, read as conditional writes
+/// read it (commas inside quotes, `W/`, `*`). `None` when there is none, or when it is
+/// malformed: a GET answered as if it had none is never wrong, a 304 could be.
+fn if_none_match(headers: &HeaderMap) -> Option<TagList> {
+    let lines = headers
+        .get_all(header::IF_NONE_MATCH)
+        .into_iter()
+        .map(HeaderValue::as_bytes);
+    TagList::parse(lines).ok().flatten()
+}
+
 /// The encodings the client accepts, best first: brotli, gzip, then none (RFC 9110
 /// §12.5.3: every `Accept-Encoding` line, `q` in any case, `*` for codings not named;
 /// a member whose weight is not a valid qvalue is ignored).
@@ -242,11 +254,15 @@ fn respond(
     ready: &ReadyView,
     status: CacheStatus,
     accepted: [bool; 3],
-    if_none_match: Option<&str>,
+    if_none_match: Option<&TagList>,
     head: bool,
 ) -> Response {
     let (encoding, (body, etag)) = ready.best(accepted);
-    let not_modified = if_none_match.is_some_and(|tags| matches_etag(tags, etag));
+    // The ETag of the variant chosen: a tag of another encoding names another
+    // representation, which this 304 would wrongly confirm.
+    let not_modified = if_none_match
+        .zip(etag.to_str().ok())
+        .is_some_and(|(tags, etag)| tags.matches_weakly(etag));
     let mut response = if not_modified {
         let mut response = Response::new(Body::empty());
         *response.status_mut() = StatusCode::NOT_MODIFIED;
@@ -284,16 +300,6 @@ fn respond(
     )
 }
 
-/// `If-None-Match: "a", W/"b"` or `*`; weak tags compare by their opaque part.
-fn matches_etag(tags: &str, etag: &HeaderValue) -> bool {
-    let Ok(etag) = etag.to_str() else {
-        return false;
-    };
-    tags.split(',')
-        .map(str::trim)
-        .any(|tag| tag == "*" || tag.strip_prefix("W/").unwrap_or(tag) == etag)
-}
-
 fn with_x_cache(mut response: Response, value: HeaderValue) -> Response {
     response.headers_mut().insert("x-cache", value);
     response
@@ -322,12 +328,40 @@ mod tests {
         );
         headers.append(header::ACCEPT_ENCODING, HeaderValue::from_static("gzip"));
         assert_eq!(accepted_encodings(&headers), [true, true, false]);
-        let etag = HeaderValue::from_static("\"1-a\"");
+        assert!(not_modified(&["\"0-b\"", "W/\"1-a\""], "\"1-a\""));
+    }
+
+    /// Whether `If-None-Match` lines `lines` match `etag`.
+    fn not_modified(lines: &[&'static str], etag: &str) -> bool {
         let mut headers = HeaderMap::new();
-        headers.append(header::IF_NONE_MATCH, HeaderValue::from_static("\"0-b\""));
-        headers.append(header::IF_NONE_MATCH, HeaderValue::from_static("W/\"1-a\""));
-        let tags = combined(&headers, header::IF_NONE_MATCH).unwrap();
-        assert!(matches_etag(&tags, &etag));
+        for line in lines {
+            headers.append(header::IF_NONE_MATCH, HeaderValue::from_static(line));
+        }
+        if_none_match(&headers).is_some_and(|tags| tags.matches_weakly(etag))
+    }
+
+    #[test]
+    fn if_none_match_is_a_list_of_entity_tags_compared_weakly() {
+        let etag = "\"1-a\"";
+        assert!(
+            not_modified(&["\"x,y\", \"1-a\""], etag),
+            "a comma inside quotes"
+        );
+        assert!(not_modified(&["W/\"x\" ,\t W/\"1-a\""], etag));
+        assert!(not_modified(&["*"], etag));
+        assert!(not_modified(&["", "\"1-a\""], etag), "an empty line");
+        assert!(not_modified(&["\"1-a\""], "W/\"1-a\""));
+        assert!(!not_modified(&["\"x,1-a\""], etag), "inside another tag");
+        assert!(!not_modified(&["\"1-a-gzip\""], etag), "another variant");
+        assert!(!not_modified(&[], etag));
+        // Malformed, so ignored, even where a piece between commas looks like the tag.
+        assert!(!not_modified(&["\"x,\"1-a\""], etag));
+        assert!(
+            !not_modified(&["\"x", "\"1-a\""], etag),
+            "a malformed line spoils the list"
+        );
+        assert!(!not_modified(&["\"x\", *"], etag));
+        assert!(!not_modified(&["1-a"], etag), "not quoted");
     }
 
     #[test]
@@ -355,11 +389,14 @@ mod tests {
         let ready = ReadyView::from_cached(&CachedResponse::new(200, "text/plain".into(), body));
         let gzip_etag = ready.variant(Encoding::Gzip).unwrap().1.clone();
         let identity_etag = ready.variant(Encoding::Identity).unwrap().1.clone();
+        let tags = TagList::parse(std::iter::once(gzip_etag.as_bytes()))
+            .unwrap()
+            .unwrap();
         let gzip = respond(
             &ready,
             CacheStatus::Hit,
             [true, true, false],
-            gzip_etag.to_str().ok(),
+            Some(&tags),
             false,
         );
         assert_eq!(gzip.status(), StatusCode::NOT_MODIFIED);
@@ -367,7 +404,7 @@ mod tests {
             &ready,
             CacheStatus::Hit,
             [true, false, false],
-            gzip_etag.to_str().ok(),
+            Some(&tags),
             false,
         );
         assert_eq!(

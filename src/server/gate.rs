@@ -5,12 +5,17 @@
 //! Transfer-Encoding).
 //!
 //! A refused head is replaced by a stand-in request (`GET /`, or `HEAD /` for a HEAD,
-//! with `Connection: close`) and the refusal is left in the connection's [`Refused`]
-//! slot, where the service finds it and answers it instead of routing. hyper thus
-//! writes the refusal itself, after any earlier pipelined response and with its usual
-//! headers, then closes; nothing after the refused head reaches it. On close, the
-//! unread rest of the request is drained for a moment, so that the client is not reset
-//! before it reads the answer.
+//! with `Connection: close`) and the refusal is left in the connection's [`Signals`],
+//! with what was seen of the head, where the service finds it and answers (and logs)
+//! it instead of routing. hyper thus writes the refusal itself, after any earlier
+//! pipelined response and with its usual headers, then closes; nothing after the
+//! refused head reaches it. On close, the unread rest of the request is drained for a
+//! moment, so that the client is not reset before it reads the answer.
+//!
+//! When the connection's deadline passes (see `watchdog`), it tells the gate
+//! ([`Signals::timed_out`]): a head that has begun is refused with 408 the same way;
+//! with none begun (an idle connection, or a silent one), hyper is told the stream
+//! ended, and closes without a word.
 //!
 //! To find the next head, bodies are counted off by their Content-Length. A chunked
 //! body is passed through unread, and its response closes the connection (see the
@@ -21,15 +26,43 @@ use std::io;
 use std::pin::Pin;
 use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll, ready};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use axum::http::Method;
 use bytes::{Buf as _, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use super::head::{self, Framing, Refusal, Scanner};
+use super::head::{self, Framing, Refusal, Scanner, Seen};
 
-/// Where a connection's refusal waits for its stand-in request.
-pub type Refused = Arc<OnceLock<Refusal>>;
+/// A refused head, as its answer and access line need it.
+#[derive(Debug)]
+pub struct Refused {
+    pub refusal: Refusal,
+    pub seen: Seen,
+    /// When the head's first bytes were looked at.
+    pub since: Instant,
+}
+
+/// What a connection's gate and the rest of the connection tell each other.
+#[derive(Debug, Default)]
+pub struct Signals {
+    /// Where a refusal waits for its stand-in request.
+    refused: OnceLock<Refused>,
+    /// How long the connection waited, once that was too long.
+    timed_out: OnceLock<Duration>,
+}
+
+impl Signals {
+    pub fn refused(&self) -> Option<&Refused> {
+        self.refused.get()
+    }
+
+    /// The connection waited `waited` for too long: the next time hyper reads, the gate
+    /// refuses a head that has begun with 408, or ends the stream when none has.
+    pub fn timed_out(&self, waited: Duration) {
+        let _ = self.timed_out.set(waited);
+    }
+}
 
 /// How much of the client's unread request is drained on close after a refusal, and
 /// for how long at most.
@@ -57,19 +90,22 @@ pub struct Gate<S> {
     released: usize,
     state: State,
     max_body: u64,
-    refused: Refused,
+    signals: Arc<Signals>,
+    /// When the current head's first bytes were looked at.
+    head_since: Option<Instant>,
     linger: Option<(Pin<Box<tokio::time::Sleep>>, usize)>,
 }
 
 impl<S> Gate<S> {
-    pub fn new(inner: S, max_body: u64, refused: Refused) -> Gate<S> {
+    pub fn new(inner: S, max_body: u64, signals: Arc<Signals>) -> Gate<S> {
         Gate {
             inner,
             buf: BytesMut::new(),
             released: 0,
             state: State::Head(Scanner::default()),
             max_body,
-            refused,
+            signals,
+            head_since: None,
             linger: None,
         }
     }
@@ -82,6 +118,7 @@ impl<S> Gate<S> {
             State::Refused => {}
             State::Through | State::Body(_) => self.release_body(),
             State::Head(scanner) => {
+                self.head_since.get_or_insert_with(Instant::now);
                 let checked = scanner.scan(&self.buf).and_then(|end| {
                     end.map(|end| head::inspect(&self.buf[..end], self.max_body).map(|a| (end, a)))
                         .transpose()
@@ -93,6 +130,7 @@ impl<S> Gate<S> {
                             self.buf[at] = b'1';
                         }
                         self.released = end;
+                        self.head_since = None;
                         self.state = match accepted.framing {
                             None => State::Head(Scanner::default()),
                             Some(Framing::Length(n)) => State::Body(n),
@@ -124,17 +162,35 @@ impl<S> Gate<S> {
 
     fn refuse(&mut self, refusal: Refusal) {
         tracing::debug!(status = %refusal.status, error = %refusal.message, "request head refused");
-        let stand_in: &[u8] = if refusal.head_method {
+        let seen = head::seen(&self.buf);
+        // The answer to a HEAD has no body.
+        let stand_in: &[u8] = if seen.method == Some(Method::HEAD) {
             b"HEAD / HTTP/1.1\r\nhost: refused\r\nconnection: close\r\n\r\n"
         } else {
             b"GET / HTTP/1.1\r\nhost: refused\r\nconnection: close\r\n\r\n"
         };
+        let since = self.head_since.unwrap_or_else(Instant::now);
         // Set once: nothing passes after a refusal, so there is never a second.
-        let _ = self.refused.set(refusal);
+        let _ = self.signals.refused.set(Refused {
+            refusal,
+            seen,
+            since,
+        });
         self.buf.clear();
         self.buf.extend_from_slice(stand_in);
         self.released = stand_in.len();
         self.state = State::Refused;
+    }
+
+    /// When the connection timed out: refuses a head that has begun (more than the
+    /// empty lines a head may follow) with 408; `false` when none has.
+    fn time_out(&mut self, waited: Duration) -> bool {
+        let begun = matches!(self.state, State::Head(_))
+            && self.buf.iter().any(|&b| b != b'\r' && b != b'\n');
+        if begun {
+            self.refuse(head::timed_out(waited));
+        }
+        begun
     }
 }
 
@@ -181,6 +237,13 @@ impl<S: AsyncRead + Unpin> AsyncRead for Gate<S> {
                 if this.released > 0 || matches!(this.state, State::Refused) {
                     continue;
                 }
+            }
+            if let Some(&waited) = this.signals.timed_out.get() {
+                if this.time_out(waited) {
+                    continue;
+                }
+                // Nothing begun: hyper closes as at the client's end of stream.
+                return Poll::Ready(Ok(()));
             }
             if !ready!(this.poll_fill(cx))? {
                 // The client is gone: hyper sees the end, whatever was held back

@@ -4,8 +4,9 @@
 //! every refusal is answered here, with a JSON body, and none by hyper's empty ones.
 
 use std::net::Ipv6Addr;
+use std::time::Duration;
 
-use axum::http::{StatusCode, Uri};
+use axum::http::{HeaderValue, Method, StatusCode, Uri};
 
 /// The largest request head (request line and fields), below hyper's read buffer so
 /// that hyper never refuses a head this module let through.
@@ -22,16 +23,24 @@ pub const MAX_HEADERS: usize = 100;
 pub struct Refusal {
     pub status: StatusCode,
     pub message: String,
-    /// The request's method when it was `HEAD`, whose answer has no body.
-    pub head_method: bool,
 }
 
 fn refuse(status: StatusCode, message: impl Into<String>) -> Refusal {
     Refusal {
         status,
         message: message.into(),
-        head_method: false,
     }
+}
+
+/// Some of a head arrived, not all of it, within the header timeout `limit`.
+pub fn timed_out(limit: Duration) -> Refusal {
+    refuse(
+        StatusCode::REQUEST_TIMEOUT,
+        format!(
+            "the request head (line and header fields) did not arrive within {}",
+            crate::config::human_duration(limit)
+        ),
+    )
 }
 
 fn bad(message: impl Into<String>) -> Refusal {
@@ -162,13 +171,68 @@ pub fn inspect(head: &[u8], max_body: u64) -> Result<Accepted, Refusal> {
     let Some((line_at, request_line)) = lines.next() else {
         return Err(bad("the request has no request line"));
     };
-    let is_head = request_line.starts_with(b"HEAD ");
-    let refuse_as = |mut refusal: Refusal| {
-        refusal.head_method = is_head;
-        refusal
-    };
-    let request = request_line_of(request_line, line_at).map_err(refuse_as)?;
-    fields(lines, request, max_body).map_err(refuse_as)
+    let request = request_line_of(request_line, line_at)?;
+    fields(lines, request, max_body)
+}
+
+/// What is known of a head however little of it arrived, valid or not, for the answer
+/// to a refused one and its access line.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Seen {
+    /// Once a space follows it, if it is a token.
+    pub method: Option<Method>,
+    /// Once the request line is whole, if it is valid and not too long.
+    pub target: Option<Uri>,
+    /// The first `X-Request-Id` among the whole header lines, as sent.
+    pub request_id: Option<HeaderValue>,
+}
+
+/// What is known of the head that starts `bytes` (after the empty lines a head may
+/// follow); bytes past its end are not looked at.
+pub fn seen(bytes: &[u8]) -> Seen {
+    let start = bytes
+        .iter()
+        .position(|&b| b != b'\r' && b != b'\n')
+        .unwrap_or(bytes.len());
+    let bytes = &bytes[start..];
+    // The piece after the last LF is not a whole line.
+    let whole = bytes
+        .iter()
+        .rposition(|&b| b == b'\n')
+        .map(|end| &bytes[..end]);
+    let mut lines = whole
+        .into_iter()
+        .flat_map(|whole| whole.split(|&b| b == b'\n'))
+        .map(|line| line.strip_suffix(b"\r").unwrap_or(line));
+    let request_line = lines.next();
+    let first_line = request_line.unwrap_or(bytes);
+    let method = first_line
+        .iter()
+        .position(|&b| b == b' ')
+        .and_then(|space| Method::from_bytes(&first_line[..space]).ok());
+    let request_id = lines.take_while(|line| !line.is_empty()).find_map(|line| {
+        let colon = line.iter().position(|&b| b == b':')?;
+        let (name, value) = (&line[..colon], trim_ows(&line[colon + 1..]));
+        name.eq_ignore_ascii_case(b"x-request-id")
+            .then(|| HeaderValue::from_bytes(value).ok())
+            .flatten()
+    });
+    Seen {
+        method,
+        target: request_line.and_then(target_of),
+        request_id,
+    }
+}
+
+/// The target of a whole request line (`METHOD target VERSION`), if valid.
+fn target_of(line: &[u8]) -> Option<Uri> {
+    let first = line.iter().position(|&b| b == b' ')?;
+    let last = line.iter().rposition(|&b| b == b' ')?;
+    let target = line.get(first + 1..last)?;
+    if target.is_empty() || target.len() > MAX_TARGET_BYTES {
+        return None;
+    }
+    Uri::try_from(target).ok()
 }
 
 struct RequestLine {
@@ -599,7 +663,32 @@ mod tests {
             "X: y\r\n".repeat(MAX_HEADERS)
         );
         assert_eq!(status(&many), 431);
-        let refused = check("HEAD / HTTP/1.1\r\n\r\n").expect_err("no host");
-        assert!(refused.head_method);
+    }
+
+    #[test]
+    fn what_is_seen_of_a_head_however_far_it_arrived() {
+        let whole = seen(b"\r\nHEAD /a?b=1 HTTP/1.1\r\nHost: a\r\nx-request-ID:  id-1 \r\n\r\nX-Request-Id: later\r\n");
+        assert_eq!(whole.method, Some(Method::HEAD));
+        assert_eq!(whole.target, Some(Uri::from_static("/a?b=1")));
+        assert_eq!(
+            whole.request_id,
+            Some(HeaderValue::from_static("id-1")),
+            "the first line's, not one past the head"
+        );
+        let started = seen(b"GET /a HTTP/1.1\r\nX-Request-Id: id-2\r\nX-Requ");
+        assert_eq!(started.method, Some(Method::GET));
+        assert_eq!(started.target, Some(Uri::from_static("/a")));
+        assert_eq!(started.request_id, Some(HeaderValue::from_static("id-2")));
+        let partial_id = seen(b"GET /a HTTP/1.1\r\nX-Request-Id: id-");
+        assert_eq!(partial_id.request_id, None, "a line not yet whole");
+        let partial_line = seen(b"PUT /propert");
+        assert_eq!(partial_line.method, Some(Method::PUT));
+        assert_eq!(partial_line.target, None);
+        assert_eq!(seen(b"GE"), Seen::default());
+        assert_eq!(seen(b""), Seen::default());
+        let invalid = seen(b"G(T /a<b HTTP/1.1\r\n\r\n");
+        assert_eq!((invalid.method, invalid.target), (None, None));
+        let long = format!("GET /{} HTTP/1.1\r\n", "a".repeat(MAX_TARGET_BYTES));
+        assert_eq!(seen(long.as_bytes()).target, None);
     }
 }

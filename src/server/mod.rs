@@ -18,15 +18,17 @@
 //! - Each connection has a deadline that depends on what it is doing (see [`watchdog`]):
 //!   the request head must arrive within `header_read_timeout` of its first byte (of
 //!   the connection, for the first request), and an idle keep-alive connection is
-//!   closed after `idle_timeout`. Request bodies have their own timeout (408), applied
-//!   where they are read.
+//!   closed after `idle_timeout`; then the client gets 408 if some of a head came, and
+//!   nothing otherwise. Request bodies have their own timeout (408), applied where they
+//!   are read.
 //! - On shutdown, new connections are refused, idle ones closed, requests in flight
 //!   finish; after `shutdown_timeout` whatever remains is closed.
 //! - HTTP as RFC 9110 and 9112 spell it, with the API's JSON errors: every request head
 //!   is checked before hyper parses it (see [`gate`] and [`head`]: size, syntax, Host,
 //!   Transfer-Encoding and Content-Length; `HTTP/1.x` with x > 1 is served as 1.1),
 //!   and methods no route could know are 501 here (known ones a route lacks stay 405,
-//!   with `Allow`, from the router).
+//!   with `Allow`, from the router). These answers get the access line and request id
+//!   the router's own answers get, on a listener whose router logs them.
 
 mod file_send;
 mod gate;
@@ -49,6 +51,7 @@ use tokio::sync::{AcquireError, OwnedSemaphorePermit, Semaphore, TryAcquireError
 use tower::{Service, ServiceExt as _};
 
 use crate::config::{HttpLimits, human_duration};
+use crate::http::access_log::{self, Early, REQUEST_ID};
 use crate::logging::{Failure, log_limited};
 use crate::metrics::Metrics;
 use watchdog::{Activity, Moment, Watched};
@@ -77,6 +80,10 @@ const DISPLACE_RETRY: Duration = Duration::from_millis(50);
 /// The largest request head (and read buffer) of a connection, so that a thousand slow
 /// clients cannot make the server hold a thousand large buffers.
 const MAX_READ_BUFFER: usize = 64 * 1024;
+
+/// How long a connection that timed out has to write its 408 (at once, unless the
+/// client stopped reading) and drain the rest (`gate`'s linger, 1 s).
+const TIMED_OUT_ANSWER_FOR: Duration = Duration::from_secs(2);
 
 /// Binds `address` with a backlog of [`LISTEN_BACKLOG`] (tokio's default is 1024 at
 /// most, and the platform's often 128).
@@ -122,8 +129,7 @@ pub fn connection_cap(configured: Option<usize>, reserved_for_database: usize) -
 pub async fn serve<S>(
     listener: TcpListener,
     router: S,
-    limits: HttpLimits,
-    max_body: usize,
+    served: Served,
     max_connections: usize,
     metrics: Arc<Metrics>,
     shutdown: impl Future<Output = ()>,
@@ -174,15 +180,13 @@ pub async fn serve<S>(
         tokio::spawn(connection(
             client,
             router.clone(),
-            Served {
-                limits,
-                max_body: max_body as u64,
-            },
+            served,
             watched,
             metrics.clone(),
         ));
     }
     drop(listener);
+    let limits = served.limits;
     let open = graceful.count();
     tracing::info!(
         "shutting down: finishing requests on {open} open connection(s), for at most {}",
@@ -284,10 +288,13 @@ struct Client {
 
 /// What every connection of a listener is held to.
 #[derive(Clone, Copy)]
-struct Served {
-    limits: HttpLimits,
+pub struct Served {
+    pub limits: HttpLimits,
     /// The largest request body any route reads: a longer Content-Length is 413 at once.
-    max_body: u64,
+    pub max_body: u64,
+    /// Whether the router writes access lines and request ids (its `AccessLog`), which
+    /// the answers made here before routing then get too.
+    pub access_log: bool,
 }
 
 /// Methods of RFC 9110, PATCH, and QUERY (the safe method with a body the HTTP working
@@ -315,12 +322,67 @@ fn json_error(status: StatusCode, message: &str) -> axum::response::Response {
     (status, axum::Json(serde_json::json!({ "error": message }))).into_response()
 }
 
+/// The answer made here before routing, if any, with what its access line says of the
+/// request: a refused head's, or 501 for a method no route could know.
+fn early_answer<'a>(
+    refused: Option<&'a gate::Refused>,
+    request: &'a hyper::Request<Incoming>,
+) -> Option<(axum::response::Response, Early<'a>)> {
+    if let Some(refused) = refused {
+        let seen = &refused.seen;
+        let early = Early {
+            method: seen.method.as_ref(),
+            uri: seen.target.as_ref(),
+            client_id: seen.request_id.as_ref(),
+            since: refused.since,
+        };
+        let answer = json_error(refused.refusal.status, &refused.refusal.message);
+        return Some((answer, early));
+    }
+    if is_known_method(request.method()) {
+        return None;
+    }
+    let answer = json_error(
+        StatusCode::NOT_IMPLEMENTED,
+        &format!("the method `{}` is not implemented", request.method()),
+    );
+    let early = Early {
+        method: Some(request.method()),
+        uri: Some(request.uri()),
+        client_id: request.headers().get(REQUEST_ID),
+        since: std::time::Instant::now(),
+    };
+    Some((answer, early))
+}
+
+/// When the connection has waited `waited` for too long: has the gate answer a head
+/// that has begun with 408, or end the stream when none has (an idle connection), and
+/// gives hyper a moment to write that and close. A hyper still writing to a client that
+/// stopped reading is not waited for longer.
+async fn time_out(
+    signals: &gate::Signals,
+    waited: Duration,
+    conn: std::pin::Pin<&mut impl Future>,
+) {
+    signals.timed_out(waited);
+    if tokio::time::timeout(TIMED_OUT_ANSWER_FOR, conn)
+        .await
+        .is_err()
+    {
+        tracing::debug!("a timed-out connection was cut while writing: its client does not read");
+    }
+}
+
 /// One client connection, until it closes, its deadline passes, it is displaced, or
 /// shutdown ends it.
 async fn connection<S>(
     client: Client,
     router: S,
-    Served { limits, max_body }: Served,
+    Served {
+        limits,
+        max_body,
+        access_log,
+    }: Served,
     graceful: hyper_util::server::graceful::Watcher,
     metrics: Arc<Metrics>,
 ) where
@@ -338,30 +400,30 @@ async fn connection<S>(
     } = client;
     // Responses are written whole; waiting for more bytes to coalesce only adds latency.
     let _ = stream.set_nodelay(true);
-    let refused = gate::Refused::default();
+    let signals = Arc::new(gate::Signals::default());
     let io = TokioIo::new(gate::Gate::new(
         Watched::new(file_send::FileSending::new(stream), activity.clone()),
         max_body,
-        refused.clone(),
+        signals.clone(),
     ));
     let service = hyper::service::service_fn({
         let activity = activity.clone();
+        let signals = signals.clone();
         move |request: hyper::Request<Incoming>| {
             activity.request_started();
             // Decided here, as hyper hands the request over: a refusal is set before
             // its stand-in request is released, and after every earlier request.
-            let answer = match refused.get() {
-                Some(refusal) => Some(json_error(refusal.status, &refusal.message)),
-                None if !is_known_method(request.method()) => Some(json_error(
-                    StatusCode::NOT_IMPLEMENTED,
-                    &format!("the method `{}` is not implemented", request.method()),
-                )),
-                None => None,
-            };
+            let refused = signals.refused();
+            let answer = early_answer(refused, &request).map(|(mut answer, early)| {
+                if access_log {
+                    access_log::answered_early(early, &mut answer);
+                }
+                answer
+            });
             // The gate passes a chunked body unread, so it cannot find the head after
             // it: that connection serves no other request, nor does a refused one.
-            let close = refused.get().is_some()
-                || request.headers().contains_key(header::TRANSFER_ENCODING);
+            let close =
+                refused.is_some() || request.headers().contains_key(header::TRANSFER_ENCODING);
             let routed = router.clone().oneshot(request.map(axum::body::Body::new));
             let activity = activity.clone();
             async move {
@@ -391,16 +453,18 @@ async fn connection<S>(
         // (100 header lines by default, as `head::MAX_HEADERS`) never trip.
         .max_buf_size(MAX_READ_BUFFER)
         .serve_connection(io, service);
+    let mut conn = std::pin::pin!(graceful.watch(conn));
     tokio::select! {
         // The connection first: a head that has arrived is read before a displacement
         // is considered, so a client that did send its head is not displaced.
         biased;
-        served = graceful.watch(conn) => {
+        served = conn.as_mut() => {
             if let Err(e) = served {
                 tracing::debug!(error = %e, "connection ended with an error");
             }
         }
-        () = activity.expired(&limits) => {
+        waited = activity.expired(&limits) => {
+            time_out(&signals, waited, conn).await;
             tracing::debug!("connection closed: its client was too slow or idle too long");
         }
         waited = activity.displaced() => {
@@ -487,11 +551,15 @@ mod tests {
         let router = tower::service_fn(|_: axum::extract::Request| async {
             Ok::<_, Infallible>(axum::response::Response::new(axum::body::Body::from("ok")))
         });
+        let served = Served {
+            limits: HttpLimits::default(),
+            max_body: 64 * 1024,
+            access_log: false,
+        };
         let server = tokio::spawn(serve(
             listener,
             router,
-            HttpLimits::default(),
-            64 * 1024,
+            served,
             2,
             metrics.clone(),
             std::future::pending(),

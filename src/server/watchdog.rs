@@ -8,9 +8,10 @@
 //! | idle | the application has answered | `idle_timeout` since the last byte written or read |
 //!
 //! A client sending its head one byte a second stays in the first phase and is cut at
-//! the header timeout, however steadily it sends; a client that reads its response
-//! slowly keeps the connection idle-but-progressing, and one that stops reading is cut
-//! at the idle timeout.
+//! the header timeout, however steadily it sends (with 408, as any connection cut with
+//! part of a head: see `gate`); a client that reads its response slowly keeps the
+//! connection idle-but-progressing, and one that stops reading is cut at the idle
+//! timeout.
 //!
 //! At the connection cap, a connection still awaiting its first head may also be
 //! displaced: the accept loop asks it to close ([`Activity::displace`]) to make room
@@ -158,14 +159,15 @@ impl Activity {
         }
     }
 
-    /// Resolves when the current phase has lasted longer than it may.
-    pub async fn expired(&self, limits: &HttpLimits) {
+    /// Resolves, with the limit it passed, when the current phase has lasted longer than
+    /// it may.
+    pub async fn expired(&self, limits: &HttpLimits) -> Duration {
         let millis = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
         let look_again = millis(limits.header_read_timeout.min(limits.idle_timeout));
         loop {
             let limit = match self.phase.load(Ordering::Acquire) {
-                FIRST_HEAD | NEXT_HEAD => Some(millis(limits.header_read_timeout)),
-                IDLE => Some(millis(limits.idle_timeout)),
+                FIRST_HEAD | NEXT_HEAD => Some(limits.header_read_timeout),
+                IDLE => Some(limits.idle_timeout),
                 _ => None,
             };
             let now = self.now();
@@ -173,9 +175,12 @@ impl Activity {
                 tokio::time::sleep(Duration::from_millis(look_again)).await;
                 continue;
             };
-            let deadline = self.since.load(Ordering::Acquire).saturating_add(limit);
+            let deadline = self
+                .since
+                .load(Ordering::Acquire)
+                .saturating_add(millis(limit));
             if now >= deadline {
-                return;
+                return limit;
             }
             let wait = (deadline - now).min(look_again);
             tokio::time::sleep(Duration::from_millis(wait)).await;
@@ -278,7 +283,10 @@ mod tests {
             assert!(expired.as_mut().now_or_never().is_none());
         }
         tokio::time::advance(Duration::from_millis(1001)).await;
-        assert!(expired.as_mut().now_or_never().is_some());
+        assert_eq!(
+            expired.as_mut().now_or_never(),
+            Some(Duration::from_secs(10))
+        );
     }
 
     /// A watchdog sleeping on a long limit must notice that the connection moved to a
@@ -301,7 +309,11 @@ mod tests {
         tokio::time::advance(Duration::from_millis(900)).await;
         assert!(expired.as_mut().now_or_never().is_none(), "idle for 0.9 s");
         tokio::time::advance(Duration::from_millis(200)).await;
-        assert!(expired.as_mut().now_or_never().is_some(), "idle for 1.1 s");
+        assert_eq!(
+            expired.as_mut().now_or_never(),
+            Some(Duration::from_secs(1)),
+            "idle for 1.1 s: the idle limit"
+        );
     }
 
     #[tokio::test(start_paused = true)]

@@ -1,6 +1,7 @@
 //! Conditional writes (RFC 9110 §13.1.1–2): `If-Match` and `If-None-Match` on PUT,
 //! PATCH and DELETE, evaluated against the listing as the write's transaction found it
-//! (locked), so two editors holding the same ETag cannot both succeed.
+//! (locked), so two editors holding the same ETag cannot both succeed. Its list of
+//! entity-tags ([`TagList`]) is also how `If-None-Match` is read on GET.
 
 use crate::domain::Property;
 use crate::view::Encoding;
@@ -69,7 +70,7 @@ impl Precondition {
 
 impl TagList {
     /// `None` when no line was sent.
-    fn parse<'a>(lines: impl Iterator<Item = &'a [u8]>) -> Result<Option<TagList>, String> {
+    pub fn parse<'a>(lines: impl Iterator<Item = &'a [u8]>) -> Result<Option<TagList>, String> {
         let mut any = false;
         let mut tags = Vec::new();
         let mut seen = false;
@@ -95,6 +96,17 @@ impl TagList {
             (true, true, false) => Err("`*` cannot be combined with entity-tags".to_owned()),
             (true, false, true) => Err("must be `*` or a list of entity-tags".to_owned()),
             (true, false, false) => Ok(Some(TagList::Tags(tags))),
+        }
+    }
+
+    /// Whether the list names `etag` by weak comparison (RFC 9110 §8.8.3.2: the opaque
+    /// parts are equal, `W/` on either side aside), `*` naming any: `If-None-Match` on
+    /// GET, against the ETag of the variant that would be sent.
+    pub fn matches_weakly(&self, etag: &str) -> bool {
+        let etag = etag.strip_prefix("W/").unwrap_or(etag);
+        match self {
+            TagList::Any => true,
+            TagList::Tags(tags) => tags.iter().any(|tag| tag.opaque == etag),
         }
     }
 }

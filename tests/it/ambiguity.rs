@@ -1,7 +1,8 @@
 //! Ambiguous input is an input error, and field lines combine (RFC 9110 §5.3): a
 //! miscased or unknown query parameter, a parameter given twice and two Authorization
 //! lines are refused by name; several Accept-Encoding or If-None-Match lines count as
-//! one list, whose `q` is read in any case. Raw TCP against the real binary.
+//! one list, whose `q` is read in any case; If-None-Match is read as a list of
+//! entity-tags, whose quotes may hold commas. Raw TCP against the real binary.
 
 use crate::both_modes;
 use crate::support::TestEnv;
@@ -97,6 +98,35 @@ async fn field_lines_combine_and_weights_are_read_in_any_case(env: TestEnv) {
         revalidated.status, 304,
         "the second If-None-Match line counts too"
     );
+}
+
+both_modes!(if_none_match_is_a_list_of_entity_tags);
+
+async fn if_none_match_is_a_list_of_entity_tags(env: TestEnv) {
+    let server = env.serve_writable(&[]);
+    let body = r#"{"title":"Tagged","price":"1.00","location":"Lamu"}"#;
+    let created = request(server.address, "POST", "/properties/", &[], body);
+    let path = format!("/properties/{}/", created.json()["id"]);
+    let etag = request(server.address, "GET", &path, &[], "")
+        .header("etag")
+        .expect("ETag");
+    let opaque = etag.trim_matches('"');
+    let status = |if_none_match: String| {
+        let line = format!("If-None-Match: {if_none_match}");
+        let answer = request(server.address, "GET", &path, &[&line], "");
+        (answer.status, answer.body.is_empty())
+    };
+    assert_eq!(
+        status(format!(r#""x,y", {etag}"#)),
+        (304, true),
+        "a comma inside a tag does not end it"
+    );
+    assert_eq!(status(format!(r#"W/"a,b",W/{etag}"#)), (304, true));
+    // The current tag's text inside another tag, after its comma: no match.
+    assert_eq!(status(format!(r#""x,{opaque}""#)), (200, false));
+    // Malformed (a quote left open), so ignored, though split at every comma it would
+    // end with the current tag.
+    assert_eq!(status(format!(r#""x,{etag}"#)), (200, false));
 }
 
 both_modes!(every_spelling_of_an_item_path_is_one_view);

@@ -2,14 +2,16 @@
 //! library would normalise these requests): transfer codings other than one `chunked`
 //! are 501 and close the connection unread; Host is required, single and valid;
 //! `HTTP/1.2` is served as 1.1; unknown methods are 501, known ones a route lacks 405;
-//! every error the HTTP layer answers has a JSON body; the admin address answers only
-//! loopback names, IP addresses and the names it is given (DNS rebinding).
+//! every error the HTTP layer answers has a JSON body; a request head cut short by its
+//! timeout is 408, an idle connection is closed without a word; the admin address
+//! answers only loopback names, IP addresses and the names it is given (DNS
+//! rebinding).
 //!
 //! The server's behaviour does not depend on the backends, so these run embedded.
 
 use std::io::{Read as _, Write as _};
 use std::net::{SocketAddr, TcpStream};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::dashboard::admin_address;
 use crate::support::{ADMIN_TOKEN, TestEnv};
@@ -56,12 +58,22 @@ impl Response {
     }
 }
 
+fn connect(address: SocketAddr) -> TcpStream {
+    let stream = TcpStream::connect_timeout(&address, BOUND).expect("connect");
+    stream.set_read_timeout(Some(BOUND)).expect("timeout");
+    stream
+}
+
 /// Sends `bytes` as they are, then reads every response until the server closes the
 /// connection (within `BOUND`).
 fn exchange(address: SocketAddr, bytes: &[u8]) -> Vec<Response> {
-    let mut stream = TcpStream::connect_timeout(&address, BOUND).expect("connect");
-    stream.set_read_timeout(Some(BOUND)).expect("timeout");
+    let mut stream = connect(address);
     stream.write_all(bytes).expect("send");
+    read_to_close(stream)
+}
+
+/// Every response until the server closes the connection (within `BOUND`).
+fn read_to_close(mut stream: TcpStream) -> Vec<Response> {
     let mut data = Vec::new();
     stream.read_to_end(&mut data).unwrap_or_else(|e| {
         panic!(
@@ -70,6 +82,27 @@ fn exchange(address: SocketAddr, bytes: &[u8]) -> Vec<Response> {
         )
     });
     parse_responses(&data)
+}
+
+/// One response on a connection that stays open, within `BOUND`.
+fn read_one(stream: &mut TcpStream) -> Response {
+    let mut data = Vec::new();
+    let mut buf = [0; 4096];
+    loop {
+        if let Some(end) = data.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&data[..end]).to_ascii_lowercase();
+            let length: usize = head
+                .lines()
+                .find_map(|line| line.strip_prefix("content-length:"))
+                .map_or(0, |n| n.trim().parse().expect("a length"));
+            if data.len() >= end + 4 + length {
+                return parse_responses(&data).remove(0);
+            }
+        }
+        let n = stream.read(&mut buf).expect("a response within the bound");
+        assert!(n > 0, "closed: {}", String::from_utf8_lossy(&data));
+        data.extend_from_slice(&buf[..n]);
+    }
 }
 
 fn parse_responses(mut data: &[u8]) -> Vec<Response> {
@@ -320,6 +353,60 @@ async fn errors_of_the_http_layer_are_json() {
     assert_eq!(responses.len(), 1, "{responses:?}");
     assert_eq!(responses[0].status, 408, "{responses:?}");
     assert!(responses[0].error().contains("did not arrive"));
+}
+
+/// A keep-alive request, answered 200.
+const KEEP_ALIVE_GET: &[u8] = b"GET /health HTTP/1.1\r\nHost: test\r\n\r\n";
+
+/// The one answer to a head cut short by a 1 s timeout: 408, JSON, closing, not before
+/// the timeout counted from `sent` (the server's clock starts later).
+fn timed_out(responses: &[Response], sent: Instant) {
+    let waited = sent.elapsed();
+    let [response] = responses else {
+        panic!("one answer, got {responses:?}");
+    };
+    assert_eq!(response.status, 408, "{response:?}");
+    assert!(response.closes(), "{response:?}");
+    let message = response.error();
+    assert!(message.contains("did not arrive within 1 s"), "{message}");
+    assert!(waited >= Duration::from_millis(900), "{waited:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_head_cut_short_by_its_timeout_is_408_and_an_idle_connection_closes_silently() {
+    let env = TestEnv::embedded();
+    let server = env.serve(&["--header-read-timeout", "1", "--idle-timeout", "1"]);
+    let address = server.address;
+
+    // The first head of a connection.
+    let sent = Instant::now();
+    let responses = exchange(address, b"GET /health HTTP/1.1\r\nHost: test\r\nX-Requ");
+    timed_out(&responses, sent);
+
+    // A later head, begun on a kept-alive connection after the previous answer.
+    let mut stream = connect(address);
+    stream.write_all(KEEP_ALIVE_GET).expect("send");
+    assert_eq!(read_one(&mut stream).status, 200);
+    let sent = Instant::now();
+    stream.write_all(b"GET /he").expect("send");
+    timed_out(&read_to_close(stream), sent);
+
+    // A later head begun with the previous request, before its answer: the
+    // connection is idle, and its idle timeout cuts the head short.
+    let sent = Instant::now();
+    let mut responses = exchange(address, &[KEEP_ALIVE_GET, b"GET /he"].concat());
+    assert_eq!(responses.remove(0).status, 200);
+    timed_out(&responses, sent);
+
+    // No byte of a request: closed without a word, whether the connection is new,
+    // sent only the empty line a request line may follow, or is kept alive and idle.
+    assert!(exchange(address, b"").is_empty());
+    assert!(exchange(address, b"\r\n").is_empty());
+    let mut stream = connect(address);
+    stream.write_all(KEEP_ALIVE_GET).expect("send");
+    assert_eq!(read_one(&mut stream).status, 200);
+    let later = read_to_close(stream);
+    assert!(later.is_empty(), "{later:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

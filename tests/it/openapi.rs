@@ -1,6 +1,6 @@
 //! `/openapi.json` documents exactly what is served: every documented operation
 //! answers (not 404 for the route, not 405), and every route and method the router
-//! serves is documented.
+//! serves is documented, with the statuses the server answers before any route.
 
 use std::collections::BTreeSet;
 
@@ -37,6 +37,14 @@ async fn the_document_matches_the_routes_served() {
                 .expect("responses")
                 .keys()
                 .collect();
+            // What the server answers before any route: a head too slow, a transfer
+            // coding or method it does not implement.
+            for status in ["408", "501"] {
+                assert!(
+                    responses.contains(&&status.to_owned()),
+                    "{method} {path} does not document {status}: {responses:?}"
+                );
+            }
             let auth = format!("Bearer {ADMIN_TOKEN}");
             let headers = [
                 ("authorization", auth.as_str()),
