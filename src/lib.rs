@@ -14,9 +14,11 @@
 //! - `redis_link`: reaching Redis (single, Sentinel, Cluster, TLS).
 //! - [`domain`]: validated input types and the records reads return; [`config`]: typed
 //!   settings and every default; [`metrics`]: every counter; [`logging`]: log formats
-//!   and rate-limited failure lines; `error_chain`, `stable_hash`, [`allocator`]:
+//!   and rate-limited failure lines; `access_line`: the access line and request id
+//!   that the router's answers and the server's early ones share; `error_chain`, `stable_hash`, [`allocator`]:
 //!   small leaves.
 
+mod access_line;
 pub mod allocator;
 pub mod cli;
 pub mod config;

@@ -50,8 +50,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{AcquireError, OwnedSemaphorePermit, Semaphore, TryAcquireError};
 use tower::{Service, ServiceExt as _};
 
+use crate::access_line::{self, Early, REQUEST_ID};
 use crate::config::{HttpLimits, human_duration};
-use crate::http::access_log::{self, Early, REQUEST_ID};
 use crate::logging::{Failure, log_limited};
 use crate::metrics::Metrics;
 use watchdog::{Activity, Moment, Watched};
@@ -416,7 +416,7 @@ async fn connection<S>(
             let refused = signals.refused();
             let answer = early_answer(refused, &request).map(|(mut answer, early)| {
                 if access_log {
-                    access_log::answered_early(early, &mut answer);
+                    access_line::answered_early(early, &mut answer);
                 }
                 answer
             });

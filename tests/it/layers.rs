@@ -23,6 +23,7 @@ const LAYERS: &[&[&str]] = &[
         "http_client",
         "test_hooks",
         "allocator",
+        "access_line",
     ],
     &["error_chain", "stable_hash"],
 ];
