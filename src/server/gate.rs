@@ -69,7 +69,7 @@ impl Signals {
 const LINGER_BYTES: usize = 1 << 20;
 const LINGER_FOR: Duration = Duration::from_secs(1);
 
-/// Bytes read from the client at a time while a head is held back.
+/// Room made for the client's bytes before each read while a head is held back.
 const READ_CHUNK: usize = 8 * 1024;
 
 enum State {
@@ -197,13 +197,12 @@ impl<S> Gate<S> {
 impl<S: AsyncRead + Unpin> Gate<S> {
     /// Reads more of the client's bytes into `buf`; `Ok(false)` at the end of the stream.
     fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<bool>> {
-        let start = self.buf.len();
-        self.buf.resize(start + READ_CHUNK, 0);
-        let mut read = ReadBuf::new(&mut self.buf[start..]);
-        let polled = Pin::new(&mut self.inner).poll_read(cx, &mut read);
-        let n = read.filled().len();
-        self.buf.truncate(start + n);
-        ready!(polled)?;
+        self.buf.reserve(READ_CHUNK);
+        let n = ready!(tokio_util::io::poll_read_buf(
+            Pin::new(&mut self.inner),
+            cx,
+            &mut self.buf
+        ))?;
         Poll::Ready(Ok(n > 0))
     }
 }
