@@ -29,10 +29,6 @@ pub struct EntityTag {
 }
 
 impl Precondition {
-    pub fn is_empty(&self) -> bool {
-        self.if_match.is_none() && self.if_none_match.is_none()
-    }
-
     /// Whether a write may replace or delete `current` (RFC 9110 §13.2.2: If-Match
     /// first, then If-None-Match).
     pub fn allows(&self, current: &Property) -> bool {
@@ -244,9 +240,10 @@ mod tests {
                 .allows(&property())
         );
         assert!(pre(&[], &["\"older\""]).unwrap().allows(&property()));
-        assert!(pre(&[], &[]).unwrap().is_empty());
-        assert!(
-            pre(&[""], &[" "]).unwrap().is_empty(),
+        assert_eq!(pre(&[], &[]).unwrap(), Precondition::default());
+        assert_eq!(
+            pre(&[""], &[" "]).unwrap(),
+            Precondition::default(),
             "empty lines are no lists"
         );
     }
