@@ -153,25 +153,23 @@ impl PropertyQuery {
         let mut query = PropertyQuery::default();
         let mut given: Vec<&'static str> = Vec::new();
         for (key, value) in pairs {
-            match Self::PARAMETERS.iter().find(|p| **p == key) {
+            let field = match Self::PARAMETERS.iter().find(|p| **p == key) {
                 Some(field) if given.contains(field) => {
                     return Err(FieldError {
                         field,
                         rule: "given more than once (give it once)".into(),
                     });
                 }
-                Some(field) => given.push(field),
+                Some(field) => field,
                 None if is_tracking_parameter(key) => continue,
                 None => return Err(unknown_parameter(key)),
-            }
+            };
+            given.push(field);
             if value.is_empty() {
-                if let Some(field) = Self::PARAMETERS.iter().find(|p| **p == key) {
-                    return Err(FieldError {
-                        field,
-                        rule: EMPTY_RULE.into(),
-                    });
-                }
-                continue;
+                return Err(FieldError {
+                    field,
+                    rule: EMPTY_RULE.into(),
+                });
             }
             match key {
                 "location" => query.location = text_filter("location", value)?,
