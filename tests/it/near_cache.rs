@@ -96,6 +96,38 @@ async fn a_write_waits_for_a_server_that_has_not_confirmed() {
     assert!(waited < LEASE * 3, "but not for ever: {waited:?}");
 }
 
+/// A writer does not wait for its own server's confirmation: it records its bump in its
+/// own mirror before the acknowledgement. With its confirmations held up, the write is
+/// acknowledged at once, and the next request to that server, still within its lease,
+/// does not get the old page from memory.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[cfg_attr(not(listings_test_services), ignore = "needs PostgreSQL and Redis")]
+async fn a_writer_does_not_wait_for_its_own_confirmation() {
+    let redis = OwnRedis::start();
+    let env = env_with(&redis).await;
+    let app = env.app().await;
+    let router = router(&app);
+    create(&app, "Old").await;
+    until_served_from_memory(&router).await;
+
+    let stuck = app.hooks().arm(Point::BeforeNearConfirm);
+    let started = Instant::now();
+    create(&app, "New").await;
+    let waited = started.elapsed();
+    let next = get(&router, "/properties/").await;
+    let still_live = started.elapsed() < LEASE / 2;
+    stuck.reached().await;
+    stuck.release();
+    assert_eq!(next.titles(), ["New", "Old"], "no stale page after the ack");
+    assert!(
+        waited < LEASE / 2,
+        "the writer did not wait for its own lease: {waited:?}"
+    );
+    if still_live {
+        assert_eq!(next.x_cache(), "MISS", "retired in memory, then rendered");
+    }
+}
+
 /// A server killed with its lease live: writers wait for the lease to run out, then go
 /// on; the dead server's lease is forgotten.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -54,10 +54,16 @@ impl TagClock {
     /// Records the bump `seq` of `tags`. Tags come first, so that a reader seeing the
     /// new number also sees what it bumped.
     pub fn record(&self, seq: u64, tags: impl IntoIterator<Item = Tag>) {
+        self.record_tags_only(seq, tags);
+        self.seq.fetch_max(seq, Ordering::AcqRel);
+    }
+
+    /// Records the bump `seq` of `tags` and leaves the sequence where it is: for a bump
+    /// known before the ones numbered below it are (see `NearLease::record_own_bump`).
+    pub fn record_tags_only(&self, seq: u64, tags: impl IntoIterator<Item = Tag>) {
         for tag in tags {
             self.bumped_at[tag.index()].fetch_max(seq, Ordering::AcqRel);
         }
-        self.seq.fetch_max(seq, Ordering::AcqRel);
     }
 
     /// The next number of the sequence, for a bump made here (callers serialize).
@@ -98,5 +104,21 @@ mod tests {
         clock.record(1, [ALL]);
         assert_eq!(clock.seq(), 3);
         assert!(!clock.is_current(&late));
+    }
+
+    #[test]
+    fn a_bump_recorded_ahead_of_its_turn_retires_without_moving_the_sequence() {
+        let clock = TagClock::default();
+        clock.record(1, []);
+        let seven = Stamp {
+            seq: clock.seq(),
+            tags: item_tags(7),
+        };
+        clock.record_tags_only(3, item_tags(7).iter().filter(|t| *t != ALL));
+        assert!(!clock.is_current(&seven));
+        assert_eq!(clock.seq(), 1, "bump 2 is not recorded yet");
+        clock.record(2, []);
+        clock.record(3, item_tags(7).iter().filter(|t| *t != ALL));
+        assert_eq!(clock.seq(), 3);
     }
 }

@@ -58,6 +58,37 @@ local function current_seq(clock, master, registry, initial)
   redis.call('SET', master, me)
   return next
 end
+
+-- {live leases other than `except` that have not confirmed bump `wanted`, the ms
+-- writers must still wait after a master inherited the registry}. Forgets leases that
+-- ran out.
+local function pending_acks(registry, wanted, lease_ms, except)
+  local t = redis.call('TIME')
+  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  local fields = redis.call('HGETALL', registry)
+  local by_field = {}
+  for i = 1, #fields, 2 do
+    by_field[fields[i]] = fields[i + 1]
+  end
+  wanted = tonumber(wanted)
+  local pending = 0
+  local inherited_at = tonumber(by_field[INHERITED_AT_FIELD] or '0')
+  local inherited_wait = math.max(0, inherited_at + tonumber(lease_ms) - now)
+  for i = 1, #fields, 2 do
+    local field = fields[i]
+    if string.sub(field, 1, #LEASE_FIELD) == LEASE_FIELD then
+      local server = string.sub(field, #LEASE_FIELD + 1)
+      if tonumber(fields[i + 1]) < now then
+        redis.call('HDEL', registry, field, ACK_FIELD .. server)
+      elseif server ~= except then
+        -- A live lease's ack is never among what this loop deletes.
+        local acked = tonumber(by_field[ACK_FIELD .. server] or '0')
+        if acked < wanted then pending = pending + 1 end
+      end
+    end
+  end
+  return {pending, inherited_wait}
+end
 ";
 
 /// KEYS: clock, master, registry. ARGV: initial sequence, then tags. Returns {the
@@ -118,9 +149,11 @@ return 1
 ";
 
 /// KEYS: clock, master, registry. ARGV: initial sequence, channel, news, the write's
-/// WAL position (16 hex digits, empty when not known), then tags. Bumps the tags under
-/// the next number and publishes `number:tags:news` to the servers (see `near_lease`);
-/// returns the number.
+/// WAL position (16 hex digits, empty when not known), the writer's server id, lease
+/// ms, then tags. Bumps the tags under the next number and publishes
+/// `number:tags:news` to the servers (see `near_lease`); returns {the number, then what
+/// `PENDING_ACKS` returns for it}, so that a writer nobody else makes wait is done in
+/// one round trip.
 ///
 /// The watermark replicas are held to (`wal`) is raised to the position, never
 /// lowered. It is known only while `wal_seq` equals the sequence: every bump up to
@@ -140,7 +173,7 @@ if ARGV[4] ~= '' then
 end
 s = number(s)
 local fields, tags = {}, {}
-for i = 5, #ARGV do
+for i = 7, #ARGV do
   tags[#tags + 1] = ARGV[i]
   fields[#fields + 1] = ARGV[i]
   fields[#fields + 1] = s
@@ -150,7 +183,8 @@ for i = 1, #fields, 4000 do
   redis.call('HSET', KEYS[1], unpack(fields, i, math.min(i + 3999, #fields)))
 end
 redis.call('PUBLISH', ARGV[2], s .. ':' .. table.concat(tags, ',') .. ':' .. ARGV[3])
-return s
+local pending = pending_acks(KEYS[3], s, ARGV[6], ARGV[5])
+return {s, pending[1], pending[2]}
 ";
 
 /// KEYS: clock, master, registry. ARGV: initial sequence. Returns {the watermark,
@@ -177,35 +211,12 @@ redis.call('HSET', KEYS[3], WAL_SEQ_FIELD, number(s))
 return 1
 ";
 
-/// KEYS: the registry. ARGV: a bump's number, lease ms. Forgets expired leases; returns
-/// {how many live ones have not confirmed the bump yet, ms until no lease from
-/// before the master inherited the registry can still be trusted}.
+/// KEYS: the registry. ARGV: a bump's number, lease ms, the writer's own server id.
+/// Forgets expired leases; returns {how many live ones but the writer's have not
+/// confirmed the bump yet, ms until no lease from before the master inherited the
+/// registry can still be trusted}.
 const PENDING_ACKS: &str = r"
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local fields = redis.call('HGETALL', KEYS[1])
-local registry = {}
-for i = 1, #fields, 2 do
-  registry[fields[i]] = fields[i + 1]
-end
-local wanted = tonumber(ARGV[1])
-local pending = 0
-local inherited_at = tonumber(registry[INHERITED_AT_FIELD] or '0')
-local inherited_wait = math.max(0, inherited_at + tonumber(ARGV[2]) - now)
-for i = 1, #fields, 2 do
-  local field = fields[i]
-  if string.sub(field, 1, #LEASE_FIELD) == LEASE_FIELD then
-    local server = string.sub(field, #LEASE_FIELD + 1)
-    if tonumber(fields[i + 1]) < now then
-      redis.call('HDEL', KEYS[1], field, ACK_FIELD .. server)
-    else
-      -- A live lease's ack is never among what this loop deletes.
-      local acked = tonumber(registry[ACK_FIELD .. server] or '0')
-      if acked < wanted then pending = pending + 1 end
-    end
-  end
-end
-return {pending, inherited_wait}
+return pending_acks(KEYS[1], ARGV[1], ARGV[2], ARGV[3])
 ";
 
 /// KEYS: the registry, the clock, the master (one hash slot). ARGV: server id, lease

@@ -31,7 +31,7 @@ use crate::redis_link::RedisLink;
 use crate::service::cache::clock::TagClock;
 use crate::service::cache::keys::{KeySpace, Resource};
 use crate::service::cache::lua::{Scripts, initial_seq};
-use crate::service::cache::tags::Tag;
+use crate::service::cache::tags::{Tag, TagSet};
 use crate::test_hooks::pause;
 
 /// How long a lease lasts in Redis: the longest a writer waits for a server that
@@ -79,6 +79,19 @@ impl NearLease {
     pub fn clock(&self) -> Option<&TagClock> {
         let live = self.now_ms() < self.valid_until.load(Ordering::Acquire);
         live.then_some(&self.clock)
+    }
+
+    /// This server's name in the registry.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// Records a bump this server made, before its message comes back, so that its
+    /// writer need not wait for this server's own confirmation. Tags only: the mirror's
+    /// sequence says every bump up to it is recorded, and another server's bump
+    /// numbered below this one may not have been heard yet.
+    pub fn record_own_bump(&self, seq: u64, tags: &TagSet) {
+        self.clock.record_tags_only(seq, tags.iter());
     }
 
     fn revoke(&self) {

@@ -42,6 +42,14 @@ use crate::service::cache::shared_counts;
 use crate::service::cache::tags::{Tag, TagSet};
 use crate::service::wal::WalPosition;
 
+/// A bump's number, and what it still waits for: live leases of other servers that
+/// have not confirmed it, and the ms left after a master inherited the registry.
+struct Bumped {
+    seq: u64,
+    pending: u64,
+    inherited_wait_ms: u64,
+}
+
 pub struct RedisCache {
     link: RedisLink,
     url: RedisUrl,
@@ -256,10 +264,12 @@ impl RedisCache {
         if !self.ready().await {
             return false;
         }
-        match self.bump_unchecked(tags, cause, written_at).await {
-            Some(seq) => self.wait_for_acks(seq).await,
-            None => false,
-        }
+        let Some(bumped) = self.bump_unchecked(tags, cause, written_at).await else {
+            return false;
+        };
+        // This server vouches for its own mirror, so its confirmation is not awaited.
+        self.near.record_own_bump(bumped.seq, tags);
+        self.wait_for_acks(bumped).await
     }
 
     async fn bump_unchecked(
@@ -267,7 +277,7 @@ impl RedisCache {
         tags: &TagSet,
         cause: Cause<'_>,
         written_at: Option<WalPosition>,
-    ) -> Option<u64> {
+    ) -> Option<Bumped> {
         if self.link.may_have_two_masters() {
             // Never onto a master the sentinels have given up: it would be lost.
             self.guarded("ask the sentinels", self.link.named_master())
@@ -279,12 +289,19 @@ impl RedisCache {
             .arg(initial_seq())
             .arg(self.keys.bumps_channel())
             .arg(self.near.news(cause))
-            .arg(written_at.map(WalPosition::sortable).unwrap_or_default());
+            .arg(written_at.map(WalPosition::sortable).unwrap_or_default())
+            .arg(self.near.id())
+            .arg(millis(near_lease::LEASE));
         for tag in tags.iter() {
             invocation.arg(tag.index());
         }
-        let call = invocation.invoke_async::<u64>(&mut conn);
-        self.guarded("invalidate", call).await
+        let call = invocation.invoke_async::<(u64, u64, u64)>(&mut conn);
+        let (seq, pending, inherited_wait_ms) = self.guarded("invalidate", call).await?;
+        Some(Bumped {
+            seq,
+            pending,
+            inherited_wait_ms,
+        })
     }
 
     /// The replicas' watermark. Not from a master the sentinels may have given up (as
@@ -326,27 +343,19 @@ impl RedisCache {
         deadline(call).await == Ok(1)
     }
 
-    /// Polls until no live lease lags behind the bump `seq`. Bounded: a server that stops
-    /// confirming loses its lease within [`near_lease::LEASE`], and is no longer waited
-    /// for; after a master took over, until every lease from before has run out.
-    async fn wait_for_acks(&self, seq: u64) -> bool {
+    /// Polls until no live lease of another server lags behind the bump (as the bump
+    /// found them at first). Bounded: a server that stops confirming loses its lease
+    /// within [`near_lease::LEASE`], and is no longer waited for; after a master took
+    /// over, until every lease from before has run out.
+    async fn wait_for_acks(&self, bumped: Bumped) -> bool {
+        let Bumped {
+            seq,
+            mut pending,
+            mut inherited_wait_ms,
+        } = bumped;
         let mut give_up = Instant::now() + near_lease::LEASE + Duration::from_millis(500);
         let mut poll = Duration::from_micros(200);
-        loop {
-            let mut conn = self.link.conn();
-            let mut invocation = self.scripts.pending_acks.key(self.keys.near_registry());
-            let call = invocation
-                .arg(seq)
-                .arg(millis(near_lease::LEASE))
-                .invoke_async::<(u64, u64)>(&mut conn);
-            let Some((pending, inherited_wait_ms)) =
-                self.guarded("confirm an invalidation", call).await
-            else {
-                return false;
-            };
-            if pending == 0 && inherited_wait_ms == 0 {
-                return true;
-            }
+        while pending > 0 || inherited_wait_ms > 0 {
             let now = Instant::now();
             give_up = give_up.max(now + Duration::from_millis(inherited_wait_ms + 50));
             if now >= give_up {
@@ -358,7 +367,19 @@ impl RedisCache {
             }
             tokio::time::sleep(poll.min(Duration::from_millis(inherited_wait_ms.max(1)))).await;
             poll = (poll * 2).min(Duration::from_millis(20));
+            let mut conn = self.link.conn();
+            let mut invocation = self.scripts.pending_acks.key(self.keys.near_registry());
+            let call = invocation
+                .arg(seq)
+                .arg(millis(near_lease::LEASE))
+                .arg(self.near.id())
+                .invoke_async::<(u64, u64)>(&mut conn);
+            let Some(state) = self.guarded("confirm an invalidation", call).await else {
+                return false;
+            };
+            (pending, inherited_wait_ms) = state;
         }
+        true
     }
 
     /// Redis server-wide keyspace hits and misses, and the service's shared counters.
