@@ -24,8 +24,10 @@ pub struct Stamp {
 }
 
 pub struct TagClock {
-    /// The highest bump recorded.
+    /// Every bump up to it is recorded.
     seq: AtomicU64,
+    /// The highest bump recorded ahead of its turn (see [`TagClock::record_ahead`]).
+    ahead: AtomicU64,
     /// By tag: the number of its latest bump.
     bumped_at: Box<[AtomicU64]>,
 }
@@ -34,14 +36,22 @@ impl Default for TagClock {
     fn default() -> Self {
         TagClock {
             seq: AtomicU64::new(0),
+            ahead: AtomicU64::new(0),
             bumped_at: (0..Tag::COUNT).map(|_| AtomicU64::new(0)).collect(),
         }
     }
 }
 
 impl TagClock {
-    /// The number a load beginning now stamps its value with.
+    /// The number a load beginning now stamps its value with: every bump up to it was
+    /// made, so every write it retired had committed.
     pub fn seq(&self) -> u64 {
+        self.recorded_through()
+            .max(self.ahead.load(Ordering::Acquire))
+    }
+
+    /// Every bump up to this number is recorded (a mirror confirms this much).
+    pub fn recorded_through(&self) -> u64 {
         self.seq.load(Ordering::Acquire)
     }
 
@@ -54,13 +64,19 @@ impl TagClock {
     /// Records the bump `seq` of `tags`. Tags come first, so that a reader seeing the
     /// new number also sees what it bumped.
     pub fn record(&self, seq: u64, tags: impl IntoIterator<Item = Tag>) {
-        self.record_tags_only(seq, tags);
+        self.record_tags(seq, tags);
         self.seq.fetch_max(seq, Ordering::AcqRel);
     }
 
-    /// Records the bump `seq` of `tags` and leaves the sequence where it is: for a bump
-    /// known before the ones numbered below it are (see `NearLease::record_own_bump`).
-    pub fn record_tags_only(&self, seq: u64, tags: impl IntoIterator<Item = Tag>) {
+    /// Records the bump `seq` of `tags`, known before the bumps numbered below it may be
+    /// (see `NearLease::record_own_bump`): [`TagClock::recorded_through`] stays where it
+    /// is, and loads are stamped with `seq` from now on.
+    pub fn record_ahead(&self, seq: u64, tags: impl IntoIterator<Item = Tag>) {
+        self.record_tags(seq, tags);
+        self.ahead.fetch_max(seq, Ordering::AcqRel);
+    }
+
+    fn record_tags(&self, seq: u64, tags: impl IntoIterator<Item = Tag>) {
         for tag in tags {
             self.bumped_at[tag.index()].fetch_max(seq, Ordering::AcqRel);
         }
@@ -114,11 +130,21 @@ mod tests {
             seq: clock.seq(),
             tags: item_tags(7),
         };
-        clock.record_tags_only(3, item_tags(7).iter().filter(|t| *t != ALL));
+        clock.record_ahead(3, item_tags(7).iter().filter(|t| *t != ALL));
         assert!(!clock.is_current(&seven));
-        assert_eq!(clock.seq(), 1, "bump 2 is not recorded yet");
-        clock.record(2, []);
+        assert_eq!(clock.recorded_through(), 1, "bump 2 is not recorded yet");
+        let loaded_after = Stamp {
+            seq: clock.seq(),
+            tags: item_tags(7),
+        };
+        assert_eq!(loaded_after.seq, 3);
+        assert!(
+            clock.is_current(&loaded_after),
+            "a load after the bump is current"
+        );
+        clock.record(2, item_tags(7).iter().filter(|t| *t != ALL));
         clock.record(3, item_tags(7).iter().filter(|t| *t != ALL));
-        assert_eq!(clock.seq(), 3);
+        assert_eq!(clock.recorded_through(), 3);
+        assert!(clock.is_current(&loaded_after));
     }
 }

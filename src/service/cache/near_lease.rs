@@ -87,11 +87,11 @@ impl NearLease {
     }
 
     /// Records a bump this server made, before its message comes back, so that its
-    /// writer need not wait for this server's own confirmation. Tags only: the mirror's
-    /// sequence says every bump up to it is recorded, and another server's bump
-    /// numbered below this one may not have been heard yet.
+    /// writer need not wait for this server's own confirmation. Ahead of its turn: what
+    /// the lease confirms stays at the bumps heard, since another server's bump numbered
+    /// below this one may not have been heard yet.
     pub fn record_own_bump(&self, seq: u64, tags: &TagSet) {
-        self.clock.record_tags_only(seq, tags.iter());
+        self.clock.record_ahead(seq, tags.iter());
     }
 
     fn revoke(&self) {
@@ -167,7 +167,7 @@ async fn hold(
                     return Err("a bump message does not parse".to_owned());
                 };
                 pause!(context.hooks, BeforeNearConfirm);
-                if seq > lease.clock.seq() + 1 {
+                if seq > lease.clock.recorded_through() + 1 {
                     // A bump this server did not hear came before it.
                     copy_clock(context).await?;
                 }
@@ -261,11 +261,11 @@ async fn confirm(
             Err(_) => return Err("cannot ask the sentinels: timed out".to_owned()),
         }
     }
-    let held = lease.clock.seq();
+    let held = lease.clock.recorded_through();
     let current = renew_once(context, renew, held, *registered).await?;
     if current > held && behind == Behind::CopyTheClock {
         copy_clock(context).await?;
-        renew_once(context, renew, lease.clock.seq(), true).await?;
+        renew_once(context, renew, lease.clock.recorded_through(), true).await?;
     }
     *registered = true;
     let trusted_for = u64::try_from((LEASE - MARGIN).as_millis()).unwrap_or(0);
