@@ -3,8 +3,11 @@ use std::time::Duration;
 
 use clap::Parser as _;
 
+#[global_allocator]
+static HEAP: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
-    listings::allocator::bound_arenas();
+    listings::allocator::configure();
     // Only the working directory's .env, not one found in a parent directory.
     if let Err(e) = dotenvy::from_path(".env")
         && !e.not_found()
