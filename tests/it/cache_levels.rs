@@ -175,3 +175,54 @@ async fn a_miss_answers_gzip_at_once_and_brotli_follows(env: TestEnv) {
         "each encoding has its own tag"
     );
 }
+
+/// Entries in Redis travel in plain `GET` and `SET`, each with a script in the same
+/// round trip. A Redis that lost its scripts (`SCRIPT FLUSH`, as after a restart) gets
+/// them again: a second server finds the first one's page in Redis, without the
+/// database; after a write, the second server's new page is stored, and the first one
+/// reads it from Redis. No value is left behind in a fill lock's key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(not(listings_test_services), ignore = "needs PostgreSQL and Redis")]
+async fn entries_are_read_and_stored_after_redis_lost_its_scripts() {
+    let redis = crate::support::redis_server::OwnRedis::start();
+    let mut env = TestEnv::postgres_redis().await;
+    env.redis_url = Some(redis.url());
+    let (first, second) = (env.app().await, env.app().await);
+    let (first_router, second_router) = (router(&first), router(&second));
+    create(&first, "Villa").await;
+    assert_eq!(get(&first_router, "/properties/").await.x_cache(), "MISS");
+
+    let flush = || assert_eq!(redis.command(&["SCRIPT", "FLUSH"]).as_deref(), Some("OK"));
+    flush();
+    let queries = second.metrics.db_queries();
+    let found = get(&second_router, "/properties/").await;
+    assert_eq!(
+        found.x_cache(),
+        "HIT",
+        "the first server's page, from Redis"
+    );
+    assert_eq!(found.titles(), ["Villa"]);
+    assert_eq!(second.metrics.db_queries(), queries, "no database query");
+
+    create(&first, "Casa").await;
+    flush();
+    let rendered = get(&second_router, "/properties/").await;
+    assert_eq!(rendered.x_cache(), "MISS");
+    assert_eq!(rendered.titles(), ["Casa", "Villa"]);
+    let queries = first.metrics.db_queries();
+    let stored = get(&first_router, "/properties/").await;
+    assert_eq!(
+        stored.x_cache(),
+        "HIT",
+        "the second server's page, from Redis"
+    );
+    assert_eq!(stored.titles(), ["Casa", "Villa"]);
+    assert_eq!(first.metrics.db_queries(), queries, "no database query");
+
+    let fill_locks = redis.command(&["KEYS", "*:fill"]);
+    assert_eq!(fill_locks.as_deref(), Some(""), "no staged value left");
+    assert_eq!(
+        first.metrics.cache_errors() + second.metrics.cache_errors(),
+        0
+    );
+}

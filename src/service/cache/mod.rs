@@ -12,6 +12,7 @@
 mod backend;
 mod breaker;
 pub mod clock;
+mod entry_calls;
 pub mod keys;
 mod lua;
 pub mod memory;
@@ -61,7 +62,7 @@ pub struct Sizes {
 }
 
 /// How long a Redis fill lock lasts: a crashed loader blocks others at most this long.
-const FILL_LOCK_TTL: Duration = Duration::from_secs(2);
+pub(super) const FILL_LOCK_TTL: Duration = Duration::from_secs(2);
 /// How long a process waits for another's load before loading itself; longer than the
 /// lock so an abandoned lock has expired by then.
 const FILL_WAIT: Duration = Duration::from_millis(2500);

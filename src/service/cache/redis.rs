@@ -30,11 +30,13 @@ use crate::logging::{Failure, log_limited};
 use crate::metrics::events::Cause;
 use crate::metrics::{Counts, HitsMisses, Metrics};
 use crate::redis_link::{CONNECT_TIMEOUT, RESPONSE_TIMEOUT, RedisLink, key_slot};
+use crate::service::cache::FILL_LOCK_TTL;
 use crate::service::cache::backend::{
     CacheBackend, CacheBackendStatus, Fill, Lookup, Pending, RedisStats, RedisStatus, Watermark,
 };
 use crate::service::cache::breaker::Health;
 use crate::service::cache::clock::{Stamp, TagClock};
+use crate::service::cache::entry_calls::{self, millis};
 use crate::service::cache::keys::{EntryKey, KeySpace};
 use crate::service::cache::lua::{Scripts, initial_seq};
 use crate::service::cache::near_lease::{self, CLOCK_OF, NearLease};
@@ -142,11 +144,7 @@ impl RedisCache {
             return Lookup::Unavailable;
         }
         let mut conn = self.link.conn();
-        let mut invocation = self.scripts.fetch.key(key.as_str());
-        let call = invocation
-            .key(key.fill_lock())
-            .arg(fill_lock.map_or(0, millis))
-            .invoke_async::<(Option<Vec<u8>>, u8)>(&mut conn);
+        let call = entry_calls::get_claiming(&mut conn, &self.scripts.claim, key, fill_lock);
         let Some((stored, locked)) = self.guarded_entry(key.as_str(), "lookup", call).await else {
             return Lookup::Unavailable;
         };
@@ -169,7 +167,14 @@ impl RedisCache {
             }
         };
         let retired = match (current, found) {
-            (true, Some((stamp, value))) => return Lookup::Hit { value, stamp },
+            (true, Some((stamp, value))) => {
+                if locked {
+                    // The entry ran out between its GET and the claim, which then took
+                    // the lock: the others would wait for a load that never comes.
+                    self.release_fill_lock_now(key).await;
+                }
+                return Lookup::Hit { value, stamp };
+            }
             (false, Some((stamp, _))) => Some(Some(stamp.seq)),
             // Present but unreadable: as good as retired.
             _ if present => Some(None),
@@ -177,8 +182,8 @@ impl RedisCache {
         };
         let may_fill = match (fill_lock, retired) {
             (None, _) => true,
-            (Some(_), _) if locked == 1 => true,
-            // A retired value stood where FETCH would have taken the lock.
+            (Some(_), _) if locked => true,
+            // A retired value stood where the claim would have taken the lock.
             (Some(ttl), Some(retired)) => self.take_fill_lock(key, ttl, retired).await,
             (Some(_), None) => false,
         };
@@ -241,13 +246,15 @@ impl RedisCache {
             return false;
         }
         let mut conn = self.link.conn();
-        let mut invocation = self.scripts.store.key(fill.entry.as_str());
-        let call = invocation
-            .key(fill.entry.fill_lock())
-            .arg(stamped(&fill.stamp, &fill.value))
-            .arg(millis(fill.ttl))
-            .invoke_async::<i64>(&mut conn);
-        self.guarded_entry(fill.entry.as_str(), "store", call).await == Some(1)
+        let call = entry_calls::store_staged(
+            &mut conn,
+            &self.scripts.promote,
+            fill.entry,
+            stamped(&fill.stamp, &fill.value),
+            fill.ttl,
+            FILL_LOCK_TTL,
+        );
+        self.guarded_entry(fill.entry.as_str(), "store", call).await == Some(true)
     }
 
     /// Retires every entry sharing a tag with `tags`, and returns once every server
@@ -536,10 +543,6 @@ async fn deadline<T>(call: impl Future<Output = RedisResult<T>>) -> Result<T, St
     }
 }
 
-fn millis(duration: Duration) -> u64 {
-    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
-}
-
 /// A fill lock a lookup under way may have taken (a script ran, its answer not read
 /// yet). Dropped before the answer, it deletes the lock: one that was another caller's
 /// costs at most a second load, while one left behind would make every reader of the
@@ -570,7 +573,7 @@ impl Drop for MaybeTakenLock<'_> {
     }
 }
 
-/// Digits of the stamp's sequence that open a value (the store script compares them).
+/// Digits of the stamp's sequence that open a value (`PROMOTE` compares them).
 const SEQ_DIGITS: usize = 20;
 
 /// An entry's value as Redis holds it: the stamp (its sequence in [`SEQ_DIGITS`]
