@@ -372,7 +372,14 @@ impl RedisCache {
                 );
                 return true;
             }
-            tokio::time::sleep(poll.min(Duration::from_millis(inherited_wait_ms.max(1)))).await;
+            // Other servers confirm within a round trip or two: look again within a
+            // millisecond. A master that took over makes writers wait up to a lease:
+            // back off to 20 ms, without sleeping past the end of that wait.
+            let nap = match inherited_wait_ms {
+                0 => poll.min(Duration::from_millis(1)),
+                wait => poll.min(Duration::from_millis(wait)),
+            };
+            tokio::time::sleep(nap).await;
             poll = (poll * 2).min(Duration::from_millis(20));
             let mut conn = self.link.conn();
             let mut invocation = self.scripts.pending_acks.key(self.keys.near_registry());
