@@ -7,7 +7,7 @@ use clap::Parser as _;
 static HEAP: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
-    listings::allocator::configure();
+    listings::allocator::bound_glibc_arenas();
     // Only the working directory's .env, not one found in a parent directory.
     if let Err(e) = dotenvy::from_path(".env")
         && !e.not_found()
