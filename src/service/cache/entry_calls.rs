@@ -1,8 +1,10 @@
 //! The round trips that read and write one entry in Redis. An entry's value never
 //! passes through Lua: a script that takes or returns a page of listings costs Redis
 //! about 17 µs against half a microsecond for `GET` or `SET` (most of what Redis spent
-//! on a miss). So the value travels in a plain command, and a small script, sent in the
-//! same round trip, does what must be atomic (see `CLAIM` and `PROMOTE` in `lua`).
+//! on a miss). So the value travels in a plain command, followed by a small script
+//! that does the rest (see `CLAIM` and `PROMOTE` in `lua`), both in one `MULTI`/`EXEC`:
+//! nothing runs between them, so no one sees a value staged in a lock's key, and on a
+//! cluster slot being migrated the `ASKING` that redirects them holds for both.
 
 use std::time::Duration;
 
@@ -29,15 +31,18 @@ pub(super) async fn get_claiming(
     let mut invocation = claim.key(key.as_str());
     invocation.key(key.fill_lock()).arg(millis(lock_ttl));
     let mut pipe = redis::pipe();
-    pipe.cmd("GET").arg(key.as_str()).invoke_script(&invocation);
+    pipe.atomic()
+        .cmd("GET")
+        .arg(key.as_str())
+        .invoke_script(&invocation);
     let (stored, locked): (Option<Vec<u8>>, u8) = with_script(conn, &pipe, claim).await?;
     Ok((stored, locked == 1))
 }
 
 /// Stores `stamped` (a value opening with its stamp) in the entry for `ttl`, unless
 /// the entry holds a value loaded later, and releases the fill lock; true if stored.
-/// The value waits in the fill lock's key for the script that moves it, for at most
-/// `staged_ttl` should the script never run.
+/// The value is staged in the fill lock's key, for at most `staged_ttl` should the
+/// script fail (a Redis that lost its scripts, until they are loaded again).
 pub(super) async fn store_staged(
     conn: &mut RedisConnection,
     promote: &Script,
@@ -50,7 +55,8 @@ pub(super) async fn store_staged(
     let mut invocation = promote.key(key.as_str());
     invocation.key(&lock).arg(millis(ttl));
     let mut pipe = redis::pipe();
-    pipe.cmd("SET")
+    pipe.atomic()
+        .cmd("SET")
         .arg(&lock)
         .arg(stamped)
         .arg("PX")
@@ -62,8 +68,9 @@ pub(super) async fn store_staged(
 }
 
 /// Runs `pipe`, which invokes `script`; where Redis does not have the script (a new or
-/// restarted master), loads it and runs `pipe` again, as a lone invocation would. Every
-/// pipeline here may run twice: its commands are idempotent.
+/// restarted master), loads it and runs `pipe` again, as a lone invocation would (in a
+/// transaction, the commands before the script have run: each pipeline here may run
+/// twice).
 async fn with_script<T: FromRedisValue>(
     conn: &mut RedisConnection,
     pipe: &Pipeline,

@@ -106,9 +106,9 @@ current_seq(KEYS[1], KEYS[2], KEYS[3], ARGV[1])
 return redis.call('HGETALL', KEYS[1])
 ";
 
-/// KEYS: entry, its fill lock. ARGV: lock ms. Sent right after a plain `GET` of the
-/// entry, in the same round trip: 1 if there is no entry and the caller now holds the
-/// fill lock; 0 otherwise. The value itself never passes through Lua, where a page of
+/// KEYS: entry, its fill lock. ARGV: lock ms. Runs right after a plain `GET` of the
+/// entry, in one transaction: 1 if there is no entry and the caller now holds the fill
+/// lock; 0 otherwise. The value itself never passes through Lua, where a page of
 /// listings costs Redis thirty times what `GET` does.
 const CLAIM: &str = r"
 if redis.call('EXISTS', KEYS[1]) == 0 and redis.call('SET', KEYS[2], '1', 'NX', 'PX', ARGV[1]) then
@@ -132,12 +132,12 @@ end
 return 0
 ";
 
-/// KEYS: entry, its fill lock. ARGV: ttl ms. Sent right after a plain `SET` of the
+/// KEYS: entry, its fill lock. ARGV: ttl ms. Runs right after a plain `SET` of the
 /// value (opening with its stamp's sequence, 20 digits) into the fill lock's key, in
-/// the same round trip, so that the value never passes through Lua: moves it into the
+/// one transaction, so that the value never passes through Lua: moves it into the
 /// entry unless the entry holds a value loaded later, which releases the lock either
-/// way. 1 if stored. A lock that holds no value was taken after another store moved
-/// this one's value away: it is that caller's, and stays.
+/// way. 1 if stored. (A lock key without a value cannot be met here; if it were, it
+/// would be a lock, and stay.)
 const PROMOTE: &str = r"
 local head = redis.call('GETRANGE', KEYS[2], 0, 19)
 if #head < 20 then

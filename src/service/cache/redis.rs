@@ -167,14 +167,7 @@ impl RedisCache {
             }
         };
         let retired = match (current, found) {
-            (true, Some((stamp, value))) => {
-                if locked {
-                    // The entry ran out between its GET and the claim, which then took
-                    // the lock: the others would wait for a load that never comes.
-                    self.release_fill_lock_now(key).await;
-                }
-                return Lookup::Hit { value, stamp };
-            }
+            (true, Some((stamp, value))) => return Lookup::Hit { value, stamp },
             (false, Some((stamp, _))) => Some(Some(stamp.seq)),
             // Present but unreadable: as good as retired.
             _ if present => Some(None),
