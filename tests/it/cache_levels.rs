@@ -176,8 +176,8 @@ async fn a_miss_answers_gzip_at_once_and_brotli_follows(env: TestEnv) {
     );
 }
 
-/// Entries in Redis travel in plain `GET` and `SET`, each with a script in the same
-/// round trip. A Redis that lost its scripts (`SCRIPT FLUSH`, as after a restart) gets
+/// Entries in Redis travel in plain `GET` and `SET`, each with a script in one
+/// transaction. A Redis that lost its scripts (`SCRIPT FLUSH`, as after a restart) gets
 /// them again: a second server finds the first one's page in Redis, without the
 /// database; after a write, the second server's new page is stored, and the first one
 /// reads it from Redis. No value is left behind in a fill lock's key.
@@ -194,30 +194,14 @@ async fn entries_are_read_and_stored_after_redis_lost_its_scripts() {
 
     let flush = || assert_eq!(redis.command(&["SCRIPT", "FLUSH"]).as_deref(), Some("OK"));
     flush();
-    let queries = second.metrics.db_queries();
-    let found = get(&second_router, "/properties/").await;
-    assert_eq!(
-        found.x_cache(),
-        "HIT",
-        "the first server's page, from Redis"
-    );
-    assert_eq!(found.titles(), ["Villa"]);
-    assert_eq!(second.metrics.db_queries(), queries, "no database query");
+    assert_read_from_redis(&second, &second_router, &["Villa"]).await;
 
     create(&first, "Casa").await;
     flush();
     let rendered = get(&second_router, "/properties/").await;
     assert_eq!(rendered.x_cache(), "MISS");
     assert_eq!(rendered.titles(), ["Casa", "Villa"]);
-    let queries = first.metrics.db_queries();
-    let stored = get(&first_router, "/properties/").await;
-    assert_eq!(
-        stored.x_cache(),
-        "HIT",
-        "the second server's page, from Redis"
-    );
-    assert_eq!(stored.titles(), ["Casa", "Villa"]);
-    assert_eq!(first.metrics.db_queries(), queries, "no database query");
+    assert_read_from_redis(&first, &first_router, &["Casa", "Villa"]).await;
 
     let fill_locks = redis.command(&["KEYS", "*:fill"]);
     assert_eq!(fill_locks.as_deref(), Some(""), "no staged value left");
@@ -225,4 +209,19 @@ async fn entries_are_read_and_stored_after_redis_lost_its_scripts() {
         first.metrics.cache_errors() + second.metrics.cache_errors(),
         0
     );
+}
+
+/// `app` serves `/properties/` as a hit showing `titles`, with no database query: from
+/// the page another server stored in Redis, since its own near-cache holds no current
+/// one.
+async fn assert_read_from_redis(
+    app: &listings::service::App,
+    router: &listings::http::HttpService,
+    titles: &[&str],
+) {
+    let queries = app.metrics.db_queries();
+    let found = get(router, "/properties/").await;
+    assert_eq!(found.x_cache(), "HIT", "another server's page, from Redis");
+    assert_eq!(found.titles(), titles);
+    assert_eq!(app.metrics.db_queries(), queries, "no database query");
 }
