@@ -45,6 +45,9 @@ pub mod migrations {
         Migrated, MigrationStatus, Rekey, migrate, run_pending, status,
     };
 }
+/// A page and its count in one statement, for tests that watch how PostgreSQL plans it.
+#[cfg(feature = "test-hooks")]
+pub use db::page_statement::pg_page_with_count;
 pub use db::{probe_replicas, probe_transport};
 pub use stats::{CacheBackendStatus, RedisStats, SharedCacheStats};
 

@@ -29,6 +29,7 @@ mod near_cache;
 mod newcomer;
 mod openapi;
 mod out_of_band;
+mod page_plans;
 mod pg_tls;
 mod redis_deployments;
 mod replicas;

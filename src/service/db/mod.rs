@@ -16,6 +16,7 @@ pub(super) mod dispatch;
 pub mod migrations;
 pub mod notify;
 pub mod page_statement;
+mod page_windows;
 mod properties;
 pub(super) mod replicas;
 pub(super) mod row_update;

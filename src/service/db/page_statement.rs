@@ -23,6 +23,7 @@ use diesel_async::{AsyncPgConnection, RunQueryDsl as _};
 use crate::domain::price_band::{BANDS, band, lowest_of};
 use crate::domain::{Property, PropertyPage, PropertyQuery, SortOrder};
 use crate::service::count_memo::KnownCount;
+use crate::service::db::page_windows;
 
 /// One value bound to the statement.
 enum Bind {
@@ -35,11 +36,15 @@ enum Bind {
 /// A parameter in the SQL text: `\u{1}<index>\u{2}`, its index in the values.
 const OPEN: char = '\u{1}';
 const CLOSE: char = '\u{2}';
+/// Where the page's window goes in the text, once it is known whether it is written as
+/// numbers (see `page_windows`).
+const WINDOW: &str = "\u{3}";
 
 /// SQL text and the values of its parameters. Unlike diesel's `sql_query`, it may be
 /// prepared once per connection and kept: its text depends only on the query's shape
-/// (which filters, which order), never on the values. Parameters are named by their
-/// index, so the text can be put together in any order.
+/// (which filters, which order) and, on early pages, its window (see `page_windows`),
+/// never on the filter's values. Parameters are named by their index, so the text can
+/// be put together in any order.
 #[derive(Default)]
 struct Statement {
     text: String,
@@ -287,8 +292,6 @@ fn build(query: &PropertyQuery, known: Option<&KnownCount>, dialect: Dialect) ->
         "price"
     };
     let filter = filter_on(&mut statement, query, None, None, price_column);
-    let limit = statement.param(Bind::BigInt(i64::from(query.page_size)));
-    let offset = statement.param(Bind::BigInt(query.offset()));
     let order = order_by_on("properties", query.ordering);
     statement.text = format!(
         "WITH v AS (SELECT \
@@ -297,13 +300,28 @@ fn build(query: &PropertyQuery, known: Option<&KnownCount>, dialect: Dialect) ->
          c AS (SELECT CAST({total} AS BIGINT) AS total), \
          p AS (SELECT id, title, description, price, location, created_at FROM properties \
            WHERE id IN (SELECT id FROM properties WHERE {filter} \
-           ORDER BY {order} LIMIT {limit} OFFSET {offset})) \
+           ORDER BY {order} LIMIT {WINDOW})) \
          SELECT v.all_version, v.node_version, c.total, p.id, p.title, p.description, p.price, \
            p.location, p.created_at \
          FROM v CROSS JOIN c LEFT JOIN p ON true \
          ORDER BY {outer}",
         outer = order_by_on("p", query.ordering),
     );
+    // A price range decides whether the newest-first page walks the price index or
+    // the order's: that plan must be made for the range's values, every time.
+    let ranged = query.min_price.is_some() || query.max_price.is_some();
+    let (limit, offset) = (query.page_size, query.offset());
+    let window = if dialect == Dialect::Postgres
+        && (by_price || !ranged)
+        && page_windows::admit(&statement.text, query.page, limit, offset)
+    {
+        format!("{limit} OFFSET {offset}")
+    } else {
+        let limit = statement.param(Bind::BigInt(i64::from(limit)));
+        let offset = statement.param(Bind::BigInt(offset));
+        format!("{limit} OFFSET {offset}")
+    };
+    statement.text = statement.text.replacen(WINDOW, &window, 1);
     Some(statement)
 }
 
