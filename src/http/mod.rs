@@ -10,6 +10,7 @@ pub mod ops;
 pub mod properties;
 pub mod schemas;
 pub mod view_cache;
+mod view_keys;
 
 use std::sync::Arc;
 

@@ -5,10 +5,10 @@
 //! response says `X-Cache: HIT` or `MISS`, `Cache-Control: no-cache` and
 //! `Vary: Accept-Encoding`, and a matching `If-None-Match` gets 304 with no body.
 
-use std::borrow::Cow;
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::{Arc, LazyLock};
 use std::task::{Context, Poll};
 
 use axum::body::{Body, to_bytes};
@@ -19,6 +19,7 @@ use tower::{Service, ServiceExt as _};
 
 use crate::domain::PropertyQuery;
 use crate::http::error::internal_error;
+use crate::http::view_keys;
 use crate::service::CacheStatus;
 use crate::service::views;
 use crate::service::{AppState, Dependencies};
@@ -30,6 +31,8 @@ const NO_CACHE: HeaderValue = HeaderValue::from_static("no-cache");
 const VARY: HeaderValue = HeaderValue::from_static("accept-encoding");
 const HIT: HeaderValue = HeaderValue::from_static("HIT");
 const MISS: HeaderValue = HeaderValue::from_static("MISS");
+/// The key of the default listing, the most requested page.
+static DEFAULT_LISTING: LazyLock<Arc<str>> = LazyLock::new(|| Arc::from("/properties/"));
 /// A body this small is gzipped on the request's own thread (tens of microseconds,
 /// less than handing it to another thread and back).
 const COMPRESS_INLINE_BELOW: usize = 16 * 1024;
@@ -83,12 +86,7 @@ where
     }
 }
 
-async fn serve_view<S>(
-    app: AppState,
-    inner: S,
-    key: Cow<'static, str>,
-    request: Request,
-) -> Response
+async fn serve_view<S>(app: AppState, inner: S, key: Arc<str>, request: Request) -> Response
 where
     S: Service<Request, Response = Response, Error = Infallible> + Send + 'static,
     S::Future: Send,
@@ -117,15 +115,15 @@ where
 /// The normalized URL: lists by their canonical query (unknown parameters and
 /// parameter order do not count, and `/properties` is `/properties/`), items by their
 /// parsed id (`/properties/007/` is `/properties/7/`). `None` for anything else.
-fn view_key(request: &Request) -> Option<Cow<'static, str>> {
+fn view_key(request: &Request) -> Option<Arc<str>> {
     let path = request.uri().path();
     if path == "/properties/" || path == "/properties" {
         return match request.uri().query() {
-            None | Some("") => Some(Cow::Borrowed("/properties/")),
-            Some(query) => {
+            None | Some("") => Some(Arc::clone(&DEFAULT_LISTING)),
+            Some(query) => view_keys::normalized(query, |query| {
                 let query = PropertyQuery::from_query_string(query).ok()?;
-                Some(Cow::Owned(query.url_of_page(query.page)))
-            }
+                Some(query.url_of_page(query.page))
+            }),
         };
     }
     // As the router decodes it (`/properties/%31/` is `/properties/1/`).
@@ -133,7 +131,7 @@ fn view_key(request: &Request) -> Option<Cow<'static, str>> {
     let id = percent_encoding::percent_decode_str(id)
         .decode_utf8()
         .ok()?;
-    Some(Cow::Owned(format!(
+    Some(Arc::from(format!(
         "/properties/{}/",
         id.parse::<i64>().ok()?
     )))
