@@ -13,7 +13,8 @@ use crate::stable_hash::fnv1a64;
 
 /// Slots in the table.
 const SLOTS: usize = 4096;
-/// Longer queries are normalized every time, which bounds the table's memory.
+/// Longer queries, and queries whose key is longer, are normalized every time: the
+/// table holds at most SLOTS × 2 × LONGEST bytes of text.
 const LONGEST: usize = 256;
 
 /// A query and its normalized URL (`None`: not a valid search).
@@ -40,14 +41,20 @@ impl Table {
         if query.len() > LONGEST || self.slots.is_empty() {
             return normalize(query).map(Arc::from);
         }
-        let slot = &self.slots[fnv1a64(query.as_bytes()) as usize % self.slots.len()];
+        // FNV's low bits mix least: fold the high half in.
+        let hash = fnv1a64(query.as_bytes());
+        let slot = &self.slots[(hash ^ (hash >> 32)) as usize % self.slots.len()];
         if let Some((seen, key)) = &*slot.lock().unwrap_or_else(PoisonError::into_inner)
             && **seen == *query
         {
             return key.clone();
         }
-        let key = normalize(query).map(Arc::from);
-        *slot.lock().unwrap_or_else(PoisonError::into_inner) = Some((query.into(), key.clone()));
+        let key: Option<Arc<str>> = normalize(query).map(Arc::from);
+        // Escaping can make a key longer than its query: a long one is not kept either.
+        if key.as_ref().is_none_or(|key| key.len() <= LONGEST) {
+            *slot.lock().unwrap_or_else(PoisonError::into_inner) =
+                Some((query.into(), key.clone()));
+        }
         key
     }
 }
@@ -82,5 +89,13 @@ mod tests {
         table.normalized(&long, upper);
         table.normalized(&long, upper);
         assert_eq!(calls.get(), 6, "a long query is not remembered");
+        let widening = |q: &str| {
+            calls.set(calls.get() + 1);
+            Some(q.repeat(3))
+        };
+        let short = "y".repeat(LONGEST / 2);
+        table.normalized(&short, widening);
+        table.normalized(&short, widening);
+        assert_eq!(calls.get(), 8, "nor a query whose key is long");
     }
 }

@@ -1,7 +1,7 @@
 //! On PostgreSQL a page statement is planned once per connection where its plan does
 //! not depend on the filter's values (its window written as numbers, so that the
 //! generic plan is the custom one), and left to PostgreSQL's choice where it does (a
-//! price range ordered newest first).
+//! price range ordered newest first, a location ordered by id).
 
 use diesel::QueryableByName;
 use diesel::sql_query;
@@ -68,6 +68,7 @@ async fn page_statements_are_planned_once_unless_the_values_choose_the_plan() {
         "location=Lamu&min_price=1005&max_price=1020&ordering=price&page=2&page_size=7",
         "location=Lamu&min_price=1005&max_price=1020&ordering=-created_at&page=2&page_size=7",
         "location=Lamu&ordering=-created_at&page=11&page_size=2",
+        "location=Lamu&ordering=id&page=2&page_size=7",
     ];
     for search in searches {
         let query = PropertyQuery::from_query_string(search).expect("a valid search");
@@ -87,10 +88,14 @@ async fn page_statements_are_planned_once_unless_the_values_choose_the_plan() {
         let page = one(&all, what, |s| s.contains(&format!("{window} 7 OFFSET 7)")));
         assert!(page.generic_plans >= 3, "{what}: planned once: {page:?}");
     }
-    // The plan of a price range newest first depends on the range: its window stays a
-    // parameter, and the choice PostgreSQL's.
+    // The plan of a price range newest first depends on the range, and that of a
+    // location by id on the location: their windows stay parameters, and the choice
+    // PostgreSQL's.
     one(&all, "a price range newest first", |s| {
         s.contains(&format!("{NEWEST} $")) && s.contains("price <= $")
+    });
+    one(&all, "a location by id", |s| {
+        s.contains("ORDER BY properties.id ASC LIMIT $")
     });
     let deep = one(&all, "a deep page, its window a parameter", |s| {
         s.contains(&format!("{NEWEST} $")) && !s.contains("price <= $")

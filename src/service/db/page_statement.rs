@@ -307,12 +307,17 @@ fn build(query: &PropertyQuery, known: Option<&KnownCount>, dialect: Dialect) ->
          ORDER BY {outer}",
         outer = order_by_on("p", query.ordering),
     );
-    // A price range decides whether the newest-first page walks the price index or
-    // the order's: that plan must be made for the range's values, every time.
+    // Whether the page walks the index of its order or gathers its filter's rows and
+    // sorts them can depend on the filter's values: a price range ordered otherwise
+    // than by price; a location ordered by id (no index leads with the location and
+    // the id). Their windows stay parameters, and the choice to PostgreSQL's plan
+    // cache, as for every statement before windows were written as numbers.
     let ranged = query.min_price.is_some() || query.max_price.is_some();
+    let by_id = matches!(query.ordering, SortOrder::IdAsc | SortOrder::IdDesc);
+    let values_choose_plan = !by_price && (ranged || (by_id && query.location.is_some()));
     let (limit, offset) = (query.page_size, query.offset());
     let window = if dialect == Dialect::Postgres
-        && (by_price || !ranged)
+        && !values_choose_plan
         && page_windows::admit(&statement.text, query.page, limit, offset)
     {
         format!("{limit} OFFSET {offset}")

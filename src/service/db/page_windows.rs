@@ -7,8 +7,8 @@
 //! execution, and planning took as long as executing (0.2–0.3 ms of the database's
 //! 0.5–1 ms per miss). With numbers, the generic plan walks the index of the order as
 //! the custom ones do, and PostgreSQL adopts it after five executions: the statement is
-//! planned once per connection. Measured by `bench/mix` at 10 writes/s: 35 % more reads
-//! per second on PostgreSQL + Redis.
+//! planned once per connection. Measured by `bench/mix` at 10 writes/s: 23 to 32 % more
+//! reads per second on PostgreSQL + Redis.
 //!
 //! Each window makes a statement of its own, prepared and kept with its plan on every
 //! connection (about 170 KB in the PostgreSQL backend for the largest), so windows are
