@@ -214,6 +214,11 @@ impl PropertyQuery {
         *self == PropertyQuery::default()
     }
 
+    /// Whether the search has a lower or an upper price bound.
+    pub fn has_price_range(&self) -> bool {
+        self.min_price.is_some() || self.max_price.is_some()
+    }
+
     pub fn offset(&self) -> i64 {
         i64::from(self.page - 1) * i64::from(self.page_size)
     }

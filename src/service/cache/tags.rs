@@ -184,7 +184,7 @@ fn bands_of(query: &PropertyQuery) -> Option<std::ops::RangeInclusive<u32>> {
 /// What a search depends on before its rows are known: its filter's membership.
 pub fn query_tags(query: &PropertyQuery) -> TagSet {
     let location = query.location.as_deref().map(location_bucket);
-    let ranged = query.min_price.is_some() || query.max_price.is_some();
+    let ranged = query.has_price_range();
     let mut tags = vec![ALL];
     match (&query.search, location, ranged) {
         // A search matches text any write can change.

@@ -312,21 +312,24 @@ fn build(query: &PropertyQuery, known: Option<&KnownCount>, dialect: Dialect) ->
     // than by price; a location ordered by id (no index leads with the location and
     // the id). Their windows stay parameters, and the choice to PostgreSQL's plan
     // cache, as for every statement before windows were written as numbers.
-    let ranged = query.min_price.is_some() || query.max_price.is_some();
     let by_id = matches!(query.ordering, SortOrder::IdAsc | SortOrder::IdDesc);
-    let values_choose_plan = !by_price && (ranged || (by_id && query.location.is_some()));
+    let values_choose_plan =
+        !by_price && (query.has_price_range() || (by_id && query.location.is_some()));
     let (limit, offset) = (query.page_size, query.offset());
-    let window = if dialect == Dialect::Postgres
+    let (limit, offset) = if dialect == Dialect::Postgres
         && !values_choose_plan
         && page_windows::admit(&statement.text, query.page, limit, offset)
     {
-        format!("{limit} OFFSET {offset}")
+        (limit.to_string(), offset.to_string())
     } else {
-        let limit = statement.param(Bind::BigInt(i64::from(limit)));
-        let offset = statement.param(Bind::BigInt(offset));
-        format!("{limit} OFFSET {offset}")
+        (
+            statement.param(Bind::BigInt(i64::from(limit))),
+            statement.param(Bind::BigInt(offset)),
+        )
     };
-    statement.text = statement.text.replacen(WINDOW, &window, 1);
+    statement.text = statement
+        .text
+        .replacen(WINDOW, &format!("{limit} OFFSET {offset}"), 1);
     Some(statement)
 }
 
@@ -468,8 +471,7 @@ pub fn count_nodes(query: &PropertyQuery) -> Option<Vec<String>> {
     if query.search.is_some() {
         return None;
     }
-    let ranged = query.min_price.is_some() || query.max_price.is_some();
-    let node = match (&query.location, ranged) {
+    let node = match (&query.location, query.has_price_range()) {
         (None, false) => "g".to_owned(),
         (None, true) => "p".to_owned(),
         (Some(key), false) => format!("l:{key}"),

@@ -14,7 +14,7 @@
 //! connection (about 170 KB in the PostgreSQL backend for the largest), so windows are
 //! admitted only on the first [`LITERAL_PAGES`] pages and only the first
 //! [`MAX_WINDOWS`] (statement shape, window) pairs a process meets; the rest keep
-//! parameters, and their custom plans, as before.
+//! parameters, and PostgreSQL's choice of plan, as before.
 
 use std::collections::HashSet;
 use std::sync::{LazyLock, Mutex, PoisonError};
@@ -27,8 +27,10 @@ pub const LITERAL_PAGES: u32 = 10;
 /// kept per connection.
 pub const MAX_WINDOWS: usize = 256;
 
-/// The (shape, window) pairs admitted so far, by hash.
-static ADMITTED: LazyLock<Mutex<HashSet<u64>>> = LazyLock::new(Mutex::default);
+/// The (shape's hash, limit, offset) triples admitted so far.
+type Admitted = Mutex<HashSet<(u64, u32, i64)>>;
+
+static ADMITTED: LazyLock<Admitted> = LazyLock::new(Mutex::default);
 
 /// Whether the statement of `shape` (its text with the window left out) may carry page
 /// `page`'s window (`limit`, `offset`) as numbers. Once admitted, always admitted.
@@ -36,17 +38,11 @@ pub fn admit(shape: &str, page: u32, limit: u32, offset: i64) -> bool {
     admit_into(&ADMITTED, shape, page, limit, offset)
 }
 
-fn admit_into(
-    admitted: &Mutex<HashSet<u64>>,
-    shape: &str,
-    page: u32,
-    limit: u32,
-    offset: i64,
-) -> bool {
+fn admit_into(admitted: &Admitted, shape: &str, page: u32, limit: u32, offset: i64) -> bool {
     if page > LITERAL_PAGES {
         return false;
     }
-    let key = fnv1a64(format!("{shape}\u{0}{limit}\u{0}{offset}").as_bytes());
+    let key = (fnv1a64(shape.as_bytes()), limit, offset);
     let mut admitted = admitted.lock().unwrap_or_else(PoisonError::into_inner);
     if admitted.contains(&key) {
         return true;
