@@ -79,6 +79,14 @@ impl Property {
 }
 
 fn format_price(price: &BigDecimal) -> String {
+    // Rows are read with their price in cents: written out at once. bigdecimal's own
+    // formatting took 3 % of a server's time on bench/mix's misses.
+    let (digits, scale) = price.as_bigint_and_scale();
+    if scale == 2
+        && let Some(cents) = bigdecimal::ToPrimitive::to_u64(digits.as_ref())
+    {
+        return format!("{}.{:02}", cents / 100, cents % 100);
+    }
     price
         .with_scale_round(2, RoundingMode::HalfEven)
         .to_plain_string()
@@ -135,5 +143,31 @@ mod tests {
             r#"{"id":1,"title":"Villa","description":"Sea view","price":"19.99","location":"Malindi","created_at":"2026-11-26T10:00:00.123456Z"}"#
         );
         assert_eq!(serde_json::from_str::<Property>(&json).unwrap(), property);
+    }
+
+    #[test]
+    fn prices_in_cents_are_written_as_any_other() {
+        for text in [
+            "0",
+            "0.5",
+            "0.05",
+            "7",
+            "19.99",
+            "100.00",
+            "99999999.99",
+            "-0.01",
+            "-12.5",
+            "1.005",
+            "2.675",
+            "18446744073709551616.00",
+        ] {
+            let price: BigDecimal = text.parse().unwrap();
+            let general = price
+                .with_scale_round(2, RoundingMode::HalfEven)
+                .to_plain_string();
+            assert_eq!(format_price(&price), general, "{text}");
+            let cents = price.with_scale_round(2, RoundingMode::HalfEven);
+            assert_eq!(format_price(&cents), general, "{text} in cents");
+        }
     }
 }
