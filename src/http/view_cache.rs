@@ -33,9 +33,6 @@ const HIT: HeaderValue = HeaderValue::from_static("HIT");
 const MISS: HeaderValue = HeaderValue::from_static("MISS");
 /// The key of the default listing, the most requested page.
 static DEFAULT_LISTING: LazyLock<Arc<str>> = LazyLock::new(|| Arc::from("/properties/"));
-/// A body this small is gzipped on the request's own thread (tens of microseconds,
-/// less than handing it to another thread and back).
-const COMPRESS_INLINE_BELOW: usize = 16 * 1024;
 
 #[derive(Clone)]
 pub struct ViewCache<S> {
@@ -100,8 +97,9 @@ where
         // cached as the GET, so that a miss carries the same ETag and Vary as a hit.
         *request.method_mut() = Method::GET;
     }
-    let wants_brotli = encodings[Encoding::Brotli as usize];
-    let found = views::cached(&app, &key, wants_brotli, || render(inner, request)).await;
+    // Brotli, slower to make, follows a hit; until then gzip.
+    let gzip = encodings[Encoding::Gzip as usize];
+    let found = views::cached(&app, &key, encodings, || render(inner, request, gzip)).await;
     let mut response = match found {
         Ok((ready, status)) => respond(&ready, status, encodings, if_none_match.as_ref(), head),
         Err(uncacheable) => with_x_cache(uncacheable, MISS),
@@ -137,9 +135,13 @@ fn view_key(request: &Request) -> Option<Arc<str>> {
     )))
 }
 
-/// Runs the handler; a 200 that says what it depends on becomes a cacheable value,
-/// anything else is passed through.
-async fn render<S>(inner: S, request: Request) -> Result<(CachedResponse, Dependencies), Response>
+/// Runs the handler; a 200 that says what it depends on becomes a cacheable value (with
+/// its gzip variant if `gzip`), anything else is passed through.
+async fn render<S>(
+    inner: S,
+    request: Request,
+    gzip: bool,
+) -> Result<(CachedResponse, Dependencies), Response>
 where
     S: Service<Request, Response = Response, Error = Infallible>,
 {
@@ -160,15 +162,14 @@ where
         .unwrap_or("application/octet-stream")
         .to_owned();
     let status = parts.status.as_u16();
-    let rendered = if body.len() < COMPRESS_INLINE_BELOW {
-        CachedResponse::new(status, content_type, body)
-    } else {
-        // Compressing a large page takes a moment: not on the runtime's threads.
-        tokio::task::spawn_blocking(move || CachedResponse::new(status, content_type, body))
-            .await
-            .map_err(|_| internal_error().into_response())?
-    };
-    Ok((rendered, dependencies))
+    let rendered = CachedResponse::new(status, content_type, body);
+    if !gzip {
+        return Ok((rendered, dependencies));
+    }
+    match views::with_encodings(rendered.clone(), &[Encoding::Gzip]).await {
+        Some(complete) => Ok((complete, dependencies)),
+        None => Ok((rendered, dependencies)),
+    }
 }
 
 /// Every field line of `name` as one list (RFC 9110 §5.3); `None` when there is none.
@@ -384,7 +385,8 @@ mod tests {
     #[test]
     fn each_encoding_is_validated_by_its_own_etag() {
         let body = axum::body::Bytes::from("x".repeat(5000));
-        let ready = ReadyView::from_cached(&CachedResponse::new(200, "text/plain".into(), body));
+        let rendered = CachedResponse::new(200, "text/plain".into(), body);
+        let ready = ReadyView::from_cached(&rendered.with_encodings(&[Encoding::Gzip]).unwrap());
         let gzip_etag = ready.variant(Encoding::Gzip).unwrap().1.clone();
         let identity_etag = ready.variant(Encoding::Identity).unwrap().1.clone();
         let tags = TagList::parse(std::iter::once(gzip_etag.as_bytes()))

@@ -1,9 +1,11 @@
 //! Whole HTTP responses through the caches, for the view layer (which may not reach the
 //! caches itself): the near-cache first, then the view level of the cache, then the
-//! handler. A rendering is stored at once with its gzip variant; brotli, slower to make,
-//! is made in the background after the first hit that would use it (until then the
-//! entry serves gzip or identity), so pages retired before they are read again cost no
-//! brotli at all.
+//! handler. A rendering is stored at once, with a gzip variant if its own client takes
+//! gzip. Variants are made when a client first takes them, so no page pays for an
+//! encoding nobody asked for: a client answered from a rendering that lacks gzip gets
+//! gzip made on the spot (tens of microseconds for a page), brotli (slower to make) is
+//! made in the background, and the variants made are stored in place of the rendering;
+//! until then a brotli client gets gzip.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -13,8 +15,12 @@ use crate::service::cache::keys::{Resource, ViewKey};
 use crate::service::cache::{CacheStatus, Kept};
 use crate::service::catch_up_with_other_writers;
 use crate::service::{App, AppState, Dependencies};
-use crate::view::CachedResponse;
 use crate::view::ReadyView;
+use crate::view::{CachedResponse, Encoding};
+
+/// A body this small is compressed on the request's own thread (tens of microseconds,
+/// less than handing it to another thread and back).
+const COMPRESS_INLINE_BELOW: usize = 16 * 1024;
 
 /// Responses are cached per resource; every view so far shows properties.
 const VIEWS_OF: Resource = Resource::Properties;
@@ -28,11 +34,12 @@ async fn near(app: &App, key: &str) -> Option<Arc<Kept>> {
 
 /// The response for `key`: ready in this process, from the cache, or `render`'s (with
 /// what it depends on), stored unless a write came first and kept ready in this
-/// process as well. `wants_brotli`: the client takes brotli.
+/// process as well; with the variants a client that takes `accepted` (indexed by
+/// [`Encoding`]) is answered in.
 pub async fn cached<E, F, Fut>(
     app: &AppState,
     key: &str,
-    wants_brotli: bool,
+    accepted: [bool; 3],
     render: F,
 ) -> Result<(Arc<ReadyView>, CacheStatus), E>
 where
@@ -40,12 +47,7 @@ where
     Fut: Future<Output = Result<(CachedResponse, Dependencies), E>>,
 {
     if let Some(kept) = near(app, key).await {
-        if wants_brotli && kept.view.lacks_brotli() && kept.first_to_ask_for_brotli() {
-            let view_key = ViewKey::new(key, VIEWS_OF);
-            let cached = kept.view.to_cached();
-            add_brotli_later(app.clone(), key, view_key, kept.stamp.clone(), cached);
-        }
-        return Ok((kept.view.clone(), CacheStatus::Hit));
+        return Ok((near_hit(app, key, &kept, accepted).await, CacheStatus::Hit));
     }
     let view_key = ViewKey::new(key, VIEWS_OF);
     // Its data comes through the data level, which picks where to read.
@@ -57,34 +59,114 @@ where
         .cache()
         .fetch(&view_key, app.settings.view_ttl, rendered)
         .await?;
-    let Some(stamp) = &fetched.stamp else {
-        return Ok((
-            Arc::new(ReadyView::from_cached(&fetched.value)),
-            fetched.status,
-        ));
+    let mut value = fetched.value;
+    // A rendering is made with gzip when its client takes it: only a hit can lack it.
+    let gzip_made = if fetched.status == CacheStatus::Hit
+        && gzip_now(
+            value.lacks(Encoding::Gzip),
+            value.variant(Encoding::Brotli).is_some(),
+            accepted,
+        )
+        && let Some(complete) = with_encodings(value.clone(), &[Encoding::Gzip]).await
+    {
+        value = complete;
+        true
+    } else {
+        false
     };
-    let ready = Arc::new(ReadyView::to_keep(&fetched.value));
-    app.cache().near_store(key, stamp, ready.clone());
+    let Some(stamp) = fetched.stamp else {
+        return Ok((Arc::new(ReadyView::from_cached(&value)), fetched.status));
+    };
+    if gzip_made {
+        let (app, stamp, value) = (app.clone(), stamp.clone(), value.clone());
+        tokio::spawn(async move {
+            let ttl = app.settings.view_ttl;
+            app.cache().restore(&view_key, stamp, &value, ttl).await;
+        });
+    }
+    let ready = Arc::new(ReadyView::to_keep(&value));
+    app.cache().near_store(key, &stamp, ready.clone());
     Ok((ready, fetched.status))
 }
 
-/// Makes the brotli variant of a response, off the request's path, and stores it in
-/// place of the rendering (and in this process's memory), unless a write retired it
-/// meanwhile.
-fn add_brotli_later(
+/// `response` with the variants among `wanted` that it lacks, compressed on this thread
+/// when the body is short and on a blocking thread otherwise; `None` when it lacks none.
+pub async fn with_encodings(
+    response: CachedResponse,
+    wanted: &'static [Encoding],
+) -> Option<CachedResponse> {
+    if response.body.len() < COMPRESS_INLINE_BELOW {
+        return response.with_encodings(wanted);
+    }
+    tokio::task::spawn_blocking(move || response.with_encodings(wanted))
+        .await
+        .ok()
+        .flatten()
+}
+
+/// The compressed variants a client that takes `accepted` would be answered in, which
+/// `view` lacks.
+fn lacking(view: &ReadyView, accepted: [bool; 3]) -> Vec<Encoding> {
+    [Encoding::Gzip, Encoding::Brotli]
+        .into_iter()
+        .filter(|&encoding| accepted[encoding as usize] && view.lacks(encoding))
+        .collect()
+}
+
+/// Whether a client that takes `accepted` would be answered in identity from a
+/// response only because it lacks gzip (`lacks_gzip`; `has_brotli`: it has brotli).
+fn gzip_now(lacks_gzip: bool, has_brotli: bool, accepted: [bool; 3]) -> bool {
+    let brotli = accepted[Encoding::Brotli as usize] && has_brotli;
+    accepted[Encoding::Gzip as usize] && lacks_gzip && !brotli
+}
+
+/// The response `kept` in this process, for a client that takes `accepted`: if it lacks
+/// gzip and the client would otherwise get the body uncompressed for that alone, with
+/// gzip made now. The first client that lacks a variant has the ones it takes made (off
+/// its path, but for the gzip it was answered in) and stored for everyone.
+async fn near_hit(app: &AppState, key: &str, kept: &Kept, accepted: [bool; 3]) -> Arc<ReadyView> {
+    let view = &kept.view;
+    let lacking = lacking(view, accepted);
+    if lacking.is_empty() {
+        return view.clone();
+    }
+    let lacks_gzip = view.lacks(Encoding::Gzip);
+    let answer = match gzip_now(
+        lacks_gzip,
+        view.variant(Encoding::Brotli).is_some(),
+        accepted,
+    ) {
+        true => with_encodings(view.to_cached(), &[Encoding::Gzip]).await,
+        false => None,
+    };
+    if kept.first_to_complete() {
+        let made = answer.clone().unwrap_or_else(|| view.to_cached());
+        complete_later(app.clone(), key, kept.stamp.clone(), made, lacking);
+    }
+    match answer {
+        Some(answer) => Arc::new(ReadyView::from_cached(&answer)),
+        None => view.clone(),
+    }
+}
+
+/// Makes the variants `made` lacks among `wanted`, off the request's path, and stores
+/// the response in place of the rendering stamped `stamp` (and in this process's
+/// memory), unless a write retired it meanwhile.
+fn complete_later(
     app: AppState,
     key: &str,
-    view_key: ViewKey,
     stamp: Stamp,
-    rendered: CachedResponse,
+    made: CachedResponse,
+    wanted: Vec<Encoding>,
 ) {
     let key = key.to_owned();
     tokio::spawn(async move {
-        let Ok(Some(complete)) = tokio::task::spawn_blocking(move || rendered.with_brotli()).await
-        else {
+        let completing = move || made.with_encodings(&wanted).unwrap_or(made);
+        let Ok(complete) = tokio::task::spawn_blocking(completing).await else {
             return;
         };
         let ttl = app.settings.view_ttl;
+        let view_key = ViewKey::new(&key, VIEWS_OF);
         app.cache()
             .restore(&view_key, stamp.clone(), &complete, ttl)
             .await;

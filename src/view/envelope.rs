@@ -1,13 +1,12 @@
 //! A rendered response as the view level caches it: status, content type, a strong ETag
-//! and the body, with a gzip variant made when it was rendered and a brotli one made
-//! once afterwards (slower to make: a miss does not wait for it), and the compact binary
-//! envelope it is stored in, so that a hit sends the stored body bytes as they are,
-//! without JSON work.
+//! and the body, with its gzip and brotli variants made once each, when a client first
+//! takes them (see `service::views`), and the compact binary envelope it is stored in, so
+//! that a hit sends the stored body bytes as they are, without JSON work.
 
 use bytes::{Buf as _, BufMut as _, Bytes, BytesMut};
 
 /// What a response needs to be sent again: its status, content type, strong ETag and
-/// body, with gzip and brotli variants made once each.
+/// body, with gzip and brotli variants made once each, if a client took them.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CachedResponse {
     pub status: u16,
@@ -15,16 +14,17 @@ pub struct CachedResponse {
     /// The identity body's ETag; each variant's is derived from it (see [`Encoding`]).
     pub etag: String,
     pub body: Bytes,
-    /// Empty when compressing would not pay (a small body).
+    /// Empty for a small body, and until [`CachedResponse::with_encodings`] made it.
     pub gzip: Bytes,
-    /// Empty for a small body, and until [`CachedResponse::with_brotli`] made it.
+    /// As `gzip`.
     pub br: Bytes,
 }
 
 /// Bodies smaller than this are sent as they are: compressing them saves little.
 const COMPRESS_FROM_BYTES: usize = 1024;
 /// gzip level and brotli quality: good ratios at a fraction of a millisecond for a page
-/// of listings; the cost is paid once per rendering, never per request.
+/// of listings; the cost is paid once per rendering a client took them for, never per
+/// request.
 const GZIP_LEVEL: u32 = 6;
 const BROTLI_QUALITY: u32 = 5;
 const BROTLI_WINDOW_BITS: u32 = 22;
@@ -50,33 +50,48 @@ impl Encoding {
 }
 
 impl CachedResponse {
-    /// Renders a response for the cache: its ETag and its gzip variant.
+    /// Renders a response for the cache: its ETag, and no compressed variant yet.
     pub fn new(status: u16, content_type: String, body: Bytes) -> CachedResponse {
         let etag = strong_etag(&body);
-        let gzip = if body.len() >= COMPRESS_FROM_BYTES {
-            gzip(&body)
-        } else {
-            Bytes::new()
-        };
         CachedResponse {
             status,
             content_type,
             etag,
             body,
-            gzip,
+            gzip: Bytes::new(),
             br: Bytes::new(),
         }
     }
 
-    /// This response with its brotli variant, if it is worth one and lacks it.
-    pub fn with_brotli(&self) -> Option<CachedResponse> {
-        if self.body.len() < COMPRESS_FROM_BYTES || !self.br.is_empty() {
+    /// This response with the variants among `wanted` that it lacks and is worth;
+    /// `None` when it lacks none of them.
+    pub fn with_encodings(&self, wanted: &[Encoding]) -> Option<CachedResponse> {
+        if !worth_compressing(&self.body) {
             return None;
         }
-        Some(CachedResponse {
-            br: brotli(&self.body),
-            ..self.clone()
-        })
+        let mut complete: Option<CachedResponse> = None;
+        for &encoding in wanted {
+            if self.variant(encoding).is_some() {
+                continue;
+            }
+            let made = match encoding {
+                Encoding::Identity => continue,
+                Encoding::Gzip => gzip(&self.body),
+                Encoding::Brotli => brotli(&self.body),
+            };
+            let complete = complete.get_or_insert_with(|| self.clone());
+            match encoding {
+                Encoding::Gzip => complete.gzip = made,
+                _ => complete.br = made,
+            }
+        }
+        complete
+    }
+
+    /// Whether a variant in `encoding` would be worth making: the body is long enough,
+    /// and it has none yet.
+    pub fn lacks(&self, encoding: Encoding) -> bool {
+        worth_compressing(&self.body) && self.variant(encoding).is_none()
     }
 
     /// The body in `encoding`, if this response has that variant.
@@ -96,6 +111,11 @@ impl CachedResponse {
             other => format!("{}-{}\"", self.etag.trim_end_matches('"'), other.token()),
         }
     }
+}
+
+/// Whether a body is long enough for compressed variants to pay.
+pub fn worth_compressing(body: &[u8]) -> bool {
+    body.len() >= COMPRESS_FROM_BYTES
 }
 
 /// Deflate states kept for reuse. A new one allocates and zeroes about 300 KB, which
@@ -264,9 +284,24 @@ mod tests {
 
         let body = Bytes::from(r#"{"title":"Beach villa"}"#.repeat(100));
         let rendered = CachedResponse::new(200, "application/json".into(), body.clone());
-        assert_eq!(rendered.variant(Encoding::Brotli), None, "made later");
-        let response = rendered.with_brotli().expect("a brotli variant");
-        assert_eq!(response.with_brotli(), None, "made once");
+        assert_eq!(
+            rendered.variant(Encoding::Gzip),
+            None,
+            "made when asked for"
+        );
+        assert_eq!(
+            rendered.variant(Encoding::Brotli),
+            None,
+            "made when asked for"
+        );
+        let gzipped = rendered.with_encodings(&[Encoding::Gzip]).expect("gzip");
+        assert_eq!(gzipped.variant(Encoding::Brotli), None, "not asked for");
+        let response = gzipped
+            .with_encodings(&[Encoding::Gzip, Encoding::Brotli])
+            .expect("a brotli variant");
+        assert_eq!(response.gzip, gzipped.gzip, "kept, not made again");
+        let both = [Encoding::Gzip, Encoding::Brotli];
+        assert_eq!(response.with_encodings(&both), None, "made once");
         let gzipped = response.variant(Encoding::Gzip).expect("gzip");
         assert!(gzipped.len() < body.len() / 4);
         let mut unzipped = Vec::new();
@@ -291,8 +326,7 @@ mod tests {
             Some(response)
         );
         let small = CachedResponse::new(200, "application/json".into(), Bytes::from_static(b"{}"));
-        assert_eq!(small.variant(Encoding::Gzip), None, "too small to pay");
-        assert_eq!(small.with_brotli(), None);
+        assert_eq!(small.with_encodings(&both), None, "too small to pay");
     }
 
     #[test]

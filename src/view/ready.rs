@@ -69,10 +69,10 @@ impl ReadyView {
             .unwrap_or((Encoding::Identity, &self.identity))
     }
 
-    /// Whether a brotli variant would be worth making: it is compressible (it has a gzip
-    /// variant) and has none yet.
-    pub fn lacks_brotli(&self) -> bool {
-        self.gzip.is_some() && self.br.is_none()
+    /// Whether a variant in `encoding` would be worth making: the body is long enough,
+    /// and it has none yet.
+    pub fn lacks(&self, encoding: Encoding) -> bool {
+        super::envelope::worth_compressing(&self.identity.0) && self.variant(encoding).is_none()
     }
 
     /// The response as the cache stores it.

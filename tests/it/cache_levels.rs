@@ -2,17 +2,19 @@
 //! every write the service layer offers, after it commits.
 
 use listings::domain::{PropertyChanges, PropertyInput};
+use listings::http::HttpService;
 use listings::metrics::CacheKind;
 use listings::service::properties;
 
 use crate::both_modes;
-use crate::support::{TestEnv, create, get, request, router};
+use crate::support::{TestEnv, TestResponse, create, get, request, router};
 
 both_modes!(
     view_hit_does_no_database_work,
     every_write_invalidates_both_levels,
     data_level_serves_other_views,
-    a_miss_answers_gzip_at_once_and_brotli_follows
+    a_miss_answers_gzip_at_once_and_brotli_follows,
+    variants_are_made_when_a_client_first_takes_them
 );
 
 async fn view_hit_does_no_database_work(env: TestEnv) {
@@ -114,12 +116,41 @@ async fn data_level_serves_other_views(env: TestEnv) {
     assert_eq!(app.metrics.cache(CacheKind::AllProperties).hits, 1);
 }
 
+/// `GET /properties/` as a client that takes `encodings`.
+async fn get_in(router: &HttpService, encodings: &str) -> TestResponse {
+    let headers = [("accept-encoding", encodings)];
+    let body = axum::body::Body::empty();
+    request(router, "GET", "/properties/", &headers, body).await
+}
+
+/// Asks as a client that takes `encodings` until the answer is brotli (made in the
+/// background), each answer before it in `meanwhile`; that answer, and its body decoded.
+async fn until_brotli(
+    router: &HttpService,
+    encodings: &str,
+    meanwhile: &str,
+) -> (TestResponse, Vec<u8>) {
+    use std::io::Read as _;
+
+    for _ in 0..250 {
+        let answer = get_in(router, encodings).await;
+        if answer.header("content-encoding") == "br" {
+            let mut decoded = Vec::new();
+            brotli::Decompressor::new(&answer.body[..], 4096)
+                .read_to_end(&mut decoded)
+                .expect("brotli");
+            return (answer, decoded);
+        }
+        assert_eq!(answer.header("content-encoding"), meanwhile);
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    panic!("brotli did not follow");
+}
+
 /// A miss is stored and answered without waiting for brotli, the slowest encoding: the
 /// first answer to a client that takes brotli or gzip is gzip; brotli follows in the
 /// background after a hit that would use it, and decodes to the same body.
 async fn a_miss_answers_gzip_at_once_and_brotli_follows(env: TestEnv) {
-    use std::io::Read as _;
-
     let app = env.app().await;
     let router = router(&app);
     for i in 0..20 {
@@ -129,20 +160,7 @@ async fn a_miss_answers_gzip_at_once_and_brotli_follows(env: TestEnv) {
         )
         .await;
     }
-    let get_in = |encodings: &'static str| {
-        let router = router.clone();
-        async move {
-            let headers = [("accept-encoding", encodings)];
-            request(
-                &router,
-                "GET",
-                "/properties/",
-                &headers,
-                axum::body::Body::empty(),
-            )
-            .await
-        }
-    };
+    let get_in = |encodings| get_in(&router, encodings);
     let first = get_in("br, gzip").await;
     assert_eq!(first.x_cache(), "MISS");
     assert_eq!(
@@ -153,27 +171,53 @@ async fn a_miss_answers_gzip_at_once_and_brotli_follows(env: TestEnv) {
     let identity = get_in("identity").await;
     assert_eq!(identity.x_cache(), "HIT");
 
-    let mut brotli = None;
-    for _ in 0..250 {
-        let answer = get_in("br, gzip").await;
-        if answer.header("content-encoding") == "br" {
-            brotli = Some(answer);
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
-    let brotli = brotli.expect("brotli follows");
+    let (brotli, decoded) = until_brotli(&router, "br, gzip", "gzip").await;
     assert_eq!(brotli.x_cache(), "HIT");
-    let mut decoded = Vec::new();
-    brotli::Decompressor::new(&brotli.body[..], 4096)
-        .read_to_end(&mut decoded)
-        .expect("brotli");
     assert_eq!(decoded, identity.body);
     assert_ne!(
         brotli.header("etag"),
         first.header("etag"),
         "each encoding has its own tag"
     );
+}
+
+/// A rendering has only the variants its own client takes: one made for a client that
+/// takes no compression has none, and the next client that takes gzip is answered in
+/// gzip at once (a hit, the variant made on the spot and stored for the others), with
+/// the gzip variant's ETag; brotli follows in the background.
+async fn variants_are_made_when_a_client_first_takes_them(env: TestEnv) {
+    use std::io::Read as _;
+
+    let app = env.app().await;
+    let router = router(&app);
+    for i in 0..20 {
+        let title = format!("A villa with a long enough title to compress, number {i}");
+        create(&app, &title).await;
+    }
+    let get_in = |encodings| get_in(&router, encodings);
+    let identity = get_in("identity").await;
+    assert_eq!(identity.x_cache(), "MISS");
+    assert_eq!(identity.header("content-encoding"), "");
+    let gzip_tag = identity.header("etag").replace("\"", "") + "-gzip";
+    for _ in 0..3 {
+        let gzip = get_in("gzip").await;
+        assert_eq!(gzip.x_cache(), "HIT");
+        assert_eq!(gzip.header("content-encoding"), "gzip");
+        assert_eq!(gzip.header("etag"), format!("\"{gzip_tag}\""));
+        let mut decoded = Vec::new();
+        flate2::read::GzDecoder::new(&gzip.body[..])
+            .read_to_end(&mut decoded)
+            .expect("gzip");
+        assert_eq!(decoded, identity.body);
+    }
+    let (_, decoded) = until_brotli(&router, "br", "").await;
+    assert_eq!(
+        decoded, identity.body,
+        "br only: the body as it is until then"
+    );
+    let plain = get_in("identity").await;
+    assert_eq!(plain.x_cache(), "HIT");
+    assert_eq!(plain.body, identity.body);
 }
 
 /// Entries in Redis travel in plain `GET` and `SET`, each with a script in one

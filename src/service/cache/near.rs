@@ -21,13 +21,13 @@ const ENTRY_OVERHEAD_BYTES: usize = 128;
 pub struct Kept {
     pub stamp: Stamp,
     pub view: Arc<ReadyView>,
-    brotli_asked: AtomicBool,
+    completing: AtomicBool,
 }
 
 impl Kept {
-    /// True for the first caller only: the one that makes the brotli variant.
-    pub fn first_to_ask_for_brotli(&self) -> bool {
-        !self.brotli_asked.swap(true, Ordering::AcqRel)
+    /// True for the first caller only: the one that makes the variants it lacks.
+    pub fn first_to_complete(&self) -> bool {
+        !self.completing.swap(true, Ordering::AcqRel)
     }
 }
 
@@ -62,7 +62,7 @@ impl NearCache {
         let kept = Kept {
             stamp,
             view,
-            brotli_asked: AtomicBool::new(false),
+            completing: AtomicBool::new(false),
         };
         self.entries.insert(Arc::from(key), Arc::new(kept));
     }

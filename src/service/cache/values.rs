@@ -61,11 +61,14 @@ impl CacheValue for CachedResponse {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::view::Encoding;
 
     #[test]
     fn a_rendered_response_is_kept_in_the_bytes_the_cache_stores() {
         let body = Bytes::from(r#"{"title":"Beach villa"}"#.repeat(100));
-        let rendered = CachedResponse::new(200, "application/json".into(), body);
+        let rendered = CachedResponse::new(200, "application/json".into(), body)
+            .with_encodings(&[Encoding::Gzip, Encoding::Brotli])
+            .expect("compressible");
         let stored = rendered.encode();
         let kept = rendered.clone().kept_as(stored.clone());
         assert_eq!(kept, rendered);
