@@ -184,12 +184,12 @@ async fn settle_after_bulk_load(app: &App) {
     match app.db().settle_after_bulk_load().await {
         Ok(true) => tracing::info!(
             elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
-            "vacuumed and analyzed properties: counts and filtered pages are index-only scans"
+            "vacuumed and analyzed properties and their counts: counts and filtered pages are index-only scans"
         ),
         Ok(false) => {}
         Err(e) => tracing::warn!(
             error = %e,
-            "cannot VACUUM (ANALYZE) properties after the import; autovacuum will, later"
+            "cannot VACUUM (ANALYZE) properties and their counts after the import; autovacuum will, later"
         ),
     }
 }

@@ -469,7 +469,10 @@ impl Db {
             .map_err(|e| DbError::Unavailable(connection_error_text(&e)))?;
         // Two calls: VACUUM cannot run in the transaction a multi-statement string is.
         conn.batch_execute("SET statement_timeout = 0").await?;
-        conn.batch_execute("VACUUM (ANALYZE) properties").await?;
+        // The counting tables too: the import's triggers updated their rows once per
+        // listing, and every count would step over the dead versions until autovacuum.
+        conn.batch_execute("VACUUM (ANALYZE) properties, listing_counts, listing_versions")
+            .await?;
         Ok(true)
     }
 
