@@ -1,7 +1,8 @@
 //! The view level, as a service in front of the router: whole GET responses cached per
 //! normalized URL, answered from the near-cache when possible (no routing, no decoding,
-//! no database), with the best encoding the client accepts (brotli, gzip or none, each
-//! made once when the response was rendered). Only 200 responses are stored. Every
+//! no database), with the best encoding the client accepts and the page has (brotli,
+//! gzip or none, each made once, when a client first takes it: see `service::views`).
+//! Only 200 responses are stored. Every
 //! response says `X-Cache: HIT` or `MISS`, `Cache-Control: no-cache` and
 //! `Vary: Accept-Encoding`, and a matching `If-None-Match` gets 304 with no body.
 
@@ -25,7 +26,7 @@ use crate::service::views;
 use crate::service::{AppState, Dependencies};
 use crate::view::ReadyView;
 use crate::view::precondition::TagList;
-use crate::view::{CachedResponse, Encoding};
+use crate::view::{COMPRESS_INLINE_BELOW, CachedResponse, Encoding};
 
 const NO_CACHE: HeaderValue = HeaderValue::from_static("no-cache");
 const VARY: HeaderValue = HeaderValue::from_static("accept-encoding");
@@ -162,14 +163,18 @@ where
         .unwrap_or("application/octet-stream")
         .to_owned();
     let status = parts.status.as_u16();
-    let rendered = CachedResponse::new(status, content_type, body);
-    if !gzip {
-        return Ok((rendered, dependencies));
-    }
-    match views::with_encodings(rendered.clone(), &[Encoding::Gzip]).await {
-        Some(complete) => Ok((complete, dependencies)),
-        None => Ok((rendered, dependencies)),
-    }
+    let wanted: &'static [Encoding] = if gzip { &[Encoding::Gzip] } else { &[] };
+    let rendered = if body.len() < COMPRESS_INLINE_BELOW {
+        CachedResponse::rendered(status, content_type, body, wanted)
+    } else {
+        // Hashing and compressing a large page takes a moment: not on the runtime's threads.
+        tokio::task::spawn_blocking(move || {
+            CachedResponse::rendered(status, content_type, body, wanted)
+        })
+        .await
+        .map_err(|_| internal_error().into_response())?
+    };
+    Ok((rendered, dependencies))
 }
 
 /// Every field line of `name` as one list (RFC 9110 §5.3); `None` when there is none.

@@ -4,8 +4,9 @@
 //! gzip. Variants are made when a client first takes them, so no page pays for an
 //! encoding nobody asked for: a client answered from a rendering that lacks gzip gets
 //! gzip made on the spot (tens of microseconds for a page), brotli (slower to make) is
-//! made in the background, and the variants made are stored in place of the rendering;
-//! until then a brotli client gets gzip.
+//! made in the background, and the variants made are stored in place of the rendering
+//! (once per server: each makes those its own clients take first); until then a brotli
+//! client gets gzip, or the body as it is.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -16,11 +17,7 @@ use crate::service::cache::{CacheStatus, Kept};
 use crate::service::catch_up_with_other_writers;
 use crate::service::{App, AppState, Dependencies};
 use crate::view::ReadyView;
-use crate::view::{CachedResponse, Encoding};
-
-/// A body this small is compressed on the request's own thread (tens of microseconds,
-/// less than handing it to another thread and back).
-const COMPRESS_INLINE_BELOW: usize = 16 * 1024;
+use crate::view::{COMPRESS_INLINE_BELOW, CachedResponse, Encoding};
 
 /// Responses are cached per resource; every view so far shows properties.
 const VIEWS_OF: Resource = Resource::Properties;
@@ -122,36 +119,45 @@ fn gzip_now(lacks_gzip: bool, has_brotli: bool, accepted: [bool; 3]) -> bool {
 
 /// The response `kept` in this process, for a client that takes `accepted`: if it lacks
 /// gzip and the client would otherwise get the body uncompressed for that alone, with
-/// gzip made now. The first client that lacks a variant has the ones it takes made (off
-/// its path, but for the gzip it was answered in) and stored for everyone.
+/// gzip made now. The first client that lacks a variant keeps what it made in this
+/// process at once (the next gzip clients compress no more), has the rest it takes made
+/// off its path, and stores them all for every server.
 async fn near_hit(app: &AppState, key: &str, kept: &Kept, accepted: [bool; 3]) -> Arc<ReadyView> {
     let view = &kept.view;
     let lacking = lacking(view, accepted);
     if lacking.is_empty() {
         return view.clone();
     }
-    let lacks_gzip = view.lacks(Encoding::Gzip);
-    let answer = match gzip_now(
-        lacks_gzip,
-        view.variant(Encoding::Brotli).is_some(),
-        accepted,
-    ) {
+    let has_brotli = view.variant(Encoding::Brotli).is_some();
+    let answer = match gzip_now(view.lacks(Encoding::Gzip), has_brotli, accepted) {
         true => with_encodings(view.to_cached(), &[Encoding::Gzip]).await,
         false => None,
     };
-    if kept.first_to_complete() {
-        let made = answer.clone().unwrap_or_else(|| view.to_cached());
-        complete_later(app.clone(), key, kept.stamp.clone(), made, lacking);
+    if !kept.first_to_complete() {
+        return answer.map_or_else(
+            || view.clone(),
+            |answer| Arc::new(ReadyView::from_cached(&answer)),
+        );
     }
-    match answer {
-        Some(answer) => Arc::new(ReadyView::from_cached(&answer)),
-        None => view.clone(),
-    }
+    let Some(answer) = answer else {
+        complete_later(
+            app.clone(),
+            key,
+            kept.stamp.clone(),
+            view.to_cached(),
+            lacking,
+        );
+        return view.clone();
+    };
+    let ready = Arc::new(ReadyView::to_keep(&answer));
+    app.cache().near_store(key, &kept.stamp, ready.clone());
+    complete_later(app.clone(), key, kept.stamp.clone(), answer, lacking);
+    ready
 }
 
-/// Makes the variants `made` lacks among `wanted`, off the request's path, and stores
-/// the response in place of the rendering stamped `stamp` (and in this process's
-/// memory), unless a write retired it meanwhile.
+/// Makes the variants `made` lacks among `wanted` (if any: off the request's path, and
+/// kept in this process at once), then stores the response in place of the rendering
+/// stamped `stamp` for every server, unless a write retired it meanwhile.
 fn complete_later(
     app: AppState,
     key: &str,
@@ -161,16 +167,23 @@ fn complete_later(
 ) {
     let key = key.to_owned();
     tokio::spawn(async move {
-        let completing = move || made.with_encodings(&wanted).unwrap_or(made);
-        let Ok(complete) = tokio::task::spawn_blocking(completing).await else {
-            return;
+        let complete = if wanted.iter().any(|&encoding| made.lacks(encoding)) {
+            let fallback = made.clone();
+            let completing = move || made.with_encodings(&wanted);
+            match tokio::task::spawn_blocking(completing).await {
+                Ok(Some(complete)) => {
+                    let ready = Arc::new(ReadyView::to_keep(&complete));
+                    app.cache().near_store(&key, &stamp, ready);
+                    complete
+                }
+                // Compression failed: whatever the caller made is still worth storing.
+                Ok(None) | Err(_) => fallback,
+            }
+        } else {
+            made
         };
         let ttl = app.settings.view_ttl;
         let view_key = ViewKey::new(&key, VIEWS_OF);
-        app.cache()
-            .restore(&view_key, stamp.clone(), &complete, ttl)
-            .await;
-        let ready = Arc::new(ReadyView::to_keep(&complete));
-        app.cache().near_store(&key, &stamp, ready);
+        app.cache().restore(&view_key, stamp, &complete, ttl).await;
     });
 }

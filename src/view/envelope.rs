@@ -23,8 +23,8 @@ pub struct CachedResponse {
 /// Bodies smaller than this are sent as they are: compressing them saves little.
 const COMPRESS_FROM_BYTES: usize = 1024;
 /// gzip level and brotli quality: good ratios at a fraction of a millisecond for a page
-/// of listings; the cost is paid once per rendering a client took them for, never per
-/// request.
+/// of listings; the cost is paid once per rendering and server whose clients take them,
+/// not per request.
 const GZIP_LEVEL: u32 = 6;
 const BROTLI_QUALITY: u32 = 5;
 const BROTLI_WINDOW_BITS: u32 = 22;
@@ -79,6 +79,10 @@ impl CachedResponse {
                 Encoding::Gzip => gzip(&self.body),
                 Encoding::Brotli => brotli(&self.body),
             };
+            if made.is_empty() {
+                // Compression failed: no variant.
+                continue;
+            }
             let complete = complete.get_or_insert_with(|| self.clone());
             match encoding {
                 Encoding::Gzip => complete.gzip = made,
@@ -86,6 +90,17 @@ impl CachedResponse {
             }
         }
         complete
+    }
+
+    /// A rendering for the cache, with the variants among `wanted`.
+    pub fn rendered(
+        status: u16,
+        content_type: String,
+        body: Bytes,
+        wanted: &[Encoding],
+    ) -> CachedResponse {
+        let rendered = CachedResponse::new(status, content_type, body);
+        rendered.with_encodings(wanted).unwrap_or(rendered)
     }
 
     /// Whether a variant in `encoding` would be worth making: the body is long enough,
@@ -112,6 +127,10 @@ impl CachedResponse {
         }
     }
 }
+
+/// A body this long is compressed (and its ETag hashed) off the runtime's threads;
+/// shorter ones take tens of microseconds, less than handing them to another thread.
+pub const COMPRESS_INLINE_BELOW: usize = 16 * 1024;
 
 /// Whether a body is long enough for compressed variants to pay.
 pub fn worth_compressing(body: &[u8]) -> bool {

@@ -1,5 +1,6 @@
-//! A cached response ready to send (header values built, every encoding at hand), as
-//! each server keeps it in its near-cache: a hit costs no decoding and no allocation.
+//! A cached response ready to send (header values built, each encoding it has at
+//! hand), as each server keeps it in its near-cache: a hit costs no decoding and no
+//! allocation.
 
 use axum::http::{HeaderValue, StatusCode};
 use bytes::Bytes;

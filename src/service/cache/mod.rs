@@ -308,7 +308,8 @@ impl Cache {
     }
 
     /// Stores `value` again, in place of what a load stamped `stamp` stored (a variant
-    /// made afterwards), unless a write retired it meanwhile or a later load replaced it.
+    /// made afterwards), unless a write retired it meanwhile (with Redis, also unless a
+    /// later load replaced it).
     pub async fn restore<K: CacheKey>(
         &self,
         key: &K,

@@ -1,6 +1,6 @@
 //! The near-cache: whole responses kept in this process, ready to send (header values
-//! built, every encoding at hand), so that a view hit costs no decoding, no allocation
-//! of header values and, in Redis mode, no Redis round trip.
+//! built, each encoding made so far at hand), so that a view hit costs no decoding, no
+//! allocation of header values and, in Redis mode, no Redis round trip.
 //!
 //! An entry is kept with the stamp of its rendering and served only while a clock the
 //! cache vouches for says it is current (see `Cache::near_clock`): a write retires the
