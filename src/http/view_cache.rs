@@ -2,9 +2,9 @@
 //! normalized URL, answered from the near-cache when possible (no routing, no decoding,
 //! no database), with the best encoding the client accepts and the page has (brotli,
 //! gzip or none, each made once, when a client first takes it: see `service::views`).
-//! Only 200 responses are stored. Every
-//! response says `X-Cache: HIT` or `MISS`, `Cache-Control: no-cache` and
-//! `Vary: Accept-Encoding`, and a matching `If-None-Match` gets 304 with no body.
+//! Only 200 responses are stored. Every response says `X-Cache: HIT` or `MISS`,
+//! `Cache-Control: no-cache` and `Vary: Accept-Encoding`, and a matching
+//! `If-None-Match` gets 304 with no body.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -26,7 +26,7 @@ use crate::service::views;
 use crate::service::{AppState, Dependencies};
 use crate::view::ReadyView;
 use crate::view::precondition::TagList;
-use crate::view::{COMPRESS_INLINE_BELOW, CachedResponse, Encoding};
+use crate::view::{CachedResponse, Encoding};
 
 const NO_CACHE: HeaderValue = HeaderValue::from_static("no-cache");
 const VARY: HeaderValue = HeaderValue::from_static("accept-encoding");
@@ -164,16 +164,12 @@ where
         .to_owned();
     let status = parts.status.as_u16();
     let wanted: &'static [Encoding] = if gzip { &[Encoding::Gzip] } else { &[] };
-    let rendered = if body.len() < COMPRESS_INLINE_BELOW {
-        CachedResponse::rendered(status, content_type, body, wanted)
-    } else {
-        // Hashing and compressing a large page takes a moment: not on the runtime's threads.
-        tokio::task::spawn_blocking(move || {
-            CachedResponse::rendered(status, content_type, body, wanted)
-        })
+    let length = body.len();
+    let make = move || CachedResponse::rendered(status, content_type, body, wanted);
+    // Hashing and compressing a large page takes a moment: not on the runtime's threads.
+    let rendered = views::sized_work(length, make)
         .await
-        .map_err(|_| internal_error().into_response())?
-    };
+        .ok_or_else(|| internal_error().into_response())?;
     Ok((rendered, dependencies))
 }
 

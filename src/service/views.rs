@@ -17,7 +17,11 @@ use crate::service::cache::{CacheStatus, Kept};
 use crate::service::catch_up_with_other_writers;
 use crate::service::{App, AppState, Dependencies};
 use crate::view::ReadyView;
-use crate::view::{COMPRESS_INLINE_BELOW, CachedResponse, Encoding};
+use crate::view::{CachedResponse, Encoding};
+
+/// A body this long is compressed (and its ETag hashed) off the runtime's threads;
+/// shorter ones take tens of microseconds, less than handing them to another thread.
+const COMPRESS_INLINE_BELOW: usize = 16 * 1024;
 
 /// Responses are cached per resource; every view so far shows properties.
 const VIEWS_OF: Resource = Resource::Properties;
@@ -75,30 +79,35 @@ where
         return Ok((Arc::new(ReadyView::from_cached(&value)), fetched.status));
     };
     if gzip_made {
-        let (app, stamp, value) = (app.clone(), stamp.clone(), value.clone());
-        tokio::spawn(async move {
-            let ttl = app.settings.view_ttl;
-            app.cache().restore(&view_key, stamp, &value, ttl).await;
-        });
+        complete_later(app.clone(), key, stamp.clone(), value.clone(), Vec::new());
     }
     let ready = Arc::new(ReadyView::to_keep(&value));
     app.cache().near_store(key, &stamp, ready.clone());
     Ok((ready, fetched.status))
 }
 
-/// `response` with the variants among `wanted` that it lacks, compressed on this thread
-/// when the body is short and on a blocking thread otherwise; `None` when it lacks none.
+/// `response` with the variants among `wanted` that it lacks (see [`sized_work`]);
+/// `None` when it lacks none.
 pub async fn with_encodings(
     response: CachedResponse,
     wanted: &'static [Encoding],
 ) -> Option<CachedResponse> {
-    if response.body.len() < COMPRESS_INLINE_BELOW {
-        return response.with_encodings(wanted);
-    }
-    tokio::task::spawn_blocking(move || response.with_encodings(wanted))
+    let body = response.body.len();
+    sized_work(body, move || response.with_encodings(wanted))
         .await
-        .ok()
         .flatten()
+}
+
+/// `work` on a body of `body` bytes (compressing it, hashing it): on this thread when
+/// the body is short, on a blocking thread otherwise; `None` if that thread failed.
+pub async fn sized_work<T: Send + 'static>(
+    body: usize,
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Option<T> {
+    if body < COMPRESS_INLINE_BELOW {
+        return Some(work());
+    }
+    tokio::task::spawn_blocking(work).await.ok()
 }
 
 /// The compressed variants a client that takes `accepted` would be answered in, which
@@ -168,16 +177,19 @@ fn complete_later(
     let key = key.to_owned();
     tokio::spawn(async move {
         let complete = if wanted.iter().any(|&encoding| made.lacks(encoding)) {
-            let fallback = made.clone();
-            let completing = move || made.with_encodings(&wanted);
+            let completing = move || {
+                let complete = made.with_encodings(&wanted);
+                (made, complete)
+            };
             match tokio::task::spawn_blocking(completing).await {
-                Ok(Some(complete)) => {
+                Ok((_, Some(complete))) => {
                     let ready = Arc::new(ReadyView::to_keep(&complete));
                     app.cache().near_store(&key, &stamp, ready);
                     complete
                 }
                 // Compression failed: whatever the caller made is still worth storing.
-                Ok(None) | Err(_) => fallback,
+                Ok((made, None)) => made,
+                Err(_) => return,
             }
         } else {
             made

@@ -128,10 +128,6 @@ impl CachedResponse {
     }
 }
 
-/// A body this long is compressed (and its ETag hashed) off the runtime's threads;
-/// shorter ones take tens of microseconds, less than handing them to another thread.
-pub const COMPRESS_INLINE_BELOW: usize = 16 * 1024;
-
 /// Whether a body is long enough for compressed variants to pay.
 pub fn worth_compressing(body: &[u8]) -> bool {
     body.len() >= COMPRESS_FROM_BYTES

@@ -7,5 +7,5 @@ pub mod file_copy;
 pub mod precondition;
 mod ready;
 
-pub use envelope::{COMPRESS_INLINE_BELOW, CachedResponse, Encoding};
+pub use envelope::{CachedResponse, Encoding};
 pub use ready::ReadyView;
