@@ -264,6 +264,12 @@ impl App {
         self.cache().hooks()
     }
 
+    /// A PostgreSQL setting as the pool's connections have it (see `Db::pooled_setting`).
+    #[cfg(feature = "test-hooks")]
+    pub async fn pooled_setting(&self, name: &str) -> Option<String> {
+        self.db().pooled_setting(name).await
+    }
+
     /// For tests that need a settled cache: does now what the next read would do about
     /// other processes' commits to a SQLite file.
     #[cfg(feature = "test-hooks")]

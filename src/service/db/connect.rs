@@ -3,7 +3,8 @@
 //!
 //! PostgreSQL: a connect timeout, TCP keepalives (so a vanished host is noticed) and the
 //! session settings (`statement_timeout`, `idle_in_transaction_session_timeout`, the
-//! write-origin tag) sent as start-up options, which costs no extra round trip.
+//! write-origin tag, generic plans) sent as start-up options, which costs no extra round
+//! trip.
 //! SQLite: WAL, and a busy timeout equal to the statement timeout.
 
 use std::str::FromStr as _;
@@ -100,6 +101,10 @@ pub fn pg_config(
                 settings.statement_timeout.as_millis()
             ));
             options.push(format!("-c listings.origin={write_origin}"));
+            // Planned once, not five times per connection first: a page statement took
+            // longer to plan than to run. The statements whose plan depends on their
+            // values plan only what does, per call (`listings_page_ids`).
+            options.push("-c plan_cache_mode=force_generic_plan".to_owned());
             config.application_name("listings");
         }
         PgSession::Listener => {
@@ -198,6 +203,35 @@ pub async fn describe_session(
         Some(version) => format!("encrypted ({version}, sslmode={})", mode.name()),
         None => format!("not encrypted (sslmode={})", mode.name()),
     })
+}
+
+/// The value of the setting `name` in `conn`'s session.
+#[cfg(feature = "test-hooks")]
+pub async fn setting(conn: &mut AsyncPgConnection, name: &str) -> diesel::QueryResult<String> {
+    use diesel_async::RunQueryDsl as _;
+    #[derive(diesel::QueryableByName)]
+    struct Setting {
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        value: String,
+    }
+    let setting: Setting = diesel::sql_query("SELECT current_setting($1) AS value")
+        .bind::<diesel::sql_types::Text, _>(name)
+        .get_result(conn)
+        .await?;
+    Ok(setting.value)
+}
+
+/// For the rest of the transaction on `conn`, PostgreSQL plans each statement for its
+/// values, as it plans outside the server's connections (see `PgSession::Pooled`).
+pub async fn pg_plan_for_values(conn: &mut AsyncPgConnection) -> diesel::QueryResult<()> {
+    use diesel_async::SimpleAsyncConnection as _;
+    conn.batch_execute("SET LOCAL plan_cache_mode = force_custom_plan")
+        .await
+}
+
+/// SQLite plans every statement for its values.
+pub async fn sqlite_plan_for_values(_conn: &mut super::SqliteConn) -> diesel::QueryResult<()> {
+    Ok(())
 }
 
 /// Most memory one SQLite connection keeps for its page cache, in KiB. With the pool's

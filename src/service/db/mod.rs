@@ -56,7 +56,8 @@ pub(super) mod pg {
         pg,
         crate::service::db::properties::bulk::pg_insert_batch,
         crate::service::db::row_update::pg_update,
-        crate::service::db::write_fate::pg_transaction_id
+        crate::service::db::write_fate::pg_transaction_id,
+        crate::service::db::connect::pg_plan_for_values
     );
 }
 
@@ -68,7 +69,8 @@ pub(super) mod sqlite {
         sqlite,
         crate::service::db::properties::bulk::sqlite_insert_batch,
         crate::service::db::row_update::sqlite_update,
-        crate::service::db::write_fate::no_transaction_id
+        crate::service::db::write_fate::no_transaction_id,
+        crate::service::db::connect::sqlite_plan_for_values
     );
 }
 
@@ -450,6 +452,19 @@ impl Db {
             .ok()?;
         conn.finish();
         Some(self.transport.get_or_init(|| described).clone())
+    }
+
+    /// The value of the PostgreSQL setting `name` on a connection of the pool; `None`
+    /// on SQLite or when it cannot be read.
+    #[cfg(feature = "test-hooks")]
+    pub async fn pooled_setting(&self, name: &str) -> Option<String> {
+        let Pools::Pg { pool, .. } = &self.pools else {
+            return None;
+        };
+        let mut conn = checkout(pool, &self.settings).await.ok()?;
+        let value = connect::setting(&mut conn, name).await.ok()?;
+        conn.finish();
+        Some(value)
     }
 
     /// After a bulk load (an import, `seed`), on PostgreSQL: `VACUUM (ANALYZE)` the

@@ -39,6 +39,32 @@ const CLOSE: char = '\u{2}';
 /// Where the page's window goes in the text, once it is known whether it is written as
 /// numbers (see `page_windows`).
 const WINDOW: &str = "\u{3}";
+/// Where the page's ids go in the text: an inline statement, or `listings_page_ids`.
+const PAGE_IDS: &str = "\u{4}";
+
+/// How a page statement finds its page's ids.
+enum Window {
+    /// Inline, its window written as numbers: PostgreSQL plans the statement once.
+    Numbers,
+    /// Inline, its window parameters: SQLite plans every statement anew.
+    Parameters,
+    /// From `listings_page_ids`, which plans their statement per call with the values
+    /// known: on PostgreSQL, the pages whose plan depends on their values, and the
+    /// windows not written as numbers. A generic plan (what the server's connections
+    /// make: see `connect`) cannot know a parameter window is small, and would sort
+    /// every row of the filter for it.
+    PageIds,
+}
+
+/// Whether the page walks the index of its order or gathers its filter's rows and sorts
+/// them depends on the filter's values: a price range ordered otherwise than by price
+/// (a narrow one is best gathered, a wide one walked); a location ordered by id (no
+/// index leads with the location and the id).
+fn values_choose_plan(query: &PropertyQuery) -> bool {
+    let by_price = matches!(query.ordering, SortOrder::PriceAsc | SortOrder::PriceDesc);
+    let by_id = matches!(query.ordering, SortOrder::IdAsc | SortOrder::IdDesc);
+    !by_price && (query.has_price_range() || (by_id && query.location.is_some()))
+}
 
 /// SQL text and the values of its parameters. Unlike diesel's `sql_query`, it may be
 /// prepared once per connection and kept: its text depends only on the query's shape
@@ -223,7 +249,7 @@ pub async fn pg_page_with_count(
     query: &PropertyQuery,
     known: Option<&KnownCount>,
 ) -> Loaded {
-    let Some(statement) = build(query, known, Dialect::Postgres) else {
+    let Some(statement) = build(query, known, Dialect::Postgres, false) else {
         return Ok(None);
     };
     PgAnswer::page(statement.load(conn).await?, known)
@@ -235,7 +261,7 @@ pub async fn sqlite_page_with_count(
     query: &PropertyQuery,
     known: Option<&KnownCount>,
 ) -> Loaded {
-    let Some(statement) = build(query, known, Dialect::Sqlite) else {
+    let Some(statement) = build(query, known, Dialect::Sqlite, false) else {
         return Ok(None);
     };
     SqliteAnswer::page(statement.load(conn).await?, known)
@@ -250,7 +276,7 @@ pub enum Dialect {
 /// The statement `query`'s page runs on a miss that counts, with its values written in
 /// as literals (for `EXPLAIN`, or pgbench); `None` for a search by text.
 pub fn literal(query: &PropertyQuery, dialect: Dialect) -> Option<String> {
-    let statement = build(query, None, dialect)?;
+    let statement = build(query, None, dialect, true)?;
     let mut pieces = statement.text.split(OPEN);
     let mut sql = pieces.next().unwrap_or_default().to_owned();
     for piece in pieces {
@@ -267,7 +293,13 @@ pub fn literal(query: &PropertyQuery, dialect: Dialect) -> Option<String> {
 }
 
 /// The statement for `query`; `None` for a search by text.
-fn build(query: &PropertyQuery, known: Option<&KnownCount>, dialect: Dialect) -> Option<Statement> {
+/// `written_out`: for [`literal`].
+fn build(
+    query: &PropertyQuery,
+    known: Option<&KnownCount>,
+    dialect: Dialect,
+    written_out: bool,
+) -> Option<Statement> {
     let nodes = count_nodes(query)?;
     let mut statement = Statement::default();
     let node = statement.param(Bind::Text(nodes[1].clone()));
@@ -284,53 +316,76 @@ fn build(query: &PropertyQuery, known: Option<&KnownCount>, dialect: Dialect) ->
         }
         None => count(&mut statement, query),
     };
-    // SQLite: the price must not choose the index when the order has one of its own.
+    let order = order_by_on("properties", query.ordering);
     let by_price = matches!(query.ordering, SortOrder::PriceAsc | SortOrder::PriceDesc);
+    // SQLite: the price must not choose the index when the order has one of its own.
     let price_column = if dialect == Dialect::Sqlite && !by_price {
         "+price"
     } else {
         "price"
     };
+    let before_filter = statement.binds.len();
     let filter = filter_on(&mut statement, query, None, None, price_column);
-    let order = order_by_on("properties", query.ordering);
+    let inline =
+        format!("SELECT id FROM properties WHERE {filter} ORDER BY {order} LIMIT {WINDOW}");
     statement.text = format!(
         "WITH v AS (SELECT \
            coalesce((SELECT version FROM listing_versions WHERE node = 'all'), 0) AS all_version, \
            coalesce((SELECT version FROM listing_versions WHERE node = {node}), 0) AS node_version), \
          c AS (SELECT CAST({total} AS BIGINT) AS total), \
          p AS (SELECT id, title, description, price, location, created_at FROM properties \
-           WHERE id IN (SELECT id FROM properties WHERE {filter} \
-           ORDER BY {order} LIMIT {WINDOW})) \
+           WHERE id IN ({PAGE_IDS})) \
          SELECT v.all_version, v.node_version, c.total, p.id, p.title, p.description, p.price, \
            p.location, p.created_at \
          FROM v CROSS JOIN c LEFT JOIN p ON true \
          ORDER BY {outer}",
         outer = order_by_on("p", query.ordering),
     );
-    // Whether the page walks the index of its order or gathers its filter's rows and
-    // sorts them can depend on the filter's values: a price range ordered otherwise
-    // than by price; a location ordered by id (no index leads with the location and
-    // the id). Their windows stay parameters, and the choice to PostgreSQL's plan
-    // cache, as for every statement before windows were written as numbers.
-    let by_id = matches!(query.ordering, SortOrder::IdAsc | SortOrder::IdDesc);
-    let values_choose_plan =
-        !by_price && (query.has_price_range() || (by_id && query.location.is_some()));
     let (limit, offset) = (query.page_size, query.offset());
-    let (limit, offset) = if dialect == Dialect::Postgres
-        && !values_choose_plan
-        && page_windows::admit(&statement.text, query.page, limit, offset)
-    {
-        (limit.to_string(), offset.to_string())
-    } else {
-        (
-            statement.param(Bind::BigInt(i64::from(limit))),
-            statement.param(Bind::BigInt(offset)),
-        )
+    let window = match dialect {
+        // Written out, every value is a literal anyway.
+        Dialect::Postgres if written_out => Window::Numbers,
+        Dialect::Postgres if values_choose_plan(query) => Window::PageIds,
+        Dialect::Postgres => {
+            let shape = statement.text.replacen(PAGE_IDS, &inline, 1);
+            match page_windows::admit(&shape, query.page, limit, offset) {
+                true => Window::Numbers,
+                false => Window::PageIds,
+            }
+        }
+        Dialect::Sqlite => Window::Parameters,
     };
-    statement.text = statement
-        .text
-        .replacen(WINDOW, &format!("{limit} OFFSET {offset}"), 1);
+    let page_ids = match window {
+        Window::Numbers => inline.replacen(WINDOW, &format!("{limit} OFFSET {offset}"), 1),
+        Window::Parameters => {
+            let limit = statement.param(Bind::BigInt(i64::from(limit)));
+            let offset = statement.param(Bind::BigInt(offset));
+            inline.replacen(WINDOW, &format!("{limit} OFFSET {offset}"), 1)
+        }
+        Window::PageIds => {
+            statement.binds.truncate(before_filter);
+            page_ids_call(&mut statement, query)
+        }
+    };
+    statement.text = statement.text.replacen(PAGE_IDS, &page_ids, 1);
     Some(statement)
+}
+
+/// The page's ids from `listings_page_ids`, which plans their statement per call.
+fn page_ids_call(statement: &mut Statement, query: &PropertyQuery) -> String {
+    let mut text = |value: Option<Bind>, null: &str| match value {
+        Some(value) => statement.param(value),
+        None => null.to_owned(),
+    };
+    let key = text(query.location.clone().map(Bind::Text), "NULL::text");
+    let low = text(query.min_price.clone().map(Bind::Numeric), "NULL::numeric");
+    let high = text(query.max_price.clone().map(Bind::Numeric), "NULL::numeric");
+    let limit = statement.param(Bind::BigInt(i64::from(query.page_size)));
+    let offset = statement.param(Bind::BigInt(query.offset()));
+    format!(
+        "SELECT page.id FROM listings_page_ids({key}, {low}, {high}, '{ordering}', {limit}, {offset}) AS page(id)",
+        ordering = query.ordering.as_str()
+    )
 }
 
 /// The query's location and price filters, and (for a count within one band) price

@@ -6,15 +6,15 @@
 //! row (70 ms instead of 0.4 ms), so the planner keeps making a custom plan for every
 //! execution, and planning took as long as executing (0.2–0.3 ms of the database's
 //! 0.5–1 ms per miss). With numbers, the generic plan walks the index of the order as
-//! the custom ones do, and PostgreSQL adopts it after five executions: the statement is
-//! planned once per connection. Measured by `bench/mix` at 10 writes/s: 23 to 32 % more
-//! reads per second on PostgreSQL + Redis.
+//! the custom ones do, and the statement is planned once per connection (the server's
+//! connections take the generic plan at once: see `connect`). Measured by `bench/mix` at
+//! 10 writes/s: 23 to 32 % more reads per second on PostgreSQL + Redis.
 //!
 //! Each window makes a statement of its own, prepared and kept with its plan on every
 //! connection (about 170 KB in the PostgreSQL backend for the largest), so windows are
 //! admitted only on the first [`LITERAL_PAGES`] pages and only the first
-//! [`MAX_WINDOWS`] (statement shape, window) pairs a process meets; the rest keep
-//! parameters, and PostgreSQL's choice of plan, as before.
+//! [`MAX_WINDOWS`] (statement shape, window) pairs a process meets; the rest take their
+//! page's ids from `listings_page_ids`, planned per call with the window known.
 
 use std::collections::HashSet;
 use std::sync::{LazyLock, Mutex, PoisonError};

@@ -25,7 +25,8 @@ macro_rules! property_repository {
         $schema:ident,
         $insert_batch:path,
         $update:path,
-        $transaction_id:path
+        $transaction_id:path,
+        $plan_for_values:path
     ) => {
         pub mod properties {
             use diesel::prelude::*;
@@ -113,6 +114,10 @@ macro_rules! property_repository {
                 conn: &mut Conn,
                 query: &PropertyQuery,
             ) -> QueryResult<Vec<Property>> {
+                // Only searches by text come here, and their best plan depends on the
+                // words: a rare one is best found by reading the table, a common one by
+                // walking the order's index until the page is full.
+                $plan_for_values(conn).await?;
                 let ids = in_order(matching(query), query.ordering)
                     .select(p::id)
                     .limit(i64::from(query.page_size))

@@ -1,0 +1,1 @@
+DROP FUNCTION listings_page_ids(text, numeric, numeric, text, bigint, bigint);
