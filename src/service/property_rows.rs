@@ -39,6 +39,7 @@ pub(super) async fn list_page(
     #[cfg(feature = "test-hooks")]
     let hooks = db.hooks.clone();
     dispatch!(db, snapshot at floor, move |tx, repo| {
+        repo::plan_for_values(tx).await?;
         let rows = repo::page_rows(tx, &query).await?;
         crate::test_hooks::pause!(hooks, BetweenRowsAndCount);
         let count = repo::count_matches(tx, &query).await?;

@@ -116,20 +116,38 @@ async fn page_statements_are_planned_once() {
 }
 
 /// The server's connections make generic plans at once, unless the operator's URL says
-/// otherwise.
+/// otherwise; a search by text, planned for its words, leaves them as they were.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[cfg_attr(not(listings_test_services), ignore = "needs PostgreSQL and Redis")]
 async fn the_servers_connections_plan_once() {
     let env = TestEnv::postgres_redis().await;
-    let app = env.app().await;
+    let mut one_connection = env.settings();
+    one_connection.db.max_connections = 1;
+    let app = env.app_with(one_connection).await;
+    let mode = || app.pooled_setting("plan_cache_mode");
+    assert_eq!(mode().await.as_deref(), Some("force_generic_plan"));
+    let query = PropertyQuery::from_query_string("search=villa").expect("a valid search");
+    listings::service::properties::list_properties(&app, &query)
+        .await
+        .expect("a search by text");
     assert_eq!(
-        app.pooled_setting("plan_cache_mode").await.as_deref(),
-        Some("force_generic_plan")
+        mode().await.as_deref(),
+        Some("force_generic_plan"),
+        "the text search's setting ended with its transaction"
     );
+
     let mut settings = env.settings();
-    settings.database_url = format!("{}?options=-c%20plan_cache_mode%3Dauto", env.database_url)
-        .parse()
-        .expect("a database URL with options");
+    let separator = if env.database_url.contains('?') {
+        '&'
+    } else {
+        '?'
+    };
+    settings.database_url = format!(
+        "{}{separator}options=-c%20plan_cache_mode%3Dauto",
+        env.database_url
+    )
+    .parse()
+    .expect("a database URL with options");
     let operators = env.app_with(settings).await;
     assert_eq!(
         operators.pooled_setting("plan_cache_mode").await.as_deref(),
@@ -145,9 +163,11 @@ struct Id {
 }
 
 #[derive(QueryableByName)]
-struct Volatility {
+struct Declared {
     #[diesel(sql_type = Text)]
     provolatile: String,
+    #[diesel(sql_type = Text)]
+    config: String,
 }
 
 /// The pages of every order, with and without a location, in ranges narrow and wide,
@@ -231,11 +251,23 @@ async fn pages_whose_values_choose_their_plan_are_a_plain_querys() {
     // Its statement reads in the snapshot of the page statement that calls it, so the
     // ids agree with the count beside them: PostgreSQL gives that to STABLE functions
     // only (a VOLATILE one would take a snapshot of its own).
-    let declared: Vec<Volatility> =
-        sql_query("SELECT provolatile::text FROM pg_proc WHERE proname = 'listings_page_ids'")
-            .load(&mut conn)
-            .await
-            .expect("read pg_proc");
-    let declared: Vec<&str> = declared.iter().map(|d| d.provolatile.as_str()).collect();
-    assert_eq!(declared, ["s"], "listings_page_ids is STABLE");
+    // And it plans its statement for the values, whatever the connection's mode (on
+    // PostgreSQL 13, EXECUTE goes through a cached plan that the mode would make
+    // generic).
+    let declared: Vec<Declared> = sql_query(
+        "SELECT provolatile::text, array_to_string(proconfig, ',') AS config \
+         FROM pg_proc WHERE proname = 'listings_page_ids'",
+    )
+    .load(&mut conn)
+    .await
+    .expect("read pg_proc");
+    let declared: Vec<(&str, &str)> = declared
+        .iter()
+        .map(|d| (d.provolatile.as_str(), d.config.as_str()))
+        .collect();
+    assert_eq!(
+        declared,
+        [("s", "plan_cache_mode=force_custom_plan")],
+        "listings_page_ids is STABLE, and plans for the values"
+    );
 }

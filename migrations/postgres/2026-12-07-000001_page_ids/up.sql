@@ -13,10 +13,13 @@
 -- Those pages take their ids from here: only this small statement is planned per call.
 --
 -- STABLE: its statement reads in the snapshot of the statement that calls it, so the
--- page still agrees with the count beside it.
+-- page still agrees with the count beside it. force_custom_plan: PostgreSQL 13 runs
+-- EXECUTE ... USING through a cached plan, which the connection's force_generic_plan
+-- would make generic (from 14 on, a one-shot plan is always made for the values).
 CREATE FUNCTION listings_page_ids(key text, low numeric, high numeric, ordering text,
                                   page_size bigint, skip bigint)
-RETURNS SETOF bigint LANGUAGE plpgsql STABLE ROWS 20 AS $$
+RETURNS SETOF bigint LANGUAGE plpgsql STABLE ROWS 20
+SET plan_cache_mode = force_custom_plan AS $$
 DECLARE
     order_by text := CASE ordering
         WHEN 'created_at' THEN 'created_at ASC, id ASC'

@@ -114,10 +114,6 @@ macro_rules! property_repository {
                 conn: &mut Conn,
                 query: &PropertyQuery,
             ) -> QueryResult<Vec<Property>> {
-                // Only searches by text come here, and their best plan depends on the
-                // words: a rare one is best found by reading the table, a common one by
-                // walking the order's index until the page is full.
-                $plan_for_values(conn).await?;
                 let ids = in_order(matching(query), query.ordering)
                     .select(p::id)
                     .limit(i64::from(query.page_size))
@@ -128,6 +124,14 @@ macro_rules! property_repository {
                     .load(conn)
                     .await?;
                 Ok(rows.into_iter().map(Property::normalized).collect())
+            }
+
+            /// For the rest of the transaction on `conn`, statements are planned for
+            /// their values. A search by text needs it (see `list_page`): its best plan
+            /// depends on the words, a rare one best found by reading the table, a
+            /// common one by walking the order's index until the page is full.
+            pub async fn plan_for_values(conn: &mut Conn) -> QueryResult<()> {
+                $plan_for_values(conn).await
             }
 
             /// How many rows match in all, counted (a text search: see `page_statement`
