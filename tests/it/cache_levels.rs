@@ -269,3 +269,43 @@ async fn assert_read_from_redis(
     assert_eq!(found.titles(), titles);
     assert_eq!(app.metrics.db_queries(), queries, "no database query");
 }
+
+/// With Redis, a page whose view a write retired loads its data from the database without
+/// looking it up (two round trips for a retired entry): the write retired the data too.
+/// Shown by a data entry stored again meanwhile, which the rendering does not use, where
+/// a view that had expired instead is rebuilt from it (`data_level_serves_other_views`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(not(listings_test_services), ignore = "needs PostgreSQL and Redis")]
+async fn a_retired_page_loads_its_data_without_looking_it_up() {
+    let env = TestEnv::postgres_redis().await;
+    let app = env.app().await;
+    let router = router(&app);
+    let url = "/properties/?location=malindi&ordering=price";
+    create(&app, "Villa").await;
+    assert_eq!(get(&router, url).await.x_cache(), "MISS");
+    assert_eq!(get(&router, url).await.x_cache(), "HIT");
+
+    create(&app, "Cottage").await;
+    let query =
+        listings::domain::PropertyQuery::from_query_string("location=malindi&ordering=price")
+            .expect("a valid search");
+    let (stored_again, _) = properties::list_properties(&app, &query)
+        .await
+        .expect("the data entry, loaded and stored again");
+    assert_eq!(stored_again.count, 2);
+    let data_hits = app.metrics.cache(CacheKind::Queries).hits;
+    let queries = app.metrics.db_queries();
+
+    let rendered = get(&router, url).await;
+    assert_eq!(rendered.x_cache(), "MISS", "the view was retired");
+    assert_eq!(rendered.json()["count"], 2);
+    assert_eq!(
+        (
+            app.metrics.cache(CacheKind::Queries).hits,
+            app.metrics.db_queries()
+        ),
+        (data_hits, queries + 1),
+        "loaded from the database, the data entry not looked up"
+    );
+    assert_eq!(get(&router, url).await.x_cache(), "HIT");
+}

@@ -22,8 +22,13 @@ pub enum Lookup {
     /// A current entry.
     Hit { value: Bytes, stamp: Stamp },
     /// `seq`: what a value loaded now is stamped with. `may_fill`: this caller holds the
-    /// key's fill lock (or needs none), so it loads.
-    Miss { seq: u64, may_fill: bool },
+    /// key's fill lock (or needs none), so it loads. `retired`: a value that a write
+    /// retired stood in the entry.
+    Miss {
+        seq: u64,
+        may_fill: bool,
+        retired: bool,
+    },
     /// The backend is failing or not yet trusted again: go to the database.
     Unavailable,
 }

@@ -133,9 +133,11 @@ impl CacheBackend for MemoryCache {
     ) -> Pending<'a, Lookup> {
         let found = match self.get_current(entry) {
             Ok((value, stamp)) => Lookup::Hit { value, stamp },
+            // Looking up the data of a retired page costs nothing here: never skipped.
             Err(seq) => Lookup::Miss {
                 seq,
                 may_fill: true,
+                retired: false,
             },
         };
         Box::pin(std::future::ready(found))

@@ -180,7 +180,11 @@ impl RedisCache {
             (Some(ttl), Some(retired)) => self.take_fill_lock(key, ttl, retired).await,
             (Some(_), None) => false,
         };
-        Lookup::Miss { seq, may_fill }
+        Lookup::Miss {
+            seq,
+            may_fill,
+            retired: retired.is_some(),
+        }
     }
 
     /// Asks Redis whether `stamp` is current: (current, the clock's sequence).
