@@ -309,3 +309,53 @@ async fn a_retired_page_loads_its_data_without_looking_it_up() {
     );
     assert_eq!(get(&router, url).await.x_cache(), "HIT");
 }
+
+/// The data a retired page loads without looking it up is stamped before its load: a
+/// write that lands between that load and its store retires what is stored, for this
+/// server and for another one that reads the data level.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(not(listings_test_services), ignore = "needs PostgreSQL and Redis")]
+async fn a_retired_pages_late_data_is_retired_by_a_write_during_its_load() {
+    let env = TestEnv::postgres_redis().await;
+    let app = env.app().await;
+    let router = router(&app);
+    let url = "/properties/?location=malindi&ordering=price";
+    create(&app, "Old").await;
+    assert_eq!(get(&router, url).await.x_cache(), "MISS");
+    create(&app, "Mid").await;
+
+    // The page's rendering, its view retired by "Mid", paused before its data's store.
+    let pause = app
+        .hooks()
+        .arm(listings::test_hooks::Point::BeforeCacheStore);
+    let slow_reader = tokio::spawn({
+        let router = router.clone();
+        async move { get(&router, url).await }
+    });
+    pause.reached().await;
+    create(&app, "New").await;
+    pause.release();
+    let slow = slow_reader.await.expect("reader");
+    assert_eq!(
+        slow.json()["count"],
+        2,
+        "the reader loaded before the write"
+    );
+
+    let other = env.app().await;
+    let query =
+        listings::domain::PropertyQuery::from_query_string("location=malindi&ordering=price")
+            .expect("a valid search");
+    let (page, _) = properties::list_properties(&other, &query)
+        .await
+        .expect("the data level, from another server");
+    assert_eq!(
+        page.count, 3,
+        "the late data store is retired for every server"
+    );
+    let next = get(&router, url).await;
+    assert_eq!(
+        (next.x_cache(), next.json()["count"].as_i64()),
+        ("MISS", Some(3))
+    );
+}

@@ -70,13 +70,13 @@ const FILL_WAIT: Duration = Duration::from_millis(2500);
 const FILL_POLL: Duration = Duration::from_millis(10);
 
 tokio::task_local! {
-    /// Set while a view that a write retired is rendered: what its load is stamped with.
-    /// A view depends on what its data does, so the write that retired the view retired
-    /// its data too, unless a load stored it again since (0.2 % of such misses in
-    /// `bench/mix`). The data is then loaded without being looked up: with Redis, the
-    /// lookup of a retired entry costs two round trips (its value, then its fill lock),
-    /// a third of a page's miss. The data's stamp is the view's, taken before either
-    /// load: a write after it retires both.
+    /// Set while the holder of a retired view's fill lock renders it: what its load is
+    /// stamped with. A view depends on what its data does, so the write that retired
+    /// the view retired its data too, unless a load stored it again since (0.2 % of
+    /// such misses in `bench/mix`). The data is then loaded without being looked up:
+    /// with Redis, the lookup of a retired entry costs two round trips or more (its
+    /// value, then its fill lock), a third of a page's miss. The data's stamp is the
+    /// view's, taken before either load: a write after it retires both.
     static RETIRED_VIEW: u64;
 }
 
@@ -257,7 +257,7 @@ impl Cache {
         // for its load (below) as for any loader of theirs.
         let shared = self.backend.shares_fills();
         let (seq, locked, retired, _flight) = if let Some(seq) = of_retired_view {
-            // Its view's fill lock and single flight keep the herd out.
+            // Its view's fill lock keeps the herd out.
             (seq, false, false, None)
         } else {
             match self
@@ -310,8 +310,10 @@ impl Cache {
             CacheKind::View => ReadFloor::PrimaryOnly,
             _ => self.read_floor().await,
         };
+        // Only the holder of the view's lock: a request that gave up waiting for it loads
+        // beside others, and their data's lock still lets one of them load it.
         let loaded = match K::KIND {
-            CacheKind::View if retired => RETIRED_VIEW.scope(seq, load(floor)).await,
+            CacheKind::View if retired && locked => RETIRED_VIEW.scope(seq, load(floor)).await,
             _ => load(floor).await,
         };
         let (value, tags) = match loaded {

@@ -183,7 +183,8 @@ impl RedisCache {
         Lookup::Miss {
             seq,
             may_fill,
-            retired: retired.is_some(),
+            // Not a value that could not be read: no write says its data is retired.
+            retired: matches!(retired, Some(Some(_))),
         }
     }
 
