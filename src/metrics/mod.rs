@@ -76,6 +76,9 @@ pub struct Metrics {
     /// took (from sending to the last row, a connection in hand).
     page_reads: AtomicU64,
     page_read_ns: AtomicU64,
+    /// Round trips to Redis for cached entries: lookups (with their checks), fill locks
+    /// and stores.
+    entry_round_trips: AtomicU64,
     /// How long each HTTP request on the main address took; its count is the number of
     /// requests answered.
     latency: LatencyHistogram,
@@ -258,6 +261,14 @@ impl Metrics {
             &self.counts_computed
         };
         counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn record_entry_round_trip(&self) {
+        self.entry_round_trips.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn entry_round_trips(&self) -> u64 {
+        self.entry_round_trips.load(Ordering::Relaxed)
     }
 
     /// A page read in one statement, and how long the statement took.

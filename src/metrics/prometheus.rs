@@ -101,6 +101,11 @@ pub fn render(metrics: &Metrics) -> String {
             metrics.counts_shared(),
         ),
         (
+            "listings_cache_redis_round_trips_total",
+            "Round trips to Redis for cached entries: lookups (with their checks), fill locks and stores.",
+            metrics.entry_round_trips(),
+        ),
+        (
             "listings_db_page_reads_total",
             "Pages read from the database in one statement (page, count and count versions).",
             metrics.page_reads().0,

@@ -7,6 +7,7 @@ use listings::metrics::CacheKind;
 use listings::service::properties;
 
 use crate::both_modes;
+use crate::herd::fill_locks;
 use crate::support::{TestEnv, TestResponse, create, get, request, router};
 
 both_modes!(
@@ -270,22 +271,32 @@ async fn assert_read_from_redis(
     assert_eq!(app.metrics.db_queries(), queries, "no database query");
 }
 
+/// The page of the retired-page tests below.
+const RETIRED_PAGE: &str = "/properties/?location=malindi&ordering=price";
+
+/// With Redis: [`RETIRED_PAGE`] cached (a miss, then a hit) and then retired by a
+/// create.
+async fn retired_page() -> (TestEnv, std::sync::Arc<listings::service::App>, HttpService) {
+    let env = TestEnv::postgres_redis().await;
+    let app = env.app().await;
+    let router = router(&app);
+    create(&app, "Villa").await;
+    assert_eq!(get(&router, RETIRED_PAGE).await.x_cache(), "MISS");
+    assert_eq!(get(&router, RETIRED_PAGE).await.x_cache(), "HIT");
+    create(&app, "Cottage").await;
+    (env, app, router)
+}
+
 /// With Redis, a page whose view a write retired loads its data from the database without
-/// looking it up (two round trips for a retired entry): the write retired the data too.
+/// looking it up (a round trip or two for a retired entry): the write retired the data
+/// too.
 /// Shown by a data entry stored again meanwhile, which the rendering does not use, where
 /// a view that had expired instead is rebuilt from it (`data_level_serves_other_views`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[cfg_attr(not(listings_test_services), ignore = "needs PostgreSQL and Redis")]
 async fn a_retired_page_loads_its_data_without_looking_it_up() {
-    let env = TestEnv::postgres_redis().await;
-    let app = env.app().await;
-    let router = router(&app);
-    let url = "/properties/?location=malindi&ordering=price";
-    create(&app, "Villa").await;
-    assert_eq!(get(&router, url).await.x_cache(), "MISS");
-    assert_eq!(get(&router, url).await.x_cache(), "HIT");
-
-    create(&app, "Cottage").await;
+    let (_env, app, router) = retired_page().await;
+    let url = RETIRED_PAGE;
     let query =
         listings::domain::PropertyQuery::from_query_string("location=malindi&ordering=price")
             .expect("a valid search");
@@ -308,6 +319,50 @@ async fn a_retired_page_loads_its_data_without_looking_it_up() {
         "loaded from the database, the data entry not looked up"
     );
     assert_eq!(get(&router, url).await.x_cache(), "HIT");
+}
+
+/// A page a write retired, whose copy this server still holds, takes its fill lock in
+/// the round trip that looks it up: three round trips to Redis in all (the lookup, the
+/// data's store, the page's store). Where another server stored a current page since,
+/// the lookup finds it, and leaves no lock behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(not(listings_test_services), ignore = "needs PostgreSQL and Redis")]
+async fn a_retired_page_takes_its_fill_lock_in_its_lookup() {
+    let (env, app, router) = retired_page().await;
+    let url = RETIRED_PAGE;
+    let (trips, queries) = (app.metrics.entry_round_trips(), app.metrics.db_queries());
+    let rendered = get(&router, url).await;
+    assert_eq!(rendered.x_cache(), "MISS", "the view was retired");
+    assert_eq!(rendered.json()["count"], 2);
+    assert_eq!(
+        (
+            app.metrics.entry_round_trips() - trips,
+            app.metrics.db_queries() - queries
+        ),
+        (3, 1),
+        "one round trip to look the page up and take its lock, one statement, two stores"
+    );
+
+    // Another server renders the page after the next write; this one still holds the
+    // copy that write retired.
+    let other = env.app().await;
+    let other_router = crate::support::router(&other);
+    create(&app, "Bungalow").await;
+    let fresh = get(&other_router, url).await;
+    assert_eq!(
+        (fresh.x_cache(), fresh.json()["count"].clone()),
+        ("MISS", 3.into())
+    );
+    let queries = app.metrics.db_queries();
+    let found = get(&router, url).await;
+    assert_eq!(found.x_cache(), "HIT", "the other server's page, current");
+    assert_eq!(found.body, fresh.body);
+    assert_eq!(app.metrics.db_queries(), queries);
+    assert_eq!(
+        fill_locks(&env).await,
+        Vec::new(),
+        "no fill lock left behind"
+    );
 }
 
 /// The data a retired page loads without looking it up is stamped before its load: a

@@ -116,7 +116,7 @@ async fn one_load_across_processes_with_redis(env: TestEnv) {
 }
 
 /// The fill locks (`…:fill`) under this test's key prefix, with what is left of each.
-async fn fill_locks(env: &TestEnv) -> Vec<(String, i64)> {
+pub(crate) async fn fill_locks(env: &TestEnv) -> Vec<(String, i64)> {
     let client = redis::Client::open(env.redis_url.clone().expect("Redis")).expect("URL");
     let mut conn = client
         .get_multiplexed_async_connection()

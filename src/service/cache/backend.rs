@@ -33,6 +33,18 @@ pub enum Lookup {
     Unavailable,
 }
 
+/// A lookup's claim on the entry's fill lock, taken where no current value stands.
+#[derive(Clone, Copy, Debug)]
+pub struct FillClaim {
+    /// How long the lock lasts.
+    pub ttl: Duration,
+    /// The sequence of the value this process last held for the entry (its near-cache's
+    /// copy), which a write has retired since: the lookup takes the lock in its own round
+    /// trip wherever that value, an earlier one or none stands, instead of reading the
+    /// value first and claiming the lock in a second.
+    pub retired_seen: Option<u64>,
+}
+
 /// A value loaded for an entry, with the stamp of its load.
 pub struct Fill<'a> {
     pub entry: &'a EntryKey,
@@ -78,11 +90,11 @@ pub trait CacheBackend: Send + Sync {
     }
 
     /// The entry if it is current. With `fill_lock`, a miss also tries to take the key's
-    /// fill lock for that long.
+    /// fill lock.
     fn lookup<'a>(
         &'a self,
         entry: &'a EntryKey,
-        fill_lock: Option<Duration>,
+        fill_lock: Option<FillClaim>,
     ) -> Pending<'a, Lookup>;
 
     /// Ends a fill lock early (the load failed), so that others need not wait it out.

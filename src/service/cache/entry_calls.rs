@@ -11,33 +11,67 @@ use std::time::Duration;
 use redis::{ErrorKind, FromRedisValue, Pipeline, RedisResult, Script, ServerErrorKind};
 
 use crate::redis_link::RedisConnection;
+use crate::service::cache::backend::FillClaim;
 use crate::service::cache::keys::EntryKey;
+use crate::service::cache::lua::Scripts;
 
-/// The entry's stored bytes and, with `fill_lock`, whether the caller now holds the
-/// entry's fill lock for that long (taken only where there is no entry).
+/// What a lookup's claim on the fill lock came to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Claimed {
+    /// The caller holds the lock now.
+    Taken,
+    /// A value stands (claimed without a retired value seen), or another caller holds
+    /// the lock.
+    NotTaken,
+    /// A value loaded after the retired one the claim was made for stands: not taken.
+    LaterValue,
+}
+
+/// The entry's stored bytes and, with `fill_lock`, what its claim on the entry's fill
+/// lock came to: taken where there is no entry or, when the caller has seen a retired
+/// value (`retired_seen`), where that value or an earlier one stands.
 pub(super) async fn get_claiming(
     conn: &mut RedisConnection,
-    claim: &Script,
+    scripts: &Scripts,
     key: &EntryKey,
-    fill_lock: Option<Duration>,
-) -> RedisResult<(Option<Vec<u8>>, bool)> {
-    let Some(lock_ttl) = fill_lock else {
+    fill_lock: Option<FillClaim>,
+) -> RedisResult<(Option<Vec<u8>>, Claimed)> {
+    let Some(claim) = fill_lock else {
         let stored = redis::cmd("GET")
             .arg(key.as_str())
             .query_async(conn)
             .await?;
-        return Ok((stored, false));
+        return Ok((stored, Claimed::NotTaken));
     };
-    let mut invocation = claim.key(key.as_str());
-    invocation.key(key.fill_lock()).arg(millis(lock_ttl));
+    let (script, mut invocation) = match claim.retired_seen {
+        None => (&scripts.claim, scripts.claim.key(key.as_str())),
+        Some(_) => (&scripts.lock, scripts.lock.key(key.as_str())),
+    };
+    invocation.key(key.fill_lock()).arg(millis(claim.ttl));
+    if let Some(seq) = claim.retired_seen {
+        invocation.arg(seq_digits(seq));
+    }
     let mut pipe = redis::pipe();
     pipe.atomic()
         .cmd("GET")
         .arg(key.as_str())
         .invoke_script(&invocation);
-    let (stored, locked): (Option<Vec<u8>>, u8) = with_script(conn, &pipe, claim).await?;
-    Ok((stored, locked == 1))
+    let (stored, answer): (Option<Vec<u8>>, u8) = with_script(conn, &pipe, script).await?;
+    let claimed = match answer {
+        1 => Claimed::Taken,
+        2 => Claimed::LaterValue,
+        _ => Claimed::NotTaken,
+    };
+    Ok((stored, claimed))
 }
+
+/// A stamp's sequence as a value opens with it (`LOCK` and `PROMOTE` compare them).
+pub(super) fn seq_digits(seq: u64) -> String {
+    format!("{seq:0width$}", width = SEQ_DIGITS)
+}
+
+/// Digits of the stamp's sequence that open a value.
+pub(super) const SEQ_DIGITS: usize = 20;
 
 /// Stores `stamped` (a value opening with its stamp) in the entry for `ttl`, unless
 /// the entry holds a value loaded later, and releases the fill lock; true if stored.

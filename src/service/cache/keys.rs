@@ -51,6 +51,10 @@ pub trait CacheKey {
     fn resource(&self) -> Resource;
     /// Unique within the kind.
     fn name(&self) -> String;
+    /// The entry's key in the near-cache, which keeps ready responses only.
+    fn near_key(&self) -> Option<&str> {
+        None
+    }
 }
 
 /// The first page of the default listing: the logical key `all_properties`.
@@ -109,6 +113,9 @@ impl CacheKey for PropertyKey {
 }
 
 /// A whole HTTP response to a GET (HEAD is answered from it), by its normalized URL.
+/// Views are of `GET` requests (a `HEAD` is answered from its `GET`).
+const REQUEST_METHOD: &str = "GET ";
+
 pub struct ViewKey {
     request: String,
     resource: Resource,
@@ -117,7 +124,7 @@ pub struct ViewKey {
 impl ViewKey {
     pub fn new(path_and_query: &str, resource: Resource) -> ViewKey {
         ViewKey {
-            request: format!("GET {path_and_query}"),
+            request: format!("{REQUEST_METHOD}{path_and_query}"),
             resource,
         }
     }
@@ -133,6 +140,10 @@ impl CacheKey for ViewKey {
 
     fn name(&self) -> String {
         self.request.clone()
+    }
+
+    fn near_key(&self) -> Option<&str> {
+        self.request.strip_prefix(REQUEST_METHOD)
     }
 }
 

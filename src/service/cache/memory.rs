@@ -11,7 +11,9 @@ use moka::Expiry;
 use moka::sync::Cache;
 
 use crate::metrics::events::Cause;
-use crate::service::cache::backend::{CacheBackend, CacheBackendStatus, Fill, Lookup, Pending};
+use crate::service::cache::backend::{
+    CacheBackend, CacheBackendStatus, Fill, FillClaim, Lookup, Pending,
+};
 use crate::service::cache::clock::{Stamp, TagClock};
 use crate::service::cache::keys::EntryKey;
 use crate::service::cache::tags::TagSet;
@@ -129,7 +131,7 @@ impl CacheBackend for MemoryCache {
     fn lookup<'a>(
         &'a self,
         entry: &'a EntryKey,
-        _fill_lock: Option<Duration>,
+        _fill_lock: Option<FillClaim>,
     ) -> Pending<'a, Lookup> {
         let found = match self.get_current(entry) {
             Ok((value, stamp)) => Lookup::Hit { value, stamp },

@@ -33,7 +33,7 @@ use bytes::Bytes;
 use crate::config::RedisUrl;
 use crate::metrics::events::Cause;
 use crate::metrics::{CacheKind, Counts, Metrics};
-use crate::service::cache::backend::{CacheBackend, Fill, Lookup};
+use crate::service::cache::backend::{CacheBackend, Fill, FillClaim, Lookup};
 pub use crate::service::cache::backend::{CacheBackendStatus, RedisStats, Watermark};
 use crate::service::cache::clock::{Stamp, TagClock};
 use crate::service::cache::keys::{CacheKey, EntryKey, KeySpace};
@@ -181,6 +181,12 @@ impl Cache {
         Some(kept)
     }
 
+    /// The sequence of the ready response this process kept for `key`, if a write has
+    /// retired it since.
+    fn near_retired_seq(&self, key: &str) -> Option<u64> {
+        self.near.retired_seq(key, self.near_clock()?)
+    }
+
     /// Keeps a ready response rendered (or found) with `stamp`, unless a write has
     /// retired it meanwhile.
     pub fn near_store(&self, key: &str, stamp: &Stamp, view: Arc<ReadyView>) {
@@ -260,10 +266,11 @@ impl Cache {
             // Its view's fill lock keeps the herd out.
             (seq, false, false, None)
         } else {
-            match self
-                .lookup::<K::Value>(&entry, shared.then_some(FILL_LOCK_TTL))
-                .await
-            {
+            let claim = shared.then(|| FillClaim {
+                ttl: FILL_LOCK_TTL,
+                retired_seen: key.near_key().and_then(|near| self.near_retired_seq(near)),
+            });
+            match self.lookup::<K::Value>(&entry, claim).await {
                 Found::Value { value, stamp } => return Ok(self.hit(K::KIND, value, stamp)),
                 Found::Unavailable => return self.load_uncached(K::KIND, load).await,
                 Found::Nothing {
@@ -277,7 +284,11 @@ impl Cache {
                     // Across processes, the fill lock: wait while another process loads.
                     let give_up_waiting = Instant::now() + FILL_WAIT;
                     let (seq, locked, retired) = loop {
-                        match self.lookup::<K::Value>(&entry, Some(FILL_LOCK_TTL)).await {
+                        let claim = FillClaim {
+                            ttl: FILL_LOCK_TTL,
+                            retired_seen: None,
+                        };
+                        match self.lookup::<K::Value>(&entry, Some(claim)).await {
                             Found::Value { value, stamp } => {
                                 return Ok(self.hit(K::KIND, value, stamp));
                             }
@@ -432,7 +443,7 @@ impl Cache {
     async fn lookup<V: CacheValue>(
         &self,
         entry: &EntryKey,
-        fill_lock: Option<Duration>,
+        fill_lock: Option<FillClaim>,
     ) -> Found<V> {
         let (value, stamp) = match self.backend.lookup(entry, fill_lock).await {
             Lookup::Hit { value, stamp } => (value, stamp),

@@ -58,6 +58,14 @@ impl NearCache {
             .filter(|kept| clock.is_current(&kept.stamp))
     }
 
+    /// The sequence of the response kept for `key`, if a write has retired it.
+    pub fn retired_seq(&self, key: &str, clock: &TagClock) -> Option<u64> {
+        self.entries
+            .get(key)
+            .filter(|kept| !clock.is_current(&kept.stamp))
+            .map(|kept| kept.stamp.seq)
+    }
+
     pub fn insert(&self, key: &str, stamp: Stamp, view: Arc<ReadyView>) {
         let kept = Kept {
             stamp,

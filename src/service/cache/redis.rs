@@ -32,11 +32,12 @@ use crate::metrics::{Counts, HitsMisses, Metrics};
 use crate::redis_link::{CONNECT_TIMEOUT, RESPONSE_TIMEOUT, RedisLink, key_slot};
 use crate::service::cache::FILL_LOCK_TTL;
 use crate::service::cache::backend::{
-    CacheBackend, CacheBackendStatus, Fill, Lookup, Pending, RedisStats, RedisStatus, Watermark,
+    CacheBackend, CacheBackendStatus, Fill, FillClaim, Lookup, Pending, RedisStats, RedisStatus,
+    Watermark,
 };
 use crate::service::cache::breaker::Health;
 use crate::service::cache::clock::{Stamp, TagClock};
-use crate::service::cache::entry_calls::{self, millis};
+use crate::service::cache::entry_calls::{self, Claimed, SEQ_DIGITS, millis, seq_digits};
 use crate::service::cache::keys::{EntryKey, KeySpace};
 use crate::service::cache::lua::{Scripts, initial_seq};
 use crate::service::cache::near_lease::{self, CLOCK_OF, NearLease};
@@ -122,14 +123,14 @@ impl RedisCache {
     /// so that one process loads while the others wait for its value. A lookup
     /// abandoned midway (its request dropped) may have taken the lock without learning
     /// so: it is released then, rather than left for everyone to wait out.
-    async fn read_entry(&self, key: &EntryKey, fill_lock: Option<Duration>) -> Lookup {
+    async fn read_entry(&self, key: &EntryKey, fill_lock: Option<FillClaim>) -> Lookup {
         let maybe_taken = MaybeTakenLock(fill_lock.map(|_| (&self.link, key)));
         let found = self.look_up_entry(key, fill_lock).await;
         maybe_taken.answered();
         found
     }
 
-    async fn look_up_entry(&self, key: &EntryKey, fill_lock: Option<Duration>) -> Lookup {
+    async fn look_up_entry(&self, key: &EntryKey, fill_lock: Option<FillClaim>) -> Lookup {
         if !self.ready().await {
             return Lookup::Unavailable;
         }
@@ -144,8 +145,8 @@ impl RedisCache {
             return Lookup::Unavailable;
         }
         let mut conn = self.link.conn();
-        let call = entry_calls::get_claiming(&mut conn, &self.scripts.claim, key, fill_lock);
-        let Some((stored, locked)) = self.guarded_entry(key.as_str(), "lookup", call).await else {
+        let call = entry_calls::get_claiming(&mut conn, &self.scripts, key, fill_lock);
+        let Some((stored, claimed)) = self.guarded_entry(key.as_str(), "lookup", call).await else {
             return Lookup::Unavailable;
         };
         let present = stored.is_some();
@@ -167,18 +168,27 @@ impl RedisCache {
             }
         };
         let retired = match (current, found) {
-            (true, Some((stamp, value))) => return Lookup::Hit { value, stamp },
+            (true, Some((stamp, value))) => {
+                if claimed == Claimed::Taken {
+                    // Claimed for a retired value, where another process has stored a
+                    // current one since.
+                    self.release_fill_lock_now(key).await;
+                }
+                return Lookup::Hit { value, stamp };
+            }
             (false, Some((stamp, _))) => Some(Some(stamp.seq)),
             // Present but unreadable: as good as retired.
             _ if present => Some(None),
             _ => None,
         };
-        let may_fill = match (fill_lock, retired) {
-            (None, _) => true,
-            (Some(_), _) if locked => true,
+        let may_fill = match (fill_lock, retired, claimed) {
+            (None, ..) => true,
+            (Some(_), _, Claimed::Taken) => true,
+            // Claimed for the retired value seen, which stands: another caller holds it.
+            (Some(claim), Some(_), Claimed::NotTaken) if claim.retired_seen.is_some() => false,
             // A retired value stood where the claim would have taken the lock.
-            (Some(ttl), Some(retired)) => self.take_fill_lock(key, ttl, retired).await,
-            (Some(_), None) => false,
+            (Some(claim), Some(retired), _) => self.take_fill_lock(key, claim.ttl, retired).await,
+            (Some(_), None, _) => false,
         };
         Lookup::Miss {
             seq,
@@ -197,6 +207,7 @@ impl RedisCache {
             invocation.arg(tag.index());
         }
         let call = invocation.invoke_async::<Vec<Option<u64>>>(&mut conn);
+        self.metrics.record_entry_round_trip();
         let answer = self.guarded("check an entry", call).await?;
         let (seq, bumped) = answer.split_first()?;
         let current =
@@ -213,9 +224,7 @@ impl RedisCache {
         let call = invocation
             .key(key.fill_lock())
             .arg(millis(ttl))
-            .arg(retired.map_or(String::new(), |seq| {
-                format!("{seq:0width$}", width = SEQ_DIGITS)
-            }))
+            .arg(retired.map_or(String::new(), seq_digits))
             .invoke_async::<u8>(&mut conn);
         self.guarded_entry(key.as_str(), "lock", call).await == Some(1)
     }
@@ -501,6 +510,7 @@ impl RedisCache {
         operation: &str,
         call: impl Future<Output = RedisResult<T>>,
     ) -> Option<T> {
+        self.metrics.record_entry_round_trip();
         if !self.health.per_slot() {
             return self.guarded(operation, call).await;
         }
@@ -578,15 +588,12 @@ impl Drop for MaybeTakenLock<'_> {
     }
 }
 
-/// Digits of the stamp's sequence that open a value (`PROMOTE` compares them).
-const SEQ_DIGITS: usize = 20;
-
 /// An entry's value as Redis holds it: the stamp (its sequence in [`SEQ_DIGITS`]
 /// decimal digits, the number of tags and each tag, little-endian), then the bytes.
 fn stamped(stamp: &Stamp, value: &[u8]) -> Vec<u8> {
     let tags = u16::try_from(stamp.tags.len()).unwrap_or(u16::MAX);
     let mut out = Vec::with_capacity(SEQ_DIGITS + 2 + 4 * usize::from(tags) + value.len());
-    out.extend_from_slice(format!("{:0width$}", stamp.seq, width = SEQ_DIGITS).as_bytes());
+    out.extend_from_slice(seq_digits(stamp.seq).as_bytes());
     out.extend_from_slice(&tags.to_le_bytes());
     for tag in stamp.tags.iter().take(usize::from(tags)) {
         out.extend_from_slice(&(tag.index() as u32).to_le_bytes());
@@ -670,7 +677,7 @@ impl CacheBackend for RedisCache {
     fn lookup<'a>(
         &'a self,
         entry: &'a EntryKey,
-        fill_lock: Option<Duration>,
+        fill_lock: Option<FillClaim>,
     ) -> Pending<'a, Lookup> {
         Box::pin(self.read_entry(entry, fill_lock))
     }
