@@ -102,8 +102,9 @@ pub trait CacheBackend: Send + Sync {
         Box::pin(async {})
     }
 
-    /// Stores the fill unless a write has already retired it; true if stored.
-    fn store<'a>(&'a self, fill: Fill<'a>) -> Pending<'a, bool>;
+    /// Stores each fill unless a write has already retired it (with Redis, all in one
+    /// round trip where the deployment allows); whether each was stored.
+    fn store_all<'a>(&'a self, fills: Vec<Fill<'a>>) -> Pending<'a, Vec<bool>>;
 
     /// Retires every entry that shares a tag with `tags`; false when that could not
     /// reach the cache. `written_at`: the WAL position of the write's commit, which

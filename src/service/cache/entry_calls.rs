@@ -73,32 +73,40 @@ pub(super) fn seq_digits(seq: u64) -> String {
 /// Digits of the stamp's sequence that open a value.
 pub(super) const SEQ_DIGITS: usize = 20;
 
-/// Stores `stamped` (a value opening with its stamp) in the entry for `ttl`, unless
-/// the entry holds a value loaded later, and releases the fill lock; true if stored.
-/// The value is staged in the fill lock's key, for at most `staged_ttl` should the
+/// One entry's value to store: opening with its stamp, kept for `ttl`.
+pub(super) struct Staged<'a> {
+    pub key: &'a EntryKey,
+    pub stamped: Vec<u8>,
+    pub ttl: Duration,
+}
+
+/// Stores each value in its entry, unless the entry holds a value loaded later, and
+/// releases the entry's fill lock; whether each was stored. All in one transaction, so
+/// the entries must share a node (any entry on a single Redis; one slot on a cluster).
+/// Each value is staged in its fill lock's key, for at most `staged_ttl` should the
 /// script fail (a Redis that lost its scripts, until they are loaded again).
 pub(super) async fn store_staged(
     conn: &mut RedisConnection,
     promote: &Script,
-    key: &EntryKey,
-    stamped: Vec<u8>,
-    ttl: Duration,
+    values: Vec<Staged<'_>>,
     staged_ttl: Duration,
-) -> RedisResult<bool> {
-    let lock = key.fill_lock();
-    let mut invocation = promote.key(key.as_str());
-    invocation.key(&lock).arg(millis(ttl));
+) -> RedisResult<Vec<bool>> {
     let mut pipe = redis::pipe();
-    pipe.atomic()
-        .cmd("SET")
-        .arg(&lock)
-        .arg(stamped)
-        .arg("PX")
-        .arg(millis(staged_ttl))
-        .ignore()
-        .invoke_script(&invocation);
-    let (stored,): (u8,) = with_script(conn, &pipe, promote).await?;
-    Ok(stored == 1)
+    pipe.atomic();
+    for value in values {
+        let lock = value.key.fill_lock();
+        let mut invocation = promote.key(value.key.as_str());
+        invocation.key(&lock).arg(millis(value.ttl));
+        pipe.cmd("SET")
+            .arg(&lock)
+            .arg(value.stamped)
+            .arg("PX")
+            .arg(millis(staged_ttl))
+            .ignore()
+            .invoke_script(&invocation);
+    }
+    let stored: Vec<u8> = with_script(conn, &pipe, promote).await?;
+    Ok(stored.into_iter().map(|answer| answer == 1).collect())
 }
 
 /// Runs `pipe`, which invokes `script`; where Redis does not have the script (a new or

@@ -145,8 +145,11 @@ impl CacheBackend for MemoryCache {
         Box::pin(std::future::ready(found))
     }
 
-    fn store<'a>(&'a self, fill: Fill<'a>) -> Pending<'a, bool> {
-        let stored = self.store_if_current(fill.entry, fill.stamp, fill.value, fill.ttl);
+    fn store_all<'a>(&'a self, fills: Vec<Fill<'a>>) -> Pending<'a, Vec<bool>> {
+        let stored = fills
+            .into_iter()
+            .map(|fill| self.store_if_current(fill.entry, fill.stamp, fill.value, fill.ttl))
+            .collect();
         Box::pin(std::future::ready(stored))
     }
 

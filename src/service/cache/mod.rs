@@ -70,14 +70,50 @@ const FILL_WAIT: Duration = Duration::from_millis(2500);
 const FILL_POLL: Duration = Duration::from_millis(10);
 
 tokio::task_local! {
-    /// Set while the holder of a retired view's fill lock renders it: what its load is
-    /// stamped with. A view depends on what its data does, so the write that retired
-    /// the view retired its data too, unless a load stored it again since (0.2 % of
-    /// such misses in `bench/mix`). The data is then loaded without being looked up:
-    /// with Redis, the lookup of a retired entry costs two round trips or more (its
-    /// value, then its fill lock), a third of a page's miss. The data's stamp is the
+    /// Set while a view loads, with a cache other processes fill too (Redis).
+    static VIEW_LOAD: Arc<ViewLoad>;
+}
+
+/// What a view's load shares with the data loads inside it.
+#[derive(Default)]
+struct ViewLoad {
+    /// For the holder of a retired view's fill lock: what its load is stamped with. A
+    /// view depends on what its data does, so the write that retired the view retired
+    /// its data too, unless a load stored it again since (0.2 % of such misses in
+    /// `bench/mix`). The data is then loaded without being looked up: with Redis, the
+    /// lookup of a retired entry costs a round trip or two. The data's stamp is the
     /// view's, taken before either load: a write after it retires both.
-    static RETIRED_VIEW: u64;
+    retired_seq: Option<u64>,
+    /// The data entries loaded for the view, stored in the round trip that stores it.
+    deferred: std::sync::Mutex<Vec<DeferredStore>>,
+}
+
+impl ViewLoad {
+    fn defer(&self, store: DeferredStore) {
+        self.deferred
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(store);
+    }
+
+    fn take_deferred(&self) -> Vec<DeferredStore> {
+        std::mem::take(
+            &mut self
+                .deferred
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        )
+    }
+}
+
+/// A data entry loaded inside a view's load, to be stored with the view. Its fill lock
+/// is held until then; dropped unstored (the request abandoned), it is released.
+struct DeferredStore {
+    entry: EntryKey,
+    stamp: Stamp,
+    value: Bytes,
+    ttl: Duration,
+    lock: FillLock,
 }
 
 pub struct Cache {
@@ -254,10 +290,11 @@ impl Cache {
         Fut: Future<Output = Result<(K::Value, TagSet), E>>,
     {
         let entry = self.keys.entry(key);
-        let of_retired_view = match K::KIND {
+        let of_view = match K::KIND {
             CacheKind::View => None,
-            _ => RETIRED_VIEW.try_with(|seq| *seq).ok(),
+            _ => VIEW_LOAD.try_with(Arc::clone).ok(),
         };
+        let of_retired_view = of_view.as_ref().and_then(|view| view.retired_seq);
         // Where other processes fill the cache too, a miss asks for the fill lock at
         // once; holding it, this caller loads at once, and others in this process wait
         // for its load (below) as for any loader of theirs.
@@ -323,13 +360,21 @@ impl Cache {
         };
         // Only the holder of the view's lock: a request that gave up waiting for it loads
         // beside others, and their data's lock still lets one of them load it.
-        let loaded = match K::KIND {
-            CacheKind::View if retired && locked => RETIRED_VIEW.scope(seq, load(floor)).await,
-            _ => load(floor).await,
+        let (loaded, deferred) = match K::KIND {
+            CacheKind::View if shared => {
+                let view = Arc::new(ViewLoad {
+                    retired_seq: (retired && locked).then_some(seq),
+                    ..ViewLoad::default()
+                });
+                let loaded = VIEW_LOAD.scope(view.clone(), load(floor)).await;
+                (loaded, view.take_deferred())
+            }
+            _ => (load(floor).await, Vec::new()),
         };
         let (value, tags) = match loaded {
             Ok(loaded) => loaded,
             Err(e) => {
+                self.store(deferred).await;
                 lock.release_now().await;
                 return Err(e);
             }
@@ -337,9 +382,21 @@ impl Cache {
         pause!(self.hooks, BeforeCacheStore);
         let stored = value.encode();
         let stamp = Stamp { seq, tags };
-        self.store(&entry, stamp.clone(), stored.clone(), ttl).await;
-        // The store released the lock; until it was done, dropping this request did.
-        lock.forget();
+        let this = DeferredStore {
+            entry,
+            stamp: stamp.clone(),
+            value: stored.clone(),
+            ttl,
+            lock,
+        };
+        match of_view {
+            // Stored with its view, in one round trip.
+            Some(view) if shared => view.defer(this),
+            _ => {
+                self.store(std::iter::once(this).chain(deferred).collect())
+                    .await
+            }
+        }
         self.metrics.record_miss(K::KIND);
         Ok(Fetched {
             value: value.kept_as(stored),
@@ -360,7 +417,14 @@ impl Cache {
         ttl: Duration,
     ) {
         let entry = self.keys.entry(key);
-        self.store(&entry, stamp, value.encode(), ttl).await;
+        let store = DeferredStore {
+            entry,
+            stamp,
+            value: value.encode(),
+            ttl,
+            lock: FillLock { held: None },
+        };
+        self.store(vec![store]).await;
     }
 
     /// Retires every cached entry that shares a tag with `tags` (what a committed write
@@ -474,16 +538,27 @@ impl Cache {
         }
     }
 
-    async fn store(&self, entry: &EntryKey, stamp: Stamp, value: Bytes, ttl: Duration) {
-        let fill = Fill {
-            entry,
-            stamp,
-            value,
-            ttl,
-        };
-        let stored = self.backend.store(fill).await;
-        if !stored {
-            tracing::debug!(key = %entry, "not cached: a write retired it meanwhile, or the cache is unavailable");
+    /// Stores each value, in one round trip where the backend can; each store releases
+    /// its fill lock, which until then dropping the request did.
+    async fn store(&self, stores: Vec<DeferredStore>) {
+        if stores.is_empty() {
+            return;
+        }
+        let fills = stores
+            .iter()
+            .map(|store| Fill {
+                entry: &store.entry,
+                stamp: store.stamp.clone(),
+                value: store.value.clone(),
+                ttl: store.ttl,
+            })
+            .collect();
+        let stored = self.backend.store_all(fills).await;
+        for (store, stored) in stores.into_iter().zip(stored) {
+            if !stored {
+                tracing::debug!(key = %store.entry, "not cached: a write retired it meanwhile, or the cache is unavailable");
+            }
+            store.lock.forget();
         }
     }
 }

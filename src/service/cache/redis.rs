@@ -37,7 +37,7 @@ use crate::service::cache::backend::{
 };
 use crate::service::cache::breaker::Health;
 use crate::service::cache::clock::{Stamp, TagClock};
-use crate::service::cache::entry_calls::{self, Claimed, SEQ_DIGITS, millis, seq_digits};
+use crate::service::cache::entry_calls::{self, Claimed, SEQ_DIGITS, Staged, millis, seq_digits};
 use crate::service::cache::keys::{EntryKey, KeySpace};
 use crate::service::cache::lua::{Scripts, initial_seq};
 use crate::service::cache::near_lease::{self, CLOCK_OF, NearLease};
@@ -237,31 +237,52 @@ impl RedisCache {
             .await;
     }
 
-    /// Stores the fill's value after its stamp. A store a write has outdated meanwhile
-    /// is harmless, since its stamp says so; this only skips the ones already known to be.
-    async fn write_entry(&self, fill: Fill<'_>) -> bool {
+    /// Stores each fill's value after its stamp: all in one round trip, or on a cluster
+    /// (where entries live in slots of their own) one per entry, sent together. A store
+    /// a write has outdated meanwhile is harmless, since its stamp says so; this only
+    /// skips the ones already known to be.
+    async fn write_entries(&self, fills: Vec<Fill<'_>>) -> Vec<bool> {
+        let mut stored = vec![false; fills.len()];
         if !self.ready().await {
-            return false;
+            return stored;
         }
-        if self
-            .near
-            .clock()
-            .is_some_and(|clock| !clock.is_current(&fill.stamp))
-        {
-            // Others may be waiting for this value: let them load theirs.
-            self.release_fill_lock_now(fill.entry).await;
-            return false;
+        let mut current = Vec::with_capacity(fills.len());
+        for (at, fill) in fills.iter().enumerate() {
+            let clock = self.near.clock();
+            if clock.is_some_and(|clock| !clock.is_current(&fill.stamp)) {
+                // Others may be waiting for this value: let them load theirs.
+                self.release_fill_lock_now(fill.entry).await;
+            } else {
+                current.push(at);
+            }
         }
-        let mut conn = self.link.conn();
-        let call = entry_calls::store_staged(
-            &mut conn,
-            &self.scripts.promote,
-            fill.entry,
-            stamped(&fill.stamp, &fill.value),
-            fill.ttl,
-            FILL_LOCK_TTL,
-        );
-        self.guarded_entry(fill.entry.as_str(), "store", call).await == Some(true)
+        let batches: Vec<Vec<usize>> = match self.health.per_slot() {
+            true => current.into_iter().map(|at| vec![at]).collect(),
+            false if current.is_empty() => Vec::new(),
+            false => vec![current],
+        };
+        let calls = batches.iter().map(|batch| async {
+            let mut conn = self.link.conn();
+            let values = batch
+                .iter()
+                .map(|&at| Staged {
+                    key: fills[at].entry,
+                    stamped: stamped(&fills[at].stamp, &fills[at].value),
+                    ttl: fills[at].ttl,
+                })
+                .collect();
+            let call =
+                entry_calls::store_staged(&mut conn, &self.scripts.promote, values, FILL_LOCK_TTL);
+            let first = fills[batch[0]].entry.as_str();
+            self.guarded_entry(first, "store", call).await
+        });
+        let answers = futures_util::future::join_all(calls).await;
+        for (batch, answer) in batches.iter().zip(answers) {
+            for (&at, was_stored) in batch.iter().zip(answer.unwrap_or_default()) {
+                stored[at] = was_stored;
+            }
+        }
+        stored
     }
 
     /// Retires every entry sharing a tag with `tags`, and returns once every server
@@ -686,8 +707,8 @@ impl CacheBackend for RedisCache {
         Box::pin(self.release_fill_lock_now(entry))
     }
 
-    fn store<'a>(&'a self, fill: Fill<'a>) -> Pending<'a, bool> {
-        Box::pin(self.write_entry(fill))
+    fn store_all<'a>(&'a self, fills: Vec<Fill<'a>>) -> Pending<'a, Vec<bool>> {
+        Box::pin(self.write_entries(fills))
     }
 
     fn bump<'a>(
