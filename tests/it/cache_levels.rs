@@ -339,7 +339,22 @@ async fn a_retired_page_takes_its_fill_lock_in_its_lookup() {
         "the page's lookup, its data's lookup, both stored together"
     );
     let (trips, queries) = (app.metrics.entry_round_trips(), app.metrics.db_queries());
-    let rendered = get(&router, url).await;
+    // Paused before its data's store: the page's lock is held, taken by its lookup.
+    let pause = app
+        .hooks()
+        .arm(listings::test_hooks::Point::BeforeCacheStore);
+    let reader = tokio::spawn({
+        let router = router.clone();
+        async move { get(&router, url).await }
+    });
+    pause.reached().await;
+    let locks = fill_locks(&env).await;
+    pause.release();
+    assert!(
+        locks.len() == 1 && locks[0].0.contains("location=malindi&ordering=price"),
+        "the page's lock alone: {locks:?}"
+    );
+    let rendered = reader.await.expect("reader");
     assert_eq!(rendered.x_cache(), "MISS", "the view was retired");
     assert_eq!(rendered.json()["count"], 2);
     assert_eq!(

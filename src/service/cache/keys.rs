@@ -112,10 +112,10 @@ impl CacheKey for PropertyKey {
     }
 }
 
-/// A whole HTTP response to a GET (HEAD is answered from it), by its normalized URL.
 /// Views are of `GET` requests (a `HEAD` is answered from its `GET`).
 const REQUEST_METHOD: &str = "GET ";
 
+/// A whole HTTP response to a GET (HEAD is answered from it), by its normalized URL.
 pub struct ViewKey {
     request: String,
     resource: Resource,

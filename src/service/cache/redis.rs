@@ -531,14 +531,15 @@ impl RedisCache {
         operation: &str,
         call: impl Future<Output = RedisResult<T>>,
     ) -> Option<T> {
-        self.metrics.record_entry_round_trip();
         if !self.health.per_slot() {
+            self.metrics.record_entry_round_trip();
             return self.guarded(operation, call).await;
         }
         let slot = key_slot(entry.as_bytes());
         if self.health.slot_skipped(slot) {
             return None;
         }
+        self.metrics.record_entry_round_trip();
         let error = match deadline(call).await {
             Ok(value) => return Some(value),
             Err(error) => error,
