@@ -8,7 +8,9 @@ use listings::service::properties;
 
 use crate::both_modes;
 use crate::herd::fill_locks;
-use crate::support::{TestEnv, TestResponse, create, get, request, router};
+use crate::support::{
+    TestEnv, TestResponse, create, get, get_paused_before_store, request, router,
+};
 
 both_modes!(
     view_hit_does_no_database_work,
@@ -340,14 +342,7 @@ async fn a_retired_page_takes_its_fill_lock_in_its_lookup() {
     );
     let (trips, queries) = (app.metrics.entry_round_trips(), app.metrics.db_queries());
     // Paused before its data's store: the page's lock is held, taken by its lookup.
-    let pause = app
-        .hooks()
-        .arm(listings::test_hooks::Point::BeforeCacheStore);
-    let reader = tokio::spawn({
-        let router = router.clone();
-        async move { get(&router, url).await }
-    });
-    pause.reached().await;
+    let (pause, reader) = get_paused_before_store(&app, &router, url).await;
     let locks = fill_locks(&env).await;
     pause.release();
     assert!(
@@ -403,14 +398,7 @@ async fn a_retired_pages_late_data_is_retired_by_a_write_during_its_load() {
     create(&app, "Mid").await;
 
     // The page's rendering, its view retired by "Mid", paused before its data's store.
-    let pause = app
-        .hooks()
-        .arm(listings::test_hooks::Point::BeforeCacheStore);
-    let slow_reader = tokio::spawn({
-        let router = router.clone();
-        async move { get(&router, url).await }
-    });
-    pause.reached().await;
+    let (pause, slow_reader) = get_paused_before_store(&app, &router, url).await;
     create(&app, "New").await;
     pause.release();
     let slow = slow_reader.await.expect("reader");

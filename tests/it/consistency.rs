@@ -8,7 +8,7 @@ use listings::test_hooks::Point;
 
 use crate::every_redis;
 use crate::support::redis_server::OwnRedis;
-use crate::support::{TestEnv, create, get, router};
+use crate::support::{TestEnv, create, get, get_paused_before_store, router};
 
 every_redis!(
     slow_reader_cannot_store_pre_write_data,
@@ -23,12 +23,7 @@ async fn slow_reader_cannot_store_pre_write_data(env: TestEnv) {
     let router = router(&app);
     create(&app, "Old").await;
 
-    let pause = app.hooks().arm(Point::BeforeCacheStore);
-    let slow_reader = tokio::spawn({
-        let router = router.clone();
-        async move { get(&router, "/properties/").await }
-    });
-    pause.reached().await;
+    let (pause, slow_reader) = get_paused_before_store(&app, &router, "/properties/").await;
     create(&app, "New").await;
     pause.release();
     let slow = slow_reader.await.expect("reader");

@@ -9,7 +9,7 @@ use listings::service::App;
 use tokio::task::JoinSet;
 
 use crate::every_redis;
-use crate::support::{TestEnv, create, get, router};
+use crate::support::{TestEnv, create, get, get_paused_before_store, router};
 
 every_redis!(
     one_load_after_an_invalidation,
@@ -148,14 +148,7 @@ async fn an_abandoned_load_releases_its_fill_locks(env: TestEnv) {
     let other = env.app().await;
     create(&abandoning, "Villa").await;
     let page = "/properties/?page_size=3";
-    let pause = abandoning
-        .hooks()
-        .arm(listings::test_hooks::Point::BeforeCacheStore);
-    let load = tokio::spawn({
-        let router = router(&abandoning);
-        async move { get(&router, page).await }
-    });
-    pause.reached().await;
+    let (pause, load) = get_paused_before_store(&abandoning, &router(&abandoning), page).await;
     let held = fill_locks(&env).await;
     assert_eq!(held.len(), 2, "the view's and the data's: {held:?}");
     assert!(held.iter().all(|(_, left)| *left > 1000), "{held:?}");

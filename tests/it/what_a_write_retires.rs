@@ -20,7 +20,9 @@ use listings::test_hooks::Point;
 use rand::Rng as _;
 use tokio::task::JoinSet;
 
-use crate::support::{TestEnv, get, new_property, router, run_sql_elsewhere, sql_count};
+use crate::support::{
+    TestEnv, get, get_paused_before_store, new_property, router, run_sql_elsewhere, sql_count,
+};
 use crate::{both_modes, every_redis};
 
 every_redis!(
@@ -298,12 +300,7 @@ async fn a_slow_reader_cannot_store_a_page_a_price_change_reordered(env: TestEnv
         dear = Some(created.id);
     }
     let page = "/properties/?location=lamu&ordering=price&page_size=2";
-    let pause = reader.hooks().arm(Point::BeforeCacheStore);
-    let slow = tokio::spawn({
-        let reader_router = reader_router.clone();
-        async move { get(&reader_router, page).await }
-    });
-    pause.reached().await;
+    let (pause, slow) = get_paused_before_store(&reader, &reader_router, page).await;
     properties::update_property(
         &writer,
         dear.expect("seeded"),

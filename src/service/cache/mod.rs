@@ -85,18 +85,18 @@ struct ViewLoad {
     /// view's, taken before either load: a write after it retires both.
     retired_seq: Option<u64>,
     /// The data entries loaded for the view, stored in the round trip that stores it.
-    deferred: std::sync::Mutex<Vec<DeferredStore>>,
+    deferred: std::sync::Mutex<Vec<EntryStore>>,
 }
 
 impl ViewLoad {
-    fn defer(&self, store: DeferredStore) {
+    fn defer(&self, store: EntryStore) {
         self.deferred
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .push(store);
     }
 
-    fn take_deferred(&self) -> Vec<DeferredStore> {
+    fn take_deferred(&self) -> Vec<EntryStore> {
         std::mem::take(
             &mut self
                 .deferred
@@ -106,9 +106,10 @@ impl ViewLoad {
     }
 }
 
-/// A data entry loaded inside a view's load, to be stored with the view. Its fill lock
-/// is held until then; dropped unstored (the request abandoned), it is released.
-struct DeferredStore {
+/// A value to store in its entry, and the fill lock its store releases (a data entry
+/// loaded inside a view's load waits for the view's). Dropped unstored (the request
+/// abandoned), the lock is released.
+struct EntryStore {
     entry: EntryKey,
     stamp: Stamp,
     value: Bytes,
@@ -382,7 +383,7 @@ impl Cache {
         pause!(self.hooks, BeforeCacheStore);
         let stored = value.encode();
         let stamp = Stamp { seq, tags };
-        let this = DeferredStore {
+        let this = EntryStore {
             entry,
             stamp: stamp.clone(),
             value: stored.clone(),
@@ -391,7 +392,7 @@ impl Cache {
         };
         match of_view {
             // Stored with its view, in one round trip.
-            Some(view) if shared => view.defer(this),
+            Some(view) => view.defer(this),
             _ => {
                 self.store(std::iter::once(this).chain(deferred).collect())
                     .await
@@ -417,7 +418,7 @@ impl Cache {
         ttl: Duration,
     ) {
         let entry = self.keys.entry(key);
-        let store = DeferredStore {
+        let store = EntryStore {
             entry,
             stamp,
             value: value.encode(),
@@ -540,7 +541,7 @@ impl Cache {
 
     /// Stores each value, in one round trip where the backend can; each store releases
     /// its fill lock, which until then dropping the request did.
-    async fn store(&self, stores: Vec<DeferredStore>) {
+    async fn store(&self, stores: Vec<EntryStore>) {
         if stores.is_empty() {
             return;
         }

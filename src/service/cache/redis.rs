@@ -246,9 +246,9 @@ impl RedisCache {
         if !self.ready().await {
             return stored;
         }
+        let clock = self.near.clock();
         let mut current = Vec::with_capacity(fills.len());
         for (at, fill) in fills.iter().enumerate() {
-            let clock = self.near.clock();
             if clock.is_some_and(|clock| !clock.is_current(&fill.stamp)) {
                 // Others may be waiting for this value: let them load theirs.
                 self.release_fill_lock_now(fill.entry).await;

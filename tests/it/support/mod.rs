@@ -209,6 +209,27 @@ pub async fn get(router: &HttpService, path: &str) -> TestResponse {
     send(router, "GET", path).await
 }
 
+/// A GET of `path` on `router` (serving `app`), stopped where it would store what it
+/// loaded: the pause, already reached, and the request, to await once it is released.
+pub async fn get_paused_before_store(
+    app: &App,
+    router: &HttpService,
+    path: &str,
+) -> (
+    Arc<listings::test_hooks::Pause>,
+    tokio::task::JoinHandle<TestResponse>,
+) {
+    let pause = app
+        .hooks()
+        .arm(listings::test_hooks::Point::BeforeCacheStore);
+    let request = tokio::spawn({
+        let (router, path) = (router.clone(), path.to_owned());
+        async move { get(&router, &path).await }
+    });
+    pause.reached().await;
+    (pause, request)
+}
+
 pub fn router(app: &Arc<App>) -> HttpService {
     build_router(app.clone())
 }
