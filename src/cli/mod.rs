@@ -160,8 +160,9 @@ pub struct GlobalOpts {
           default_value_t = ByteSize::DEFAULT_NEAR_CACHE_SIZE)]
     pub near_cache_size: ByteSize,
 
-    /// Most database connections per process (on SQLite: read connections, beside one
-    /// for writes) [default: 10 on PostgreSQL; on SQLite one per core, at least 2]
+    /// Most database connections per process for reads, beside those for writes (two
+    /// on PostgreSQL, one on SQLite) [default: 10 on PostgreSQL; on SQLite one per
+    /// core, at least 2]
     #[arg(long, env = "LISTINGS_DB_POOL_SIZE", value_name = "N", global = true,
           value_parser = clap::value_parser!(u16).range(1..=1000))]
     pub db_pool_size: Option<u16>,

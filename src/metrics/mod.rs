@@ -82,9 +82,39 @@ pub struct Metrics {
     /// How long each HTTP request on the main address took; its count is the number of
     /// requests answered.
     latency: LatencyHistogram,
+    /// How long each phase of a write took, per [`WritePhase`].
+    write_phases: [LatencyHistogram; WritePhase::ALL.len()],
     invalidations: InvalidationLog,
     /// Where database reads went: the primary or a replica, and why not a replica.
     pub reads: replicas::ReadRouting,
+}
+
+/// The phases of a write, timed apart so that a slow acknowledgement can be told to
+/// come from a busy pool, the database or the cache.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WritePhase {
+    /// Waiting for a connection from the pool.
+    Connection,
+    /// The transaction, from its first statement to its COMMIT's answer.
+    Transaction,
+    /// Retiring what the write changed, on every server, after the commit.
+    Invalidation,
+}
+
+impl WritePhase {
+    pub const ALL: [WritePhase; 3] = [
+        WritePhase::Connection,
+        WritePhase::Transaction,
+        WritePhase::Invalidation,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            WritePhase::Connection => "connection",
+            WritePhase::Transaction => "transaction",
+            WritePhase::Invalidation => "invalidation",
+        }
+    }
 }
 
 /// Hits and misses of one kind.
@@ -221,6 +251,14 @@ impl Metrics {
 
     pub fn latency(&self) -> LatencySnapshot {
         self.latency.snapshot()
+    }
+
+    pub fn record_write_phase(&self, phase: WritePhase, took: Duration) {
+        self.write_phases[phase as usize].record(took);
+    }
+
+    pub fn write_phase(&self, phase: WritePhase) -> LatencySnapshot {
+        self.write_phases[phase as usize].snapshot()
     }
 
     /// Every retirement of the cache, with what caused it (`property 7 created`).
@@ -405,6 +443,36 @@ mod tests {
         assert_eq!(
             parse_prometheus_sample(&text, "listings_http_connections_displaced_total"),
             Some(1)
+        );
+        metrics.record_write_phase(WritePhase::Transaction, Duration::from_millis(3));
+        let text = metrics.render_prometheus();
+        for (sample, value) in [
+            (
+                r#"listings_write_duration_seconds_bucket{phase="transaction",le="0.0025"}"#,
+                0,
+            ),
+            (
+                r#"listings_write_duration_seconds_bucket{phase="transaction",le="0.00315"}"#,
+                1,
+            ),
+            (
+                r#"listings_write_duration_seconds_count{phase="transaction"}"#,
+                1,
+            ),
+            (
+                r#"listings_write_duration_seconds_count{phase="connection"}"#,
+                0,
+            ),
+        ] {
+            assert_eq!(
+                parse_prometheus_sample(&text, sample),
+                Some(value),
+                "{sample}"
+            );
+        }
+        assert!(
+            text.contains("listings_write_duration_seconds_sum{phase=\"transaction\"} 0.003\n"),
+            "{text}"
         );
         assert_eq!(HitsMisses { hits: 0, misses: 0 }.hit_ratio(), 0.0);
         assert_eq!(HitsMisses { hits: 3, misses: 1 }.hit_ratio(), 0.75);

@@ -3,7 +3,8 @@
 
 use std::fmt::Write as _;
 
-use super::{CacheKind, Counts, HitsMisses, Metrics};
+use super::latency::LatencySnapshot;
+use super::{CacheKind, Counts, HitsMisses, Metrics, WritePhase};
 
 /// The names both the rendering and the reading back use (the others are written once,
 /// in `render`).
@@ -21,6 +22,22 @@ fn per_kind(name: &str, kind: CacheKind) -> String {
     format!("{name}{{kind=\"{}\"}}", kind.name())
 }
 
+/// A histogram's samples; `labels` (empty, or ending with a comma) go before `le`.
+fn histogram(out: &mut String, name: &str, labels: &str, snapshot: &LatencySnapshot) {
+    for (bound, count) in snapshot.cumulative() {
+        let le = bound.map_or_else(|| "+Inf".to_owned(), super::latency::seconds_label);
+        let _ = writeln!(out, "{name}_bucket{{{labels}le=\"{le}\"}} {count}");
+    }
+    let labels = labels.trim_end_matches(',');
+    let braced = if labels.is_empty() {
+        String::new()
+    } else {
+        format!("{{{labels}}}")
+    };
+    let _ = writeln!(out, "{name}_sum{braced} {}", snapshot.sum().as_secs_f64());
+    let _ = writeln!(out, "{name}_count{braced} {}", snapshot.count());
+}
+
 pub fn render(metrics: &Metrics) -> String {
     let mut out = String::new();
     let name = "listings_http_request_duration_seconds";
@@ -29,12 +46,16 @@ pub fn render(metrics: &Metrics) -> String {
         "# HELP {name} Time from a request's arrival to its response, on the main address.\n# TYPE {name} histogram"
     );
     let latency = metrics.latency();
-    for (bound, count) in latency.cumulative() {
-        let le = bound.map_or_else(|| "+Inf".to_owned(), super::latency::seconds_label);
-        let _ = writeln!(out, "{name}_bucket{{le=\"{le}\"}} {count}");
+    histogram(&mut out, name, "", &latency);
+    let name = "listings_write_duration_seconds";
+    let _ = writeln!(
+        out,
+        "# HELP {name} Time each phase of a write took: waiting for a connection, the transaction, the invalidation after its commit.\n# TYPE {name} histogram"
+    );
+    for phase in WritePhase::ALL {
+        let label = format!("phase=\"{}\",", phase.name());
+        histogram(&mut out, name, &label, &metrics.write_phase(phase));
     }
-    let _ = writeln!(out, "{name}_sum {}", latency.sum().as_secs_f64());
-    let _ = writeln!(out, "{name}_count {}", latency.count());
     for (name, help, pick) in [
         (
             names::CACHE_HITS,

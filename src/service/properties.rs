@@ -6,6 +6,7 @@ use crate::config::DatabaseUrl;
 use crate::domain::{NewProperty, PropertyChanges, PropertyQuery};
 use crate::domain::{Property, PropertyPage, RowFacts};
 use crate::logging::{Failure, log_limited};
+use crate::metrics::WritePhase;
 use crate::metrics::events::Cause;
 use crate::service::cache::CacheStatus;
 use crate::service::cache::keys::{AllPropertiesKey, PropertyKey, PropertyQueryKey, Resource};
@@ -210,6 +211,7 @@ async fn after_write<T>(app: &App, result: Result<T, DbError>) -> Result<T, Serv
 /// changed, so no reader can cache the state from before the commit afterwards.
 async fn invalidate_after_commit(app: &App, changed: &TagSet, what: &str) {
     pause!(app.cache().hooks(), BeforeInvalidate);
+    let began = std::time::Instant::now();
     let cause = Cause::this_process(what);
     let invalidated = match &app.sqlite_writes {
         // A SQLite server reads its own commit back from the change log, with whatever
@@ -226,6 +228,8 @@ async fn invalidate_after_commit(app: &App, changed: &TagSet, what: &str) {
                 .await
         }
     };
+    app.metrics
+        .record_write_phase(WritePhase::Invalidation, began.elapsed());
     if invalidated {
         tracing::info!("cache invalidated: {what}");
     } else {

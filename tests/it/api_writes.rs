@@ -1,13 +1,20 @@
 //! Writing over HTTP: create, replace, update, delete, each invalidating both levels;
 //! the token guard; and every way a body can be wrong, with nothing written.
 
+use std::time::Duration;
+
 use axum::body::Body;
+use listings::domain::PropertyQuery;
+use listings::metrics::WritePhase;
+use listings::service::properties;
+use listings::test_hooks::Point;
 use serde_json::json;
 
 use crate::both_modes;
 use crate::support::{ADMIN_TOKEN, TestEnv, get, request, router, write};
 
 both_modes!(
+    a_write_does_not_wait_for_a_read_connection,
     writes_invalidate_lists_and_items,
     the_write_api_needs_the_token,
     bad_bodies_write_nothing
@@ -233,4 +240,59 @@ async fn bad_bodies_write_nothing(env: TestEnv) {
         0,
         "nothing was written"
     );
+}
+
+/// Writes have connections of their own: with the only read connection held by a read
+/// (paused inside its snapshot), a read waits out the pool timeout, but a write commits
+/// at once, and the metrics time each of its phases.
+async fn a_write_does_not_wait_for_a_read_connection(env: TestEnv) {
+    let mut settings = env.settings();
+    settings.db.max_connections = 1;
+    settings.db.pool_timeout = Duration::from_millis(300);
+    let app = env.app_with(settings).await;
+    let router = router(&app);
+    let body = json!({"title": "Loft", "price": "1000.00", "location": "Mombasa"});
+    assert_eq!(
+        write(&router, "POST", "/properties/", body.clone())
+            .await
+            .status,
+        201
+    );
+
+    let held = app.hooks().arm(Point::BetweenRowsAndCount);
+    let reader = tokio::spawn({
+        let app = app.clone();
+        async move {
+            let text_search = PropertyQuery::from_query_string("search=loft").expect("a search");
+            properties::list_properties(&app, &text_search)
+                .await
+                .map(|(page, _)| page.count)
+        }
+    });
+    held.reached().await;
+    let waited = get(&router, "/properties/?location=Mombasa").await;
+    assert_eq!(waited.status, 503, "no read connection: {:?}", waited.body);
+
+    let phases = |phase| app.metrics.write_phase(phase).count();
+    let before = WritePhase::ALL.map(phases);
+    let created = tokio::time::timeout(
+        Duration::from_secs(2),
+        write(&router, "POST", "/properties/", body),
+    )
+    .await
+    .expect("the write did not wait for the held read connection");
+    assert_eq!(created.status, 201, "{:?}", created.body);
+    let after = WritePhase::ALL.map(phases);
+    for (i, phase) in WritePhase::ALL.iter().enumerate() {
+        assert_eq!(after[i], before[i] + 1, "one {phase:?} timed");
+    }
+
+    held.release();
+    let counted = reader.await.expect("the reader").expect("the text search");
+    assert_eq!(
+        counted, 1,
+        "the held read's snapshot was taken before the write"
+    );
+    let page = get(&router, "/properties/?location=Mombasa").await;
+    assert_eq!(page.json()["count"], 2, "{:?}", page.body);
 }

@@ -79,9 +79,13 @@ macro_rules! dispatch {
         use diesel_async::AsyncConnection as _;
         let db: &crate::service::db::Db = $db;
         match &db.pools {
-            crate::service::db::Pools::Pg { pool, config, .. } => {
+            crate::service::db::Pools::Pg { writes, config, .. } => {
                 use crate::service::db::pg::properties as $repo;
-                let mut conn = crate::service::db::checkout(pool, &db.settings).await?;
+                use crate::metrics::WritePhase;
+                let asked = std::time::Instant::now();
+                let mut conn = crate::service::db::checkout(writes, &db.settings).await?;
+                db.metrics.record_write_phase(WritePhase::Connection, asked.elapsed());
+                let began = std::time::Instant::now();
                 let $heartbeat = crate::service::db::Heartbeat::default();
                 let committing = std::sync::OnceLock::<String>::new();
                 let work = conn.transaction::<_, $error, _>(async |$tx| {
@@ -104,6 +108,7 @@ macro_rules! dispatch {
                 match crate::service::db::dispatch::within_deadline(limit, &$heartbeat, work).await {
                     Some(done) => {
                         conn.finish();
+                        db.metrics.record_write_phase(WritePhase::Transaction, began.elapsed());
                         done
                     }
                     None => {
@@ -126,11 +131,16 @@ macro_rules! dispatch {
                 let heartbeat = std::sync::Arc::new(crate::service::db::Heartbeat::default());
                 #[cfg(feature = "test-hooks")]
                 let hooks = db.hooks.clone();
+                let metrics = db.metrics.clone();
                 let task = tokio::spawn(tracing::Instrument::in_current_span({
                     let gate = gate.clone();
                     let $heartbeat = heartbeat.clone();
                     async move {
+                        use crate::metrics::WritePhase;
+                        let asked = std::time::Instant::now();
                         let mut conn = crate::service::db::checkout(&pool, &settings).await?;
+                        metrics.record_write_phase(WritePhase::Connection, asked.elapsed());
+                        let began = std::time::Instant::now();
                         let done = crate::service::db::dispatch::immediate_transaction::<_, $error, _>(
                             &mut conn,
                             async |$tx| {
@@ -151,6 +161,7 @@ macro_rules! dispatch {
                         )
                         .await;
                         conn.finish();
+                        metrics.record_write_phase(WritePhase::Transaction, began.elapsed());
                         done
                     }
                 }));

@@ -200,7 +200,8 @@ pub struct Db {
     write_positions: bool,
     /// What [`Db::transport`] learned, once: it does not change while the process runs.
     transport: Arc<std::sync::OnceLock<String>>,
-    metrics: Arc<Metrics>,
+    /// `pub(crate)` for `dispatch!`, which expands where its callers are.
+    pub(crate) metrics: Arc<Metrics>,
     #[cfg(feature = "test-hooks")]
     pub(super) hooks: Arc<TestHooks>,
 }
@@ -209,6 +210,9 @@ pub struct Db {
 pub(super) enum Pools {
     Pg {
         pool: Pool<AsyncPgConnection>,
+        /// The service's writes (and their WAL positions) take connections of their own,
+        /// so they never queue behind the misses of a busy server for one.
+        writes: Pool<AsyncPgConnection>,
         /// For the connections that learn the fate of unconfirmed writes.
         config: Arc<connect::PgConfig>,
         /// For `settle_after_bulk_load`, which no statement timeout may cut short.
@@ -249,10 +253,13 @@ impl Db {
                 let maintenance =
                     connect::pg_config(raw.expose(), &settings, connect::PgSession::Maintenance)
                         .map_err(|e| unavailable(&e))?;
-                let manager = AsyncDieselConnectionManager::new_with_config(
-                    raw.expose(),
-                    pg_manager_config(config.clone(), settings, metrics.clone()),
-                );
+                let pool = |size| {
+                    let manager = AsyncDieselConnectionManager::new_with_config(
+                        raw.expose(),
+                        pg_manager_config(config.clone(), settings, metrics.clone()),
+                    );
+                    build_pool(manager, &settings, size).map_err(|e| unavailable(&e))
+                };
                 let replicas = if replica_settings.urls.is_empty() || !read_from_replicas {
                     None
                 } else {
@@ -265,8 +272,8 @@ impl Db {
                     )?))
                 };
                 Pools::Pg {
-                    pool: build_pool(manager, &settings, settings.max_connections)
-                        .map_err(|e| unavailable(&e))?,
+                    pool: pool(settings.max_connections)?,
+                    writes: pool(PG_WRITE_CONNECTIONS)?,
                     config,
                     maintenance: Arc::new(maintenance),
                     replicas,
@@ -356,7 +363,7 @@ impl Db {
             #[diesel(sql_type = diesel::sql_types::Text)]
             position: String,
         }
-        let Pools::Pg { pool, .. } = &self.pools else {
+        let Pools::Pg { writes: pool, .. } = &self.pools else {
             return None;
         };
         if !self.write_positions {
@@ -662,6 +669,11 @@ enum SqliteRole {
     Read,
     Write,
 }
+
+/// Connections per process for the service's writes to PostgreSQL (beside the pool's):
+/// a write holds one for a few milliseconds, so two take hundreds of writes a second,
+/// and a third waits in the pool, as a write waited before behind reads.
+const PG_WRITE_CONNECTIONS: usize = 2;
 
 /// Connections per process that write to a SQLite file. SQLite lets one writer in at a
 /// time anyway; one connection makes writers queue in the pool (bounded by the pool
