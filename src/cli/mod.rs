@@ -160,7 +160,7 @@ pub struct GlobalOpts {
           default_value_t = ByteSize::DEFAULT_NEAR_CACHE_SIZE)]
     pub near_cache_size: ByteSize,
 
-    /// Most database connections per process for reads, beside those for writes (two
+    /// Most database connections per process for reads, beside those for writes (four
     /// on PostgreSQL, one on SQLite) [default: 10 on PostgreSQL; on SQLite one per
     /// core, at least 2]
     #[arg(long, env = "LISTINGS_DB_POOL_SIZE", value_name = "N", global = true,

@@ -670,10 +670,11 @@ enum SqliteRole {
     Write,
 }
 
-/// Connections per process for the service's writes to PostgreSQL (beside the pool's):
-/// a write holds one for a few milliseconds, so two take hundreds of writes a second,
-/// and a third waits in the pool, as a write waited before behind reads.
-const PG_WRITE_CONNECTIONS: usize = 2;
+/// Connections per process for the service's writes to PostgreSQL (beside the pool's),
+/// opened when first needed. A write holds one for its transaction (13 ms at the median
+/// on two cores saturated by bench/mix's reads): two made writes at 50/s wait for a
+/// connection at the 99th percentile; four take about 300 writes a second even there.
+const PG_WRITE_CONNECTIONS: usize = 4;
 
 /// Connections per process that write to a SQLite file. SQLite lets one writer in at a
 /// time anyway; one connection makes writers queue in the pool (bounded by the pool
