@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """bench/mix's view of where write acknowledgements go: p50 and p99 of each phase of a
 write (listings_write_duration_seconds) between two dumps of the servers' /metrics
-(every server's, one after another). A quantile is the upper bound of its bucket
-(buckets are 12-26 % apart). Prints nothing when the servers do not have the metric."""
+(every server's, one after another). A quantile is printed as the upper bound of its
+bucket (bounds are 25-28 % apart), so it reads "at most". Prints nothing when the
+servers do not have the metric."""
 
 import re
 import sys
@@ -25,7 +26,7 @@ def quantile(cumulative, q):
     total = cumulative[-1][1]
     for bound, count in cumulative:
         if count >= q * total:
-            return "inf" if bound == float("inf") else f"{1000 * bound:.3g}"
+            return "inf" if bound == float("inf") else f"{1000 * bound:g}"
     return "-"
 
 
@@ -36,4 +37,4 @@ for phase in ("connection", "transaction", "invalidation"):
     if cumulative and cumulative[-1][1] > 0:
         parts.append(f"{phase} {quantile(cumulative, 0.5)} / {quantile(cumulative, 0.99)}")
 if parts:
-    print("write phases p50 / p99 ms (server side): " + ", ".join(parts))
+    print("write phases p50 / p99 ms (server side, bucket bounds: at most): " + ", ".join(parts))

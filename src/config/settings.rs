@@ -57,7 +57,7 @@ impl Default for Settings {
 /// Limits on the database, shared by the server and every command.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct DbSettings {
-    /// Most pooled connections per process.
+    /// Most pooled connections per process for reads (writes have their own).
     pub max_connections: usize,
     /// How long making one connection may take.
     pub connect_timeout: Duration,

@@ -90,12 +90,13 @@ pub struct Metrics {
 }
 
 /// The phases of a write, timed apart so that a slow acknowledgement can be told to
-/// come from a busy pool, the database or the cache.
+/// come from a busy pool, the database or the cache. Failed writes count too.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum WritePhase {
-    /// Waiting for a connection from the pool.
+    /// Waiting for a write connection (or the pool timeout).
     Connection,
-    /// The transaction, from its first statement to its COMMIT's answer.
+    /// The transaction, from its first statement to COMMIT's answer (or the deadline,
+    /// on PostgreSQL; on SQLite, whose write runs to its end, to that end).
     Transaction,
     /// Retiring what the write changed, on every server, after the commit.
     Invalidation,
@@ -435,6 +436,14 @@ mod tests {
                 r#"listings_http_request_duration_seconds_bucket{le="0.0001"}"#
             ),
             Some(0)
+        );
+        assert_eq!(
+            parse_prometheus_sample(&text, "listings_http_request_duration_seconds_count"),
+            Some(1)
+        );
+        assert!(
+            text.contains("\nlistings_http_request_duration_seconds_sum 0.00012\n"),
+            "{text}"
         );
         assert_eq!(
             parse_prometheus_sample(&text, "listings_invalidations_total"),

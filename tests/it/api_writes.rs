@@ -244,11 +244,13 @@ async fn bad_bodies_write_nothing(env: TestEnv) {
 
 /// Writes have connections of their own: with the only read connection held by a read
 /// (paused inside its snapshot), a read waits out the pool timeout, but a write commits
-/// at once, and the metrics time each of its phases.
+/// at once, and the metrics time each of its phases. (SQLite always had a write
+/// connection; on PostgreSQL writes took the readers' pool, and this write was a 503.)
 async fn a_write_does_not_wait_for_a_read_connection(env: TestEnv) {
     let mut settings = env.settings();
     settings.db.max_connections = 1;
-    settings.db.pool_timeout = Duration::from_millis(300);
+    // Long enough to open a connection on a loaded machine; a read waits it out.
+    settings.db.pool_timeout = Duration::from_secs(1);
     let app = env.app_with(settings).await;
     let router = router(&app);
     let body = json!({"title": "Loft", "price": "1000.00", "location": "Mombasa"});
@@ -275,13 +277,12 @@ async fn a_write_does_not_wait_for_a_read_connection(env: TestEnv) {
 
     let phases = |phase| app.metrics.write_phase(phase).count();
     let before = WritePhase::ALL.map(phases);
-    let created = tokio::time::timeout(
-        Duration::from_secs(2),
-        write(&router, "POST", "/properties/", body),
-    )
-    .await
-    .expect("the write did not wait for the held read connection");
-    assert_eq!(created.status, 201, "{:?}", created.body);
+    let created = write(&router, "POST", "/properties/", body).await;
+    assert_eq!(
+        created.status, 201,
+        "the write needs no read connection: {:?}",
+        created.body
+    );
     let after = WritePhase::ALL.map(phases);
     for (i, phase) in WritePhase::ALL.iter().enumerate() {
         assert_eq!(after[i], before[i] + 1, "one {phase:?} timed");

@@ -83,8 +83,9 @@ macro_rules! dispatch {
                 use crate::service::db::pg::properties as $repo;
                 use crate::metrics::WritePhase;
                 let asked = std::time::Instant::now();
-                let mut conn = crate::service::db::checkout(writes, &db.settings).await?;
+                let checked_out = crate::service::db::checkout(writes, &db.settings).await;
                 db.metrics.record_write_phase(WritePhase::Connection, asked.elapsed());
+                let mut conn = checked_out?;
                 let began = std::time::Instant::now();
                 let $heartbeat = crate::service::db::Heartbeat::default();
                 let committing = std::sync::OnceLock::<String>::new();
@@ -105,10 +106,11 @@ macro_rules! dispatch {
                     Ok(value)
                 });
                 let limit = db.settings.statement_timeout;
-                match crate::service::db::dispatch::within_deadline(limit, &$heartbeat, work).await {
+                let finished = crate::service::db::dispatch::within_deadline(limit, &$heartbeat, work).await;
+                db.metrics.record_write_phase(WritePhase::Transaction, began.elapsed());
+                match finished {
                     Some(done) => {
                         conn.finish();
-                        db.metrics.record_write_phase(WritePhase::Transaction, began.elapsed());
                         done
                     }
                     None => {
@@ -138,8 +140,9 @@ macro_rules! dispatch {
                     async move {
                         use crate::metrics::WritePhase;
                         let asked = std::time::Instant::now();
-                        let mut conn = crate::service::db::checkout(&pool, &settings).await?;
+                        let checked_out = crate::service::db::checkout(&pool, &settings).await;
                         metrics.record_write_phase(WritePhase::Connection, asked.elapsed());
+                        let mut conn = checked_out?;
                         let began = std::time::Instant::now();
                         let done = crate::service::db::dispatch::immediate_transaction::<_, $error, _>(
                             &mut conn,

@@ -1,4 +1,4 @@
-//! The repository layer: one pool per backend behind [`Db`], the repository functions
+//! The repository layer: pools for reads and for writes behind [`Db`], the repository functions
 //! (`properties.rs`, expanded per backend), and `dispatch!`, the only way the services
 //! run them: a body written once, in the transaction the service chose, inside the
 //! limits of [`DbSettings`]:
@@ -210,8 +210,9 @@ pub struct Db {
 pub(super) enum Pools {
     Pg {
         pool: Pool<AsyncPgConnection>,
-        /// The service's writes (and their WAL positions) take connections of their own,
-        /// so they never queue behind the misses of a busy server for one.
+        /// The service's writes take connections of their own, so they never queue
+        /// behind the misses of a busy server for one; so does reading the WAL position
+        /// after a commit (a write's, or another process's notified one) for replicas.
         writes: Pool<AsyncPgConnection>,
         /// For the connections that learn the fate of unconfirmed writes.
         config: Arc<connect::PgConfig>,
@@ -230,7 +231,7 @@ pub(super) enum Pools {
 }
 
 impl Db {
-    /// Builds the pool. Connections are made lazily; call [`Db::check`] to fail fast.
+    /// Builds the pools. Connections are made lazily; call [`Db::check`] to fail fast.
     /// `write_origin` tags this process's PostgreSQL writes (`[a-z0-9-]` only).
     pub fn connect(
         url: &DatabaseUrl,
