@@ -560,11 +560,13 @@ async fn prometheus_answers_every_query_of_the_grafana_dashboard() {
     }
     assert!(scraped, "prometheus never scraped {admin}");
 
-    // Traffic on every level until the queries are done (rates need it), and a write.
+    // Traffic on every level until the queries are done (rates need it), with a write
+    // about every second (so does the write phases' histogram), and a write.
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let traffic = tokio::spawn({
         let (stop, address) = (stop.clone(), server.address);
         async move {
+            let mut round = 0u32;
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                 for path in [
                     "/properties/",
@@ -573,6 +575,21 @@ async fn prometheus_answers_every_query_of_the_grafana_dashboard() {
                 ] {
                     let _ = listings::http_client::get(address, path).await;
                 }
+                if round.is_multiple_of(50) {
+                    let body = json!({"title": "Steady", "description": "d", "price": "2.00", "location": "Lamu"})
+                        .to_string();
+                    let _ = tokio::task::spawn_blocking(move || {
+                        crate::support::raw_http::request(
+                            address,
+                            "POST",
+                            "/properties/",
+                            &[],
+                            &body,
+                        )
+                    })
+                    .await;
+                }
+                round += 1;
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
         }
