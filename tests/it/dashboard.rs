@@ -561,7 +561,7 @@ async fn prometheus_answers_every_query_of_the_grafana_dashboard() {
     assert!(scraped, "prometheus never scraped {admin}");
 
     // Traffic on every level until the queries are done (rates need it), with a write
-    // about every second (so does the write phases' histogram), and a write.
+    // about every second (the write phases' histogram needs one within each window).
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let traffic = tokio::spawn({
         let (stop, address) = (stop.clone(), server.address);

@@ -393,7 +393,7 @@ impl Cache {
         match of_view {
             // Stored with its view, in one round trip.
             Some(view) => view.defer(this),
-            _ => {
+            None => {
                 self.store(std::iter::once(this).chain(deferred).collect())
                     .await
             }

@@ -82,10 +82,8 @@ macro_rules! dispatch {
             crate::service::db::Pools::Pg { writes, config, .. } => {
                 use crate::service::db::pg::properties as $repo;
                 use crate::metrics::WritePhase;
-                let asked = std::time::Instant::now();
-                let checked_out = crate::service::db::checkout(writes, &db.settings).await;
-                db.metrics.record_write_phase(WritePhase::Connection, asked.elapsed());
-                let mut conn = checked_out?;
+                let mut conn =
+                    crate::service::db::checkout_for_write(writes, &db.settings, &db.metrics).await?;
                 let began = std::time::Instant::now();
                 let $heartbeat = crate::service::db::Heartbeat::default();
                 let committing = std::sync::OnceLock::<String>::new();
@@ -139,10 +137,8 @@ macro_rules! dispatch {
                     let $heartbeat = heartbeat.clone();
                     async move {
                         use crate::metrics::WritePhase;
-                        let asked = std::time::Instant::now();
-                        let checked_out = crate::service::db::checkout(&pool, &settings).await;
-                        metrics.record_write_phase(WritePhase::Connection, asked.elapsed());
-                        let mut conn = checked_out?;
+                        let mut conn =
+                            crate::service::db::checkout_for_write(&pool, &settings, &metrics).await?;
                         let began = std::time::Instant::now();
                         let done = crate::service::db::dispatch::immediate_transaction::<_, $error, _>(
                             &mut conn,

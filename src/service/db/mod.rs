@@ -1,7 +1,7 @@
-//! The repository layer: pools for reads and for writes behind [`Db`], the repository functions
-//! (`properties.rs`, expanded per backend), and `dispatch!`, the only way the services
-//! run them: a body written once, in the transaction the service chose, inside the
-//! limits of [`DbSettings`]:
+//! The repository layer: pools for reads and for writes behind [`Db`], the repository
+//! functions (`properties.rs`, expanded per backend), and `dispatch!`, the only way the
+//! services run them: a body written once, in the transaction the service chose,
+//! inside the limits of [`DbSettings`]:
 //!
 //! - a request waits at most `pool_timeout` for a connection and `statement_timeout`
 //!   for its answers; a PostgreSQL connection that missed its deadline is discarded,
@@ -509,6 +509,24 @@ impl Db {
             }
         }
     }
+}
+
+/// A write's connection, as [`checkout`]; the wait is the write's first phase in the
+/// metrics, timed whether or not a connection came.
+pub(super) async fn checkout_for_write<C>(
+    pool: &Pool<C>,
+    settings: &DbSettings,
+    metrics: &Metrics,
+) -> Result<Checkout<AsyncDieselConnectionManager<C>>, DbError>
+where
+    C: Send + 'static,
+    AsyncDieselConnectionManager<C>:
+        deadpool::managed::Manager<Type = C, Error = diesel_async::pooled_connection::PoolError>,
+{
+    let asked = std::time::Instant::now();
+    let checked_out = checkout(pool, settings).await;
+    metrics.record_write_phase(crate::metrics::WritePhase::Connection, asked.elapsed());
+    checked_out
 }
 
 /// A pooled connection within the pool timeout (waiting and connecting together).
