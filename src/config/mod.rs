@@ -168,6 +168,32 @@ impl DatabaseUrl {
         }
     }
 
+    /// Whether the database runs on this machine: a SQLite file, or PostgreSQL reached
+    /// at loopback addresses only.
+    pub fn is_on_this_machine(&self) -> bool {
+        use tokio_postgres::config::Host;
+        let DatabaseUrl::Postgres(url) = self else {
+            return true;
+        };
+        let (plain, _) = pg_tls::split_url(url.expose());
+        let Ok(config) = tokio_postgres::Config::from_str(&plain) else {
+            return false;
+        };
+        let addresses = config.get_hostaddrs();
+        if !addresses.is_empty() {
+            return addresses.iter().all(std::net::IpAddr::is_loopback);
+        }
+        config.get_hosts().iter().all(|host| match host {
+            Host::Unix(_) => true,
+            Host::Tcp(name) => {
+                name.eq_ignore_ascii_case("localhost")
+                    || name
+                        .parse::<std::net::IpAddr>()
+                        .is_ok_and(|address| address.is_loopback())
+            }
+        })
+    }
+
     pub fn backend_name(&self) -> &'static str {
         match self {
             DatabaseUrl::Postgres(_) => "PostgreSQL",
@@ -516,6 +542,25 @@ mod tests {
         assert!(several.contains("names several hosts"), "{several}");
         let file = "replica.sqlite3".parse::<ReplicaUrl>().unwrap_err();
         assert!(file.contains("must be a postgres:// URL"), "{file}");
+    }
+
+    #[test]
+    fn a_database_on_this_machine_is_one_reached_by_loopback_or_socket() {
+        let on_this_machine = |raw: &str| raw.parse::<DatabaseUrl>().unwrap().is_on_this_machine();
+        assert!(on_this_machine("listings.sqlite3"));
+        assert!(on_this_machine("postgres://u:p@127.0.0.1:5432/db"));
+        assert!(on_this_machine("postgres://u:p@LocalHost/db"));
+        assert!(on_this_machine("postgres://u:p@[::1]:5432/db"));
+        assert!(on_this_machine(
+            "postgres://u@db.example/db?hostaddr=127.0.0.1"
+        ));
+        assert!(on_this_machine("postgres://u@localhost/db?sslmode=require"));
+        assert!(!on_this_machine("postgres://u:p@db.example:5432/db"));
+        assert!(!on_this_machine("postgres://u:p@10.0.0.5/db"));
+        assert!(!on_this_machine("postgres://u@localhost,db.example/db"));
+        assert!(!on_this_machine(
+            "postgres://u@localhost/db?hostaddr=10.0.0.5"
+        ));
     }
 
     #[test]
