@@ -162,7 +162,7 @@ pub struct GlobalOpts {
 
     /// Most database connections per process for reads, beside those for writes (four
     /// on PostgreSQL, one on SQLite) [default: one per core, at least 2, for a database
-    /// on this machine (SQLite, PostgreSQL at a loopback address); 10
+    /// on this machine (SQLite, PostgreSQL at a loopback address or a socket); 10
     /// for PostgreSQL elsewhere]
     #[arg(long, env = "LISTINGS_DB_POOL_SIZE", value_name = "N", global = true,
           value_parser = clap::value_parser!(u16).range(1..=1000))]

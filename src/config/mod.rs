@@ -55,6 +55,11 @@ impl FromStr for DatabaseUrl {
                         crate::error_chain::root_cause(&e)
                     )
                 })?;
+                if let Some(key) = target_in_query(raw) {
+                    return Err(format!(
+                        "sets `{key}` in its query: name the host and port before the path instead ({FORM}); Unix sockets are not supported"
+                    ));
+                }
                 if !same_target(raw, &config) {
                     // Only unencoded delimiters in the user info make the two readers
                     // disagree; the connection would go elsewhere than shown.
@@ -124,6 +129,16 @@ pub fn pg_hosts(config: &tokio_postgres::Config) -> Vec<String> {
         .collect()
 }
 
+/// `host` or `port` in the query of a PostgreSQL URL: tokio-postgres adds them to the
+/// hosts and ports before the path, so the URL would not say where it connects.
+fn target_in_query(raw: &str) -> Option<String> {
+    let url = url::Url::parse(raw).ok()?;
+    url.query_pairs()
+        .map(|(key, _)| key)
+        .find(|key| key == "host" || key == "port")
+        .map(std::borrow::Cow::into_owned)
+}
+
 /// True when the `url` crate (which this program shows and redacts) and tokio-postgres
 /// (which connects) read the same hosts and port from `raw`. An unencoded `/`, `@`, `?`
 /// or `#` in the user info makes them split it differently, which always moves the
@@ -169,7 +184,7 @@ impl DatabaseUrl {
     }
 
     /// Whether the database runs on this machine: a SQLite file, or PostgreSQL reached
-    /// at loopback addresses only.
+    /// at loopback addresses or Unix sockets only.
     pub fn is_on_this_machine(&self) -> bool {
         use tokio_postgres::config::Host;
         let DatabaseUrl::Postgres(url) = self else {
@@ -555,12 +570,36 @@ mod tests {
             "postgres://u@db.example/db?hostaddr=127.0.0.1"
         ));
         assert!(on_this_machine("postgres://u@localhost/db?sslmode=require"));
+        assert!(on_this_machine("postgres://u@%2Fvar%2Frun%2Fpostgresql/db"));
         assert!(!on_this_machine("postgres://u:p@db.example:5432/db"));
         assert!(!on_this_machine("postgres://u:p@10.0.0.5/db"));
         assert!(!on_this_machine("postgres://u@localhost,db.example/db"));
         assert!(!on_this_machine(
             "postgres://u@localhost/db?hostaddr=10.0.0.5"
         ));
+    }
+
+    #[test]
+    fn hosts_and_ports_in_the_query_are_refused_by_name() {
+        for (raw, key) in [
+            ("postgres://u@localhost/db?host=/run/postgresql", "host"),
+            (
+                "postgres://u@db.example/db?sslmode=require&port=5433",
+                "port",
+            ),
+        ] {
+            let error = raw.parse::<DatabaseUrl>().unwrap_err();
+            assert!(
+                error.starts_with(&format!("sets `{key}` in its query")),
+                "{error}"
+            );
+            assert!(error.contains("Unix sockets are not supported"), "{error}");
+        }
+        assert!(
+            "postgres://u@db.example/db?hostaddr=10.0.0.5"
+                .parse::<DatabaseUrl>()
+                .is_ok()
+        );
     }
 
     #[test]

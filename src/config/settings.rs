@@ -77,13 +77,13 @@ pub const DEFAULT_STATEMENT_TIMEOUT: Seconds = Seconds(Duration::from_secs(3));
 pub const DEFAULT_KEEPALIVE: Seconds = Seconds(Duration::from_secs(5));
 
 /// The pool size when none is set. A database on this machine (SQLite; PostgreSQL at a
-/// loopback address) runs its statements on this machine's cores: more statements at
-/// once than cores only contend for them, and every other statement (a write's, above
-/// all) then waits longer for a core. Measured with bench/mix on 2 cores: 2 readers
-/// serve as many misses as 10 with a far shorter tail; SQLite's take 40 MB less, and
-/// on PostgreSQL a write's acknowledgement at the 99th percentile takes a fifth of the
-/// time. A database elsewhere has cores of its own, and more connections overlap the
-/// round trips to it.
+/// loopback address or a Unix socket) runs its statements on this machine's cores:
+/// more statements at once than cores only contend for them, and every other statement
+/// (a write's, above all) then waits longer for a core. Measured with bench/mix on 2
+/// cores: 2 readers serve as many misses as 10 with a far shorter tail; SQLite's take
+/// 40 MB less, and on PostgreSQL a write's acknowledgement at the 99th percentile takes
+/// a fifth of the time. A database elsewhere has cores of its own, and more
+/// connections overlap the round trips to it.
 pub fn default_pool_size(url: &DatabaseUrl) -> usize {
     if !url.is_on_this_machine() {
         return DEFAULT_MAX_CONNECTIONS;
