@@ -91,10 +91,11 @@ impl BoundServer {
         dashboard::announce(self.admin_address());
         let transport = self.app.database_transport().await;
         tracing::info!(
-            "listening on http://{}; database: {} ({}){}; cache: {}; at most {} connections",
+            "listening on http://{}; database: {} ({}, {} read connections){}; cache: {}; at most {} connections",
             self.address,
             self.app.settings.database_url,
             transport.as_deref().unwrap_or("not answering yet"),
+            self.app.settings.db.max_connections,
             replicas_line(&self.app),
             self.app.cache_description(),
             self.max_connections

@@ -211,6 +211,7 @@ impl GlobalOpts {
             max_connections: self
                 .db_pool_size
                 .map_or_else(|| default_pool_size(&self.database_url()), usize::from),
+            replica_max_connections: self.db_pool_size.map(usize::from),
             connect_timeout: self.db_connect_timeout.duration(),
             pool_timeout: self.db_pool_timeout.duration(),
             statement_timeout: self.db_statement_timeout.duration(),

@@ -6,6 +6,7 @@ use crate::support::TestEnv;
 use crate::support::binary::{stderr, stdout};
 
 both_modes!(create_property_rejects_bad_input_and_writes_nothing);
+both_modes!(the_start_up_line_tells_how_many_read_connections);
 
 async fn create_property_rejects_bad_input_and_writes_nothing(env: TestEnv) {
     let long_title = "x".repeat(201);
@@ -159,6 +160,22 @@ fn invalid_settings_name_the_setting() {
             stderr(&output)
         );
     }
+}
+
+/// A database on this machine (both modes' here) gets one read connection per core, at
+/// least 2, unless the operator says otherwise.
+async fn the_start_up_line_tells_how_many_read_connections(env: TestEnv) {
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get().max(2));
+    let server = env.serve(&[]);
+    let log = server.log();
+    assert!(
+        log.contains(&format!(", {cores} read connections)")),
+        "{log}"
+    );
+    drop(server);
+    let sized = env.serve(&["--db-pool-size", "7"]);
+    let log = sized.log();
+    assert!(log.contains(", 7 read connections)"), "{log}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -26,7 +26,7 @@ use diesel_async::{AsyncPgConnection, RunQueryDsl as _};
 
 use super::connect::{self, PgConfig, PgSession};
 use super::{DbError, build_pool, connection_error_text, pg_manager_config};
-use crate::config::{DbSettings, ReplicaSettings, human_duration};
+use crate::config::{DatabaseUrl, DbSettings, ReplicaSettings, default_pool_size, human_duration};
 use crate::logging::{Failure, log_limited};
 use crate::metrics::Metrics;
 use crate::metrics::replicas::{Fallback, ReplicaState, ReplicaStatus, Standing, lag_seconds};
@@ -148,7 +148,10 @@ impl Replicas {
                     url.url().expose(),
                     pg_manager_config(config.clone(), replica_db, metrics.clone()),
                 );
-                let pool = build_pool(manager, &replica_db, db.max_connections)
+                let size = db.replica_max_connections.unwrap_or_else(|| {
+                    default_pool_size(&DatabaseUrl::Postgres(url.url().clone()))
+                });
+                let pool = build_pool(manager, &replica_db, size)
                     .map_err(|e| DbError::Unavailable(format!("replica {}: {e}", status.name)))?;
                 Ok(Replica {
                     pool,

@@ -100,6 +100,7 @@ impl TestEnv {
                 .expect("a test's key prefix is valid"),
             db: DbSettings {
                 max_connections: 8,
+                replica_max_connections: Some(8),
                 ..DbSettings::default()
             },
             admin_token: Some(ADMIN_TOKEN.parse().expect("token")),
