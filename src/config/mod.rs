@@ -197,7 +197,9 @@ impl DatabaseUrl {
         };
         let addresses = config.get_hostaddrs();
         if !addresses.is_empty() {
-            return addresses.iter().all(std::net::IpAddr::is_loopback);
+            return addresses
+                .iter()
+                .all(|address| address.to_canonical().is_loopback());
         }
         config.get_hosts().iter().all(|host| match host {
             Host::Unix(_) => true,
@@ -205,7 +207,7 @@ impl DatabaseUrl {
                 name.eq_ignore_ascii_case("localhost")
                     || name
                         .parse::<std::net::IpAddr>()
-                        .is_ok_and(|address| address.is_loopback())
+                        .is_ok_and(|address| address.to_canonical().is_loopback())
             }
         })
     }
@@ -567,6 +569,9 @@ mod tests {
         assert!(on_this_machine("postgres://u:p@127.0.0.1:5432/db"));
         assert!(on_this_machine("postgres://u:p@LocalHost/db"));
         assert!(on_this_machine("postgres://u:p@[::1]:5432/db"));
+        assert!(on_this_machine(
+            "postgres://u@db.example/db?hostaddr=::ffff:127.0.0.1"
+        ));
         assert!(on_this_machine(
             "postgres://u@db.example/db?hostaddr=127.0.0.1"
         ));
