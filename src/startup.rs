@@ -91,7 +91,7 @@ impl BoundServer {
         dashboard::announce(self.admin_address());
         let transport = self.app.database_transport().await;
         tracing::info!(
-            "listening on http://{}; database: {} ({}, {} read connections){}; cache: {}; at most {} connections",
+            "listening on http://{}; database: {} ({}), {} read connections{}; cache: {}; at most {} connections",
             self.address,
             self.app.settings.database_url,
             transport.as_deref().unwrap_or("not answering yet"),

@@ -169,13 +169,13 @@ async fn the_start_up_line_tells_how_many_read_connections(env: TestEnv) {
     let server = env.serve(&[]);
     let log = server.log();
     assert!(
-        log.contains(&format!(", {cores} read connections)")),
+        log.contains(&format!("), {cores} read connections;")),
         "{log}"
     );
     drop(server);
     let sized = env.serve(&["--db-pool-size", "7"]);
     let log = sized.log();
-    assert!(log.contains(", 7 read connections)"), "{log}");
+    assert!(log.contains("), 7 read connections;"), "{log}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
