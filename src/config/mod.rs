@@ -204,7 +204,7 @@ impl DatabaseUrl {
         config.get_hosts().iter().all(|host| match host {
             Host::Unix(_) => true,
             Host::Tcp(name) => {
-                name.eq_ignore_ascii_case("localhost")
+                is_localhost_name(name)
                     || name
                         .parse::<std::net::IpAddr>()
                         .is_ok_and(|address| address.to_canonical().is_loopback())
@@ -218,6 +218,13 @@ impl DatabaseUrl {
             DatabaseUrl::Sqlite(_) => "SQLite",
         }
     }
+}
+
+/// `localhost` and the names under it, which resolve to loopback (RFC 6761 §6.3),
+/// with or without the root's trailing dot.
+fn is_localhost_name(name: &str) -> bool {
+    let name = name.strip_suffix('.').unwrap_or(name).to_ascii_lowercase();
+    name == "localhost" || name.ends_with(".localhost")
 }
 
 impl fmt::Display for DatabaseUrl {
@@ -576,6 +583,10 @@ mod tests {
             "postgres://u@db.example/db?hostaddr=127.0.0.1"
         ));
         assert!(on_this_machine("postgres://u@localhost/db?sslmode=require"));
+        assert!(on_this_machine("postgres://u@db.localhost/db"));
+        assert!(on_this_machine("postgres://u@localhost./db"));
+        assert!(!on_this_machine("postgres://u@localhost.example/db"));
+        assert!(!on_this_machine("postgres://u@notlocalhost/db"));
         assert!(on_this_machine("postgres://u@%2Fvar%2Frun%2Fpostgresql/db"));
         assert!(!on_this_machine("postgres://u:p@db.example:5432/db"));
         assert!(!on_this_machine("postgres://u:p@10.0.0.5/db"));
