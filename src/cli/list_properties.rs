@@ -68,9 +68,10 @@ pub async fn run(opts: Opts, global: &GlobalOpts) -> anyhow::Result<()> {
         return Ok(());
     }
     let app = App::connect(global.settings()).await?;
-    let (page, _) = service::properties::list_properties(&app, &query)
+    let (stored, _) = service::properties::list_properties(&app, &query)
         .await
         .context("cannot list properties")?;
+    let page = stored.page;
     app.flush_counts().await;
     if opts.json {
         // The API's page without its URLs, fields in the API's order.

@@ -225,6 +225,11 @@ impl PropertyQuery {
 
     /// The parameters that differ from the defaults, in a fixed order and encoding.
     pub fn canonical(&self) -> String {
+        self.canonical_of_page(self.page)
+    }
+
+    /// [`PropertyQuery::canonical`] of the same search's `page`.
+    fn canonical_of_page(&self, page: u32) -> String {
         let mut out = form_urlencoded::Serializer::new(String::new());
         if let Some(location) = &self.location {
             out.append_pair("location", location);
@@ -241,8 +246,8 @@ impl PropertyQuery {
         if self.ordering != SortOrder::default() {
             out.append_pair("ordering", self.ordering.as_str());
         }
-        if self.page != 1 {
-            out.append_pair("page", &self.page.to_string());
+        if page != 1 {
+            out.append_pair("page", &page.to_string());
         }
         if self.page_size != DEFAULT_PAGE_SIZE {
             out.append_pair("page_size", &self.page_size.to_string());
@@ -252,11 +257,7 @@ impl PropertyQuery {
 
     /// The list URL of `page` with the same filters, order and page size.
     pub fn url_of_page(&self, page: u32) -> String {
-        let query = PropertyQuery {
-            page,
-            ..self.clone()
-        }
-        .canonical();
+        let query = self.canonical_of_page(page);
         if query.is_empty() {
             "/properties/".to_owned()
         } else {

@@ -1,8 +1,11 @@
 //! Property handlers: parse the request, call the service, shape the response. The
 //! `#[utoipa::path]` on each is what `/openapi.json` is generated from.
 
+use std::sync::Arc;
+
+use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::IntoResponse;
 use axum::{Extension, Json};
 use serde::Serialize;
@@ -17,7 +20,9 @@ use crate::http::error::{
     ApiError, ErrorBody, internal_error, invalid_parameter, not_found, unprocessable,
 };
 use crate::http::schemas::{ListParams, NewPropertyBody, PropertyChangesBody};
+use crate::http::view_keys::ParsedQuery;
 use crate::service::ServiceError;
+use crate::service::StoredPage;
 use crate::service::properties as service;
 use crate::service::{AppState, Dependencies};
 use crate::view::precondition::{Precondition, item_etag};
@@ -52,6 +57,13 @@ fn with_etag(property: Property) -> impl IntoResponse {
     ([(header::ETAG, etag)], Json(property))
 }
 
+/// A page of properties as JSON (see [`PropertyList`]), with what it depends on.
+type ListResponse = (
+    Extension<Dependencies>,
+    [(header::HeaderName, HeaderValue); 1],
+    Bytes,
+);
+
 /// A page of properties.
 #[derive(Serialize, ToSchema)]
 pub struct PropertyList {
@@ -80,19 +92,61 @@ pub struct PropertyList {
 )]
 pub async fn list_properties(
     State(app): State<AppState>,
+    parsed: Option<Extension<ParsedQuery>>,
     RawQuery(query): RawQuery,
-) -> Result<(Extension<Dependencies>, Json<PropertyList>), ApiError> {
-    let query = PropertyQuery::from_query_string(query.as_deref().unwrap_or_default())
-        .map_err(invalid_parameter)?;
-    let (page, dependencies) = service::list_properties(&app, &query).await?;
-    let (previous, next) = query.neighbours(page.count);
-    let list = PropertyList {
-        count: page.count,
-        next,
-        previous,
-        data: page.data,
+) -> Result<ListResponse, ApiError> {
+    // The view layer parsed it already, unless it let the handler explain an error.
+    let query = match parsed {
+        Some(Extension(ParsedQuery(query))) => query,
+        None => Arc::new(
+            PropertyQuery::from_query_string(query.as_deref().unwrap_or_default())
+                .map_err(invalid_parameter)?,
+        ),
     };
-    Ok((Extension(dependencies), Json(list)))
+    let (stored, dependencies) = service::list_properties(&app, &query).await?;
+    let (previous, next) = query.neighbours(stored.page.count);
+    let body = list_body(stored, previous, next).map_err(|e| {
+        tracing::error!(error = %e, "a page could not be serialized");
+        internal_error()
+    })?;
+    let json = [(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    )];
+    Ok((Extension(dependencies), json, body))
+}
+
+/// The [`PropertyList`] of a page, written around the JSON the data level stores it as
+/// (`{"count":N` and `,"data":[…]}` as they are, the links between), which is what
+/// serializing the list gives, byte for byte.
+fn list_body(
+    stored: StoredPage,
+    previous: Option<String>,
+    next: Option<String>,
+) -> serde_json::Result<Bytes> {
+    let json = &stored.json;
+    let head = format!("{{\"count\":{}", stored.page.count);
+    let rows = json
+        .get(head.len()..)
+        .filter(|rows| rows.starts_with(b",\"data\":"));
+    let Some(rows) = rows.filter(|_| json.starts_with(head.as_bytes())) else {
+        // Not the form a page is stored in: serialize the list after all.
+        let list = PropertyList {
+            count: stored.page.count,
+            next,
+            previous,
+            data: stored.page.data,
+        };
+        return serde_json::to_vec(&list).map(Bytes::from);
+    };
+    let mut body = Vec::with_capacity(json.len() + 256);
+    body.extend_from_slice(head.as_bytes());
+    body.extend_from_slice(b",\"next\":");
+    serde_json::to_writer(&mut body, &next)?;
+    body.extend_from_slice(b",\"previous\":");
+    serde_json::to_writer(&mut body, &previous)?;
+    body.extend_from_slice(rows);
+    Ok(Bytes::from(body))
 }
 
 /// The same list without the trailing slash.
@@ -111,9 +165,10 @@ pub async fn list_properties(
 )]
 pub async fn list_properties_no_slash(
     state: State<AppState>,
+    parsed: Option<Extension<ParsedQuery>>,
     query: RawQuery,
-) -> Result<(Extension<Dependencies>, Json<PropertyList>), ApiError> {
-    list_properties(state, query).await
+) -> Result<ListResponse, ApiError> {
+    list_properties(state, parsed, query).await
 }
 
 /// Runs a write in its own task: if the client goes away, the request is dropped, but
@@ -337,4 +392,46 @@ struct ConditionalHeaders {
         pattern = r#"^(\*|(W/)?"[!#-~]*"( *, *(W/)?"[!#-~]*")*)?$"#
     )]
     if_none_match: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::PropertyPage;
+
+    #[test]
+    fn a_list_body_is_the_list_serialized() {
+        let property = Property {
+            id: 7,
+            title: "Sea \"view\" \u{1F3E0}".into(),
+            description: "Line\nbreak".into(),
+            price: "125000.50".parse().unwrap(),
+            location: "Malindi".into(),
+            created_at: chrono::DateTime::from_timestamp(1_700_000_000, 0).unwrap(),
+        };
+        let pages = [(0, vec![]), (41, vec![property.clone(), property])];
+        let links = [
+            (None, None),
+            (
+                Some("/properties/?page=1".to_owned()),
+                Some("/properties/?q=\"x\"".to_owned()),
+            ),
+        ];
+        for (count, data) in pages {
+            for (previous, next) in links.clone() {
+                let list = PropertyList {
+                    count,
+                    next: next.clone(),
+                    previous: previous.clone(),
+                    data: data.clone(),
+                };
+                let page = PropertyPage {
+                    count,
+                    data: data.clone(),
+                };
+                let body = list_body(StoredPage::new(page), previous, next).unwrap();
+                assert_eq!(body, serde_json::to_vec(&list).unwrap());
+            }
+        }
+    }
 }

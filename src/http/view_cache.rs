@@ -20,7 +20,7 @@ use tower::{Service, ServiceExt as _};
 
 use crate::domain::PropertyQuery;
 use crate::http::error::internal_error;
-use crate::http::view_keys;
+use crate::http::view_keys::{self, ParsedQuery};
 use crate::service::CacheStatus;
 use crate::service::views;
 use crate::service::{AppState, Dependencies};
@@ -73,18 +73,25 @@ where
 
     fn call(&mut self, request: Request) -> BoxedResponse {
         let cacheable = matches!(*request.method(), Method::GET | Method::HEAD);
-        let Some(key) = cacheable.then(|| view_key(&request)).flatten() else {
+        let Some((key, parsed)) = cacheable.then(|| view_key(&request)).flatten() else {
             // Writes, and reads the handler must explain (an invalid query, an id that
             // is no number).
             return Box::pin(self.inner.call(request));
         };
         let app = self.app.clone();
         let inner = self.inner.clone();
-        Box::pin(async move { Ok(serve_view(app, inner, key, request).await) })
+        Box::pin(async move { Ok(serve_view(app, inner, (key, parsed), request).await) })
     }
 }
 
-async fn serve_view<S>(app: AppState, inner: S, key: Arc<str>, request: Request) -> Response
+/// The response for the view `key` (with its query as parsed, for the handler of a
+/// miss).
+async fn serve_view<S>(
+    app: AppState,
+    inner: S,
+    (key, parsed): (Arc<str>, Option<ParsedQuery>),
+    request: Request,
+) -> Response
 where
     S: Service<Request, Response = Response, Error = Infallible> + Send + 'static,
     S::Future: Send,
@@ -100,7 +107,14 @@ where
     }
     // Brotli, slower to make, follows a hit; until then gzip.
     let gzip = encodings[Encoding::Gzip as usize];
-    let found = views::cached(&app, &key, encodings, || render(inner, request, gzip)).await;
+    let render = || {
+        // Only a miss pays for the extensions' map.
+        if let Some(parsed) = parsed {
+            request.extensions_mut().insert(parsed);
+        }
+        render(inner, request, gzip)
+    };
+    let found = views::cached(&app, &key, encodings, render).await;
     let mut response = match found {
         Ok((ready, status)) => respond(&ready, status, encodings, if_none_match.as_ref(), head),
         Err(uncacheable) => with_x_cache(uncacheable, MISS),
@@ -112,17 +126,19 @@ where
 }
 
 /// The normalized URL: lists by their canonical query (unknown parameters and
-/// parameter order do not count, and `/properties` is `/properties/`), items by their
-/// parsed id (`/properties/007/` is `/properties/7/`). `None` for anything else.
-fn view_key(request: &Request) -> Option<Arc<str>> {
+/// parameter order do not count, and `/properties` is `/properties/`), with the query
+/// parsed; items by their parsed id (`/properties/007/` is `/properties/7/`). `None`
+/// for anything else.
+fn view_key(request: &Request) -> Option<(Arc<str>, Option<ParsedQuery>)> {
     let path = request.uri().path();
     if path == "/properties/" || path == "/properties" {
         return match request.uri().query() {
-            None | Some("") => Some(Arc::clone(&DEFAULT_LISTING)),
+            None | Some("") => Some((Arc::clone(&DEFAULT_LISTING), None)),
             Some(query) => view_keys::normalized(query, |query| {
                 let query = PropertyQuery::from_query_string(query).ok()?;
-                Some(query.url_of_page(query.page))
-            }),
+                Some((query.url_of_page(query.page), ParsedQuery(Arc::new(query))))
+            })
+            .map(|(key, parsed)| (key, Some(parsed))),
         };
     }
     // As the router decodes it (`/properties/%31/` is `/properties/1/`).
@@ -130,10 +146,8 @@ fn view_key(request: &Request) -> Option<Arc<str>> {
     let id = percent_encoding::percent_decode_str(id)
         .decode_utf8()
         .ok()?;
-    Some(Arc::from(format!(
-        "/properties/{}/",
-        id.parse::<i64>().ok()?
-    )))
+    let key = format!("/properties/{}/", id.parse::<i64>().ok()?);
+    Some((Arc::from(key), None))
 }
 
 /// Runs the handler; a 200 that says what it depends on becomes a cacheable value (with

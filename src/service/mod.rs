@@ -30,6 +30,7 @@ use db::{Db, DbError, Fault};
 use sqlite_writes::SqliteWrites;
 
 pub use cache::CacheStatus;
+pub use cache::values::StoredPage;
 
 /// What a response depends on, for the view level to keep with it; opaque outside this
 /// layer. A handler's response that carries none is never cached.

@@ -4,13 +4,14 @@
 
 use crate::config::DatabaseUrl;
 use crate::domain::{NewProperty, PropertyChanges, PropertyQuery};
-use crate::domain::{Property, PropertyPage, RowFacts};
+use crate::domain::{Property, RowFacts};
 use crate::logging::{Failure, log_limited};
 use crate::metrics::WritePhase;
 use crate::metrics::events::Cause;
 use crate::service::cache::CacheStatus;
 use crate::service::cache::keys::{AllPropertiesKey, PropertyKey, PropertyQueryKey, Resource};
 use crate::service::cache::tags::{self, TagSet};
+use crate::service::cache::values::StoredPage;
 use crate::service::db::DbError;
 use crate::service::db::page_statement;
 use crate::service::{App, Dependencies, property_rows};
@@ -23,7 +24,7 @@ use crate::view::precondition::Precondition;
 pub async fn list_properties(
     app: &App,
     query: &PropertyQuery,
-) -> Result<(PropertyPage, Dependencies), ServiceError> {
+) -> Result<(StoredPage, Dependencies), ServiceError> {
     pause!(app.cache().hooks(), InService);
     catch_up_with_other_writers(app).await;
     let load = |floor| async move {
@@ -35,7 +36,7 @@ pub async fn list_properties(
             app.counts.insert(query, counted);
         }
         let tags = tags::page_tags(query, &page);
-        Ok::<_, ServiceError>((page, tags))
+        Ok::<_, ServiceError>((StoredPage::new(page), tags))
     };
     let ttl = app.settings.data_ttl;
     if !query.is_default_listing() {
@@ -50,7 +51,7 @@ pub async fn list_properties(
         CacheStatus::Hit => tracing::info!("all_properties cache hit"),
         CacheStatus::Miss => tracing::info!(
             "all_properties cache miss: loaded {} properties from database",
-            fetched.value.data.len()
+            fetched.value.page.data.len()
         ),
     }
     Ok((fetched.value, Dependencies(fetched.tags)))

@@ -268,7 +268,7 @@ async fn a_write_does_not_wait_for_a_read_connection(env: TestEnv) {
             let text_search = PropertyQuery::from_query_string("search=loft").expect("a search");
             properties::list_properties(&app, &text_search)
                 .await
-                .map(|(page, _)| page.count)
+                .map(|(page, _)| page.page.count)
         }
     });
     held.reached().await;

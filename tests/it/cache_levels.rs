@@ -305,7 +305,7 @@ async fn a_retired_page_loads_its_data_without_looking_it_up() {
     let (stored_again, _) = properties::list_properties(&app, &query)
         .await
         .expect("the data entry, loaded and stored again");
-    assert_eq!(stored_again.count, 2);
+    assert_eq!(stored_again.page.count, 2);
     let data_hits = app.metrics.cache(CacheKind::Queries).hits;
     let queries = app.metrics.db_queries();
 
@@ -416,7 +416,7 @@ async fn a_retired_pages_late_data_is_retired_by_a_write_during_its_load() {
         .await
         .expect("the data level, from another server");
     assert_eq!(
-        page.count, 3,
+        page.page.count, 3,
         "the late data store is retired for every server"
     );
     let next = get(&router, url).await;

@@ -70,7 +70,7 @@ async fn create_property_rejects_bad_input_and_writes_nothing(env: TestEnv) {
     let (rows, _) = listings::service::properties::list_properties(&app, &Default::default())
         .await
         .expect("list");
-    assert!(rows.data.is_empty(), "nothing was inserted: {rows:?}");
+    assert!(rows.page.data.is_empty(), "nothing was inserted: {rows:?}");
 }
 
 #[test]

@@ -61,7 +61,12 @@ async fn invalidation_runs_after_commit(env: TestEnv) {
         listings::service::properties::list_properties(&other_reader, &Default::default())
             .await
             .expect("list");
-    let titles: Vec<_> = in_database.data.iter().map(|p| p.title.as_str()).collect();
+    let titles: Vec<_> = in_database
+        .page
+        .data
+        .iter()
+        .map(|p| p.title.as_str())
+        .collect();
     assert_eq!(titles, ["New", "Old"], "committed before invalidating");
     pause.release();
     writer.await.expect("writer");

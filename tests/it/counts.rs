@@ -123,7 +123,7 @@ async fn counts_equal_the_rows_they_count(env: TestEnv) {
                     ),
                 )
                 .await;
-                assert_eq!(page.count, truth, "{query:?}");
+                assert_eq!(page.page.count, truth, "{query:?}");
                 checked += 1;
             }
         }

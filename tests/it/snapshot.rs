@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use listings::domain::PropertyPage;
 use listings::domain::PropertyQuery;
-use listings::service::properties;
+use listings::service::{StoredPage, properties};
 use listings::test_hooks::Point;
 use rand::Rng as _;
 use tokio::task::JoinSet;
@@ -51,7 +51,7 @@ async fn a_write_between_rows_and_count_is_in_neither(env: TestEnv) {
         between.release();
         let page = reader.await.expect("reader").expect("list page");
         assert_eq!(
-            (page.count, page.data.len()),
+            (page.page.count, page.page.data.len()),
             (seen, seen as usize),
             "count and rows from one snapshot: {query:?}"
         );
@@ -107,10 +107,15 @@ async fn count_and_rows_agree_under_concurrent_writes(env: TestEnv) {
                         page_size: PAGE_SIZE,
                         ..PropertyQuery::default()
                     };
-                    let (PropertyPage { count, data }, _) =
-                        properties::list_properties(&app, &query)
-                            .await
-                            .expect("list page");
+                    let (
+                        StoredPage {
+                            page: PropertyPage { count, data },
+                            ..
+                        },
+                        _,
+                    ) = properties::list_properties(&app, &query)
+                        .await
+                        .expect("list page");
                     (count, data.len())
                 } else {
                     let answer = get(

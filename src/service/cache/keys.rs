@@ -18,10 +18,11 @@
 //!   current, so no script needs the clock and an entry together; an entry a write
 //!   retired is replaced by the next load, or expires by TTL.
 
+use crate::domain::Property;
 use crate::domain::PropertyQuery;
-use crate::domain::{Property, PropertyPage};
 use crate::metrics::{CacheKind, Counts};
 use crate::service::cache::values::CacheValue;
+use crate::service::cache::values::StoredPage;
 use crate::view::CachedResponse;
 
 /// The entries of one table (the clock's tags name its rows and their filters).
@@ -61,7 +62,7 @@ pub trait CacheKey {
 pub struct AllPropertiesKey;
 
 impl CacheKey for AllPropertiesKey {
-    type Value = PropertyPage;
+    type Value = StoredPage;
     const KIND: CacheKind = CacheKind::AllProperties;
 
     fn resource(&self) -> Resource {
@@ -83,7 +84,7 @@ impl PropertyQueryKey {
 }
 
 impl CacheKey for PropertyQueryKey {
-    type Value = PropertyPage;
+    type Value = StoredPage;
     const KIND: CacheKind = CacheKind::Queries;
 
     fn resource(&self) -> Resource {
