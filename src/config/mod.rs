@@ -163,7 +163,16 @@ fn same_target(raw: &str, config: &tokio_postgres::Config) -> bool {
         Some(port) => config.get_ports().iter().all(|p| *p == port),
         None => config.get_ports().iter().all(|p| *p == 5432),
     };
-    hosts == url_hosts && ports_agree
+    // The url crate writes an IPv6 address in its shortest form (`::ffff:127.0.0.1` as
+    // `::ffff:7f00:1`), tokio-postgres as given: the same address either way.
+    let same_host = |(ours, theirs): (&String, &String)| {
+        ours == theirs
+            || matches!(
+                (ours.parse::<std::net::IpAddr>(), theirs.parse::<std::net::IpAddr>()),
+                (Ok(a), Ok(b)) if a == b
+            )
+    };
+    hosts.len() == url_hosts.len() && hosts.iter().zip(&url_hosts).all(same_host) && ports_agree
 }
 
 /// A scheme as URLs spell them (letters, digits, `+-.`), so that a file path containing
@@ -585,6 +594,8 @@ mod tests {
         assert!(on_this_machine("postgres://u@localhost/db?sslmode=require"));
         assert!(on_this_machine("postgres://u@db.localhost/db"));
         assert!(on_this_machine("postgres://u@localhost./db"));
+        assert!(on_this_machine("postgres://u@[::ffff:127.0.0.1]:5432/db"));
+        assert!(!on_this_machine("postgres://u@[::ffff:10.0.0.5]/db"));
         assert!(!on_this_machine("postgres://u@localhost.example/db"));
         assert!(!on_this_machine("postgres://u@notlocalhost/db"));
         assert!(on_this_machine("postgres://u@%2Fvar%2Frun%2Fpostgresql/db"));
