@@ -118,7 +118,8 @@ pub async fn list_properties(
 
 /// The [`PropertyList`] of a page, written around the JSON the data level stores it as
 /// (`{"count":N` and `,"data":[…]}` as they are, the links between), which is what
-/// serializing the list gives, byte for byte.
+/// serializing the list gives, byte for byte. A value of another form (another build's,
+/// sharing the cache) is serialized from what it decoded to instead.
 fn list_body(
     stored: StoredPage,
     previous: Option<String>,
@@ -128,7 +129,7 @@ fn list_body(
     let head = format!("{{\"count\":{}", stored.page.count);
     let rows = json
         .get(head.len()..)
-        .filter(|rows| rows.starts_with(b",\"data\":"));
+        .filter(|rows| rows.starts_with(b",\"data\":[") && rows.ends_with(b"]}"));
     let Some(rows) = rows.filter(|_| json.starts_with(head.as_bytes())) else {
         // Not the form a page is stored in: serialize the list after all.
         let list = PropertyList {
