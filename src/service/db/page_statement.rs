@@ -412,6 +412,7 @@ fn page_ids_call(statement: &mut Statement, query: &PropertyQuery) -> String {
 }
 
 /// A search's location and price bounds, as its statement filters by them.
+#[derive(Default)]
 struct Bounds<'a> {
     location: Option<&'a String>,
     /// Inclusive.
@@ -460,28 +461,22 @@ fn filter_on(statement: &mut Statement, bounds: &Bounds<'_>, price: &str) -> Str
 fn count(statement: &mut Statement, query: &PropertyQuery) -> String {
     let (min, max) = (&query.min_price, &query.max_price);
     let location = query.location.as_ref();
-    fn rows_between(
-        statement: &mut Statement,
-        location: Option<&String>,
-        from: Option<&BigDecimal>,
-        below: Option<&BigDecimal>,
-        to: Option<&BigDecimal>,
-    ) -> String {
-        let bounds = Bounds {
-            location,
-            from,
-            below,
-            to,
-        };
-        let filter = filter_on(statement, &bounds, "price");
+    let rows_between = |statement: &mut Statement, bounds: &Bounds<'_>| {
+        let filter = filter_on(statement, bounds, "price");
         format!("(SELECT count(*) FROM properties WHERE {filter})")
-    }
+    };
     if let (Some(min), Some(max)) = (min, max) {
         if min > max {
             return "0".to_owned();
         }
         if band(min) == band(max) {
-            return rows_between(statement, location, Some(min), None, Some(max));
+            let bounds = Bounds {
+                location,
+                from: Some(min),
+                to: Some(max),
+                ..Bounds::default()
+            };
+            return rows_between(statement, &bounds);
         }
     }
     let mut parts = Vec::new();
@@ -489,8 +484,13 @@ fn count(statement: &mut Statement, query: &PropertyQuery) -> String {
         Some(min) => {
             let low = band(min);
             let next_band = lowest_of(low + 1);
-            let rows = rows_between(statement, location, Some(min), next_band.as_ref(), None);
-            parts.push(rows);
+            let bounds = Bounds {
+                location,
+                from: Some(min),
+                below: next_band.as_ref(),
+                ..Bounds::default()
+            };
+            parts.push(rows_between(statement, &bounds));
             low + 1
         }
         None => 0,
@@ -499,8 +499,13 @@ fn count(statement: &mut Statement, query: &PropertyQuery) -> String {
         Some(max) => {
             let high = band(max);
             let its_band = lowest_of(high);
-            let rows = rows_between(statement, location, its_band.as_ref(), None, Some(max));
-            parts.push(rows);
+            let bounds = Bounds {
+                location,
+                from: its_band.as_ref(),
+                to: Some(max),
+                ..Bounds::default()
+            };
+            parts.push(rows_between(statement, &bounds));
             high
         }
         None => BANDS,
